@@ -1,0 +1,143 @@
+"""Data sets. Images are uint8 ``[N, H, W, C]`` (the hardware's pixels), labels int64.
+
+Nothing is downloaded: digits come from scikit-learn's wheel, ``synthetic`` is generated,
+MNIST / Fashion-MNIST / CIFAR-10 are read from a directory the user gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import pathlib
+import pickle
+
+import numpy as np
+
+__all__ = ["DATASETS", "Dataset", "load_dataset", "DatasetError"]
+
+from .config import DATASETS
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+
+    @property
+    def shape(self):
+        """``(H, W, C)`` of one image."""
+        return tuple(self.x_train.shape[1:])
+
+
+def _split(x, y, seed: int, test_fraction: float = 0.2):
+    """A stratified split that does not depend on the training seed."""
+    rng = np.random.default_rng(seed)
+    tr, te = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_te = int(round(len(idx) * test_fraction))
+        te.append(idx[:n_te])
+        tr.append(idx[n_te:])
+    tr, te = np.sort(np.concatenate(tr)), np.sort(np.concatenate(te))
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = np.round(d.images * (255 / 16)).astype(np.uint8)[..., None]     # 0..16 -> 0..255
+    return Dataset("digits", *_split(x, d.target.astype(np.int64), seed=0), classes=10)
+
+
+def synthetic(n: int = 600, size: int = 8, classes: int = 4, seed: int = 0) -> Dataset:
+    """Noisy bars: class ``c`` lights row band ``c`` (or column band, for classes >= size/2)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, size, size)).astype(np.int64)
+    band = size // classes if classes <= size else 1
+    for i, c in enumerate(y):
+        lo = (c * band) % size
+        if c % 2:
+            x[i, :, lo:lo + band] += 180
+        else:
+            x[i, lo:lo + band, :] += 180
+    x = np.clip(x, 0, 255).astype(np.uint8)[..., None]
+    return Dataset("synthetic", *_split(x, y.astype(np.int64), seed=0), classes=classes)
+
+
+def _find(root: pathlib.Path, name: str) -> pathlib.Path | None:
+    for cand in (root / name, root / (name + ".gz")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _read_idx(path: pathlib.Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{path} is truncated: header says {dims}, holds {data.size} bytes")
+    return data.reshape(dims)
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist(name: str, root: pathlib.Path) -> Dataset:
+    paths = [_find(root, f) for f in _IDX]
+    if None in paths:
+        missing = [f for f, p in zip(_IDX, paths) if p is None]
+        raise DatasetError(f"{name}: {root} lacks {', '.join(missing)} (plain or .gz). Put the four idx "
+                           f"files ({', '.join(_IDX)}) in one directory and pass it with --data-dir.")
+    xtr, ytr, xte, yte = (_read_idx(p) for p in paths)
+    return Dataset(name, xtr[..., None], ytr.astype(np.int64), xte[..., None], yte.astype(np.int64), 10)
+
+
+def _cifar10(root: pathlib.Path) -> Dataset:
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (base / n).is_file()]
+    if missing:
+        raise DatasetError(f"cifar10: {base} lacks {', '.join(missing)}. Unpack the python version of "
+                           f"CIFAR-10 (cifar-10-python.tar.gz) and pass its directory with --data-dir.")
+
+    def load(n):
+        with open(base / n, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        return d[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d[b"labels"], np.int64)
+
+    parts = [load(n) for n in names[:5]]
+    xte, yte = load(names[5])
+    return Dataset("cifar10", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                   xte, yte, 10)
+
+
+def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+    """Load a data set by name; file-based ones need ``data_dir``."""
+    if name == "digits":
+        return _digits()
+    if name == "synthetic":
+        return synthetic()
+    if name in ("mnist", "fashion-mnist", "cifar10"):
+        if data_dir is None:
+            raise DatasetError(f"{name} is read from local files: pass --data-dir DIR "
+                               f"(nothing is downloaded)")
+        root = pathlib.Path(data_dir)
+        if not root.is_dir():
+            raise DatasetError(f"--data-dir {root} is not a directory")
+        return _cifar10(root) if name == "cifar10" else _mnist(name, root)
+    raise DatasetError(f"--dataset must be one of {', '.join(DATASETS)}, not {name!r}")

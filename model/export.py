@@ -1,0 +1,48 @@
+"""``ternpe export``: a trained run -> ROM images, tile index, requantizers and golden vectors."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from ternpe.contract import ArrayGeometry
+from ternpe.image import ExportError, load_export, write_export
+from .data import load_dataset
+from .fold import calibrate_activations, fold
+from .nets import SeqNet
+from .train import _tensors, load_run
+
+__all__ = ["export_run"]
+
+
+def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
+    net, cfg, metrics = load_run(run_dir)
+    if not isinstance(net, SeqNet):
+        raise ExportError(f"{run_dir}: --arch {cfg.arch} has residual additions; the integer model and the "
+                          f"hardware cover sequential networks (--arch cnn or mlp)")
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    calibrate_activations(net, _tensors(ds)[0])      # no-op for a trained ternary run
+    im = fold(net)
+    if not im.ternary:
+        bad = [s.name for s in im.specs if not s.ternary]
+        raise ExportError(f"layers {', '.join(bad)} are not ternary (method {cfg.method}, --first-last "
+                          f"{cfg.first_last}): the hardware is addition-only; train with a ternary method "
+                          f"and --first-last ternary")
+    if samples < 1:
+        raise ExportError("--samples must be >= 1")
+    x = ds.x_test[:samples]
+    outs = im.run(x)
+    golden = {"inputs": x, "labels": ds.y_test[:samples], "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1)}
+    golden.update({f"layer{i}": o for i, o in enumerate(outs)})
+    geometry = ArrayGeometry.parse(cfg.pe)
+    meta = {"run": str(run_dir), "dataset": cfg.dataset, "arch": cfg.arch, "method": cfg.method,
+            "integer_accuracy": metrics.get("integer_accuracy"), "float_accuracy": metrics.get("float_accuracy")}
+    path = write_export(out, geometry=geometry, act_bits=im.act_bits, specs=im.specs, weights=im.weights,
+                        requants=im.requants, golden=golden, logit_scale=im.logit_scale, meta=meta)
+    ex = load_export(path)        # refuse to leave behind an export that does not read back exactly
+    nnz = sum(l.nonzero_tiles for l in ex.layers)
+    total = sum(l.layout.count for l in ex.layers)
+    log(f"ternpe export: {len(ex.layers)} layers, {nnz}/{total} non-zero tiles, {samples} golden samples "
+        f"-> {path}")
+    return path

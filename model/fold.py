@@ -1,0 +1,115 @@
+"""Fold a trained :class:`~model.nets.SeqNet` into the integer model the hardware computes.
+
+Per block, with ``s_in`` the step of the incoming activations (1/255 for the input pixels):
+
+* weights become integers: ternary codes with the layer scale ``alpha``, or (full-precision
+  first/last layers, float baselines) 8-bit integers with a per-channel scale;
+* conv/fc is an integer accumulation (additions only for ternary weights);
+* batch-norm, the weight scale and the activation steps fold into one per-channel requantizer,
+  ``clamp((acc * mult + bias) >> shift, 0, 2**act_bits - 1)`` (ReLU and rounding included);
+* the last layer keeps signed logits in units of ``logit_scale``.
+
+Everything after folding is :func:`ternpe.contract.run_integer_network`; nothing here is used
+at inference time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ternpe.contract import ContractError, LayerSpec, RequantParams, requant_params, run_integer_network
+from .nets import SeqNet
+from .ternary import ActQuant, ternary_codes
+
+__all__ = ["IntegerModel", "fold", "INPUT_SCALE", "LOGIT_RESOLUTION"]
+
+#: Real value of one step of an input pixel: the float model sees ``pixel / 255``.
+INPUT_SCALE = 1.0 / 255
+#: Logit units per unit of ``weight scale * input step`` of the last layer.
+LOGIT_RESOLUTION = 256
+
+
+@dataclasses.dataclass
+class IntegerModel:
+    specs: list
+    weights: list          # int64 arrays, torch layout
+    requants: list         # RequantParams
+    act_bits: int
+    logit_scale: float     # real value of one logit unit
+
+    def run(self, x_uint8: np.ndarray) -> list:
+        return run_integer_network(x_uint8, self.specs, self.weights, self.requants, act_bits=self.act_bits)
+
+    def predict(self, x_uint8: np.ndarray, batch: int = 512) -> np.ndarray:
+        out = [np.argmax(self.run(x_uint8[i:i + batch])[-1], axis=1) for i in range(0, len(x_uint8), batch)]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    @property
+    def ternary(self) -> bool:
+        return all(s.ternary for s in self.specs)
+
+
+def calibrate_activations(net: SeqNet, x: torch.Tensor, batch: int = 256) -> None:
+    """Set the clip of every not-yet-calibrated activation quantizer from data (BN frozen)."""
+    acts = [b.act for b in net.blocks if isinstance(b.act, ActQuant) and float(b.act.clip) == 0.0]
+    if not acts:
+        return
+    net.eval()
+    for a in acts:
+        a.enabled, a.momentum = True, 1.0
+        a.train()
+    with torch.no_grad():
+        # Track the maximum over all of x, one batch at a time.
+        best = {id(a): 0.0 for a in acts}
+        for i in range(0, len(x), batch):
+            net(x[i:i + batch])
+            for a in acts:
+                best[id(a)] = max(best[id(a)], float(a.clip))
+    for a in acts:
+        a.clip.fill_(best[id(a)])
+        a.momentum = 0.1
+        a.eval()
+
+
+def fold(net: SeqNet) -> IntegerModel:
+    if not isinstance(net, SeqNet):
+        raise ContractError("only sequential networks (--arch cnn or mlp) fold into the integer model")
+    specs, weights, requants = [], [], []
+    s_in = INPUT_SCALE
+    logit_scale = 1.0
+    for spec, b in zip(net.specs(), net.blocks):
+        lin = b.lin
+        w = lin.weight.detach().double() * lin.mask.double()
+        if lin.mode == "ternary":
+            codes, alpha, _ = ternary_codes(lin.weight.detach().double(), lin.mask.double(), lin.t)
+            w_int = codes.long().numpy()
+            w_scale = np.full(spec.cout, float(alpha))
+            spec = dataclasses.replace(spec, weight_bits=2)
+        else:
+            per_ch = w.reshape(spec.cout, -1).abs().max(dim=1).values.numpy()
+            w_scale = np.where(per_ch > 0, per_ch / 127.0, 1.0)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            w_int = np.round(w.numpy() / w_scale.reshape(shape)).astype(np.int64)
+            spec = dataclasses.replace(spec, weight_bits=8)
+        if spec.relu:
+            bn = b.bn
+            k = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
+            c = (bn.bias.detach().double() - bn.running_mean.double() * torch.from_numpy(k)).numpy()
+            s_out = b.act.step
+            if s_out <= 0:
+                raise ContractError(f"layer {spec.name}: activation range not calibrated")
+            rq = requant_params(k * w_scale * s_in / s_out, c / s_out)
+            s_in = s_out
+        else:
+            bias = lin.bias.detach().double().numpy() if lin.bias is not None else np.zeros(spec.cout)
+            logit_scale = float(w_scale.max()) * s_in / LOGIT_RESOLUTION
+            if logit_scale == 0:
+                logit_scale = 1.0
+            rq = requant_params(w_scale * s_in / logit_scale, bias / logit_scale)
+        specs.append(spec)
+        weights.append(w_int)
+        requants.append(rq)
+    return IntegerModel(specs, weights, requants, net.act_bits, logit_scale)

@@ -1,0 +1,152 @@
+"""Networks: an MLP, a small CNN sized for an iCE40 UP5K, and the CIFAR-10 ResNet-20.
+
+The MLP and the CNN are sequences of blocks the hardware runs one after the other; each block
+is described by a :class:`ternpe.contract.LayerSpec`, so the integer model and the export come
+straight from :meth:`SeqNet.specs`. ResNet-20 trains here (ternary, pruned, WPC) but its residual
+additions are outside the integer model and the hardware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ternpe.contract import ContractError, LayerSpec
+from .ternary import ActQuant, TernaryConv2d, TernaryLinear
+
+__all__ = ["ARCHS", "build_net", "SeqNet", "ResNet20", "cnn_specs", "mlp_specs"]
+
+from .config import ARCHS
+
+
+def _wb(i: int, n: int, first_last: str) -> int:
+    return 8 if first_last == "fp" and i in (0, n - 1) else 2
+
+
+def cnn_specs(shape, classes: int, first_last: str = "ternary", width: int = 16) -> list:
+    """conv3x3(c->w) BN ReLU pool2 -> conv3x3(w->2w) BN ReLU pool2 -> fc(-> classes)."""
+    h, w, c = shape
+    if h % 4 or w % 4:
+        raise ContractError(f"the cnn pools twice by 2: input height and width must be multiples "
+                            f"of 4, got {h}x{w}")
+    specs = [
+        LayerSpec("conv1", "conv", c, width, in_h=h, in_w=w, k=3, pad=1, pool=2),
+        LayerSpec("conv2", "conv", width, 2 * width, in_h=h // 2, in_w=w // 2, k=3, pad=1, pool=2),
+        LayerSpec("fc", "fc", (h // 4) * (w // 4) * 2 * width, classes, relu=False),
+    ]
+    return [LayerSpec(**{**s.to_dict(), "weight_bits": _wb(i, 3, first_last)}) for i, s in enumerate(specs)]
+
+
+def mlp_specs(shape, classes: int, first_last: str = "ternary", hidden=(64, 32)) -> list:
+    h, w, c = shape
+    dims = [h * w * c, *hidden, classes]
+    n = len(dims) - 1
+    return [LayerSpec(f"fc{i + 1}", "fc", dims[i], dims[i + 1], relu=i < n - 1,
+                      weight_bits=_wb(i, n, first_last)) for i in range(n)]
+
+
+class SeqNet(nn.Module):
+    """A sequence of (conv | fc) -> [BN -> ReLU -> ActQuant -> maxpool] blocks."""
+
+    def __init__(self, specs, act_bits: int, t: float):
+        super().__init__()
+        self._specs = list(specs)
+        self.act_bits = act_bits
+        self.blocks = nn.ModuleList()
+        for i, s in enumerate(self._specs):
+            if s.kind == "conv":
+                lin = TernaryConv2d(s.cin, s.cout, s.k, stride=s.stride, padding=s.pad, bias=not s.relu, t=t)
+                bn = nn.BatchNorm2d(s.cout) if s.relu else nn.Identity()
+            else:
+                lin = TernaryLinear(s.cin, s.cout, bias=not s.relu, t=t)
+                bn = nn.BatchNorm1d(s.cout) if s.relu else nn.Identity()
+            lin.penalized = i > 0 and s.ternary
+            lin.spec = s
+            block = nn.Module()
+            block.lin, block.bn = lin, bn
+            block.act = ActQuant(act_bits) if s.relu else nn.Identity()
+            self.blocks.append(block)
+
+    def specs(self) -> list:
+        return list(self._specs)
+
+    def forward(self, x, taps: list | None = None):
+        for s, b in zip(self._specs, self.blocks):
+            if s.kind == "fc" and x.dim() == 4:
+                x = x.permute(0, 2, 3, 1).flatten(1)       # (h, w, c) order, as the contract says
+            x = b.act(F.relu(b.bn(b.lin(x)))) if s.relu else b.lin(x)
+            if s.pool:
+                x = F.max_pool2d(x, 2)
+            if taps is not None:
+                taps.append(x)
+        return x
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride, t, h):
+        super().__init__()
+        self.c1 = TernaryConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, t=t)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = TernaryConv2d(cout, cout, 3, stride=1, padding=1, bias=False, t=t)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.c1.spec = LayerSpec("conv", "conv", cin, cout, in_h=h, in_w=h, k=3, stride=stride, pad=1)
+        self.c2.spec = LayerSpec("conv", "conv", cout, cout, in_h=h // stride, in_w=h // stride, k=3, pad=1)
+        self.pad = cout - cin if stride != 1 or cin != cout else 0
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)))
+        y = self.b2(self.c2(y))
+        sc = x
+        if self.pad:       # option A shortcut: subsample and zero-pad channels (no weights)
+            sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(y + sc)
+
+
+class ResNet20(nn.Module):
+    """He et al.'s CIFAR-10 ResNet-20 (3 stages x 3 basic blocks, option A shortcuts)."""
+
+    def __init__(self, shape, classes: int, t: float, first_last: str = "ternary"):
+        super().__init__()
+        h, w, c = shape
+        self.conv1 = TernaryConv2d(c, 16, 3, padding=1, bias=False, t=t)
+        self.conv1.spec = LayerSpec("conv1", "conv", c, 16, in_h=h, in_w=w, k=3, pad=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks, cin, size = [], 16, h
+        for stage, cout in enumerate((16, 32, 64)):
+            for i in range(3):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(_Block(cin, cout, stride, t, size))
+                size //= stride
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.fc = TernaryLinear(64, classes, t=t)
+        self.fc.spec = LayerSpec("fc", "fc", 64, classes, relu=False)
+        for i, m in enumerate([mod for mod in self.modules() if hasattr(mod, "spec")]):
+            m.penalized = i > 0 and m is not self.fc
+        self.fc.penalized = first_last == "ternary"
+        if first_last == "fp":
+            for m in (self.conv1, self.fc):
+                m.spec = dataclasses.replace(m.spec, weight_bits=8)
+
+    def specs(self):
+        raise ContractError("resnet20 has residual additions: the integer model, the export and the "
+                            "hardware cover sequential networks (--arch cnn or mlp)")
+
+    def forward(self, x, taps=None):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+def build_net(arch: str, shape, classes: int, *, act_bits: int, t: float, first_last: str) -> nn.Module:
+    if arch == "cnn":
+        return SeqNet(cnn_specs(shape, classes, first_last), act_bits, t)
+    if arch == "mlp":
+        return SeqNet(mlp_specs(shape, classes, first_last), act_bits, t)
+    if arch == "resnet20":
+        return ResNet20(shape, classes, t, first_last)
+    raise ContractError(f"--arch must be one of {', '.join(ARCHS)}, not {arch!r}")

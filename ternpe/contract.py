@@ -1,0 +1,490 @@
+"""The contract between the model (PyTorch) and the hardware (Amaranth).
+
+Everything both sides must agree on is defined here, once, in plain Python and numpy:
+
+* the array geometry: ``P`` output channels computed in parallel x ``G`` input lanes per PE pass;
+* the tile: ``P`` filters x ``min(G, Cin)`` input channels x ``k`` x ``k`` weights. The tile is
+  the pruning group *and* the unit of work the hardware skips. With ``P = 1`` it is exactly the
+  paper's PE-wise group;
+* how a tile's weights are laid out in the words the array consumes (one word per cycle);
+* the number formats: activation width, ternary code, accumulator width derived from the worst
+  case, the requantization arithmetic;
+* the integer reference arithmetic of every layer kind (:func:`conv_accumulate`,
+  :func:`requantize`, :func:`maxpool2x2`, :func:`run_integer_network`).
+
+Neither torch nor Amaranth is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CODE_ZERO", "CODE_PLUS", "CODE_MINUS", "ACT_BITS_DEFAULT", "MULT_BITS",
+    "ContractError", "ArrayGeometry", "LayerSpec", "TileLayout",
+    "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
+    "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
+    "RequantParams", "requant_params", "requantize", "conv_accumulate", "maxpool2x2",
+    "run_integer_network", "image_bits",
+]
+
+#: 2-bit ternary weight codes: two's complement of the weight, ``0b10`` is never used.
+CODE_ZERO = 0b00
+CODE_PLUS = 0b01
+CODE_MINUS = 0b11
+#: Default width of the unsigned activations between layers (and of the input pixels).
+ACT_BITS_DEFAULT = 8
+#: Width of the signed per-channel requantization multiplier (one iCE40 SB_MAC16 operand).
+MULT_BITS = 16
+#: Largest right shift of the requantizer.
+MAX_SHIFT = 31
+
+
+class ContractError(ValueError):
+    """A parameter, a layer or an image that the contract does not admit."""
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest two's complement width that holds every integer in ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    width = 1
+    while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
+        width += 1
+    return width
+
+
+def unsigned_bits(hi: int) -> int:
+    """Smallest unsigned width that holds ``[0, hi]`` (at least 1)."""
+    return max(1, int(hi).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayGeometry:
+    """``P`` PEs (output channels in parallel), each consuming ``G`` input lanes per cycle.
+
+    Parameters
+    ----------
+    P : int
+        Output channels computed in parallel (PEs in the array), >= 1.
+    G : int
+        Input lanes of one PE (the paper's PE size ``g``), >= 1.
+    """
+
+    P: int
+    G: int
+
+    def __post_init__(self):
+        for name in ("P", "G"):
+            value = getattr(self, name)
+            try:
+                value = operator.index(value)
+            except TypeError:
+                raise ContractError(f"array geometry {name} must be an integer, not {value!r}") from None
+            if not 1 <= value <= 1024:
+                raise ContractError(f"array geometry {name} must be between 1 and 1024, not {value}")
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def parse(cls, text: str) -> "ArrayGeometry":
+        """Parse ``"PxG"`` (as given to ``--pe``), e.g. ``"1x16"``."""
+        m = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", str(text))
+        if m is None:
+            raise ContractError(
+                f"--pe must be PxG (output channels x input lanes per PE), e.g. 1x16, not {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @property
+    def lanes(self) -> int:
+        """Weight lanes of the whole array: ``P * G``."""
+        return self.P * self.G
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of one weight word (one cycle of the array): 2 bits per lane."""
+        return 2 * self.P * self.G
+
+    def __str__(self):
+        return f"{self.P}x{self.G}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One layer as the hardware runs it.
+
+    ``kind`` is ``"conv"`` (k x k, stride, zero padding, channels-last activations) or ``"fc"``
+    (a fully connected layer; its input is the previous activation map flattened in
+    ``(h, w, c)`` order, so it is a 1 x 1 convolution over a 1 x 1 map with ``cin = h*w*c``).
+    Every layer but the last ends in ReLU and requantization to unsigned ``act_bits``;
+    the last yields signed logits. ``pool`` is 2 for a 2 x 2 / stride 2 max-pool after it.
+    """
+
+    name: str
+    kind: str
+    cin: int
+    cout: int
+    in_h: int = 1
+    in_w: int = 1
+    k: int = 1
+    stride: int = 1
+    pad: int = 0
+    pool: int = 0
+    relu: bool = True
+    weight_bits: int = 2
+
+    def __post_init__(self):
+        if self.kind not in ("conv", "fc"):
+            raise ContractError(f"layer {self.name}: kind must be 'conv' or 'fc', not {self.kind!r}")
+        for f in ("cin", "cout", "in_h", "in_w", "k", "stride"):
+            if operator.index(getattr(self, f)) < 1:
+                raise ContractError(f"layer {self.name}: {f} must be >= 1, not {getattr(self, f)}")
+        if self.pad < 0:
+            raise ContractError(f"layer {self.name}: pad must be >= 0, not {self.pad}")
+        if self.pool not in (0, 2):
+            raise ContractError(f"layer {self.name}: pool must be 0 or 2, not {self.pool}")
+        if self.weight_bits not in (2, 8):
+            raise ContractError(f"layer {self.name}: weight_bits must be 2 (ternary) or 8")
+        if self.kind == "fc" and (self.k, self.in_h, self.in_w, self.stride, self.pad) != (1, 1, 1, 1, 0):
+            raise ContractError(f"layer {self.name}: an fc layer is a 1x1 layer over a 1x1 map")
+        if self.conv_h < 1 or self.conv_w < 1:
+            raise ContractError(f"layer {self.name}: a {self.k}x{self.k} kernel does not fit a "
+                                f"{self.in_h}x{self.in_w} map with padding {self.pad}")
+        if self.pool and (self.conv_h % 2 or self.conv_w % 2):
+            raise ContractError(f"layer {self.name}: 2x2 max-pool needs an even map, "
+                                f"got {self.conv_h}x{self.conv_w}")
+
+    @property
+    def conv_h(self) -> int:
+        return (self.in_h + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def conv_w(self) -> int:
+        return (self.in_w + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def out_h(self) -> int:
+        return self.conv_h // 2 if self.pool else self.conv_h
+
+    @property
+    def out_w(self) -> int:
+        return self.conv_w // 2 if self.pool else self.conv_w
+
+    @property
+    def weight_shape(self) -> tuple:
+        """Shape of the weight as torch holds it: ``(cout, cin, k, k)`` or ``(cout, cin)``."""
+        return (self.cout, self.cin, self.k, self.k) if self.kind == "conv" else (self.cout, self.cin)
+
+    @property
+    def ternary(self) -> bool:
+        return self.weight_bits == 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ContractError(f"layer description has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileLayout:
+    """How one layer's weights split into tiles on a given array.
+
+    A tile is ``P`` consecutive filters x ``gw = min(G, cin)`` consecutive input channels x the
+    whole ``k`` x ``k`` kernel. Its weights, per PE, are flattened in ``(ky, kx, c)`` order and
+    cut into words of ``G`` lanes: when ``gw == G`` word ``j`` is kernel position ``j`` and lane
+    ``l`` is channel ``l``; when ``cin < G`` the kernel window is spread over the lanes
+    (``ceil(k*k*cin / G)`` words), so narrow layers keep the lanes busy too.
+    """
+
+    layer: LayerSpec
+    geometry: ArrayGeometry
+
+    def __post_init__(self):
+        G, cin = self.geometry.G, self.layer.cin
+        if cin > G and cin % G:
+            raise ContractError(
+                f"layer {self.layer.name} has {cin} input channels: with G={G} lanes a layer needs "
+                f"fewer than G input channels or a multiple of G; choose another --pe "
+                f"(a G that divides {cin}) or change the layer width")
+
+    @property
+    def gw(self) -> int:
+        """Input channels per tile."""
+        return min(self.geometry.G, self.layer.cin)
+
+    @property
+    def rows(self) -> int:
+        """Tile rows: groups of ``P`` output channels (the last one padded with zero filters)."""
+        return -(-self.layer.cout // self.geometry.P)
+
+    @property
+    def cols(self) -> int:
+        """Tile columns: groups of ``gw`` input channels."""
+        return self.layer.cin // self.gw
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def elems_per_pe(self) -> int:
+        return self.layer.k * self.layer.k * self.gw
+
+    @property
+    def words_per_tile(self) -> int:
+        return -(-self.elems_per_pe // self.geometry.G)
+
+    @property
+    def lane_utilisation(self) -> float:
+        """Fraction of lane slots of a tile's words that hold weights (1.0 when cin % G == 0)."""
+        return self.elems_per_pe / (self.words_per_tile * self.geometry.G)
+
+    def tile_array(self, w: np.ndarray) -> np.ndarray:
+        """Weights ``w`` (torch layout) -> ``[rows, cols, P, words, G]``, zero padded."""
+        L, g = self.layer, self.geometry
+        w = np.asarray(w)
+        if w.shape != L.weight_shape:
+            raise ContractError(f"layer {L.name}: weight shape {w.shape} != expected {L.weight_shape}")
+        k = L.k
+        w4 = w.reshape(L.cout, L.cin, k, k)
+        full = np.zeros((self.rows * g.P, L.cin, k, k), dtype=w.dtype)
+        full[:L.cout] = w4
+        # [rows, P, cols, gw, ky, kx] -> [rows, cols, P, ky, kx, gw] -> flatten per PE
+        t = full.reshape(self.rows, g.P, self.cols, self.gw, k, k).transpose(0, 2, 1, 4, 5, 3)
+        t = t.reshape(self.rows, self.cols, g.P, self.elems_per_pe)
+        out = np.zeros((self.rows, self.cols, g.P, self.words_per_tile * g.G), dtype=w.dtype)
+        out[..., :self.elems_per_pe] = t
+        return out.reshape(self.rows, self.cols, g.P, self.words_per_tile, g.G)
+
+    def weights_from_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`tile_array` (padding dropped)."""
+        L, g = self.layer, self.geometry
+        k = L.k
+        t = np.asarray(tiles).reshape(self.rows, self.cols, g.P, -1)[..., :self.elems_per_pe]
+        t = t.reshape(self.rows, self.cols, g.P, k, k, self.gw).transpose(0, 2, 1, 5, 3, 4)
+        full = t.reshape(self.rows * g.P, L.cin, k, k)[:L.cout]
+        return full.reshape(L.weight_shape)
+
+    def window_offsets(self) -> np.ndarray:
+        """For each (word, lane): the ``(ky, kx, c_local)`` it reads, or -1 for an unused lane.
+
+        Shape ``[words, G, 3]``. This is the activation addressing the hardware must follow.
+        """
+        L, g = self.layer, self.geometry
+        e = np.arange(self.words_per_tile * g.G)
+        ky, rem = np.divmod(e, L.k * self.gw)
+        kx, c = np.divmod(rem, self.gw)
+        out = np.stack([ky, kx, c], axis=-1)
+        out[e >= self.elems_per_pe] = -1
+        return out.reshape(self.words_per_tile, g.G, 3)
+
+
+def tile_ids(layer: LayerSpec, geometry: ArrayGeometry) -> np.ndarray:
+    """Tile id (``row * cols + col``) of every weight of ``layer``, in torch weight layout.
+
+    The model side uses it to compute group norms with one scatter-add; ids are dense in
+    ``[0, TileLayout.count)``.
+    """
+    lay = TileLayout(layer, geometry)
+    co = np.arange(layer.cout) // geometry.P
+    ci = np.arange(layer.cin) // lay.gw
+    ids = co[:, None] * lay.cols + ci[None, :]
+    if layer.kind == "conv":
+        ids = np.broadcast_to(ids[:, :, None, None], layer.weight_shape)
+    return np.ascontiguousarray(ids).astype(np.int64)
+
+
+def tile_norms(w: np.ndarray, layer: LayerSpec, geometry: ArrayGeometry) -> np.ndarray:
+    """L2 norm of every tile, shape ``[rows, cols]``."""
+    lay = TileLayout(layer, geometry)
+    sq = np.bincount(tile_ids(layer, geometry).ravel(), weights=np.asarray(w, np.float64).ravel() ** 2,
+                     minlength=lay.count)
+    return np.sqrt(sq).reshape(lay.rows, lay.cols)
+
+
+def nonzero_tiles(w: np.ndarray, layer: LayerSpec, geometry: ArrayGeometry) -> np.ndarray:
+    """Boolean ``[rows, cols]``: True where the tile holds a non-zero weight."""
+    return tile_norms(w, layer, geometry) > 0
+
+
+# --- ternary codes ---------------------------------------------------------------------------
+
+def encode_ternary(t: np.ndarray) -> np.ndarray:
+    """{-1, 0, +1} -> 2-bit codes (``CODE_MINUS``, ``CODE_ZERO``, ``CODE_PLUS``)."""
+    t = np.asarray(t)
+    if not np.isin(t, (-1, 0, 1)).all():
+        raise ContractError("ternary weights must be -1, 0 or +1")
+    return (t.astype(np.int64) & 0b11).astype(np.uint8)
+
+
+def decode_ternary(codes: np.ndarray) -> np.ndarray:
+    codes = np.asarray(codes).astype(np.int64)
+    if (codes == 0b10).any() or (codes < 0).any() or (codes > 3).any():
+        raise ContractError("invalid ternary code 0b10 (or out of range) in a weight word")
+    return np.where(codes == CODE_MINUS, -1, codes).astype(np.int8)
+
+
+def pack_tile_words(tiles: np.ndarray, geometry: ArrayGeometry) -> list:
+    """``[..., P, words, G]`` ternary tiles -> list of Python ints, one per word.
+
+    Word order: tile by tile (leading axes in C order), then word ``j``. Inside a word, lane
+    ``g`` of PE ``p`` sits at bits ``[2*(p*G + g) + 1 : 2*(p*G + g)]``.
+    """
+    P, G = geometry.P, geometry.G
+    t = np.asarray(tiles)
+    words = t.shape[-2]
+    t = t.reshape(-1, P, words, G).transpose(0, 2, 1, 3).reshape(-1, P * G)
+    codes = encode_ternary(t).astype(object)
+    shifts = [2 * i for i in range(P * G)]
+    return [sum(int(c) << s for c, s in zip(row, shifts)) for row in codes]
+
+
+def unpack_tile_words(words: Sequence[int], geometry: ArrayGeometry, words_per_tile: int) -> np.ndarray:
+    """Inverse of :func:`pack_tile_words`: -> ``[tiles, P, words_per_tile, G]`` of {-1,0,1}."""
+    P, G = geometry.P, geometry.G
+    n = len(words)
+    if n % words_per_tile:
+        raise ContractError(f"{n} weight words is not a whole number of {words_per_tile}-word tiles")
+    codes = np.array([[(int(w) >> (2 * i)) & 3 for i in range(P * G)] for w in words],
+                     dtype=np.int64).reshape(n // words_per_tile, words_per_tile, P, G)
+    return decode_ternary(codes).transpose(0, 2, 1, 3)
+
+
+# --- number formats and integer arithmetic ---------------------------------------------------
+
+def accumulator_bits(layer: LayerSpec, act_bits: int, weight_max: int = 1) -> int:
+    """Signed accumulator width that can never overflow for ``layer``.
+
+    Worst case: every one of the ``cin*k*k`` products at ``+-weight_max * (2**act_bits - 1)``.
+    """
+    fan_in = layer.cin * layer.k * layer.k
+    bound = fan_in * weight_max * ((1 << act_bits) - 1)
+    return signed_bits(-bound, bound)
+
+
+@dataclasses.dataclass(frozen=True)
+class RequantParams:
+    """``y = clamp((acc * mult + bias) >> shift, 0, 2**act_bits - 1)`` per output channel.
+
+    ``>>`` is an arithmetic shift (floor division by ``2**shift``); the round-half-up offset is
+    folded into ``bias``. For the logits layer (``relu=False``) there is no clamp.
+    """
+
+    mult: np.ndarray   # int64 [cout], fits MULT_BITS signed
+    bias: np.ndarray   # int64 [cout]
+    shift: int
+
+    def bias_bits(self, acc_bits: int) -> int:
+        return signed_bits(min(int(self.bias.min()), 0), max(int(self.bias.max()), 0))
+
+
+def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = MULT_BITS) -> RequantParams:
+    """Integer constants for ``y = m_real * acc + b_real`` (then round, ReLU, clamp).
+
+    The shift is the largest that keeps every ``|mult|`` within ``mult_bits`` signed bits.
+    """
+    m_real = np.asarray(m_real, np.float64)
+    b_real = np.asarray(b_real, np.float64)
+    if not (np.isfinite(m_real).all() and np.isfinite(b_real).all()):
+        raise ContractError("requantization scale or bias is not finite (a diverged model?)")
+    mmax = float(np.abs(m_real).max())
+    limit = (1 << (mult_bits - 1)) - 1
+    if mmax == 0:
+        shift = 0
+    else:
+        shift = int(math.floor(math.log2(limit / mmax)))
+        shift = max(0, min(MAX_SHIFT, shift))
+    mult = np.round(m_real * (1 << shift)).astype(np.int64)
+    if np.abs(mult).max(initial=0) > limit:
+        raise ContractError(f"requantization scale {mmax:g} does not fit {mult_bits} signed bits")
+    half = (1 << shift) >> 1
+    bias = (np.round(b_real * (1 << shift)) + half).astype(np.int64)
+    return RequantParams(mult=mult, bias=bias, shift=shift)
+
+
+def requantize(acc: np.ndarray, rq: RequantParams, *, relu: bool, act_bits: int) -> np.ndarray:
+    """Apply :class:`RequantParams` to accumulators ``[..., cout]`` (channels last)."""
+    y = (np.asarray(acc, np.int64) * rq.mult + rq.bias) >> rq.shift
+    if relu:
+        y = np.clip(y, 0, (1 << act_bits) - 1)
+    return y
+
+
+def conv_accumulate(x: np.ndarray, w: np.ndarray, layer: LayerSpec) -> np.ndarray:
+    """Integer accumulators of one layer. ``x``: ``[N, H, W, C]`` (or ``[N, C]`` for fc)
+    unsigned ints; ``w``: integer weights in torch layout. Returns int64 ``[N, OH, OW, cout]``
+    (``[N, cout]`` for fc). Exact: every product and sum in int64.
+    """
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    if layer.kind == "fc":
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != layer.cin:
+            raise ContractError(f"layer {layer.name}: input has {x.shape[1]} features, expects {layer.cin}")
+        return x @ w.T
+    n, h, wd, c = x.shape
+    if (h, wd, c) != (layer.in_h, layer.in_w, layer.cin):
+        raise ContractError(f"layer {layer.name}: input map {h}x{wd}x{c}, expects "
+                            f"{layer.in_h}x{layer.in_w}x{layer.cin}")
+    k, s, p = layer.k, layer.stride, layer.pad
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    oh, ow = layer.conv_h, layer.conv_w
+    acc = np.zeros((n, oh, ow, layer.cout), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[:, ky:ky + s * oh:s, kx:kx + s * ow:s, :]      # [n, oh, ow, cin]
+            acc += patch @ w[:, :, ky, kx].T
+    return acc
+
+
+def maxpool2x2(x: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def run_integer_network(x: np.ndarray, layers: Sequence[LayerSpec], weights: Sequence[np.ndarray],
+                        requants: Sequence[RequantParams], *, act_bits: int) -> list:
+    """Run the whole integer network. Returns the output of every layer (the last: logits).
+
+    ``x`` is ``[N, H, W, C]`` unsigned pixels of ``act_bits``. Activation maps are channels last;
+    an fc layer flattens its input in ``(h, w, c)`` order.
+    """
+    outs = []
+    a = np.asarray(x, np.int64)
+    if a.min(initial=0) < 0 or a.max(initial=0) >= (1 << act_bits):
+        raise ContractError(f"input pixels must be unsigned {act_bits}-bit integers")
+    for layer, w, rq in zip(layers, weights, requants, strict=True):
+        acc = conv_accumulate(a, w, layer)
+        a = requantize(acc, rq, relu=layer.relu, act_bits=act_bits)
+        if layer.pool:
+            a = maxpool2x2(a)
+        outs.append(a)
+    return outs
+
+
+def image_bits(layers: Iterable[LayerSpec], geometry: ArrayGeometry, nonzero: Iterable[int],
+               bias_bits: Iterable[int], *, act_bits: int) -> dict:
+    """Bits the exported image really stores, by kind, for the storage compression figure.
+
+    Weights: ``nonzero tiles x words per tile x word bits``. Index (CSR): ``rows + 1`` row
+    pointers and one column number per non-zero tile. Requantization: per channel a
+    ``MULT_BITS`` multiplier and a bias, per layer a 5-bit shift.
+    """
+    w_bits = idx_bits = rq_bits = 0
+    for layer, nnz, bb in zip(layers, nonzero, bias_bits, strict=True):
+        lay = TileLayout(layer, geometry)
+        w_bits += nnz * lay.words_per_tile * geometry.word_bits
+        idx_bits += (lay.rows + 1) * unsigned_bits(lay.count) + nnz * unsigned_bits(lay.cols - 1)
+        rq_bits += layer.cout * (MULT_BITS + bb) + 5
+    return {"weights": w_bits, "index": idx_bits, "requant": rq_bits,
+            "total": w_bits + idx_bits + rq_bits}

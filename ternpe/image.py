@@ -1,0 +1,252 @@
+"""The export format: what ``ternpe export`` writes and what the hardware generator reads.
+
+An export directory holds
+
+* ``manifest.json``: format version, array geometry, number formats, input shape, the layers
+  (a :class:`~ternpe.contract.LayerSpec` each, with its tiling, accumulator width,
+  requantization shift and file names), the golden file, and a SHA-256 of every file;
+* per layer, ``$readmemh`` text files (one hex word per line, no ``@`` addresses):
+
+  - ``<layer>.weights.hex``: the non-zero tiles only, tile after tile in row-major
+    (row, column) order, ``words_per_tile`` words each, ``2*P*G`` bits a word
+    (:func:`~ternpe.contract.pack_tile_words`);
+  - ``<layer>.rowptr.hex``: CSR row pointers, ``rows + 1`` entries: the non-zero tiles of row
+    ``r`` are entries ``rowptr[r] .. rowptr[r+1]-1`` of the column list;
+  - ``<layer>.cols.hex``: the tile column of each non-zero tile;
+  - ``<layer>.mult.hex`` / ``<layer>.bias.hex``: per output channel (``rows*P`` entries, padded
+    channels zero), two's complement in ``MULT_BITS`` / ``bias_bits``;
+
+* ``golden.npz``: ``inputs`` (uint8 ``[N,H,W,C]``), ``labels``, ``layer<i>`` (every layer's
+  integer output, channels last), ``logits`` and ``classes``.
+
+:func:`load_export` checks all of it and refuses an export that is corrupt or inconsistent.
+Only numpy is used: the hardware side imports this module, never torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, RequantParams, TileLayout,
+                       accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
+                       unpack_tile_words, unsigned_bits)
+
+__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "load_export",
+           "read_hex", "write_hex"]
+
+FORMAT_VERSION = 1
+
+
+class ExportError(ContractError):
+    """An export directory that cannot be used, and why."""
+
+
+def write_hex(path: pathlib.Path, values, bits: int) -> None:
+    digits = max(1, -(-bits // 4))
+    mask = (1 << bits) - 1
+    path.write_text("".join(f"{int(v) & mask:0{digits}x}\n" for v in values))
+
+
+def read_hex(path: pathlib.Path, bits: int, *, signed: bool = False) -> list:
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("//")[0].strip()
+        if not line:
+            continue
+        try:
+            v = int(line, 16)
+        except ValueError:
+            raise ExportError(f"{path.name} line {n}: {line!r} is not a hex word") from None
+        if v >> bits:
+            raise ExportError(f"{path.name} line {n}: {line} is wider than {bits} bits")
+        if signed and v >> (bits - 1):
+            v -= 1 << bits
+        out.append(v)
+    return out
+
+
+@dataclasses.dataclass
+class ExportedLayer:
+    spec: LayerSpec
+    layout: TileLayout
+    tiles: np.ndarray        # [nnz, P, words, G] of {-1,0,1}
+    rowptr: np.ndarray       # [rows + 1]
+    cols: np.ndarray         # [nnz]
+    requant: RequantParams   # per padded channel (rows * P)
+    acc_bits: int
+    bias_bits: int
+
+    @property
+    def nonzero_tiles(self) -> int:
+        return len(self.cols)
+
+    def dense_weights(self) -> np.ndarray:
+        """The layer's integer weights in torch layout, rebuilt from the sparse image."""
+        lay = self.layout
+        full = np.zeros((lay.rows, lay.cols, lay.geometry.P, lay.words_per_tile, lay.geometry.G), np.int64)
+        rows = np.repeat(np.arange(lay.rows), np.diff(self.rowptr))
+        full[rows, self.cols] = self.tiles
+        return lay.weights_from_tiles(full)
+
+    def channel_requant(self) -> RequantParams:
+        c = self.spec.cout
+        return RequantParams(self.requant.mult[:c], self.requant.bias[:c], self.requant.shift)
+
+
+@dataclasses.dataclass
+class Export:
+    path: pathlib.Path
+    manifest: dict
+    geometry: ArrayGeometry
+    act_bits: int
+    layers: list
+    golden: dict
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.manifest["input"]["shape"])
+
+    def run(self, x: np.ndarray) -> list:
+        """The integer model rebuilt from the image (what the hardware must reproduce)."""
+        return run_integer_network(x, [l.spec for l in self.layers], [l.dense_weights() for l in self.layers],
+                                   [l.channel_requant() for l in self.layers], act_bits=self.act_bits)
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights, requants,
+                 golden: dict, logit_scale: float, meta: dict | None = None) -> pathlib.Path:
+    """Write an export directory from integer weights (torch layout) and requantizers."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files, layers_json = {}, []
+    for spec, w, rq in zip(specs, weights, requants, strict=True):
+        if not spec.ternary:
+            raise ExportError(f"layer {spec.name} has {spec.weight_bits}-bit weights: the hardware runs "
+                              f"ternary layers only; train with --first-last ternary")
+        lay = TileLayout(spec, geometry)
+        tiles = lay.tile_array(np.asarray(w, np.int64))
+        nz = (tiles != 0).any(axis=(2, 3, 4))
+        rowptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
+        rows, cols = np.nonzero(nz)
+        n_ch = lay.rows * geometry.P
+        mult = np.zeros(n_ch, np.int64)
+        bias = np.zeros(n_ch, np.int64)
+        mult[:spec.cout], bias[:spec.cout] = rq.mult, rq.bias
+        acc_bits = accumulator_bits(spec, act_bits)
+        bias_bits = signed_bits(min(0, int(bias.min())), max(0, int(bias.max())))
+        names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias")}
+        write_hex(out / names["weights"], pack_tile_words(tiles[rows, cols], geometry), geometry.word_bits)
+        write_hex(out / names["rowptr"], rowptr, unsigned_bits(lay.count))
+        write_hex(out / names["cols"], cols, unsigned_bits(lay.cols - 1))
+        write_hex(out / names["mult"], mult, MULT_BITS)
+        write_hex(out / names["bias"], bias, bias_bits)
+        for n in names.values():
+            files[n] = _sha256(out / n)
+        layers_json.append({
+            **spec.to_dict(), "out_h": spec.out_h, "out_w": spec.out_w,
+            "tiles": {"rows": lay.rows, "cols": lay.cols, "count": lay.count, "nonzero": int(nz.sum()),
+                      "words_per_tile": lay.words_per_tile, "channels_per_tile": lay.gw},
+            "acc_bits": acc_bits, "mult_bits": MULT_BITS, "bias_bits": bias_bits, "shift": rq.shift,
+            "files": names,
+        })
+    g = {k: np.asarray(v) for k, v in golden.items()}
+    np.savez_compressed(out / "golden.npz", **g)
+    files["golden.npz"] = _sha256(out / "golden.npz")
+    manifest = {
+        "format": "ternpe-export", "version": FORMAT_VERSION,
+        "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
+        "formats": {"act_bits": act_bits, "weight_code": {"0": "00", "+1": "01", "-1": "11"},
+                    "mult_bits": MULT_BITS,
+                    "requant": "y = clamp((acc * mult + bias) >>> shift, 0, 2**act_bits - 1); last layer unclamped",
+                    "logit_scale": logit_scale},
+        "input": {"shape": list(g["inputs"].shape[1:]), "dtype": "uint8", "layout": "HWC"},
+        "layers": layers_json,
+        "golden": {"file": "golden.npz", "samples": int(len(g["inputs"]))},
+        "files": files,
+        "meta": meta or {},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def load_export(path, *, check_golden: bool = True) -> Export:
+    """Load and validate an export. Raises :class:`ExportError` saying what is wrong."""
+    path = pathlib.Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise ExportError(f"{path} is not an export: {mpath.name} is missing (make one with `ternpe export RUN --out {path}`)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{mpath} is not valid JSON: {e}") from None
+    if manifest.get("format") != "ternpe-export":
+        raise ExportError(f"{mpath} is not a ternpe export manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ExportError(f"{mpath}: format version {manifest.get('version')}, this ternpe reads {FORMAT_VERSION}")
+    for name, digest in manifest["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise ExportError(f"{path}: file {name} named in the manifest is missing")
+        if _sha256(f) != digest:
+            raise ExportError(f"{path}: {name} does not match its checksum in the manifest (corrupt or edited)")
+    geo = ArrayGeometry(manifest["geometry"]["P"], manifest["geometry"]["G"])
+    act_bits = int(manifest["formats"]["act_bits"])
+    layers = []
+    prev_shape = tuple(manifest["input"]["shape"])
+    for lj in manifest["layers"]:
+        fields = {k: lj[k] for k in ("name", "kind", "cin", "cout", "in_h", "in_w", "k", "stride", "pad",
+                                     "pool", "relu", "weight_bits")}
+        spec = LayerSpec(**fields)
+        lay = TileLayout(spec, geo)
+        expect_in = (spec.in_h, spec.in_w, spec.cin) if spec.kind == "conv" else (spec.cin,)
+        got_in = prev_shape if spec.kind == "conv" else (int(np.prod(prev_shape)),)
+        if tuple(got_in) != expect_in:
+            raise ExportError(f"layer {spec.name}: expects input {expect_in}, the previous layer gives {tuple(got_in)}")
+        prev_shape = (spec.out_h, spec.out_w, spec.cout) if spec.kind == "conv" else (spec.cout,)
+        t = lj["tiles"]
+        if (t["rows"], t["cols"], t["words_per_tile"]) != (lay.rows, lay.cols, lay.words_per_tile):
+            raise ExportError(f"layer {spec.name}: manifest tiling {t['rows']}x{t['cols']}x{t['words_per_tile']} "
+                              f"does not match the contract's {lay.rows}x{lay.cols}x{lay.words_per_tile} "
+                              f"for PE {geo}")
+        f = lj["files"]
+        rowptr = np.array(read_hex(path / f["rowptr"], unsigned_bits(lay.count)), np.int64)
+        cols = np.array(read_hex(path / f["cols"], unsigned_bits(lay.cols - 1)), np.int64)
+        words = read_hex(path / f["weights"], geo.word_bits)
+        if len(rowptr) != lay.rows + 1 or rowptr[0] != 0 or (np.diff(rowptr) < 0).any() or rowptr[-1] != len(cols):
+            raise ExportError(f"layer {spec.name}: tile index is inconsistent (rowptr {len(rowptr)} entries, "
+                              f"ends at {rowptr[-1] if len(rowptr) else None}, {len(cols)} columns)")
+        if len(cols) != t["nonzero"] or (cols >= lay.cols).any():
+            raise ExportError(f"layer {spec.name}: {len(cols)} tile columns, manifest says {t['nonzero']} "
+                              f"(or a column is out of range)")
+        if len(words) != len(cols) * lay.words_per_tile:
+            raise ExportError(f"layer {spec.name}: {len(words)} weight words for {len(cols)} non-zero tiles "
+                              f"of {lay.words_per_tile} words")
+        tiles = unpack_tile_words(words, geo, lay.words_per_tile)
+        mult = np.array(read_hex(path / f["mult"], MULT_BITS, signed=True), np.int64)
+        bias = np.array(read_hex(path / f["bias"], lj["bias_bits"], signed=True), np.int64)
+        if len(mult) != lay.rows * geo.P or len(bias) != lay.rows * geo.P:
+            raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases for "
+                              f"{lay.rows * geo.P} channels")
+        layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, RequantParams(mult, bias, int(lj["shift"])),
+                                    int(lj["acc_bits"]), int(lj["bias_bits"])))
+    golden = dict(np.load(path / manifest["golden"]["file"]))
+    ex = Export(path, manifest, geo, act_bits, layers, golden)
+    if check_golden:
+        outs = ex.run(golden["inputs"])
+        for i, (o, l) in enumerate(zip(outs, layers)):
+            ref = golden[f"layer{i}"]
+            if o.shape != ref.shape or not np.array_equal(o, ref):
+                bad = np.argwhere(o != ref)[0] if o.shape == ref.shape else None
+                raise ExportError(f"layer {l.spec.name}: the image does not reproduce the golden output "
+                                  f"(first difference at {None if bad is None else tuple(int(b) for b in bad)})")
+        if not np.array_equal(np.argmax(outs[-1], axis=1), golden["classes"]):
+            raise ExportError("golden classes do not match the argmax of the golden logits")
+    return ex
