@@ -73,13 +73,17 @@ class SeqNet(nn.Module):
     def specs(self) -> list:
         return list(self._specs)
 
+    def block_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``i`` alone (fc blocks flatten a 4-d input in ``(h, w, c)`` order)."""
+        s, b = self._specs[i], self.blocks[i]
+        if s.kind == "fc" and x.dim() == 4:
+            x = x.permute(0, 2, 3, 1).flatten(1)       # (h, w, c) order, as the contract says
+        x = b.act(F.relu(b.bn(b.lin(x)))) if s.relu else b.lin(x)
+        return F.max_pool2d(x, 2) if s.pool else x
+
     def forward(self, x, taps: list | None = None):
-        for s, b in zip(self._specs, self.blocks):
-            if s.kind == "fc" and x.dim() == 4:
-                x = x.permute(0, 2, 3, 1).flatten(1)       # (h, w, c) order, as the contract says
-            x = b.act(F.relu(b.bn(b.lin(x)))) if s.relu else b.lin(x)
-            if s.pool:
-                x = F.max_pool2d(x, 2)
+        for i in range(len(self._specs)):
+            x = self.block_forward(i, x)
             if taps is not None:
                 taps.append(x)
         return x

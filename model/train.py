@@ -214,7 +214,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         im = fold(net)
         metrics["integer_accuracy"] = float((im.predict(ds.x_test) == ds.y_test).mean())
         metrics["exportable"] = im.ternary
-        bias_bits = [rq.bias_bits(0) for rq in im.requants]
+        bias_bits = [rq.bias_bits() for rq in im.requants]
     else:
         metrics["integer_accuracy"] = None
         metrics["exportable"] = False

@@ -88,9 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(a) -> int:
-    import torch
     from ternpe.model.train import TrainConfig, train
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, pe=a.pe, method=a.method, lam=a.lam,
                       tau=a.tau, r=a.r, t=a.t, first_last=a.first_last, act_bits=a.act_bits,
                       epochs_float=a.epochs_float, epochs_ternary=a.epochs_ternary,

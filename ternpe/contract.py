@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "CODE_ZERO", "CODE_PLUS", "CODE_MINUS", "ACT_BITS_DEFAULT", "MULT_BITS",
+    "CODE_ZERO", "CODE_PLUS", "CODE_MINUS", "ACT_BITS_DEFAULT", "MULT_BITS", "SHIFT_BITS", "MAX_SHIFT",
     "ContractError", "ArrayGeometry", "LayerSpec", "TileLayout",
     "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
     "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
@@ -42,8 +42,9 @@ CODE_MINUS = 0b11
 ACT_BITS_DEFAULT = 8
 #: Width of the signed per-channel requantization multiplier (one iCE40 SB_MAC16 operand).
 MULT_BITS = 16
-#: Largest right shift of the requantizer.
+#: Largest right shift of the requantizer, and the width of a stored shift.
 MAX_SHIFT = 31
+SHIFT_BITS = 5
 
 
 class ContractError(ValueError):
@@ -377,38 +378,40 @@ class RequantParams:
     """``y = clamp((acc * mult + bias) >> shift, 0, 2**act_bits - 1)`` per output channel.
 
     ``>>`` is an arithmetic shift (floor division by ``2**shift``); the round-half-up offset is
-    folded into ``bias``. For the logits layer (``relu=False``) there is no clamp.
+    folded into ``bias``. ``mult``, ``bias`` and ``shift`` are per channel: one shift per layer
+    would leave channels with a small scale only a few significant bits of multiplier. For the
+    logits layer (``relu=False``) there is no clamp.
     """
 
     mult: np.ndarray   # int64 [cout], fits MULT_BITS signed
     bias: np.ndarray   # int64 [cout]
-    shift: int
+    shift: np.ndarray  # int64 [cout], 0..MAX_SHIFT
 
-    def bias_bits(self, acc_bits: int) -> int:
+    def bias_bits(self) -> int:
         return signed_bits(min(int(self.bias.min()), 0), max(int(self.bias.max()), 0))
 
 
 def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = MULT_BITS) -> RequantParams:
     """Integer constants for ``y = m_real * acc + b_real`` (then round, ReLU, clamp).
 
-    The shift is the largest that keeps every ``|mult|`` within ``mult_bits`` signed bits.
+    Each channel's shift is the largest that keeps its ``|mult|`` within ``mult_bits`` signed
+    bits (and at most ``MAX_SHIFT``), so every multiplier keeps ``mult_bits - 1`` significant bits.
     """
     m_real = np.asarray(m_real, np.float64)
     b_real = np.asarray(b_real, np.float64)
     if not (np.isfinite(m_real).all() and np.isfinite(b_real).all()):
         raise ContractError("requantization scale or bias is not finite (a diverged model?)")
-    mmax = float(np.abs(m_real).max())
     limit = (1 << (mult_bits - 1)) - 1
-    if mmax == 0:
-        shift = 0
-    else:
-        shift = int(math.floor(math.log2(limit / mmax)))
-        shift = max(0, min(MAX_SHIFT, shift))
-    mult = np.round(m_real * (1 << shift)).astype(np.int64)
+    mag = np.abs(m_real)
+    with np.errstate(divide="ignore"):
+        shift = np.where(mag > 0, np.floor(np.log2(limit / np.where(mag > 0, mag, 1))), MAX_SHIFT)
+    shift = np.clip(shift, 0, MAX_SHIFT).astype(np.int64)
+    scale = np.ldexp(1.0, shift)
+    mult = np.round(m_real * scale).astype(np.int64)
     if np.abs(mult).max(initial=0) > limit:
-        raise ContractError(f"requantization scale {mmax:g} does not fit {mult_bits} signed bits")
-    half = (1 << shift) >> 1
-    bias = (np.round(b_real * (1 << shift)) + half).astype(np.int64)
+        raise ContractError(f"requantization scale {mag.max():g} does not fit {mult_bits} signed bits")
+    half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+    bias = (np.round(b_real * scale) + half).astype(np.int64)
     return RequantParams(mult=mult, bias=bias, shift=shift)
 
 
@@ -478,13 +481,13 @@ def image_bits(layers: Iterable[LayerSpec], geometry: ArrayGeometry, nonzero: It
 
     Weights: ``nonzero tiles x words per tile x word bits``. Index (CSR): ``rows + 1`` row
     pointers and one column number per non-zero tile. Requantization: per channel a
-    ``MULT_BITS`` multiplier and a bias, per layer a 5-bit shift.
+    ``MULT_BITS`` multiplier, a bias and a ``SHIFT_BITS`` shift.
     """
     w_bits = idx_bits = rq_bits = 0
     for layer, nnz, bb in zip(layers, nonzero, bias_bits, strict=True):
         lay = TileLayout(layer, geometry)
         w_bits += nnz * lay.words_per_tile * geometry.word_bits
         idx_bits += (lay.rows + 1) * unsigned_bits(lay.count) + nnz * unsigned_bits(lay.cols - 1)
-        rq_bits += layer.cout * (MULT_BITS + bb) + 5
+        rq_bits += layer.cout * (MULT_BITS + bb + SHIFT_BITS)
     return {"weights": w_bits, "index": idx_bits, "requant": rq_bits,
             "total": w_bits + idx_bits + rq_bits}

@@ -13,8 +13,9 @@ An export directory holds
   - ``<layer>.rowptr.hex``: CSR row pointers, ``rows + 1`` entries: the non-zero tiles of row
     ``r`` are entries ``rowptr[r] .. rowptr[r+1]-1`` of the column list;
   - ``<layer>.cols.hex``: the tile column of each non-zero tile;
-  - ``<layer>.mult.hex`` / ``<layer>.bias.hex``: per output channel (``rows*P`` entries, padded
-    channels zero), two's complement in ``MULT_BITS`` / ``bias_bits``;
+  - ``<layer>.mult.hex`` / ``<layer>.bias.hex`` / ``<layer>.shift.hex``: per output channel
+    (``rows*P`` entries, padded channels zero), two's complement in ``MULT_BITS`` /
+    ``bias_bits``, unsigned ``SHIFT_BITS``;
 
 * ``golden.npz``: ``inputs`` (uint8 ``[N,H,W,C]``), ``labels``, ``layer<i>`` (every layer's
   integer output, channels last), ``logits`` and ``classes``.
@@ -32,7 +33,7 @@ import pathlib
 
 import numpy as np
 
-from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, RequantParams, TileLayout,
+from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
                        accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
                        unpack_tile_words, unsigned_bits)
 
@@ -95,7 +96,7 @@ class ExportedLayer:
 
     def channel_requant(self) -> RequantParams:
         c = self.spec.cout
-        return RequantParams(self.requant.mult[:c], self.requant.bias[:c], self.requant.shift)
+        return RequantParams(self.requant.mult[:c], self.requant.bias[:c], self.requant.shift[:c])
 
 
 @dataclasses.dataclass
@@ -139,22 +140,24 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         n_ch = lay.rows * geometry.P
         mult = np.zeros(n_ch, np.int64)
         bias = np.zeros(n_ch, np.int64)
-        mult[:spec.cout], bias[:spec.cout] = rq.mult, rq.bias
+        shift = np.zeros(n_ch, np.int64)
+        mult[:spec.cout], bias[:spec.cout], shift[:spec.cout] = rq.mult, rq.bias, rq.shift
         acc_bits = accumulator_bits(spec, act_bits)
         bias_bits = signed_bits(min(0, int(bias.min())), max(0, int(bias.max())))
-        names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias")}
+        names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias", "shift")}
         write_hex(out / names["weights"], pack_tile_words(tiles[rows, cols], geometry), geometry.word_bits)
         write_hex(out / names["rowptr"], rowptr, unsigned_bits(lay.count))
         write_hex(out / names["cols"], cols, unsigned_bits(lay.cols - 1))
         write_hex(out / names["mult"], mult, MULT_BITS)
         write_hex(out / names["bias"], bias, bias_bits)
+        write_hex(out / names["shift"], shift, SHIFT_BITS)
         for n in names.values():
             files[n] = _sha256(out / n)
         layers_json.append({
             **spec.to_dict(), "out_h": spec.out_h, "out_w": spec.out_w,
             "tiles": {"rows": lay.rows, "cols": lay.cols, "count": lay.count, "nonzero": int(nz.sum()),
                       "words_per_tile": lay.words_per_tile, "channels_per_tile": lay.gw},
-            "acc_bits": acc_bits, "mult_bits": MULT_BITS, "bias_bits": bias_bits, "shift": rq.shift,
+            "acc_bits": acc_bits, "mult_bits": MULT_BITS, "bias_bits": bias_bits, "shift_bits": SHIFT_BITS,
             "files": names,
         })
     g = {k: np.asarray(v) for k, v in golden.items()}
@@ -232,10 +235,11 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         tiles = unpack_tile_words(words, geo, lay.words_per_tile)
         mult = np.array(read_hex(path / f["mult"], MULT_BITS, signed=True), np.int64)
         bias = np.array(read_hex(path / f["bias"], lj["bias_bits"], signed=True), np.int64)
-        if len(mult) != lay.rows * geo.P or len(bias) != lay.rows * geo.P:
-            raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases for "
-                              f"{lay.rows * geo.P} channels")
-        layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, RequantParams(mult, bias, int(lj["shift"])),
+        shift = np.array(read_hex(path / f["shift"], SHIFT_BITS), np.int64)
+        if not len(mult) == len(bias) == len(shift) == lay.rows * geo.P:
+            raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
+                              f"shifts for {lay.rows * geo.P} channels")
+        layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, RequantParams(mult, bias, shift),
                                     int(lj["acc_bits"]), int(lj["bias_bits"])))
     golden = dict(np.load(path / manifest["golden"]["file"]))
     ex = Export(path, manifest, geo, act_bits, layers, golden)

@@ -1,0 +1,41 @@
+# ternpe: `make demo` runs the main flow on the built-in digits data set, `make test` runs the
+# tests. Both set up everything they need first (a .venv with the pinned stack, Debian packages).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ternpe-installed
+JOBS   ?= 2
+
+.PHONY: all setup demo test bench clean help
+
+all: help
+
+help:
+	@echo "make demo    train the digits CNN (PE 1x16, WPC) and export it to exports/digits"
+	@echo "make test    run the test suite"
+	@echo "make bench   print the paper-style method table on digits"
+	@echo "make setup   create .venv and install everything (done by the targets above)"
+
+setup: $(STAMP)
+	@./tools/debian-packages.sh
+
+# torch is pinned and installed first from the local CPU wheel: an unpinned torch pulls CUDA.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+demo: setup
+	$(BIN)/ternpe train --out runs/digits
+	$(BIN)/ternpe export runs/digits --out exports/digits
+
+test: setup
+	$(BIN)/python -m pytest -n $(JOBS) -q
+
+bench: setup
+	$(BIN)/python bench/methods.py
+
+clean:
+	rm -rf runs exports build .pytest_cache

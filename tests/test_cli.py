@@ -1,0 +1,110 @@
+"""The command line: help that teaches, and clear errors for bad input."""
+
+import gzip
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from ternpe.cli import main
+
+QUICK = ["--dataset", "synthetic", "--epochs-float", "1", "--epochs-ternary", "1", "--epochs-finetune", "1"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_commands_and_examples(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "export" in out and "ternpe export runs/digits" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for word in ("wpc", "lasso-then-ternary", "naive", "--pe", "1xG", "default: digits"):
+        assert word in out
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--pe", "16"], "--pe must be PxG"),
+    (["--pe", "1x0"], "between 1 and 1024"),
+    (["--method", "magic"], "--method must be one of"),
+    (["--arch", "vgg"], "--arch must be one of"),
+    (["--dataset", "imagenet"], "--dataset must be one of"),
+    (["--tau", "median"], "--tau must be one of"),
+    (["--lam", "-1"], "--lam must be"),
+    (["--r", "0"], "--r must be"),
+    (["--pe", "1x12"], "input channels: with G=12"),
+])
+def test_train_bad_input(capsys, tmp_path, args, msg):
+    code, _, err = run(capsys, "train", *QUICK, "--out", str(tmp_path / "r"), *args)
+    assert code == 1
+    assert msg in err.replace("\n  ", " ")
+    assert not (tmp_path / "r").exists(), "nothing is written for bad input"
+
+
+def test_train_file_dataset_without_dir(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--out", str(tmp_path / "r"))
+    assert code == 1 and "--data-dir" in err
+
+
+def test_train_missing_idx_files_are_named(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert code == 1 and "train-images-idx3-ubyte" in err and "t10k-labels-idx1-ubyte" in err
+
+
+def test_train_and_export_end_to_end(capsys, tmp_path):
+    code, out, _ = run(capsys, "train", *QUICK, "--out", str(tmp_path / "r"))
+    assert code == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["method"] == "wpc" and 0 <= m["integer_accuracy"] <= 1
+    assert (tmp_path / "r" / "tilemaps" / "conv2.png").stat().st_size > 1000
+    code, out, _ = run(capsys, "export", str(tmp_path / "r"), "--out", str(tmp_path / "e"), "--samples", "4")
+    assert code == 0 and "non-zero tiles" in out
+    assert (tmp_path / "e" / "manifest.json").is_file()
+
+
+def test_export_bad_input(capsys, tmp_path):
+    code, _, err = run(capsys, "export", str(tmp_path / "nope"), "--out", str(tmp_path / "e"))
+    assert code == 1 and "model.pt is missing" in err
+    code, _, _ = run(capsys, "train", *QUICK, "--first-last", "fp", "--out", str(tmp_path / "fp"))
+    assert code == 0
+    code, _, err = run(capsys, "export", str(tmp_path / "fp"), "--out", str(tmp_path / "e"))
+    assert code == 1 and "not ternary" in err and "--first-last ternary" in err
+    code, _, err = run(capsys, "train", *QUICK, "--arch", "resnet20", "--method", "float", "--epochs-float", "0",
+                       "--out", str(tmp_path / "rn"))
+    assert code == 0
+    code, _, err = run(capsys, "export", str(tmp_path / "rn"), "--out", str(tmp_path / "e"))
+    assert code == 1 and "residual" in err
+
+
+def _write_idx(path, arr):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_and_cifar_loaders(tmp_path):
+    from ternpe.model.data import DatasetError, load_dataset
+    rng = np.random.default_rng(0)
+    for name, shape in [("train-images-idx3-ubyte", (20, 28, 28)), ("train-labels-idx1-ubyte", (20,)),
+                        ("t10k-images-idx3-ubyte", (5, 28, 28)), ("t10k-labels-idx1-ubyte", (5,))]:
+        _write_idx(tmp_path / (name + ".gz"), rng.integers(0, 10 if "labels" in name else 256, shape))
+    ds = load_dataset("fashion-mnist", str(tmp_path))
+    assert ds.x_train.shape == (20, 28, 28, 1) and ds.x_test.shape == (5, 28, 28, 1) and ds.classes == 10
+    cdir = tmp_path / "cifar-10-batches-py"
+    cdir.mkdir()
+    for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(cdir / n, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (3, 3072)).astype(np.uint8), b"labels": [1, 2, 3]}, f)
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert ds.x_train.shape == (15, 32, 32, 3) and ds.x_test.shape == (3, 32, 32, 3)
+    (cdir / "test_batch").unlink()
+    with pytest.raises(DatasetError, match="test_batch"):
+        load_dataset("cifar10", str(tmp_path))
