@@ -1,0 +1,460 @@
+"""The accelerator top and its controller, generated from an export.
+
+Dataflow (one op per cycle, no stalls inside a layer)::
+
+    tile list + weight ROM --\\
+                              >-- PE array (P x G) -- requantizers (P) -- max-pool -- activation buffer
+    activation buffer ------/                                                      \\-- logits -> argmax
+
+The controller walks, per layer: output pixel (after pooling) -> tile row (P output channels)
+-> pool position (4 with a 2x2 max-pool, else 1) -> the row's non-zero tiles -> the tile's
+words. Each cycle it issues one op: a weight word address, an activation word address and the
+flags ``clear`` (first word of a sum) / ``last`` (last word); the flags travel with the data, so
+rows and pixels switch without a bubble. A row whose tiles are all pruned costs one cycle
+(its outputs are the requantized bias). After a layer's last op the pipeline drains for
+``drain_cycles`` before the next layer reads what this one wrote.
+
+Activations live channels-last, ``G`` lanes of ``act_bits`` per word, in two ping-pong buffers.
+A first layer with fewer input channels than lanes (``cin < G``) runs in window mode: the input
+loader writes the image straight into an im2col memory (lane ``l`` of word ``j`` of output
+pixel ``o`` holds the ``(ky, kx, c)`` the contract's ``window_offsets`` names), so its lanes stay
+busy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, signed_bits, unsigned_bits
+from .array import PEArray
+from .requant import Requantizer
+from .weights import SparseTileWeightBuffer
+
+__all__ = ["GenerateError", "Accelerator", "cycle_model"]
+
+
+class GenerateError(ContractError):
+    """An export the hardware cannot run as asked; the message names layer, resource, numbers."""
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    window: bool          # first layer in window (im2col) mode
+    nq: int               # pool positions per output pixel
+    ops: int              # cycles of the op loop
+
+
+def _plans(ex) -> list:
+    G, P = ex.geometry.G, ex.geometry.P
+    plans = []
+    n = len(ex.layers)
+    if not _is_pow2(G) or not _is_pow2(P) or P > G:
+        raise GenerateError(f"array {ex.geometry}: the hardware needs P and G powers of two with P <= G")
+    for i, l in enumerate(ex.layers):
+        s = l.spec
+        window = s.cin < G
+        if window and i > 0:
+            raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "
+                                f"the first layer (widen the layer or choose a smaller G)")
+        if window and s.stride != 1:
+            raise GenerateError(f"layer {s.name}: window mode (cin < G) needs stride 1, not {s.stride}")
+        if i < n - 1:
+            if not s.relu:
+                raise GenerateError(f"layer {s.name}: only the last layer may be without ReLU")
+            if s.cout % P:
+                raise GenerateError(f"layer {s.name}: {s.cout} output channels is not a multiple of P={P}")
+        else:
+            if s.relu or (s.out_h, s.out_w) != (1, 1) or s.pool:
+                raise GenerateError(f"layer {s.name}: the last layer must produce logits "
+                                    f"(no ReLU, a 1x1 output, no pool)")
+        nq = 4 if s.pool else 1
+        rows = l.layout.rows
+        per_row = [max(1, int(l.rowptr[r + 1] - l.rowptr[r]) * l.layout.words_per_tile) for r in range(rows)]
+        plans.append(_Plan(window, nq, s.out_h * s.out_w * nq * sum(per_row)))
+    return plans
+
+
+def cycle_model(ex, *, drain: int) -> dict:
+    """Cycles per inference from the manifest: per layer ``1 (setup) + ops + drain``, where
+    ops = pooled output pixels x pool positions x sum over rows of max(1, non-zero tiles x words).
+    """
+    plans = _plans(ex)
+    layers = []
+    for l, p in zip(ex.layers, plans):
+        busy = l.spec.out_h * l.spec.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
+        layers.append({"name": l.spec.name, "ops": p.ops, "cycles": 1 + p.ops + drain, "busy_ops": busy,
+                       "lane_use": l.layout.lane_utilisation})
+    return {"layers": layers, "total": sum(x["cycles"] for x in layers), "drain": drain}
+
+
+class Accelerator(wiring.Component):
+    """The whole network on a ``P x G`` ternary array.
+
+    Parameters
+    ----------
+    export : ternpe.image.Export
+        A loaded, validated export; shapes, tile lists and memory sizes come from it.
+
+    Members
+    -------
+    input : In(stream.Signature(unsigned(act_bits)))
+        The image, one pixel byte per transfer, ``(h, w, c)`` order.
+    output : Out(stream.Signature(signed(out_bits)))
+        The ``classes`` logits (integer, in units of the manifest's ``logit_scale``), then the
+        class index.
+    cycles : Out(32)
+        Cycles from the end of loading to the logits of the last inference.
+    busy : Out(1)
+    """
+
+    def __init__(self, export):
+        self.export = ex = export
+        self.plans = _plans(ex)
+        g = ex.geometry
+        self.act_bits = A = ex.act_bits
+        self.acc_bits = max(l.acc_bits for l in ex.layers)
+        self.bias_bits = max(l.bias_bits for l in ex.layers)
+        self.weights = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
+        self.array = PEArray(geometry=g, act_bits=A, acc_bits=self.acc_bits)
+        self.requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=A)
+                         for _ in range(g.P)]
+        self.classes = ex.layers[-1].spec.cout
+        self.out_bits = max(self.requants[0].out_bits, unsigned_bits(self.classes) + 1)
+        super().__init__({
+            "input": In(stream.Signature(unsigned(A))),
+            "output": Out(stream.Signature(signed(self.out_bits))),
+            "cycles": Out(32), "busy": Out(1),
+        })
+
+    @property
+    def drain_cycles(self) -> int:
+        return self.array.latency + Requantizer.latency + 3
+
+    def cycle_model(self) -> dict:
+        return cycle_model(self.export, drain=self.drain_cycles)
+
+    # -- memory sizes (bits), for reports and fit checks --
+    @property
+    def buffer_words(self) -> int:
+        ex, G = self.export, self.export.geometry.G
+        need = [1]
+        if not self.plans[0].window:
+            need.append(-(-int(ex.layers[0].spec.cin * ex.layers[0].spec.in_h * ex.layers[0].spec.in_w) // G))
+        for l in ex.layers[:-1]:
+            need.append(-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G))
+        return max(need)
+
+    @property
+    def im2col_words(self) -> int:
+        l0 = self.export.layers[0]
+        return l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile if self.plans[0].window else 0
+
+    def memory_bits(self) -> dict:
+        word = self.export.geometry.G * self.act_bits
+        rq = sum(l.layout.rows for l in self.export.layers) * self.export.geometry.P * (MULT_BITS + self.bias_bits + SHIFT_BITS)
+        return {"weights": self.weights.weight_bits, "tile_index": self.weights.index_bits,
+                "requant": rq, "activations": 2 * self.buffer_words * word, "im2col": self.im2col_words * word}
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, g, A = self.export, self.export.geometry, self.act_bits
+        P, G = g.P, g.G
+        L = len(ex.layers)
+        m.submodules.weights = wb = self.weights
+        m.submodules.array = arr = self.array
+        for p, rq in enumerate(self.requants):
+            m.submodules[f"requant{p}"] = rq
+
+        # ---------------- memories ----------------
+        word_bits = G * A
+        bufs = [Memory(shape=word_bits, depth=self.buffer_words, init=[]) for _ in range(2)]
+        m.submodules.buf0, m.submodules.buf1 = bufs
+        b_rd = [b.read_port() for b in bufs]
+        b_wr = [b.write_port(granularity=A) for b in bufs]
+        if self.plans[0].window:
+            m.submodules.im2col = im2col = Memory(shape=word_bits, depth=self.im2col_words, init=[])
+            i_rd, i_wr = im2col.read_port(), im2col.write_port(granularity=A)
+        rows_all = [l.layout.rows for l in ex.layers]
+        rq_base = [sum(rows_all[:i]) for i in range(L)]
+        rq_layout = data.ArrayLayout(data.StructLayout({"mult": signed(MULT_BITS), "bias": signed(self.bias_bits),
+                                                         "shift": unsigned(SHIFT_BITS)}), P)
+        rq_init = []
+        for l in ex.layers:
+            for r in range(l.layout.rows):
+                rq_init.append(rq_layout.const([{"mult": int(l.requant.mult[r * P + p]),
+                                                 "bias": int(l.requant.bias[r * P + p]),
+                                                 "shift": int(l.requant.shift[r * P + p])} for p in range(P)]
+                                               ).as_value().value)
+        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
+        rq_rd = rqrom.read_port()
+
+        # ---------------- controller state ----------------
+        layer = Signal(range(L + 1))
+        py, px = Signal(16), Signal(16)
+        r = Signal(16)
+        q = Signal(2)
+        j = Signal(16)
+        ky, kx = Signal(8), Signal(8)
+        t, t_row = Signal(len(wb.entry_addr) + 1), Signal(len(wb.entry_addr) + 1)
+        wa, wa_row = Signal(len(wb.word_addr) + 1), Signal(len(wb.word_addr) + 1)
+        t_next = Signal.like(t)
+        drain = Signal(range(self.drain_cycles + 1))
+        cycles = Signal(32)
+        m.d.comb += self.cycles.eq(cycles)
+
+        entry = wb.entry
+        # per-layer constants
+        c_rows, c_out_w, c_out_h, c_words, c_nq = (Signal(16) for _ in range(5))
+        c_list, c_wbase = Signal.like(t), Signal.like(wa)
+        act_addr = Signal(24)
+        inb = Signal()
+        oy, ox = Signal(16), Signal(16)
+        dy, dx = q[1], q[0]
+        with m.Switch(layer):
+            for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
+                s, prog = l.spec, wb.programs[i]
+                with m.Case(i):
+                    m.d.comb += [c_rows.eq(l.layout.rows), c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
+                                 c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq),
+                                 c_list.eq(prog.list_base), c_wbase.eq(prog.word_base)]
+                    if s.pool:
+                        m.d.comb += [oy.eq(Cat(dy, py)), ox.eq(Cat(dx, px))]
+                    else:
+                        m.d.comb += [oy.eq(py), ox.eq(px)]
+                    if pl.window:
+                        m.d.comb += [act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j), inb.eq(1)]
+                    else:
+                        iy, ix = Signal(signed(18), name=f"iy{i}"), Signal(signed(18), name=f"ix{i}")
+                        m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
+                                     inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
+                                     act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col)]
+
+        # ---------------- op issue ----------------
+        op_valid = Signal()
+        op_clear = Signal()
+        op_last = Signal()
+        m.d.comb += [wb.entry_addr.eq(t_next), wb.word_addr.eq(wa)]
+        for rp in b_rd:
+            m.d.comb += rp.addr.eq(act_addr)
+        if self.plans[0].window:
+            m.d.comb += i_rd.addr.eq(act_addr)
+
+        tag_layout = data.StructLayout({"layer": range(L + 1), "r": 16, "q": 2, "py": 16, "px": 16,
+                                        "last_q": 1})
+        tag0 = Signal(tag_layout)
+        m.d.comb += [tag0.layer.eq(layer), tag0.r.eq(r), tag0.q.eq(q), tag0.py.eq(py), tag0.px.eq(px),
+                     tag0.last_q.eq(q == c_nq - 1)]
+        # stage 1: memory data arrives
+        s1_valid, s1_clear, s1_last, s1_inb, s1_empty = (Signal(name=f"s1_{n}") for n in
+                                                         ("valid", "clear", "last", "inb", "empty"))
+        s1_tag = Signal(tag_layout)
+        m.d.sync += [s1_valid.eq(op_valid), s1_clear.eq(op_clear), s1_last.eq(op_last),
+                     s1_inb.eq(inb), s1_empty.eq(entry.empty), s1_tag.eq(tag0)]
+        act_word = Signal(word_bits)
+        with m.If(s1_tag.layer == 0):
+            m.d.comb += act_word.eq(i_rd.data if self.plans[0].window else b_rd[0].data)
+        with m.Elif(s1_tag.layer[0]):
+            m.d.comb += act_word.eq(b_rd[1].data)
+        with m.Else():
+            m.d.comb += act_word.eq(b_rd[0].data)
+        use = s1_inb & ~s1_empty
+        m.d.comb += [arr.valid.eq(s1_valid), arr.clear.eq(s1_clear), arr.last.eq(s1_last),
+                     arr.act.eq(Mux(use, act_word, 0)), arr.weights.eq(Mux(s1_empty, 0, wb.word))]
+        # tag delay line through the array
+        tags = [s1_tag]
+        for n in range(arr.latency):
+            tg = Signal(tag_layout, name=f"tag_a{n}")
+            m.d.sync += tg.eq(tags[-1])
+            tags.append(tg)
+        pre = tags[-2]
+        m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
+        at_res = tags[-1]
+        rq_words = data.View(rq_layout, rq_rd.data)
+        is_last_layer = at_res.layer == L - 1
+        for p, rq in enumerate(self.requants):
+            m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
+                         rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift), rq.clamp.eq(~is_last_layer)]
+        for n in range(Requantizer.latency):
+            tg = Signal(tag_layout, name=f"tag_r{n}")
+            m.d.sync += tg.eq(tags[-1])
+            tags.append(tg)
+        tq = tags[-1]
+        res_valid = self.requants[0].out_valid
+
+        # ---------------- max-pool and write-back ----------------
+        mx = [Signal(A, name=f"max{p}") for p in range(P)]
+        mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
+        for p in range(P):
+            y = self.requants[p].out[:A]
+            m.d.comb += mx_new[p].eq(Mux((tq.q == 0) | (y > mx[p]), y, mx[p]))
+            with m.If(res_valid):
+                m.d.sync += mx[p].eq(mx_new[p])
+        logits = [Signal(signed(self.requants[0].out_bits), name=f"logit{c}") for c in range(self.classes)]
+        wdata = Cat(*[mx_new[gl % P] for gl in range(G)])
+        w_idx = Signal(32)
+        with m.Switch(tq.layer):
+            for i, l in enumerate(ex.layers):
+                s = l.spec
+                with m.Case(i):
+                    if i < L - 1:
+                        m.d.comb += w_idx.eq((tq.py * s.out_w + tq.px) * s.cout + tq.r * P)
+                    else:
+                        with m.If(res_valid):
+                            with m.Switch(tq.r):
+                                for row in range(l.layout.rows):
+                                    with m.Case(row):
+                                        for p in range(P):
+                                            if row * P + p < self.classes:
+                                                m.d.sync += logits[row * P + p].eq(self.requants[p].out)
+        w_en = Signal()
+        m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
+        lane_mask = Signal(G)
+        m.d.comb += lane_mask.eq(Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1)
+        for k_, wp in enumerate(b_wr):
+            m.d.comb += [wp.addr.eq(w_idx >> _log2(G)), wp.data.eq(wdata)]
+            # layer i writes buffer (i + 1) % 2
+            m.d.comb += wp.en.eq(Mux(w_en & (tq.layer[0] == (1 - k_)), lane_mask, 0))
+
+        # ---------------- input loader ----------------
+        l0 = ex.layers[0]
+        s0 = l0.spec
+        n_in = s0.in_h * s0.in_w * s0.cin
+        in_i = Signal(range(n_in + 1))
+        ly, lx, lc = Signal(16), Signal(16), Signal(16)
+        lky, lkx = Signal(8), Signal(8)
+        held = Signal(A)
+        writing = Signal()
+
+        # ---------------- output ----------------
+        oi = Signal(range(self.classes + 1))
+        best = Signal.like(logits[0])
+        best_i = Signal(range(self.classes))
+        cur = Signal.like(logits[0])
+        m.d.comb += cur.eq(Array(logits)[oi] if self.classes > 1 else logits[0])
+
+        with m.FSM(name="ctrl"):
+            with m.State("LOAD"):
+                if self.plans[0].window:
+                    k, pad, cin = s0.k, s0.pad, s0.cin
+                    wpt = l0.layout.words_per_tile
+                    with m.If(~writing):
+                        m.d.comb += self.input.ready.eq(1)
+                        with m.If(self.input.valid):
+                            m.d.sync += [held.eq(self.input.payload), writing.eq(1), lky.eq(0), lkx.eq(0)]
+                    with m.Else():
+                        oy_, ox_ = Signal(signed(18)), Signal(signed(18))
+                        e = Signal(16)
+                        m.d.comb += [oy_.eq(ly + pad - lky), ox_.eq(lx + pad - lkx),
+                                     e.eq((lky * k + lkx) * cin + lc)]
+                        ok = (oy_ >= 0) & (oy_ < s0.conv_h) & (ox_ >= 0) & (ox_ < s0.conv_w)
+                        m.d.comb += [i_wr.addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
+                                     i_wr.data.eq(held.replicate(G)),
+                                     i_wr.en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                        last_k = (lky == k - 1) & (lkx == k - 1)
+                        with m.If(lkx == k - 1):
+                            m.d.sync += [lkx.eq(0), lky.eq(lky + 1)]
+                        with m.Else():
+                            m.d.sync += lkx.eq(lkx + 1)
+                        with m.If(last_k):
+                            m.d.sync += writing.eq(0)
+                            with m.If(lc == cin - 1):
+                                m.d.sync += lc.eq(0)
+                                with m.If(lx == s0.in_w - 1):
+                                    m.d.sync += [lx.eq(0), ly.eq(ly + 1)]
+                                    with m.If(ly == s0.in_h - 1):
+                                        m.d.sync += [ly.eq(0), layer.eq(0), cycles.eq(0)]
+                                        m.next = "SETUP"
+                                with m.Else():
+                                    m.d.sync += lx.eq(lx + 1)
+                            with m.Else():
+                                m.d.sync += lc.eq(lc + 1)
+                else:
+                    m.d.comb += self.input.ready.eq(1)
+                    wp = b_wr[0]
+                    m.d.comb += [wp.addr.eq(in_i >> _log2(G)), wp.data.eq(self.input.payload.replicate(G)),
+                                 wp.en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                    with m.If(self.input.valid):
+                        m.d.sync += in_i.eq(in_i + 1)
+                        with m.If(in_i == n_in - 1):
+                            m.d.sync += [in_i.eq(0), layer.eq(0), cycles.eq(0)]
+                            m.next = "SETUP"
+
+            with m.State("SETUP"):
+                m.d.comb += [self.busy.eq(1), t_next.eq(c_list)]
+                m.d.sync += [cycles.eq(cycles + 1), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase),
+                             wa_row.eq(c_wbase), py.eq(0), px.eq(0), r.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
+                m.next = "RUN"
+
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), op_valid.eq(1), t_next.eq(t)]
+                m.d.sync += cycles.eq(cycles + 1)
+                end_entry = entry.empty | (j == c_words - 1)
+                m.d.comb += [op_clear.eq((t == t_row) & (j == 0)), op_last.eq(entry.last & end_entry)]
+                wa_after = Signal.like(wa)
+                m.d.comb += wa_after.eq(wa + ~entry.empty)
+                with m.If(~end_entry):
+                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1)]
+                    with m.If(kx == Array(Const(l.spec.k - 1, 8) for l in ex.layers)[layer]):
+                        m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
+                    with m.Else():
+                        m.d.sync += kx.eq(kx + 1)
+                with m.Else():
+                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0)]
+                    with m.If(~entry.last):
+                        m.d.comb += t_next.eq(t + 1)
+                        m.d.sync += [t.eq(t + 1), wa.eq(wa_after)]
+                    with m.Elif(q != c_nq - 1):
+                        m.d.comb += t_next.eq(t_row)
+                        m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
+                    with m.Else():
+                        m.d.sync += q.eq(0)
+                        with m.If(r != c_rows - 1):
+                            m.d.comb += t_next.eq(t + 1)
+                            m.d.sync += [r.eq(r + 1), t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after),
+                                         wa_row.eq(wa_after)]
+                        with m.Else():
+                            m.d.comb += t_next.eq(c_list)
+                            m.d.sync += [r.eq(0), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase)]
+                            with m.If(px != c_out_w - 1):
+                                m.d.sync += px.eq(px + 1)
+                            with m.Elif(py != c_out_h - 1):
+                                m.d.sync += [px.eq(0), py.eq(py + 1)]
+                            with m.Else():
+                                m.d.sync += drain.eq(0)
+                                m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [cycles.eq(cycles + 1), drain.eq(drain + 1)]
+                with m.If(drain == self.drain_cycles - 1):
+                    m.d.sync += layer.eq(layer + 1)
+                    with m.If(layer == L - 1):
+                        m.d.sync += oi.eq(0)
+                        m.next = "OUTPUT"
+                    with m.Else():
+                        m.next = "SETUP"
+
+            with m.State("OUTPUT"):
+                m.d.comb += [self.output.valid.eq(1),
+                             self.output.payload.eq(Mux(oi == self.classes, best_i, cur))]
+                with m.If(self.output.ready):
+                    m.d.sync += oi.eq(oi + 1)
+                    with m.If((oi < self.classes) & ((oi == 0) | (cur > best))):
+                        m.d.sync += [best.eq(cur), best_i.eq(oi)]
+                    with m.If(oi == self.classes):
+                        m.d.sync += layer.eq(0)
+                        m.next = "LOAD"
+        return m

@@ -1,0 +1,115 @@
+"""The ternary PE: ``G`` lanes, additions only, a pipelined adder tree and an accumulator."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ternpe.contract import CODE_MINUS, CODE_PLUS
+
+__all__ = ["TernaryPE", "tree_levels"]
+
+
+def tree_levels(lanes: int) -> int:
+    return max(0, math.ceil(math.log2(lanes)))
+
+
+class TernaryPE(wiring.Component):
+    """Adds ``G`` unsigned activations with ternary signs into an accumulator.
+
+    Each lane contributes ``+x`` (code ``01``), ``-x`` (code ``11``) or nothing: no multiplier.
+    The lane terms are registered, then every level of the adder tree is registered, then the
+    accumulator. A result leaves :attr:`latency` cycles after its last word went in.
+
+    Parameters
+    ----------
+    lanes : int
+        ``G``, input lanes.
+    act_bits : int
+        Width of the unsigned activations.
+    acc_bits : int
+        Width of the signed accumulator; the contract's worst case (``accumulator_bits``) must
+        fit in it, which the caller guarantees.
+
+    Members
+    -------
+    valid : In(1)
+        A word is on ``act`` / ``code`` this cycle.
+    clear : In(1)
+        This word starts a new sum (the accumulator restarts from zero).
+    last : In(1)
+        This word ends the sum: ``result`` is valid ``latency`` cycles later.
+    act : In(ArrayLayout(unsigned(act_bits), lanes))
+    code : In(ArrayLayout(unsigned(2), lanes))
+    result : Out(signed(acc_bits))
+    result_valid : Out(1)
+    """
+
+    def __init__(self, *, lanes: int, act_bits: int, acc_bits: int):
+        self.lanes = operator.index(lanes)
+        self.act_bits = operator.index(act_bits)
+        self.acc_bits = operator.index(acc_bits)
+        if self.lanes < 1 or self.act_bits < 1:
+            raise ValueError(f"lanes and act_bits must be >= 1, not {lanes}, {act_bits}")
+        need = self.act_bits + 1 + tree_levels(self.lanes)
+        if self.acc_bits < need:
+            raise ValueError(f"acc_bits {acc_bits} is narrower than one pass of the tree ({need} bits)")
+        super().__init__({
+            "valid": In(1), "clear": In(1), "last": In(1),
+            "act": In(data.ArrayLayout(unsigned(self.act_bits), self.lanes)),
+            "code": In(data.ArrayLayout(unsigned(2), self.lanes)),
+            "result": Out(signed(self.acc_bits)), "result_valid": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a word on the inputs to its sum in ``result`` (terms, tree, accumulator)."""
+        return 2 + tree_levels(self.lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        A = self.act_bits
+        level = []
+        for g in range(self.lanes):
+            t = Signal(signed(A + 1), name=f"term{g}")
+            x = self.act[g]
+            with m.Switch(self.code[g]):
+                with m.Case(CODE_PLUS):
+                    m.d.sync += t.eq(x)
+                with m.Case(CODE_MINUS):
+                    m.d.sync += t.eq(-x)
+                with m.Default():
+                    m.d.sync += t.eq(0)
+            level.append(t)
+        flags = [(self.valid, self.clear, self.last)]
+        for _ in range(self.latency - 1):
+            v, c, l = Signal(), Signal(), Signal()
+            pv, pc, pl = flags[-1]
+            m.d.sync += [v.eq(pv), c.eq(pc), l.eq(pl)]
+            flags.append((v, c, l))
+        n = 0
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level), 2):
+                s = Signal(signed(A + 2 + n), name=f"sum_l{n}_{i // 2}")
+                m.d.sync += s.eq(level[i] + level[i + 1] if i + 1 < len(level) else level[i])
+                nxt.append(s)
+            level, n = nxt, n + 1
+        tree = level[0]
+        acc = Signal(signed(self.acc_bits))
+        v, c, l = flags[-1]           # aligned with `tree`
+        acc_next = Signal(signed(self.acc_bits))
+        with m.If(c):
+            m.d.comb += acc_next.eq(tree)
+        with m.Else():
+            m.d.comb += acc_next.eq(acc + tree)
+        with m.If(v):
+            m.d.sync += acc.eq(acc_next)
+        m.d.sync += self.result_valid.eq(v & l)
+        with m.If(v & l):
+            m.d.sync += self.result.eq(acc_next)
+        return m
