@@ -33,9 +33,9 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, signed_bits, unsigned_bits
 from .array import PEArray
 from .requant import Requantizer
-from .weights import SparseTileWeightBuffer
+from .weights import SparseTileWeightBuffer, tile_program
 
-__all__ = ["GenerateError", "Accelerator", "cycle_model"]
+__all__ = ["GenerateError", "Accelerator", "cycle_model", "memory_bits"]
 
 
 class GenerateError(ContractError):
@@ -100,6 +100,38 @@ def cycle_model(ex, *, drain: int) -> dict:
     return {"layers": layers, "total": sum(x["cycles"] for x in layers), "drain": drain}
 
 
+def _buffer_words(ex, plans) -> int:
+    G = ex.geometry.G
+    need = [1]
+    s0 = ex.layers[0].spec
+    if not plans[0].window:
+        need.append(-(-s0.cin * s0.in_h * s0.in_w // G))
+    for l in ex.layers[:-1]:
+        need.append(-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G))
+    return max(need)
+
+
+def _im2col_words(ex, plans) -> int:
+    l0 = ex.layers[0]
+    return l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile if plans[0].window else 0
+
+
+def memory_bits(ex) -> dict:
+    """Bits of every memory the accelerator of ``ex`` instantiates (checked before synthesis)."""
+    plans = _plans(ex)
+    g = ex.geometry
+    word = g.G * ex.act_bits
+    progs = [tile_program(l) for l in ex.layers]
+    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
+    bias_bits = max(l.bias_bits for l in ex.layers)
+    rows = sum(l.layout.rows for l in ex.layers)
+    return {"weights": sum(len(p.words) for p in progs) * g.word_bits,
+            "tile_index": sum(len(p.entries) for p in progs) * (col_bits + 2),
+            "requant": rows * g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
+            "activations": 2 * _buffer_words(ex, plans) * word,
+            "im2col": _im2col_words(ex, plans) * word}
+
+
 class Accelerator(wiring.Component):
     """The whole network on a ``P x G`` ternary array.
 
@@ -146,27 +178,16 @@ class Accelerator(wiring.Component):
     def cycle_model(self) -> dict:
         return cycle_model(self.export, drain=self.drain_cycles)
 
-    # -- memory sizes (bits), for reports and fit checks --
     @property
     def buffer_words(self) -> int:
-        ex, G = self.export, self.export.geometry.G
-        need = [1]
-        if not self.plans[0].window:
-            need.append(-(-int(ex.layers[0].spec.cin * ex.layers[0].spec.in_h * ex.layers[0].spec.in_w) // G))
-        for l in ex.layers[:-1]:
-            need.append(-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G))
-        return max(need)
+        return _buffer_words(self.export, self.plans)
 
     @property
     def im2col_words(self) -> int:
-        l0 = self.export.layers[0]
-        return l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile if self.plans[0].window else 0
+        return _im2col_words(self.export, self.plans)
 
     def memory_bits(self) -> dict:
-        word = self.export.geometry.G * self.act_bits
-        rq = sum(l.layout.rows for l in self.export.layers) * self.export.geometry.P * (MULT_BITS + self.bias_bits + SHIFT_BITS)
-        return {"weights": self.weights.weight_bits, "tile_index": self.weights.index_bits,
-                "requant": rq, "activations": 2 * self.buffer_words * word, "im2col": self.im2col_words * word}
+        return memory_bits(self.export)
 
     def elaborate(self, platform):
         m = Module()

@@ -54,9 +54,11 @@ class TernaryPE(wiring.Component):
         self.act_bits = operator.index(act_bits)
         self.acc_bits = operator.index(acc_bits)
         if self.lanes < 1 or self.act_bits < 1:
+            self._MustUse__silence = True
             raise ValueError(f"lanes and act_bits must be >= 1, not {lanes}, {act_bits}")
         need = self.act_bits + 1 + tree_levels(self.lanes)
         if self.acc_bits < need:
+            self._MustUse__silence = True      # a rejected block is not an unused one
             raise ValueError(f"acc_bits {acc_bits} is narrower than one pass of the tree ({need} bits)")
         super().__init__({
             "valid": In(1), "clear": In(1), "last": In(1),

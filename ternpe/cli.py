@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ternpe",
         description="Ternary, addition-only, PE-wise-sparse neural-network accelerators for open FPGAs.",
-        epilog="the demo flow:\n  ternpe train --out runs/digits\n  ternpe export runs/digits --out exports/digits\n\n"
+        epilog="the demo flow:\n  ternpe train --out runs/digits\n  ternpe export runs/digits --out exports/digits\n"
+               "  ternpe generate exports/digits --out build/digits/rtl\n\n"
                "run `ternpe COMMAND --help` for each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -84,7 +85,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory written by `ternpe train`")
     e.add_argument("--out", required=True, help="export directory to write")
     e.add_argument("--samples", type=int, default=64, help="golden test vectors to include (default: %(default)s)")
+    gen = sub.add_parser("generate", help="generate the accelerator's Verilog for an export",
+                         description="Generate the Verilog of the accelerator for an exported network: a P x G "
+                                     "ternary PE array, the sparse-tile weight buffer, the requantizers and the "
+                                     "controller, with the analytic cycle count.",
+                         epilog="example:\n  ternpe generate exports/digits --out build/digits/rtl --device up5k\n\n"
+                                "writes ternpe_top.v and ternpe_top.json (cycles per layer, memory bits, ports).",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("export", help="export directory written by `ternpe export`")
+    gen.add_argument("--out", required=True, help="directory for the Verilog")
+    gen.add_argument("--pe", default=None, help="check the array geometry PxG against the export's")
+    gen.add_argument("--device", default=None, help="check the memories fit: up5k, ecp5-25f, ecp5-85f")
     return p
+
+
+def _cmd_generate(a) -> int:
+    from ternpe.hw.generate import generate
+    generate(a.export, a.out, pe=a.pe, device=a.device)
+    return 0
 
 
 def _cmd_train(a) -> int:
@@ -108,7 +126,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from ternpe.contract import ContractError
     try:
-        return {"train": _cmd_train, "export": _cmd_export}[args.command](args)
+        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate}[args.command](args)
     except (ValueError, FileNotFoundError) as err:      # ContractError, DatasetError, ExportError are ValueErrors
         msg = "\n".join(textwrap.wrap(str(err), 100, subsequent_indent="  ")) if not isinstance(err, ContractError) else str(err)
         print(f"ternpe {args.command}: error: {msg}", file=sys.stderr)

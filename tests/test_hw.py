@@ -1,0 +1,225 @@
+"""The hardware blocks and the whole accelerator against the contract's numpy reference."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ternpe.contract import (ArrayGeometry, pack_tile_words, requant_params, requantize, run_integer_network,
+                             signed_bits)
+from ternpe.image import load_export
+from ternpe.hw.accelerator import Accelerator, GenerateError
+from ternpe.hw.array import PEArray
+from ternpe.hw.generate import build_accelerator
+from ternpe.hw.pe import TernaryPE
+from ternpe.hw.requant import Requantizer
+from ternpe.hw.sim import simulate
+from ternpe.hw.weights import SparseTileWeightBuffer
+
+RNG = np.random.default_rng(1)
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _sums(G, A, n, extremes=False):
+    out = []
+    for i in range(n):
+        k = int(RNG.integers(1, 4))
+        if extremes:     # every lane at full scale, all +1 or all -1
+            c = 1 if i % 2 else -1
+            ws = [(np.full(G, (1 << A) - 1), np.full(G, c)) for _ in range(k)]
+        else:
+            ws = [(RNG.integers(0, 1 << A, G), RNG.integers(-1, 2, G)) for _ in range(k)]
+        out.append(ws)
+    return out
+
+
+@pytest.mark.parametrize("G,A,extremes", [(1, 8, False), (5, 8, False), (16, 8, False), (16, 8, True), (8, 3, True)])
+def test_pe_against_reference(G, A, extremes):
+    fan = 3 * G
+    acc_bits = signed_bits(-fan * ((1 << A) - 1), fan * ((1 << A) - 1))
+    dut = TernaryPE(lanes=G, act_bits=A, acc_bits=acc_bits)
+    cases = _sums(G, A, 24, extremes)
+    ref = [sum(int((x * c).sum()) for x, c in ws) for ws in cases]
+    got = []
+
+    async def bench(ctx):
+        for ws in cases:
+            for i, (x, c) in enumerate(ws):
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.clear, i == 0)
+                ctx.set(dut.last, i == len(ws) - 1)
+                for g in range(G):
+                    ctx.set(dut.act[g], int(x[g]))
+                    ctx.set(dut.code[g], int(c[g]) & 3)
+                await ctx.tick()
+                if ctx.get(dut.result_valid):
+                    got.append(ctx.get(dut.result))
+        ctx.set(dut.valid, 0)
+        for _ in range(dut.latency + 1):
+            await ctx.tick()
+            if ctx.get(dut.result_valid):
+                got.append(ctx.get(dut.result))
+
+    _run(dut, bench)
+    assert got == ref
+
+
+def test_pe_rejects_narrow_accumulator():
+    with pytest.raises(ValueError, match="narrower"):
+        TernaryPE(lanes=16, act_bits=8, acc_bits=10)
+
+
+@pytest.mark.parametrize("P,G", [(1, 4), (2, 4), (4, 8)])
+def test_array_weight_word_layout(P, G):
+    geo = ArrayGeometry(P, G)
+    dut = PEArray(geometry=geo, act_bits=8, acc_bits=16)
+    x = RNG.integers(0, 256, G)
+    tiles = RNG.integers(-1, 2, (1, P, 1, G))
+    word = pack_tile_words(tiles, geo)[0]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.valid, 1)
+        ctx.set(dut.clear, 1)
+        ctx.set(dut.last, 1)
+        ctx.set(dut.weights, word)
+        for g in range(G):
+            ctx.set(dut.act[g], int(x[g]))
+        await ctx.tick()
+        ctx.set(dut.valid, 0)
+        for _ in range(dut.latency + 1):
+            await ctx.tick()
+            if ctx.get(dut.result_valid):
+                got.append([ctx.get(dut.result[p]) for p in range(P)])
+
+    _run(dut, bench)
+    assert got == [[int((tiles[0, p, 0] * x).sum()) for p in range(P)]]
+
+
+def test_requantizer_against_contract():
+    m_real = RNG.normal(size=64) * 10.0 ** RNG.uniform(-4, 0, 64)
+    rq = requant_params(m_real, RNG.normal(size=64) * 50)
+    acc = RNG.integers(-60000, 60000, 64)
+    bias_bits = rq.bias_bits()
+    dut = Requantizer(acc_bits=18, bias_bits=bias_bits, act_bits=8)
+    got = []
+
+    async def bench(ctx):
+        for clamp in (True, False):
+            for i in range(64):
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.clamp, clamp)
+                ctx.set(dut.acc, int(acc[i]))
+                ctx.set(dut.mult, int(rq.mult[i]))
+                ctx.set(dut.bias, int(rq.bias[i]))
+                ctx.set(dut.shift, int(rq.shift[i]))
+                await ctx.tick()
+                if ctx.get(dut.out_valid):
+                    got.append(ctx.get(dut.out))
+        ctx.set(dut.valid, 0)
+        for _ in range(dut.latency):
+            await ctx.tick()
+            if ctx.get(dut.out_valid):
+                got.append(ctx.get(dut.out))
+
+    _run(dut, bench)
+    ref = list(requantize(acc, rq, relu=True, act_bits=8)) + list(requantize(acc, rq, relu=False, act_bits=8))
+    assert got == [int(v) for v in ref]
+
+
+@pytest.fixture(scope="module")
+def export(quick_run):
+    return load_export(quick_run["export"])
+
+
+def test_weight_buffer_reads_back_the_rom_image(export):
+    dut = SparseTileWeightBuffer(geometry=export.geometry, layers=export.layers)
+    expect = [w for l in export.layers for w in pack_tile_words(l.tiles, export.geometry)]
+    got = []
+
+    async def bench(ctx):
+        for a in range(len(expect)):
+            ctx.set(dut.word_addr, a)
+            await ctx.tick()
+            got.append(ctx.get(dut.word))
+
+    _run(dut, bench)
+    assert got == expect
+    entries = sum(len(p.entries) for p in dut.programs)
+    empty_rows = sum(int((np.diff(l.rowptr) == 0).sum()) for l in export.layers)
+    assert entries == sum(l.nonzero_tiles for l in export.layers) + empty_rows
+
+
+def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export):
+    acc = Accelerator(export)
+    n = 4
+    res = simulate(acc, export.golden["inputs"][:n])
+    for i in range(n):
+        assert list(res["logits"][i]) == list(export.golden["logits"][i]), f"sample {i}: logits differ"
+    assert list(res["classes"]) == list(export.golden["classes"][:n])
+    assert list(res["cycles"]) == [acc.cycle_model()["total"]] * n
+
+
+def _prune_more(src, dst, layer_name, keep_rows):
+    """A copy of an export with more tiles of one layer pruned (rows beyond keep_rows emptied)."""
+    from ternpe.image import write_export
+    ex = load_export(src)
+    weights = [l.dense_weights() for l in ex.layers]
+    i = [l.spec.name for l in ex.layers].index(layer_name)
+    weights[i][keep_rows:] = 0
+    outs = run_integer_network(ex.golden["inputs"], [l.spec for l in ex.layers], weights,
+                               [l.channel_requant() for l in ex.layers], act_bits=ex.act_bits)
+    golden = {"inputs": ex.golden["inputs"], "labels": ex.golden["labels"], "logits": outs[-1],
+              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
+    write_export(dst, geometry=ex.geometry, act_bits=ex.act_bits, specs=[l.spec for l in ex.layers], weights=weights,
+                 requants=[l.channel_requant() for l in ex.layers], golden=golden,
+                 logit_scale=ex.manifest["formats"]["logit_scale"])
+    return load_export(dst)
+
+
+def test_more_pruning_takes_proportionally_fewer_cycles(export, tmp_path):
+    pruned = _prune_more(export.path, tmp_path / "pruned", "conv2", 8)
+    a, b = Accelerator(export), Accelerator(pruned)
+    ma, mb = a.cycle_model(), b.cycle_model()
+    la = next(l for l in ma["layers"] if l["name"] == "conv2")
+    lb = next(l for l in mb["layers"] if l["name"] == "conv2")
+    nz_a = next(l.nonzero_tiles for l in export.layers if l.spec.name == "conv2")
+    nz_b = next(l.nonzero_tiles for l in pruned.layers if l.spec.name == "conv2")
+    assert nz_b < nz_a
+    # busy cycles scale exactly with non-zero tiles; an emptied row costs one cycle per op slot
+    assert la["busy_ops"] / lb["busy_ops"] == pytest.approx(nz_a / nz_b)
+    res = simulate(b, pruned.golden["inputs"][:1])
+    assert list(res["logits"][0]) == list(pruned.golden["logits"][0])
+    assert res["cycles"][0] == mb["total"] < ma["total"]
+
+
+def test_generate_bad_input(quick_run, tmp_path):
+    with pytest.raises(GenerateError, match="--pe 2x16 does not match the export's array 1x16"):
+        build_accelerator(quick_run["export"], pe="2x16")
+    with pytest.raises(GenerateError, match="--device must be one of"):
+        build_accelerator(quick_run["export"], device="xc7")
+    # a network too large for the memories: pretend the device is tiny
+    from ternpe.hw import generate as gen
+    gen.DEVICES["tiny"] = 1000
+    try:
+        with pytest.raises(GenerateError, match=r"needs \d+ bits of block RAM.*tiny has 1000.*largest weight layer"):
+            build_accelerator(quick_run["export"], device="tiny")
+    finally:
+        del gen.DEVICES["tiny"]
+    # a layer type the controller cannot run: a narrow (cin < G) layer that is not the first
+    d = tmp_path / "bad"
+    shutil.copytree(quick_run["export"], d)
+    man = json.loads((d / "manifest.json").read_text())
+    man["layers"][1]["relu"] = False
+    (d / "manifest.json").write_text(json.dumps(man))
+    ex = load_export(d, check_golden=False)
+    with pytest.raises(GenerateError, match="layer conv2: only the last layer may be without ReLU"):
+        Accelerator(ex)
