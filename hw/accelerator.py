@@ -154,7 +154,11 @@ class Accelerator(wiring.Component):
 
     def __init__(self, export):
         self.export = ex = export
-        self.plans = _plans(ex)
+        try:
+            self.plans = _plans(ex)
+        except GenerateError:
+            self._MustUse__silence = True      # a rejected network is not an unused block
+            raise
         g = ex.geometry
         self.act_bits = A = ex.act_bits
         self.acc_bits = max(l.acc_bits for l in ex.layers)
