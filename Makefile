@@ -12,7 +12,7 @@ JOBS   ?= 2
 all: help
 
 help:
-	@echo "make demo    train the digits CNN (PE 1x16, WPC) and export it to exports/digits"
+	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
 	@echo "make test    run the test suite"
 	@echo "make bench   print the paper-style method table on digits"
 	@echo "make setup   create .venv and install everything (done by the targets above)"
@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/ternpe train --out runs/digits
 	$(BIN)/ternpe export runs/digits --out exports/digits
+	$(BIN)/ternpe generate exports/digits --out build/digits/rtl --device up5k
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) -q
