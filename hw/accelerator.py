@@ -30,7 +30,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, signed_bits, unsigned_bits
+from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, unsigned_bits
 from .array import PEArray
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer, tile_program

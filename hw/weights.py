@@ -72,19 +72,11 @@ class SparseTileWeightBuffer(wiring.Component):
             wb += len(p.words)
         self.programs = progs
         self.col_bits = unsigned_bits(max(l.layout.cols - 1 for l in layers))
-        self.n_entries, self.n_words = lb, wb
+        self.n_words = wb
         super().__init__({
             "entry_addr": In(unsigned_bits(max(lb - 1, 1))), "entry": Out(TileEntry(self.col_bits)),
             "word_addr": In(unsigned_bits(max(wb - 1, 1))), "word": Out(geometry.word_bits),
         })
-
-    @property
-    def weight_bits(self) -> int:
-        return self.n_words * self.geometry.word_bits
-
-    @property
-    def index_bits(self) -> int:
-        return self.n_entries * (self.col_bits + 2)
 
     def elaborate(self, platform):
         m = Module()

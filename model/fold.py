@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ternpe.contract import ContractError, LayerSpec, RequantParams, requant_params, run_integer_network
+from ternpe.contract import ContractError, requant_params, run_integer_network
 from .nets import SeqNet
 from .ternary import ActQuant, ternary_codes
 

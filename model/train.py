@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
-from .config import METHODS, TrainConfig
+from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .fold import calibrate_activations, fold
 from .nets import SeqNet, build_net

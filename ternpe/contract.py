@@ -18,7 +18,6 @@ Neither torch nor Amaranth is imported here.
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 import re
 from typing import Iterable, Sequence

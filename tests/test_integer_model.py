@@ -7,7 +7,6 @@ import torch
 from ternpe.model.data import synthetic
 from ternpe.model.fold import INPUT_SCALE, fold
 from ternpe.model.ternary import ActQuant
-from ternpe.model.train import _tensors
 
 
 def test_every_layer_matches_the_torch_model(quick_run):
