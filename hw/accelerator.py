@@ -32,10 +32,12 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, unsigned_bits
 from .array import PEArray
-from .requant import Requantizer
+from .controller import Controller, OpTag
+from .pe import pe_latency
+from .requant import Requantizer, requant_out_bits
 from .weights import SparseTileWeightBuffer, tile_program
 
-__all__ = ["GenerateError", "Accelerator", "cycle_model", "memory_bits"]
+__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits"]
 
 
 class GenerateError(ContractError):
@@ -87,11 +89,18 @@ def _plans(ex) -> list:
     return plans
 
 
-def cycle_model(ex, *, drain: int) -> dict:
+def drain_cycles(geometry) -> int:
+    """Cycles between a layer's last op and the next layer's first: the PE pipeline, the
+    requantizer, the tag/pool/write-back registers."""
+    return pe_latency(geometry.G) + Requantizer.latency + 3
+
+
+def cycle_model(ex, *, drain: int | None = None) -> dict:
     """Cycles per inference from the manifest: per layer ``1 (setup) + ops + drain``, where
     ops = pooled output pixels x pool positions x sum over rows of max(1, non-zero tiles x words).
     """
     plans = _plans(ex)
+    drain = drain_cycles(ex.geometry) if drain is None else drain
     layers = []
     for l, p in zip(ex.layers, plans):
         busy = l.spec.out_h * l.spec.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
@@ -150,6 +159,12 @@ class Accelerator(wiring.Component):
     cycles : Out(32)
         Cycles from the end of loading to the logits of the last inference.
     busy : Out(1)
+        High while the controller runs the layers.
+    tap_valid, tap_layer, tap_index, tap_data : Out
+        Debug tap of every activation write: ``P`` channels (``tap_data``, channel ``p`` at
+        bits ``p*act_bits``) of layer ``tap_layer``'s output, starting at flat ``(h, w, c)``
+        index ``tap_index`` of that layer's (pooled) output map. Lets a testbench name the first
+        layer that differs. Not driven for the last layer, whose results are the logits.
     """
 
     def __init__(self, export):
@@ -163,21 +178,20 @@ class Accelerator(wiring.Component):
         self.act_bits = A = ex.act_bits
         self.acc_bits = max(l.acc_bits for l in ex.layers)
         self.bias_bits = max(l.bias_bits for l in ex.layers)
-        self.weights = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
-        self.array = PEArray(geometry=g, act_bits=A, acc_bits=self.acc_bits)
-        self.requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=A)
-                         for _ in range(g.P)]
         self.classes = ex.layers[-1].spec.cout
-        self.out_bits = max(self.requants[0].out_bits, unsigned_bits(self.classes) + 1)
+        self.res_bits = requant_out_bits(self.acc_bits, self.bias_bits)
+        self.out_bits = max(self.res_bits, unsigned_bits(self.classes) + 1)
         super().__init__({
             "input": In(stream.Signature(unsigned(A))),
             "output": Out(stream.Signature(signed(self.out_bits))),
             "cycles": Out(32), "busy": Out(1),
+            "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_index": Out(32),
+            "tap_data": Out(g.P * A),
         })
 
     @property
     def drain_cycles(self) -> int:
-        return self.array.latency + Requantizer.latency + 3
+        return drain_cycles(self.export.geometry)
 
     def cycle_model(self) -> dict:
         return cycle_model(self.export, drain=self.drain_cycles)
@@ -198,9 +212,10 @@ class Accelerator(wiring.Component):
         ex, g, A = self.export, self.export.geometry, self.act_bits
         P, G = g.P, g.G
         L = len(ex.layers)
-        m.submodules.weights = wb = self.weights
-        m.submodules.array = arr = self.array
-        for p, rq in enumerate(self.requants):
+        m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
+        m.submodules.array = arr = PEArray(geometry=g, act_bits=A, acc_bits=self.acc_bits)
+        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=A) for _ in range(P)]
+        for p, rq in enumerate(requants):
             m.submodules[f"requant{p}"] = rq
 
         # ---------------- memories ----------------
@@ -226,68 +241,30 @@ class Accelerator(wiring.Component):
         m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
         rq_rd = rqrom.read_port()
 
-        # ---------------- controller state ----------------
-        layer = Signal(range(L + 1))
-        py, px = Signal(16), Signal(16)
-        r = Signal(16)
-        q = Signal(2)
-        j = Signal(16)
-        ky, kx = Signal(8), Signal(8)
-        t, t_row = Signal(len(wb.entry_addr) + 1), Signal(len(wb.entry_addr) + 1)
-        wa, wa_row = Signal(len(wb.word_addr) + 1), Signal(len(wb.word_addr) + 1)
-        t_next = Signal.like(t)
-        drain = Signal(range(self.drain_cycles + 1))
-        cycles = Signal(32)
-        m.d.comb += self.cycles.eq(cycles)
-
-        entry = wb.entry
-        # per-layer constants
-        c_rows, c_out_w, c_out_h, c_words, c_nq = (Signal(16) for _ in range(5))
-        c_list, c_wbase = Signal.like(t), Signal.like(wa)
-        act_addr = Signal(24)
-        inb = Signal()
-        oy, ox = Signal(16), Signal(16)
-        dy, dx = q[1], q[0]
-        with m.Switch(layer):
-            for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
-                s, prog = l.spec, wb.programs[i]
-                with m.Case(i):
-                    m.d.comb += [c_rows.eq(l.layout.rows), c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
-                                 c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq),
-                                 c_list.eq(prog.list_base), c_wbase.eq(prog.word_base)]
-                    if s.pool:
-                        m.d.comb += [oy.eq(Cat(dy, py)), ox.eq(Cat(dx, px))]
-                    else:
-                        m.d.comb += [oy.eq(py), ox.eq(px)]
-                    if pl.window:
-                        m.d.comb += [act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j), inb.eq(1)]
-                    else:
-                        iy, ix = Signal(signed(18), name=f"iy{i}"), Signal(signed(18), name=f"ix{i}")
-                        m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
-                                     inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
-                                     act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col)]
-
-        # ---------------- op issue ----------------
-        op_valid = Signal()
-        op_clear = Signal()
-        op_last = Signal()
-        m.d.comb += [wb.entry_addr.eq(t_next), wb.word_addr.eq(wa)]
+        # ---------------- controller ----------------
+        m.submodules.ctrl = ctrl = Controller(
+            export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits,
+            list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr), drain=self.drain_cycles)
+        m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), wb.word_addr.eq(ctrl.word_addr), ctrl.entry.eq(wb.entry)]
+        op = ctrl.op
         for rp in b_rd:
-            m.d.comb += rp.addr.eq(act_addr)
+            m.d.comb += rp.addr.eq(op.act_addr)
         if self.plans[0].window:
-            m.d.comb += i_rd.addr.eq(act_addr)
+            m.d.comb += i_rd.addr.eq(op.act_addr)
+        cycles = Signal(32)
+        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy)]
+        with m.If(ctrl.busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.Elif(ctrl.start):
+            m.d.sync += cycles.eq(0)
 
-        tag_layout = data.StructLayout({"layer": range(L + 1), "r": 16, "q": 2, "py": 16, "px": 16,
-                                        "last_q": 1})
-        tag0 = Signal(tag_layout)
-        m.d.comb += [tag0.layer.eq(layer), tag0.r.eq(r), tag0.q.eq(q), tag0.py.eq(py), tag0.px.eq(px),
-                     tag0.last_q.eq(q == c_nq - 1)]
+        tag_layout = OpTag(L)
         # stage 1: memory data arrives
         s1_valid, s1_clear, s1_last, s1_inb, s1_empty = (Signal(name=f"s1_{n}") for n in
                                                          ("valid", "clear", "last", "inb", "empty"))
         s1_tag = Signal(tag_layout)
-        m.d.sync += [s1_valid.eq(op_valid), s1_clear.eq(op_clear), s1_last.eq(op_last),
-                     s1_inb.eq(inb), s1_empty.eq(entry.empty), s1_tag.eq(tag0)]
+        m.d.sync += [s1_valid.eq(op.valid), s1_clear.eq(op.clear), s1_last.eq(op.last),
+                     s1_inb.eq(op.inb), s1_empty.eq(wb.entry.empty), s1_tag.eq(op.tag)]
         act_word = Signal(word_bits)
         with m.If(s1_tag.layer == 0):
             m.d.comb += act_word.eq(i_rd.data if self.plans[0].window else b_rd[0].data)
@@ -309,7 +286,7 @@ class Accelerator(wiring.Component):
         at_res = tags[-1]
         rq_words = data.View(rq_layout, rq_rd.data)
         is_last_layer = at_res.layer == L - 1
-        for p, rq in enumerate(self.requants):
+        for p, rq in enumerate(requants):
             m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
                          rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift), rq.clamp.eq(~is_last_layer)]
         for n in range(Requantizer.latency):
@@ -317,17 +294,17 @@ class Accelerator(wiring.Component):
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
         tq = tags[-1]
-        res_valid = self.requants[0].out_valid
+        res_valid = requants[0].out_valid
 
         # ---------------- max-pool and write-back ----------------
         mx = [Signal(A, name=f"max{p}") for p in range(P)]
         mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
         for p in range(P):
-            y = self.requants[p].out[:A]
+            y = requants[p].out[:A]
             m.d.comb += mx_new[p].eq(Mux((tq.q == 0) | (y > mx[p]), y, mx[p]))
             with m.If(res_valid):
                 m.d.sync += mx[p].eq(mx_new[p])
-        logits = [Signal(signed(self.requants[0].out_bits), name=f"logit{c}") for c in range(self.classes)]
+        logits = [Signal(signed(self.res_bits), name=f"logit{c}") for c in range(self.classes)]
         wdata = Cat(*[mx_new[gl % P] for gl in range(G)])
         w_idx = Signal(32)
         with m.Switch(tq.layer):
@@ -343,9 +320,11 @@ class Accelerator(wiring.Component):
                                     with m.Case(row):
                                         for p in range(P):
                                             if row * P + p < self.classes:
-                                                m.d.sync += logits[row * P + p].eq(self.requants[p].out)
+                                                m.d.sync += logits[row * P + p].eq(requants[p].out)
         w_en = Signal()
         m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
+        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_index.eq(w_idx),
+                     self.tap_data.eq(Cat(*mx_new))]
         lane_mask = Signal(G)
         m.d.comb += lane_mask.eq(Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1)
         for k_, wp in enumerate(b_wr):
@@ -370,7 +349,7 @@ class Accelerator(wiring.Component):
         cur = Signal.like(logits[0])
         m.d.comb += cur.eq(Array(logits)[oi] if self.classes > 1 else logits[0])
 
-        with m.FSM(name="ctrl"):
+        with m.FSM(name="top"):
             with m.State("LOAD"):
                 if self.plans[0].window:
                     k, pad, cin = s0.k, s0.pad, s0.cin
@@ -400,8 +379,9 @@ class Accelerator(wiring.Component):
                                 with m.If(lx == s0.in_w - 1):
                                     m.d.sync += [lx.eq(0), ly.eq(ly + 1)]
                                     with m.If(ly == s0.in_h - 1):
-                                        m.d.sync += [ly.eq(0), layer.eq(0), cycles.eq(0)]
-                                        m.next = "SETUP"
+                                        m.d.sync += ly.eq(0)
+                                        m.d.comb += ctrl.start.eq(1)
+                                        m.next = "COMPUTE"
                                 with m.Else():
                                     m.d.sync += lx.eq(lx + 1)
                             with m.Else():
@@ -414,63 +394,14 @@ class Accelerator(wiring.Component):
                     with m.If(self.input.valid):
                         m.d.sync += in_i.eq(in_i + 1)
                         with m.If(in_i == n_in - 1):
-                            m.d.sync += [in_i.eq(0), layer.eq(0), cycles.eq(0)]
-                            m.next = "SETUP"
+                            m.d.sync += in_i.eq(0)
+                            m.d.comb += ctrl.start.eq(1)
+                            m.next = "COMPUTE"
 
-            with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), t_next.eq(c_list)]
-                m.d.sync += [cycles.eq(cycles + 1), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase),
-                             wa_row.eq(c_wbase), py.eq(0), px.eq(0), r.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
-                m.next = "RUN"
-
-            with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), op_valid.eq(1), t_next.eq(t)]
-                m.d.sync += cycles.eq(cycles + 1)
-                end_entry = entry.empty | (j == c_words - 1)
-                m.d.comb += [op_clear.eq((t == t_row) & (j == 0)), op_last.eq(entry.last & end_entry)]
-                wa_after = Signal.like(wa)
-                m.d.comb += wa_after.eq(wa + ~entry.empty)
-                with m.If(~end_entry):
-                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1)]
-                    with m.If(kx == Array(Const(l.spec.k - 1, 8) for l in ex.layers)[layer]):
-                        m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
-                    with m.Else():
-                        m.d.sync += kx.eq(kx + 1)
-                with m.Else():
-                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0)]
-                    with m.If(~entry.last):
-                        m.d.comb += t_next.eq(t + 1)
-                        m.d.sync += [t.eq(t + 1), wa.eq(wa_after)]
-                    with m.Elif(q != c_nq - 1):
-                        m.d.comb += t_next.eq(t_row)
-                        m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
-                    with m.Else():
-                        m.d.sync += q.eq(0)
-                        with m.If(r != c_rows - 1):
-                            m.d.comb += t_next.eq(t + 1)
-                            m.d.sync += [r.eq(r + 1), t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after),
-                                         wa_row.eq(wa_after)]
-                        with m.Else():
-                            m.d.comb += t_next.eq(c_list)
-                            m.d.sync += [r.eq(0), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase)]
-                            with m.If(px != c_out_w - 1):
-                                m.d.sync += px.eq(px + 1)
-                            with m.Elif(py != c_out_h - 1):
-                                m.d.sync += [px.eq(0), py.eq(py + 1)]
-                            with m.Else():
-                                m.d.sync += drain.eq(0)
-                                m.next = "DRAIN"
-
-            with m.State("DRAIN"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [cycles.eq(cycles + 1), drain.eq(drain + 1)]
-                with m.If(drain == self.drain_cycles - 1):
-                    m.d.sync += layer.eq(layer + 1)
-                    with m.If(layer == L - 1):
-                        m.d.sync += oi.eq(0)
-                        m.next = "OUTPUT"
-                    with m.Else():
-                        m.next = "SETUP"
+            with m.State("COMPUTE"):
+                with m.If(ctrl.done):
+                    m.d.sync += oi.eq(0)
+                    m.next = "OUTPUT"
 
             with m.State("OUTPUT"):
                 m.d.comb += [self.output.valid.eq(1),
@@ -480,6 +411,5 @@ class Accelerator(wiring.Component):
                     with m.If((oi < self.classes) & ((oi == 0) | (cur > best))):
                         m.d.sync += [best.eq(cur), best_i.eq(oi)]
                     with m.If(oi == self.classes):
-                        m.d.sync += layer.eq(0)
                         m.next = "LOAD"
         return m

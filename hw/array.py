@@ -9,7 +9,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import ArrayGeometry
-from .pe import TernaryPE
+from .pe import TernaryPE, pe_latency
 
 __all__ = ["PEArray"]
 
@@ -41,7 +41,6 @@ class PEArray(wiring.Component):
         self.geometry = geometry
         self.act_bits = operator.index(act_bits)
         self.acc_bits = operator.index(acc_bits)
-        self._pes = [TernaryPE(lanes=geometry.G, act_bits=act_bits, acc_bits=acc_bits) for _ in range(geometry.P)]
         super().__init__({
             "valid": In(1), "clear": In(1), "last": In(1),
             "act": In(data.ArrayLayout(unsigned(self.act_bits), geometry.G)),
@@ -52,16 +51,17 @@ class PEArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self._pes[0].latency
+        return pe_latency(self.geometry.G)
 
     def elaborate(self, platform):
         m = Module()
         G = self.geometry.G
-        for p, pe in enumerate(self._pes):
+        pes = [TernaryPE(lanes=G, act_bits=self.act_bits, acc_bits=self.acc_bits) for _ in range(self.geometry.P)]
+        for p, pe in enumerate(pes):
             m.submodules[f"pe{p}"] = pe
             m.d.comb += [pe.valid.eq(self.valid), pe.clear.eq(self.clear), pe.last.eq(self.last),
                          pe.act.eq(self.act), self.result[p].eq(pe.result)]
             for g in range(G):
                 m.d.comb += pe.code[g].eq(self.weights[2 * (p * G + g): 2 * (p * G + g) + 2])
-        m.d.comb += self.result_valid.eq(self._pes[0].result_valid)
+        m.d.comb += self.result_valid.eq(pes[0].result_valid)
         return m

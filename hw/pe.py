@@ -11,11 +11,17 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import CODE_MINUS, CODE_PLUS
 
-__all__ = ["TernaryPE", "tree_levels"]
+__all__ = ["TernaryPE", "pe_latency", "tree_levels"]
 
 
 def tree_levels(lanes: int) -> int:
     return max(0, math.ceil(math.log2(lanes)))
+
+
+def pe_latency(lanes: int) -> int:
+    """Pipeline depth of a ``lanes``-lane PE: the term register, one register per tree level,
+    the accumulator."""
+    return 2 + tree_levels(lanes)
 
 
 class TernaryPE(wiring.Component):
@@ -70,7 +76,7 @@ class TernaryPE(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from a word on the inputs to its sum in ``result`` (terms, tree, accumulator)."""
-        return 2 + tree_levels(self.lanes)
+        return pe_latency(self.lanes)
 
     def elaborate(self, platform):
         m = Module()

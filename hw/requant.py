@@ -10,7 +10,12 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import MULT_BITS, SHIFT_BITS
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "requant_out_bits"]
+
+
+def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
+    """Width of ``acc * mult + bias`` (and of the unclamped output, the logits)."""
+    return max(acc_bits + MULT_BITS, bias_bits) + 1
 
 
 class Requantizer(wiring.Component):
@@ -48,7 +53,7 @@ class Requantizer(wiring.Component):
 
     @property
     def out_bits(self) -> int:
-        return max(self.acc_bits + MULT_BITS, self.bias_bits) + 1
+        return requant_out_bits(self.acc_bits, self.bias_bits)
 
     latency = 2
 

@@ -37,7 +37,7 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT
                        accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
                        unpack_tile_words, unsigned_bits)
 
-__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "load_export",
+__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export", "load_export",
            "read_hex", "write_hex"]
 
 FORMAT_VERSION = 1
@@ -178,6 +178,22 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def rewrite_export(src, dst, weights) -> "Export":
+    """A copy of export ``src`` at ``dst`` with other integer weights (torch layout, one array
+    per layer; the requantizers are kept) and golden outputs recomputed by the integer model.
+    Used to make denser or sparser variants of one network (benchmarks, tests)."""
+    ex = load_export(src)
+    specs = [l.spec for l in ex.layers]
+    requants = [l.channel_requant() for l in ex.layers]
+    outs = run_integer_network(ex.golden["inputs"], specs, weights, requants, act_bits=ex.act_bits)
+    golden = {"inputs": ex.golden["inputs"], "labels": ex.golden["labels"], "logits": outs[-1],
+              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
+    write_export(dst, geometry=ex.geometry, act_bits=ex.act_bits, specs=specs, weights=weights, requants=requants,
+                 golden=golden, logit_scale=ex.manifest["formats"]["logit_scale"],
+                 meta={**ex.manifest.get("meta", {}), "rewritten_from": str(src)})
+    return load_export(dst)
 
 
 def load_export(path, *, check_golden: bool = True) -> Export:

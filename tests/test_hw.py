@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from ternpe.contract import (ArrayGeometry, pack_tile_words, requant_params, requantize, run_integer_network,
-                             signed_bits)
-from ternpe.image import load_export
-from ternpe.hw.accelerator import Accelerator, GenerateError
+from ternpe.contract import ArrayGeometry, pack_tile_words, requant_params, requantize, signed_bits
+from ternpe.image import load_export, rewrite_export
+from ternpe.hw.accelerator import Accelerator, GenerateError, cycle_model
 from ternpe.hw.array import PEArray
 from ternpe.hw.generate import build_accelerator
 from ternpe.hw.pe import TernaryPE
@@ -170,25 +169,16 @@ def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export):
 
 def _prune_more(src, dst, layer_name, keep_rows):
     """A copy of an export with more tiles of one layer pruned (rows beyond keep_rows emptied)."""
-    from ternpe.image import write_export
     ex = load_export(src)
     weights = [l.dense_weights() for l in ex.layers]
-    i = [l.spec.name for l in ex.layers].index(layer_name)
-    weights[i][keep_rows:] = 0
-    outs = run_integer_network(ex.golden["inputs"], [l.spec for l in ex.layers], weights,
-                               [l.channel_requant() for l in ex.layers], act_bits=ex.act_bits)
-    golden = {"inputs": ex.golden["inputs"], "labels": ex.golden["labels"], "logits": outs[-1],
-              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
-    write_export(dst, geometry=ex.geometry, act_bits=ex.act_bits, specs=[l.spec for l in ex.layers], weights=weights,
-                 requants=[l.channel_requant() for l in ex.layers], golden=golden,
-                 logit_scale=ex.manifest["formats"]["logit_scale"])
-    return load_export(dst)
+    weights[[l.spec.name for l in ex.layers].index(layer_name)][keep_rows:] = 0
+    return rewrite_export(src, dst, weights)
 
 
 def test_more_pruning_takes_proportionally_fewer_cycles(export, tmp_path):
     pruned = _prune_more(export.path, tmp_path / "pruned", "conv2", 8)
-    a, b = Accelerator(export), Accelerator(pruned)
-    ma, mb = a.cycle_model(), b.cycle_model()
+    b = Accelerator(pruned)
+    ma, mb = cycle_model(export), b.cycle_model()
     la = next(l for l in ma["layers"] if l["name"] == "conv2")
     lb = next(l for l in mb["layers"] if l["name"] == "conv2")
     nz_a = next(l.nonzero_tiles for l in export.layers if l.spec.name == "conv2")
@@ -223,3 +213,52 @@ def test_generate_bad_input(quick_run, tmp_path):
     ex = load_export(d, check_golden=False)
     with pytest.raises(GenerateError, match="layer conv2: only the last layer may be without ReLU"):
         Accelerator(ex)
+
+
+def _check_whole_network(ex, n):
+    acc = Accelerator(ex)
+    res = simulate(acc, ex.golden["inputs"][:n])
+    for i in range(n):
+        got, want = list(res["logits"][i]), list(ex.golden["logits"][i])
+        assert got == want, f"sample {i}: logits {got} != golden {want}"
+    assert list(res["classes"]) == list(ex.golden["classes"][:n])
+    assert list(res["cycles"]) == [acc.cycle_model()["total"]] * n
+    return acc
+
+
+@pytest.mark.parametrize("pe,method,lam", [("2x16", "wpc", 1.0), ("4x8", "wpc", 2.0), ("2x8", "ternary", 0.0)])
+def test_accelerator_over_geometries_and_densities(make_export, pe, method, lam):
+    ex = load_export(make_export(pe=pe, method=method, lam=lam)["export"])
+    assert str(ex.geometry) == pe
+    if method == "ternary":      # no pruning: every tile of every layer is kept (fully dense)
+        assert all(l.nonzero_tiles == l.layout.rows * l.layout.cols for l in ex.layers)
+    else:
+        assert sum(l.nonzero_tiles for l in ex.layers) < sum(l.layout.rows * l.layout.cols for l in ex.layers)
+    _check_whole_network(ex, 3)
+
+
+def test_accelerator_runs_an_all_zero_layer(export, tmp_path):
+    """Every tile of conv2 pruned: each row costs one op and yields its requantized bias."""
+    zero = _prune_more(export.path, tmp_path / "zero", "conv2", 0)
+    assert next(l.nonzero_tiles for l in zero.layers if l.spec.name == "conv2") == 0
+    acc = _check_whole_network(zero, 2)
+    conv2 = next(l for l in acc.cycle_model()["layers"] if l["name"] == "conv2")
+    assert conv2["busy_ops"] == 0
+
+
+#: Verilator warnings kept on Amaranth's Verilog (see docs/hardware.md): Amaranth writes
+#: ``case`` without ``default`` where an earlier assignment gives the default (CASEINCOMPLETE), and
+#: leaves width extension/truncation of its IR to Verilog's rules (WIDTHEXPAND, WIDTHTRUNC).
+KEPT_VERILATOR_WARNINGS = ("CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC")
+
+
+def test_generated_verilog_passes_verilator_lint(quick_run, tmp_path):
+    import subprocess
+    from ternpe.hw.generate import generate
+    from ternpe.tools import require, tool_env
+    env = tool_env()
+    require("verilator", env=env)
+    out = generate(quick_run["export"], tmp_path, log=lambda *a: None)
+    cmd = ["verilator", "--lint-only", *(f"-Wno-{w}" for w in KEPT_VERILATOR_WARNINGS), str(out / "ternpe_top.v")]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert p.returncode == 0 and "%Warning" not in p.stderr, p.stderr[:3000]

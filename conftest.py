@@ -1,0 +1,39 @@
+"""Session fixtures shared by tests/ and gateware_tests/: short training runs and their exports."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _train_and_export(root, *, pe="1x16", method="wpc", lam=1.0, seed=3, samples=16):
+    import torch
+    torch.set_num_threads(1)
+    from ternpe.model.export import export_run
+    from ternpe.model.train import TrainConfig, train
+    cfg = TrainConfig(dataset="synthetic", method=method, lam=lam, pe=pe, epochs_float=4, epochs_ternary=6,
+                      epochs_finetune=2, seed=seed)
+    net, metrics = train(cfg, root / "run", log=lambda *a: None)
+    export_run(root / "run", root / "export", samples=samples, log=lambda *a: None)
+    return {"root": root, "run": root / "run", "export": root / "export", "net": net, "metrics": metrics, "cfg": cfg}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """A short WPC run on the synthetic set (1x16 array), written to disk, and its export."""
+    return _train_and_export(tmp_path_factory.mktemp("quick"))
+
+
+@pytest.fixture(scope="session")
+def make_export(tmp_path_factory):
+    """``make_export(pe=..., method=..., lam=...)`` -> a run and export on the synthetic set, cached per session."""
+    cache = {}
+
+    def make(**kw):
+        key = tuple(sorted(kw.items()))
+        if key not in cache:
+            name = "-".join(f"{v}" for _, v in key) or "default"
+            cache[key] = _train_and_export(tmp_path_factory.mktemp(name.replace(".", "_")), **kw)
+        return cache[key]
+    return make

@@ -1,0 +1,180 @@
+"""The controller: sequences a whole network, layer by layer, one op per cycle.
+
+Per layer it runs ``SETUP`` (one cycle: load the layer's tile-list and weight bases), ``RUN`` (the
+op loop) and ``DRAIN`` (``drain`` cycles, so the next layer reads what this one wrote). The op
+loop walks: output pixel (after pooling) -> tile row (P output channels) -> pool position (4 with
+a 2x2 max-pool, else 1) -> the row's non-zero tiles (from the tile list) -> the tile's words.
+Every cycle of ``RUN`` issues one op; pruned tiles are not in the list, so they cost nothing, and
+a row with no tile left costs one op (its outputs are the requantized bias).
+
+Everything layer-specific (shapes, strides, padding, tile-list and weight bases) is a constant
+of the generated hardware, taken from the export.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .weights import TileEntry
+
+__all__ = ["OpTag", "Op", "Controller"]
+
+
+def OpTag(n_layers: int) -> data.StructLayout:
+    """Where an op's result belongs; travels with the op through the array and the requantizers."""
+    return data.StructLayout({"layer": range(n_layers + 1), "r": 16, "q": 2, "py": 16, "px": 16, "last_q": 1})
+
+
+def Op(n_layers: int) -> data.StructLayout:
+    """One op: read the activation word ``act_addr`` (zero when ``inb`` is low: padding) and add
+    it under the weight word of this cycle; ``clear`` starts a sum, ``last`` ends it."""
+    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "act_addr": 24,
+                              "tag": OpTag(n_layers)})
+
+
+class Controller(wiring.Component):
+    """Parameters
+    ----------
+    export : ternpe.image.Export
+    plans : list
+        Per layer: ``window`` (im2col first layer) and ``nq`` (pool positions), from the
+        accelerator's checks.
+    programs : list of LayerProgram
+        The weight buffer's layout of every layer's tile list and weight words.
+    drain : int
+        Cycles after a layer's last op before the next layer starts.
+
+    Members
+    -------
+    start : In(1)
+        Begin layer 0 (ignored while busy).
+    busy : Out(1)
+        High in every cycle of ``SETUP``, ``RUN`` and ``DRAIN``.
+    done : Out(1)
+        High in the last cycle of the last layer's drain.
+    entry_addr : Out(list address)
+        Tile-list entry to read; the weight buffer answers on ``entry`` the next cycle.
+    entry : In(TileEntry)
+    word_addr : Out(word address)
+        Weight word of this cycle's op (read synchronously, so it meets the op's activation).
+    op : Out(Op)
+        The op of this cycle; ``op.act_addr`` is also the activation read address.
+    """
+
+    def __init__(self, *, export, plans, programs, col_bits: int, list_addr_bits: int, word_addr_bits: int,
+                 drain: int):
+        self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
+        self.n_layers = len(export.layers)
+        super().__init__({
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits)),
+            "word_addr": Out(word_addr_bits), "op": Out(Op(self.n_layers)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, L, G = self.export, self.n_layers, self.export.geometry.G
+        entry = self.entry
+        layer = Signal(range(L + 1))
+        py, px, r, j = Signal(16), Signal(16), Signal(16), Signal(16)
+        q = Signal(2)
+        ky, kx = Signal(8), Signal(8)
+        t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
+        wa, wa_row = Signal(len(self.word_addr) + 1), Signal(len(self.word_addr) + 1)
+        drain = Signal(range(self.drain + 1))
+        m.d.comb += [self.entry_addr.eq(t_next), self.word_addr.eq(wa)]
+
+        # per-layer constants
+        c_rows, c_out_w, c_out_h, c_words, c_nq = (Signal(16, name=n) for n in
+                                                   ("c_rows", "c_out_w", "c_out_h", "c_words", "c_nq"))
+        c_k1 = Signal(8)
+        c_list, c_wbase = Signal.like(t), Signal.like(wa)
+        oy, ox = Signal(16), Signal(16)
+        dy, dx = q[1], q[0]
+        op = self.op
+        with m.Switch(layer):
+            for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
+                s, prog = l.spec, self.programs[i]
+                with m.Case(i):
+                    m.d.comb += [c_rows.eq(l.layout.rows), c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
+                                 c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq), c_k1.eq(s.k - 1),
+                                 c_list.eq(prog.list_base), c_wbase.eq(prog.word_base)]
+                    if s.pool:
+                        m.d.comb += [oy.eq(Cat(dy, py)), ox.eq(Cat(dx, px))]
+                    else:
+                        m.d.comb += [oy.eq(py), ox.eq(px)]
+                    if pl.window:
+                        # im2col memory: the words of output pixel (oy, ox) lie back to back
+                        m.d.comb += [op.act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j),
+                                     op.inb.eq(1)]
+                    else:
+                        iy, ix = Signal(signed(18), name=f"iy{i}"), Signal(signed(18), name=f"ix{i}")
+                        m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
+                                     op.inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
+                                     op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col)]
+        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(r), op.tag.q.eq(q), op.tag.py.eq(py),
+                     op.tag.px.eq(px), op.tag.last_q.eq(q == c_nq - 1)]
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += layer.eq(0)
+                    m.next = "SETUP"
+
+            with m.State("SETUP"):
+                m.d.comb += [self.busy.eq(1), t_next.eq(c_list)]
+                m.d.sync += [t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase),
+                             py.eq(0), px.eq(0), r.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
+                m.next = "RUN"
+
+            with m.State("RUN"):
+                m.d.comb += [self.busy.eq(1), op.valid.eq(1), t_next.eq(t)]
+                end_entry = entry.empty | (j == c_words - 1)
+                m.d.comb += [op.clear.eq((t == t_row) & (j == 0)), op.last.eq(entry.last & end_entry)]
+                wa_after = Signal.like(wa)
+                m.d.comb += wa_after.eq(wa + ~entry.empty)
+                with m.If(~end_entry):                  # next word of this tile
+                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1)]
+                    with m.If(kx == c_k1):
+                        m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
+                    with m.Else():
+                        m.d.sync += kx.eq(kx + 1)
+                with m.Else():
+                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0)]
+                    with m.If(~entry.last):             # next tile of this row
+                        m.d.comb += t_next.eq(t + 1)
+                        m.d.sync += [t.eq(t + 1), wa.eq(wa_after)]
+                    with m.Elif(q != c_nq - 1):         # same row, next pool position
+                        m.d.comb += t_next.eq(t_row)
+                        m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
+                    with m.Else():
+                        m.d.sync += q.eq(0)
+                        with m.If(r != c_rows - 1):     # next row of output channels
+                            m.d.comb += t_next.eq(t + 1)
+                            m.d.sync += [r.eq(r + 1), t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after),
+                                         wa_row.eq(wa_after)]
+                        with m.Else():                  # next output pixel
+                            m.d.comb += t_next.eq(c_list)
+                            m.d.sync += [r.eq(0), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase),
+                                         wa_row.eq(c_wbase)]
+                            with m.If(px != c_out_w - 1):
+                                m.d.sync += px.eq(px + 1)
+                            with m.Elif(py != c_out_h - 1):
+                                m.d.sync += [px.eq(0), py.eq(py + 1)]
+                            with m.Else():
+                                m.d.sync += drain.eq(0)
+                                m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == self.drain - 1):
+                    m.d.sync += layer.eq(layer + 1)
+                    with m.If(layer == L - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "SETUP"
+        return m
