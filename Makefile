@@ -14,7 +14,7 @@ all: help
 help:
 	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
 	@echo "make test    run the test suite"
-	@echo "make bench   print the paper-style method table on digits"
+	@echo "make bench   print the paper-style method table on digits and the hardware figures of the demo"
 	@echo "make setup   create .venv and install everything (done by the targets above)"
 
 setup: $(STAMP)
@@ -37,6 +37,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/methods.py
+	@test -f exports/digits/manifest.json || $(MAKE) demo
+	$(BIN)/python bench/hardware.py
 
 clean:
 	rm -rf runs exports build .pytest_cache

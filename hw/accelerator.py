@@ -10,32 +10,36 @@ The controller walks, per layer: output pixel (after pooling) -> tile row (P out
 -> pool position (4 with a 2x2 max-pool, else 1) -> the row's non-zero tiles -> the tile's
 words. Each cycle it issues one op: a weight word address, an activation word address and the
 flags ``clear`` (first word of a sum) / ``last`` (last word); the flags travel with the data, so
-rows and pixels switch without a bubble. A row whose tiles are all pruned costs one cycle
-(its outputs are the requantized bias). After a layer's last op the pipeline drains for
-``drain_cycles`` before the next layer reads what this one wrote.
+rows and pixels switch without a bubble. A row whose tiles are all pruned costs nothing: its
+outputs are constants (the requantized bias), written with the other rows of its activation
+word. After a layer's last op the pipeline drains for ``drain_cycles`` before the next layer
+reads what this one wrote.
 
-Activations live channels-last, ``G`` lanes of ``act_bits`` per word, in two ping-pong buffers.
-A first layer with fewer input channels than lanes (``cin < G``) runs in window mode: the input
-loader writes the image straight into an im2col memory (lane ``l`` of word ``j`` of output
-pixel ``o`` holds the ``(ky, kx, c)`` the contract's ``window_offsets`` names), so its lanes stay
-busy.
+Activations live channels-last, ``G`` lanes of ``act_bits`` per word, in one simple-dual-port
+memory (one read, one write per cycle: a block RAM) of three regions: the input, and two
+ping-pong buffers that the layers alternately read and write. A first layer with fewer input
+channels than lanes (``cin < G``) runs in window mode: the input loader writes the image as
+im2col words (lane ``l`` of word ``j`` of output pixel ``o`` holds the ``(ky, kx, c)`` the
+contract's ``window_offsets`` names), so its lanes stay busy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, unsigned_bits
+from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, unsigned_bits
 from .array import PEArray
 from .controller import Controller, OpTag
 from .pe import pe_latency
 from .requant import Requantizer, requant_out_bits
-from .weights import SparseTileWeightBuffer, tile_program
+from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
 
 __all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits"]
 
@@ -83,9 +87,8 @@ def _plans(ex) -> list:
                 raise GenerateError(f"layer {s.name}: the last layer must produce logits "
                                     f"(no ReLU, a 1x1 output, no pool)")
         nq = 4 if s.pool else 1
-        rows = l.layout.rows
-        per_row = [max(1, int(l.rowptr[r + 1] - l.rowptr[r]) * l.layout.words_per_tile) for r in range(rows)]
-        plans.append(_Plan(window, nq, s.out_h * s.out_w * nq * sum(per_row)))
+        prog = tile_program(l, rows_per_group=rows_per_group(ex.geometry, l, i == n - 1))
+        plans.append(_Plan(window, nq, s.out_h * s.out_w * nq * prog.ops_per_position))
     return plans
 
 
@@ -97,7 +100,8 @@ def drain_cycles(geometry) -> int:
 
 def cycle_model(ex, *, drain: int | None = None) -> dict:
     """Cycles per inference from the manifest: per layer ``1 (setup) + ops + drain``, where
-    ops = pooled output pixels x pool positions x sum over rows of max(1, non-zero tiles x words).
+    ops = pooled output pixels x pool positions x (non-zero tiles x words per tile + one op per
+    activation word group whose rows have no tile at all).
     """
     plans = _plans(ex)
     drain = drain_cycles(ex.geometry) if drain is None else drain
@@ -109,20 +113,25 @@ def cycle_model(ex, *, drain: int | None = None) -> dict:
     return {"layers": layers, "total": sum(x["cycles"] for x in layers), "drain": drain}
 
 
-def _buffer_words(ex, plans) -> int:
+def act_regions(ex, plans=None) -> dict:
+    """Words of the activation memory's regions: the input (im2col words in window mode, else
+    the image) and two ping-pong buffers, each as large as the largest hidden layer output."""
+    plans = _plans(ex) if plans is None else plans
     G = ex.geometry.G
-    need = [1]
-    s0 = ex.layers[0].spec
-    if not plans[0].window:
-        need.append(-(-s0.cin * s0.in_h * s0.in_w // G))
-    for l in ex.layers[:-1]:
-        need.append(-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G))
-    return max(need)
-
-
-def _im2col_words(ex, plans) -> int:
     l0 = ex.layers[0]
-    return l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile if plans[0].window else 0
+    if plans[0].window:
+        inp = l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile
+    else:
+        inp = -(-l0.spec.cin * l0.spec.in_h * l0.spec.in_w // G)
+    buf = max([1] + [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]])
+    return {"input": inp, "buffer": buf, "depth": inp + 2 * buf}
+
+
+def _bases(ex, plans):
+    """Per layer: (read base, write base) in the activation memory."""
+    r = act_regions(ex, plans)
+    out = [r["input"] + (i % 2) * r["buffer"] for i in range(len(ex.layers))]
+    return [(0 if i == 0 else out[i - 1], out[i]) for i in range(len(ex.layers))]
 
 
 def memory_bits(ex) -> dict:
@@ -130,15 +139,16 @@ def memory_bits(ex) -> dict:
     plans = _plans(ex)
     g = ex.geometry
     word = g.G * ex.act_bits
-    progs = [tile_program(l) for l in ex.layers]
+    n = len(ex.layers)
+    progs = [tile_program(l, rows_per_group=rows_per_group(g, l, i == n - 1)) for i, l in enumerate(ex.layers)]
+    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
     col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
     bias_bits = max(l.bias_bits for l in ex.layers)
     rows = sum(l.layout.rows for l in ex.layers)
     return {"weights": sum(len(p.words) for p in progs) * g.word_bits,
-            "tile_index": sum(len(p.entries) for p in progs) * (col_bits + 2),
+            "tile_index": sum(len(p.entries) for p in progs) * (col_bits + row_bits + 3),
             "requant": rows * g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
-            "activations": 2 * _buffer_words(ex, plans) * word,
-            "im2col": _im2col_words(ex, plans) * word}
+            "activations": act_regions(ex, plans)["depth"] * word}
 
 
 class Accelerator(wiring.Component):
@@ -160,11 +170,11 @@ class Accelerator(wiring.Component):
         Cycles from the end of loading to the logits of the last inference.
     busy : Out(1)
         High while the controller runs the layers.
-    tap_valid, tap_layer, tap_index, tap_data : Out
-        Debug tap of every activation write: ``P`` channels (``tap_data``, channel ``p`` at
-        bits ``p*act_bits``) of layer ``tap_layer``'s output, starting at flat ``(h, w, c)``
-        index ``tap_index`` of that layer's (pooled) output map. Lets a testbench name the first
-        layer that differs. Not driven for the last layer, whose results are the logits.
+    tap_valid, tap_layer, tap_addr, tap_mask, tap_data : Out
+        Debug tap of every activation write: lane ``l`` of ``tap_data`` (bits ``l*act_bits``),
+        where ``tap_mask[l]`` is set, is element ``tap_addr*G + l`` of layer ``tap_layer``'s
+        (pooled) output map, flattened ``(h, w, c)``. Lets a testbench name the first layer that
+        differs. Not driven for the last layer, whose results are the logits.
     """
 
     def __init__(self, export):
@@ -185,8 +195,8 @@ class Accelerator(wiring.Component):
             "input": In(stream.Signature(unsigned(A))),
             "output": Out(stream.Signature(signed(self.out_bits))),
             "cycles": Out(32), "busy": Out(1),
-            "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_index": Out(32),
-            "tap_data": Out(g.P * A),
+            "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_addr": Out(24),
+            "tap_mask": Out(g.G), "tap_data": Out(g.G * A),
         })
 
     @property
@@ -195,14 +205,6 @@ class Accelerator(wiring.Component):
 
     def cycle_model(self) -> dict:
         return cycle_model(self.export, drain=self.drain_cycles)
-
-    @property
-    def buffer_words(self) -> int:
-        return _buffer_words(self.export, self.plans)
-
-    @property
-    def im2col_words(self) -> int:
-        return _im2col_words(self.export, self.plans)
 
     def memory_bits(self) -> dict:
         return memory_bits(self.export)
@@ -220,13 +222,16 @@ class Accelerator(wiring.Component):
 
         # ---------------- memories ----------------
         word_bits = G * A
-        bufs = [Memory(shape=word_bits, depth=self.buffer_words, init=[]) for _ in range(2)]
-        m.submodules.buf0, m.submodules.buf1 = bufs
-        b_rd = [b.read_port() for b in bufs]
-        b_wr = [b.write_port(granularity=A) for b in bufs]
-        if self.plans[0].window:
-            m.submodules.im2col = im2col = Memory(shape=word_bits, depth=self.im2col_words, init=[])
-            i_rd, i_wr = im2col.read_port(), im2col.write_port(granularity=A)
+        # one simple-dual-port memory: input region (image or im2col words), two ping-pong buffers
+        regions = act_regions(ex, self.plans)
+        bases = _bases(ex, self.plans)
+        m.submodules.act = act_mem = Memory(shape=word_bits, depth=regions["depth"], init=[])
+        a_rd, a_wr = act_mem.read_port(), act_mem.write_port(granularity=A)
+        # addresses of the write-back and of the input loader, muxed on the single write port
+        wb_addr, wb_data, wb_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
+        ld_addr, ld_data, ld_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
+        m.d.comb += [a_wr.addr.eq(Mux(ld_en.any(), ld_addr, wb_addr)), a_wr.data.eq(Mux(ld_en.any(), ld_data, wb_data)),
+                     a_wr.en.eq(ld_en | wb_en)]
         rows_all = [l.layout.rows for l in ex.layers]
         rq_base = [sum(rows_all[:i]) for i in range(L)]
         rq_layout = data.ArrayLayout(data.StructLayout({"mult": signed(MULT_BITS), "bias": signed(self.bias_bits),
@@ -243,14 +248,11 @@ class Accelerator(wiring.Component):
 
         # ---------------- controller ----------------
         m.submodules.ctrl = ctrl = Controller(
-            export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits,
+            export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
             list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr), drain=self.drain_cycles)
         m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), wb.word_addr.eq(ctrl.word_addr), ctrl.entry.eq(wb.entry)]
         op = ctrl.op
-        for rp in b_rd:
-            m.d.comb += rp.addr.eq(op.act_addr)
-        if self.plans[0].window:
-            m.d.comb += i_rd.addr.eq(op.act_addr)
+        m.d.comb += a_rd.addr.eq(Array(Const(rb, 24) for rb, _ in bases)[op.tag.layer] + op.act_addr)
         cycles = Signal(32)
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy)]
         with m.If(ctrl.busy):
@@ -265,13 +267,7 @@ class Accelerator(wiring.Component):
         s1_tag = Signal(tag_layout)
         m.d.sync += [s1_valid.eq(op.valid), s1_clear.eq(op.clear), s1_last.eq(op.last),
                      s1_inb.eq(op.inb), s1_empty.eq(wb.entry.empty), s1_tag.eq(op.tag)]
-        act_word = Signal(word_bits)
-        with m.If(s1_tag.layer == 0):
-            m.d.comb += act_word.eq(i_rd.data if self.plans[0].window else b_rd[0].data)
-        with m.Elif(s1_tag.layer[0]):
-            m.d.comb += act_word.eq(b_rd[1].data)
-        with m.Else():
-            m.d.comb += act_word.eq(b_rd[0].data)
+        act_word = a_rd.data
         use = s1_inb & ~s1_empty
         m.d.comb += [arr.valid.eq(s1_valid), arr.clear.eq(s1_clear), arr.last.eq(s1_last),
                      arr.act.eq(Mux(use, act_word, 0)), arr.weights.eq(Mux(s1_empty, 0, wb.word))]
@@ -304,8 +300,13 @@ class Accelerator(wiring.Component):
             m.d.comb += mx_new[p].eq(Mux((tq.q == 0) | (y > mx[p]), y, mx[p]))
             with m.If(res_valid):
                 m.d.sync += mx[p].eq(mx_new[p])
-        logits = [Signal(signed(self.res_bits), name=f"logit{c}") for c in range(self.classes)]
-        wdata = Cat(*[mx_new[gl % P] for gl in range(G)])
+        # rows without tiles have constant outputs (the requantized bias); see tile_program
+        last_l = ex.layers[-1]
+        const_logits = requantize(np.zeros(self.classes, np.int64), last_l.channel_requant(), relu=False, act_bits=A)
+        empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.classes))}
+        logits = [Signal(signed(self.res_bits), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
+                  for c in range(self.classes)]
+        fill_mask, fill_data = Signal(G), Signal(G * A)
         w_idx = Signal(32)
         with m.Switch(tq.layer):
             for i, l in enumerate(ex.layers):
@@ -313,24 +314,35 @@ class Accelerator(wiring.Component):
                 with m.Case(i):
                     if i < L - 1:
                         m.d.comb += w_idx.eq((tq.py * s.out_w + tq.px) * s.cout + tq.r * P)
+                        rpg = rows_per_group(g, l, False)
+                        empty = set(wb.programs[i].empty_rows)
+                        if rpg > 1 and empty:
+                            const = requantize(np.zeros(s.cout, np.int64), l.channel_requant(), relu=True, act_bits=A)
+                            with m.Switch(tq.r >> _log2(rpg)):
+                                for gi in range(l.layout.rows // rpg):
+                                    lanes = [(lane, gi * G + lane) for lane in range(G)
+                                             if (gi * G + lane) // P in empty]
+                                    if lanes:
+                                        with m.Case(gi):
+                                            m.d.comb += [fill_mask.eq(sum(1 << ln for ln, _ in lanes)),
+                                                         fill_data.eq(sum(int(const[c]) << (ln * A) for ln, c in lanes))]
                     else:
                         with m.If(res_valid):
                             with m.Switch(tq.r):
                                 for row in range(l.layout.rows):
                                     with m.Case(row):
                                         for p in range(P):
-                                            if row * P + p < self.classes:
+                                            if row * P + p < self.classes and row * P + p not in empty_last:
                                                 m.d.sync += logits[row * P + p].eq(requants[p].out)
         w_en = Signal()
         m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
-        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_index.eq(w_idx),
-                     self.tap_data.eq(Cat(*mx_new))]
         lane_mask = Signal(G)
-        m.d.comb += lane_mask.eq(Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1)
-        for k_, wp in enumerate(b_wr):
-            m.d.comb += [wp.addr.eq(w_idx >> _log2(G)), wp.data.eq(wdata)]
-            # layer i writes buffer (i + 1) % 2
-            m.d.comb += wp.en.eq(Mux(w_en & (tq.layer[0] == (1 - k_)), lane_mask, 0))
+        m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
+        wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
+        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(w_idx >> _log2(G)),
+                     self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
+        m.d.comb += [wb_addr.eq(Array(Const(wbase, 24) for _, wbase in bases)[tq.layer] + (w_idx >> _log2(G))),
+                     wb_data.eq(wdata), wb_en.eq(Mux(w_en, lane_mask, 0))]
 
         # ---------------- input loader ----------------
         l0 = ex.layers[0]
@@ -364,9 +376,9 @@ class Accelerator(wiring.Component):
                         m.d.comb += [oy_.eq(ly + pad - lky), ox_.eq(lx + pad - lkx),
                                      e.eq((lky * k + lkx) * cin + lc)]
                         ok = (oy_ >= 0) & (oy_ < s0.conv_h) & (ox_ >= 0) & (ox_ < s0.conv_w)
-                        m.d.comb += [i_wr.addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
-                                     i_wr.data.eq(held.replicate(G)),
-                                     i_wr.en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                        m.d.comb += [ld_addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
+                                     ld_data.eq(held.replicate(G)),
+                                     ld_en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
                         last_k = (lky == k - 1) & (lkx == k - 1)
                         with m.If(lkx == k - 1):
                             m.d.sync += [lkx.eq(0), lky.eq(lky + 1)]
@@ -388,9 +400,8 @@ class Accelerator(wiring.Component):
                                 m.d.sync += lc.eq(lc + 1)
                 else:
                     m.d.comb += self.input.ready.eq(1)
-                    wp = b_wr[0]
-                    m.d.comb += [wp.addr.eq(in_i >> _log2(G)), wp.data.eq(self.input.payload.replicate(G)),
-                                 wp.en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                    m.d.comb += [ld_addr.eq(in_i >> _log2(G)), ld_data.eq(self.input.payload.replicate(G)),
+                                 ld_en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
                     with m.If(self.input.valid):
                         m.d.sync += in_i.eq(in_i + 1)
                         with m.If(in_i == n_in - 1):

@@ -4,8 +4,9 @@ Per layer it runs ``SETUP`` (one cycle: load the layer's tile-list and weight ba
 op loop) and ``DRAIN`` (``drain`` cycles, so the next layer reads what this one wrote). The op
 loop walks: output pixel (after pooling) -> tile row (P output channels) -> pool position (4 with
 a 2x2 max-pool, else 1) -> the row's non-zero tiles (from the tile list) -> the tile's words.
-Every cycle of ``RUN`` issues one op; pruned tiles are not in the list, so they cost nothing, and
-a row with no tile left costs one op (its outputs are the requantized bias).
+Every cycle of ``RUN`` issues one op; pruned tiles are not in the list, so they cost nothing.
+Rows come from the list too (each entry names its row), so a row with no tile left costs
+nothing either (see :func:`~ternpe.hw.weights.tile_program`).
 
 Everything layer-specific (shapes, strides, padding, tile-list and weight bases) is a constant
 of the generated hardware, taken from the export.
@@ -63,13 +64,13 @@ class Controller(wiring.Component):
         The op of this cycle; ``op.act_addr`` is also the activation read address.
     """
 
-    def __init__(self, *, export, plans, programs, col_bits: int, list_addr_bits: int, word_addr_bits: int,
-                 drain: int):
+    def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
+                 word_addr_bits: int, drain: int):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
         self.n_layers = len(export.layers)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
-            "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits)),
+            "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
             "word_addr": Out(word_addr_bits), "op": Out(Op(self.n_layers)),
         })
 
@@ -78,7 +79,7 @@ class Controller(wiring.Component):
         ex, L, G = self.export, self.n_layers, self.export.geometry.G
         entry = self.entry
         layer = Signal(range(L + 1))
-        py, px, r, j = Signal(16), Signal(16), Signal(16), Signal(16)
+        py, px, j = Signal(16), Signal(16), Signal(16)
         q = Signal(2)
         ky, kx = Signal(8), Signal(8)
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
@@ -87,8 +88,7 @@ class Controller(wiring.Component):
         m.d.comb += [self.entry_addr.eq(t_next), self.word_addr.eq(wa)]
 
         # per-layer constants
-        c_rows, c_out_w, c_out_h, c_words, c_nq = (Signal(16, name=n) for n in
-                                                   ("c_rows", "c_out_w", "c_out_h", "c_words", "c_nq"))
+        c_out_w, c_out_h, c_words, c_nq = (Signal(16, name=n) for n in ("c_out_w", "c_out_h", "c_words", "c_nq"))
         c_k1 = Signal(8)
         c_list, c_wbase = Signal.like(t), Signal.like(wa)
         oy, ox = Signal(16), Signal(16)
@@ -98,7 +98,7 @@ class Controller(wiring.Component):
             for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
                 s, prog = l.spec, self.programs[i]
                 with m.Case(i):
-                    m.d.comb += [c_rows.eq(l.layout.rows), c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
+                    m.d.comb += [c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
                                  c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq), c_k1.eq(s.k - 1),
                                  c_list.eq(prog.list_base), c_wbase.eq(prog.word_base)]
                     if s.pool:
@@ -114,7 +114,7 @@ class Controller(wiring.Component):
                         m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
                                      op.inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
                                      op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col)]
-        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(r), op.tag.q.eq(q), op.tag.py.eq(py),
+        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.py.eq(py),
                      op.tag.px.eq(px), op.tag.last_q.eq(q == c_nq - 1)]
 
         with m.FSM(name="seq"):
@@ -126,7 +126,7 @@ class Controller(wiring.Component):
             with m.State("SETUP"):
                 m.d.comb += [self.busy.eq(1), t_next.eq(c_list)]
                 m.d.sync += [t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase),
-                             py.eq(0), px.eq(0), r.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
+                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
                 m.next = "RUN"
 
             with m.State("RUN"):
@@ -151,14 +151,12 @@ class Controller(wiring.Component):
                         m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
                     with m.Else():
                         m.d.sync += q.eq(0)
-                        with m.If(r != c_rows - 1):     # next row of output channels
+                        with m.If(~entry.end):          # next row of output channels
                             m.d.comb += t_next.eq(t + 1)
-                            m.d.sync += [r.eq(r + 1), t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after),
-                                         wa_row.eq(wa_after)]
+                            m.d.sync += [t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after), wa_row.eq(wa_after)]
                         with m.Else():                  # next output pixel
                             m.d.comb += t_next.eq(c_list)
-                            m.d.sync += [r.eq(0), t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase),
-                                         wa_row.eq(c_wbase)]
+                            m.d.sync += [t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase)]
                             with m.If(px != c_out_w - 1):
                                 m.d.sync += px.eq(px + 1)
                             with m.Elif(py != c_out_h - 1):

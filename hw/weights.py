@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import ArrayGeometry, pack_tile_words, unsigned_bits
 
-__all__ = ["TileEntry", "tile_program", "SparseTileWeightBuffer"]
+__all__ = ["TileEntry", "LayerProgram", "tile_program", "rows_per_group", "SparseTileWeightBuffer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,27 +20,57 @@ class LayerProgram:
 
     list_base: int       # first tile-list entry
     word_base: int       # first weight word
-    entries: list        # (col, last, empty) per entry, rows in order; an empty row is one entry
+    entries: list        # (col, row, last, empty, end) per entry, in row order
     words: list          # packed weight words of the non-zero tiles
+    empty_rows: list     # rows with no non-zero tile (their outputs are constants)
+    words_per_tile: int
+
+    @property
+    def ops_per_position(self) -> int:
+        """Ops of one output position: a word per non-zero tile word, one per carrier entry."""
+        return sum(1 if e[3] else self.words_per_tile for e in self.entries)
 
 
-def tile_program(layer) -> LayerProgram:
-    """The tile list of one exported layer: one entry per non-zero tile, ``last`` on the final
-    tile of a row, and a single ``empty`` entry for a row whose tiles are all pruned (the row
-    still has outputs: its requantized bias)."""
-    entries = []
-    for r in range(layer.layout.rows):
-        a, b = int(layer.rowptr[r]), int(layer.rowptr[r + 1])
-        if a == b:
-            entries.append((0, 1, 1))
-        for t in range(a, b):
-            entries.append((int(layer.cols[t]), int(t == b - 1), 0))
+def tile_program(layer, *, rows_per_group: int) -> LayerProgram:
+    """The tile list of one exported layer: one entry per non-zero tile (``last`` on the final
+    tile of its row, ``end`` on the layer's final entry).
+
+    A row whose tiles are all pruned has constant outputs (its requantized bias) and gets no
+    entry: the write-back fills its channels while writing a computed row of the same group
+    (``rows_per_group`` rows share an activation word; the last layer is one group). Only a
+    group with no tile at all keeps one ``empty`` entry for its first row, so the group is
+    written; it costs one op.
+    """
+    rows = layer.layout.rows
+    rowptr = [int(v) for v in layer.rowptr]
+    entries, empty_rows = [], []
+    for g0 in range(0, rows, rows_per_group):
+        group = range(g0, min(rows, g0 + rows_per_group))
+        has_tiles = any(rowptr[r + 1] > rowptr[r] for r in group)
+        for r in group:
+            a, b = rowptr[r], rowptr[r + 1]
+            if a == b:
+                empty_rows.append(r)
+                if not has_tiles and r == g0:
+                    entries.append([0, r, 1, 1, 0])
+            for t in range(a, b):
+                entries.append([int(layer.cols[t]), r, int(t == b - 1), 0, 0])
+    entries[-1][4] = 1
     words = pack_tile_words(layer.tiles, layer.layout.geometry) if layer.nonzero_tiles else []
-    return LayerProgram(0, 0, entries, words)
+    return LayerProgram(0, 0, [tuple(e) for e in entries], words, empty_rows, layer.layout.words_per_tile)
 
 
-def TileEntry(col_bits: int) -> data.StructLayout:
-    return data.StructLayout({"col": unsigned(col_bits), "last": 1, "empty": 1})
+def rows_per_group(geometry: ArrayGeometry, layer, last: bool) -> int:
+    """Rows written together. The last layer (logits, kept in registers) is one group. In a
+    hidden layer whose channels fill whole activation words (``cout % G == 0``), the ``G/P`` rows
+    of a word are a group; otherwise every row is its own group."""
+    if last:
+        return layer.layout.rows
+    return geometry.G // geometry.P if layer.spec.cout % geometry.G == 0 else 1
+
+
+def TileEntry(col_bits: int, row_bits: int) -> data.StructLayout:
+    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits), "last": 1, "empty": 1, "end": 1})
 
 
 class SparseTileWeightBuffer(wiring.Component):
@@ -65,24 +95,25 @@ class SparseTileWeightBuffer(wiring.Component):
     def __init__(self, *, geometry: ArrayGeometry, layers):
         self.geometry = geometry
         progs, lb, wb = [], 0, 0
-        for layer in layers:
-            p = tile_program(layer)
+        for i, layer in enumerate(layers):
+            p = tile_program(layer, rows_per_group=rows_per_group(geometry, layer, i == len(layers) - 1))
             progs.append(dataclasses.replace(p, list_base=lb, word_base=wb))
             lb += len(p.entries)
             wb += len(p.words)
         self.programs = progs
         self.col_bits = unsigned_bits(max(l.layout.cols - 1 for l in layers))
+        self.row_bits = unsigned_bits(max(l.layout.rows - 1 for l in layers))
         self.n_words = wb
         super().__init__({
-            "entry_addr": In(unsigned_bits(max(lb - 1, 1))), "entry": Out(TileEntry(self.col_bits)),
+            "entry_addr": In(unsigned_bits(max(lb - 1, 1))), "entry": Out(TileEntry(self.col_bits, self.row_bits)),
             "word_addr": In(unsigned_bits(max(wb - 1, 1))), "word": Out(geometry.word_bits),
         })
 
     def elaborate(self, platform):
         m = Module()
-        layout = TileEntry(self.col_bits)
-        init = [layout.const({"col": c, "last": l, "empty": e}).as_value().value
-                for p in self.programs for (c, l, e) in p.entries]
+        layout = TileEntry(self.col_bits, self.row_bits)
+        init = [layout.const({"col": c, "row": r, "last": l, "empty": e, "end": n}).as_value().value
+                for p in self.programs for (c, r, l, e, n) in p.entries]
         m.submodules.index = index = Memory(shape=layout.size, depth=max(1, len(init)), init=init)
         m.submodules.rom = rom = Memory(shape=self.geometry.word_bits, depth=max(1, self.n_words),
                                         init=[w for p in self.programs for w in p.words])
