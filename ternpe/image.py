@@ -37,7 +37,8 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT
                        accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
                        unpack_tile_words, unsigned_bits)
 
-__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export", "load_export",
+__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
+           "with_tile_density", "load_export",
            "read_hex", "write_hex"]
 
 FORMAT_VERSION = 1
@@ -194,6 +195,25 @@ def rewrite_export(src, dst, weights) -> "Export":
                  golden=golden, logit_scale=ex.manifest["formats"]["logit_scale"],
                  meta={**ex.manifest.get("meta", {}), "rewritten_from": str(src)})
     return load_export(dst)
+
+
+def with_tile_density(src, dst, density: float) -> "Export":
+    """A copy of export ``src`` at ``dst`` with ``density`` of every layer's tiles non-zero: pruned tiles are
+    refilled (+1 codes) or the smallest-L1 tiles are zeroed until the count is reached."""
+    ex = load_export(src)
+    weights = []
+    for l in ex.layers:
+        w = l.dense_weights().copy()
+        tiles = l.layout.tile_array(w)
+        dead = ~(tiles != 0).any(axis=(2, 3, 4))
+        tiles[dead] = l.layout.tile_array(np.ones_like(w))[dead]
+        norms = np.abs(tiles).sum(axis=(2, 3, 4)).reshape(-1)
+        keep = max(1, round(density * norms.size))
+        order = np.argsort(norms, kind="stable")      # smallest first
+        flat = tiles.reshape(-1, *tiles.shape[2:])
+        flat[order[:norms.size - keep]] = 0
+        weights.append(l.layout.weights_from_tiles(flat.reshape(tiles.shape)))
+    return rewrite_export(src, dst, weights)
 
 
 def load_export(path, *, check_golden: bool = True) -> Export:

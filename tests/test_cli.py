@@ -1,6 +1,11 @@
 """The command line: help that teaches, and clear errors for bad input."""
 
 import gzip
+import os
+import pathlib
+import re
+import subprocess
+import sys
 import json
 import pickle
 
@@ -108,3 +113,20 @@ def test_mnist_idx_and_cifar_loaders(tmp_path):
     (cdir / "test_batch").unlink()
     with pytest.raises(DatasetError, match="test_batch"):
         load_dataset("cifar10", str(tmp_path))
+
+
+def test_sim_prints_layers_and_passes(quick_run, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "ternpe.cli", "sim", str(quick_run["export"]), "--samples", "2",
+                        "--build-dir", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    for layer in ("conv1", "conv2", "fc", "class"):
+        assert re.search(rf"^{layer}\s+2/2\s+PASS", p.stdout, re.M), p.stdout
+    assert re.search(r"simulated clock cycles per wall second on icarus", p.stdout)
+
+
+def test_sim_names_a_missing_simulator(quick_run, tmp_path):
+    env = {**os.environ, "PATH": str(pathlib.Path(sys.executable).parent)}
+    p = subprocess.run([sys.executable, "-m", "ternpe.cli", "sim", str(quick_run["export"]), "--build-dir",
+                        str(tmp_path)], capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert "iverilog not found: Icarus Verilog is a Debian package: sudo apt-get install iverilog" in p.stderr

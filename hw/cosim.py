@@ -1,0 +1,141 @@
+"""Co-simulation of the generated Verilog with cocotb, on Icarus Verilog or Verilator.
+
+``run_cosim`` generates the Verilog of an export (exactly what ``ternpe generate`` writes),
+builds it for the simulator through ``cocotb_tools.runner``, runs the testbench of
+``ternpe.gateware_tests.tb_top`` and returns its per-sample, per-layer results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import time
+
+from ternpe.tools import ToolError, require, tool_env
+
+__all__ = ["SIMULATORS", "CosimError", "run_cosim", "build_verilog"]
+
+SIMULATORS = {"icarus": ("iverilog", "vvp"), "verilator": ("verilator", "g++", "make")}
+
+#: Verilator warnings Amaranth's Verilog raises by construction (see README: kept warnings).
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-CASEINCOMPLETE", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+
+
+#: The runner compiles with -g2012, where Yosys's time-0 trigger of ``always @*`` blocks (a
+#: ``reg`` with an initializer) fires before the blocks wait, leaving constant-input
+#: combinational outputs at X. Amaranth writes Verilog-2005; compile it as such.
+ICARUS_ARGS = ["-g2005"]
+
+
+class CosimError(RuntimeError):
+    """The simulation ran and the hardware differs from the golden outputs (or did not finish)."""
+
+    def __init__(self, message, results=None):
+        super().__init__(message)
+        self.results = results
+
+
+@contextlib.contextmanager
+def _environ(env):
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top") -> pathlib.Path:
+    """Generate the accelerator's Verilog (``ternpe generate``) into ``out_dir``."""
+    from .generate import generate
+    generate(export_dir, out_dir, log=lambda *a: None)
+    return pathlib.Path(out_dir) / f"{toplevel}.v"
+
+
+def check_simulator(simulator: str) -> dict:
+    if simulator not in SIMULATORS:
+        raise ToolError(f"--simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    env = tool_env()
+    require(*SIMULATORS[simulator], env=env)
+    return env
+
+
+def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcase=None, env_vars=None,
+                waves=False, log_file=None) -> pathlib.Path:
+    """Build ``sources`` for ``simulator`` and run cocotb ``test_module``; returns the results XML."""
+    env = check_simulator(simulator)
+    from cocotb_tools.runner import get_runner
+    build_dir = pathlib.Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with _environ({k: env[k] for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS") if k in env}):
+        runner = get_runner(simulator)
+        build_args = list(VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS)
+        sources = [pathlib.Path(s).resolve() for s in sources]
+        build_waves = waves
+        if simulator == "icarus" and waves:
+            # the runner's own dump module is SystemVerilog; ours is Verilog-2005 (see ICARUS_ARGS)
+            dump = build_dir / "ternpe_dump.v"
+            dump.write_text(f"module ternpe_dump();\ninitial begin\n  $dumpfile(\"{toplevel}.fst\");\n"
+                            f"  $dumpvars(0, {toplevel});\nend\nendmodule\n")
+            sources.append(dump)
+            build_args += ["-s", "ternpe_dump"]
+            build_waves = False         # vvp still gets -fst from test(waves=True)
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+                     timescale=("1ns", "1ps"), waves=build_waves, log_file=build_dir / "build.log", always=True)
+        xml = build_dir / "results.xml"
+        log = pathlib.Path(log_file or build_dir / "sim.log")
+        try:
+            return runner.test(test_module=test_module, hdl_toplevel=toplevel, testcase=testcase,
+                               build_dir=build_dir, test_dir=build_dir, waves=waves, results_xml=str(xml),
+                               extra_env=dict(env_vars or {}), log_file=log)
+        except SystemExit as e:     # the runner exits on a failing test under pytest, and on a crash
+            if xml.exists():
+                return xml
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise CosimError(f"the simulator stopped (exit {e.code}) without results; its log {log} ends:\n{tail}")
+
+
+def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
+              valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
+              verilog=None) -> dict:
+    """Simulate the export's accelerator on its golden inputs. Returns ``{"results": [per sample],
+    "cycles": [...], "wall_s": ..., "simulator": ..., "build_s": ...}``; raises :class:`CosimError`
+    naming the first differing layer when the hardware differs."""
+    check_simulator(simulator)
+    build_dir = pathlib.Path(build_dir).resolve()
+    t0 = time.perf_counter()
+    v = pathlib.Path(verilog) if verilog else build_verilog(export_dir, build_dir / "rtl")
+    results = build_dir / f"{testcase}.json"
+    results.unlink(missing_ok=True)
+    from ternpe.image import load_export
+    from .accelerator import cycle_model
+    ex = load_export(export_dir, check_golden=False)
+    n_in = int(ex.golden["inputs"][0].size)
+    # a generous bound: stalls make streams slower, never 4x the model plus the input
+    max_cycles = 4 * (cycle_model(ex)["total"] + n_in * 10) + 1000
+    cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
+           "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
+           "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results)}
+    xml = run_verilog([v], "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
+                      test_module="ternpe.gateware_tests.tb_top", testcase=testcase,
+                      env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves)
+    total = time.perf_counter() - t0
+    if not results.exists():
+        raise CosimError(f"the testbench wrote no results; see {xml.parent / 'sim.log'}")
+    out = json.loads(results.read_text())
+    out.update(simulator=simulator, total_s=total, build_dir=str(build_dir))
+    bad = [r for r in out["results"] if not r["ok"]]
+    if bad:
+        raise CosimError(_describe(bad[0]), out)
+    return out
+
+
+def _describe(r) -> str:
+    lay = next((x for x in r["layers"] if not x["ok"]), None)
+    if lay is None:
+        return f"sample {r['sample']}: class {r['class']}, golden {r['want_class']}"
+    return (f"sample {r['sample']}: layer {lay['layer']} is the first that differs ({lay['mismatches']} of "
+            f"{lay['elements']} elements; first at {tuple(lay['at'])}: hardware {lay['got']}, golden {lay['want']})")
