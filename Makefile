@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python bench/methods.py
 	@test -f exports/digits/manifest.json || $(MAKE) demo
 	$(BIN)/python bench/hardware.py
+	$(BIN)/python bench/cosim.py
 
 clean:
 	rm -rf runs exports build .pytest_cache

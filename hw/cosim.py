@@ -100,10 +100,11 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None) -> dict:
+              verilog=None, taps=True) -> dict:
     """Simulate the export's accelerator on its golden inputs. Returns ``{"results": [per sample],
     "cycles": [...], "wall_s": ..., "simulator": ..., "build_s": ...}``; raises :class:`CosimError`
-    naming the first differing layer when the hardware differs."""
+    naming the first differing layer when the hardware differs. ``taps=False`` compares logits
+    and class only (no per-cycle watch of the debug taps: faster)."""
     check_simulator(simulator)
     build_dir = pathlib.Path(build_dir).resolve()
     t0 = time.perf_counter()
@@ -118,7 +119,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     max_cycles = 4 * (cycle_model(ex)["total"] + n_in * 10) + 1000
     cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
            "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
-           "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results)}
+           "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps}
     xml = run_verilog([v], "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
                       test_module="ternpe.gateware_tests.tb_top", testcase=testcase,
                       env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves)

@@ -9,8 +9,10 @@ __all__ = ["simulate"]
 
 
 def simulate(acc, images: np.ndarray, *, vcd: str | None = None) -> dict:
-    """Returns ``{"logits": [N, classes], "classes": [N], "cycles": [N]}``."""
+    """Returns ``{"logits": [N, classes], "classes": [N], "cycles": [N], "clocks": total clock
+    cycles simulated}``."""
     res = {"logits": [], "classes": [], "cycles": []}
+    clocks = [0]
 
     async def bench(ctx):
         for img in images:
@@ -19,13 +21,19 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None) -> dict:
             for v in flat:
                 ctx.set(acc.input.payload, int(v))
                 ctx.set(acc.input.valid, 1)
-                await ctx.tick().until(acc.input.ready)
+                while True:
+                    *_, ready = await ctx.tick().sample(acc.input.ready)   # (clk, rst, ready)
+                    clocks[0] += 1
+                    if ready:
+                        break
             ctx.set(acc.input.valid, 0)
             ctx.set(acc.output.ready, 1)
             outs = []
-            for _ in range(acc.classes + 1):
-                payload, = await ctx.tick().sample(acc.output.payload).until(acc.output.valid)
-                outs.append(payload)
+            while len(outs) < acc.classes + 1:
+                *_, valid, payload = await ctx.tick().sample(acc.output.valid, acc.output.payload)
+                clocks[0] += 1
+                if valid:
+                    outs.append(payload)
             ctx.set(acc.output.ready, 0)
             res["logits"].append(outs[:-1])
             res["classes"].append(outs[-1])
@@ -39,4 +47,4 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None) -> dict:
             sim.run()
     else:
         sim.run()
-    return {k: np.asarray(v) for k, v in res.items()}
+    return {**{k: np.asarray(v) for k, v in res.items()}, "clocks": clocks[0]}
