@@ -1,0 +1,93 @@
+"""8N1 UART receiver and transmitter, one clock domain, fixed divisor (clocks per bit)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["UARTRx", "UARTTx", "divisor"]
+
+
+def divisor(clk_hz: float, baud: int) -> int:
+    """Clocks per bit; refuses a baud rate the clock cannot make within 2%."""
+    d = round(clk_hz / baud)
+    if d < 4 or abs(clk_hz / d - baud) / baud > 0.02:
+        raise ValueError(f"a {clk_hz / 1e6:.2f} MHz clock cannot make {baud} baud within 2% (divisor {clk_hz / baud:.2f})")
+    return d
+
+
+class UARTRx(wiring.Component):
+    """Members
+    -------
+    rx : In(1)
+        The serial line (idle high). Synchronised here.
+    data : Out(stream.Signature(8))
+        Received bytes; a byte not taken before the next one completes is dropped (``overrun``).
+    frame_error : Out(1)
+        Pulses when a stop bit is low (the byte is dropped).
+    """
+
+    def __init__(self, divisor: int):
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "data": Out(stream.Signature(8)), "frame_error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.divisor
+        sync0, rx = Signal(init=1), Signal(init=1)
+        m.d.sync += [sync0.eq(self.rx), rx.eq(sync0)]
+        timer = Signal(range(d + d // 2 + 1))
+        bits = Signal(range(9))
+        shreg = Signal(8)
+        with m.If(self.data.ready):
+            m.d.sync += self.data.valid.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    m.d.sync += [timer.eq(d + d // 2 - 1), bits.eq(0)]   # to the middle of bit 0
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 0):
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1), timer.eq(d - 1)]
+                    with m.If(bits == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 0):
+                    with m.If(rx):
+                        m.d.sync += [self.data.payload.eq(shreg), self.data.valid.eq(1)]
+                    with m.Else():
+                        m.d.comb += self.frame_error.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """Members
+    -------
+    data : In(stream.Signature(8))
+        Bytes to send.
+    tx : Out(1)
+        The serial line (idle high).
+    """
+
+    def __init__(self, divisor: int):
+        self.divisor = divisor
+        super().__init__({"data": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.divisor
+        timer = Signal(range(d))
+        shreg = Signal(10)
+        bits = Signal(range(11))
+        m.d.comb += self.data.ready.eq((bits == 0) & (timer == 0))
+        with m.If(timer != 0):                  # the current bit (the stop bit too) lasts d cycles
+            m.d.sync += timer.eq(timer - 1)
+        with m.Elif(bits != 0):
+            m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), bits.eq(bits - 1), timer.eq(d - 1)]
+        with m.Elif(self.data.valid):
+            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), bits.eq(10)]
+        return m
