@@ -72,6 +72,15 @@ class HostLink(wiring.Component):
                 m.d.sync += csum.eq(csum + byte if summed else 0)     # the reply's sum starts at STATUS
                 m.next = nxt
 
+        def send_bytes(value, n, state):
+            """Send ``n`` bytes of ``value``, least significant first, then the checksum."""
+            m.d.comb += self.busy.eq(1)
+            send(value.word_select(nbyte, 8), state)
+            with m.If(tx.ready):
+                m.d.sync += nbyte.eq(nbyte + 1)
+                with m.If(nbyte == n - 1):
+                    m.next = "SUM"
+
         def wait_byte():
             """In a request state: count the gap; on timeout answer STATUS_TIMEOUT."""
             m.d.sync += timer.eq(timer + 1)
@@ -145,12 +154,7 @@ class HostLink(wiring.Component):
                 with m.Else():
                     send(status, "RESULT")
             with m.State("INFO"):
-                m.d.comb += self.busy.eq(1)
-                send(info.word_select(nbyte, 8), "INFO")
-                with m.If(tx.ready):
-                    m.d.sync += nbyte.eq(nbyte + 1)
-                    with m.If(nbyte == 7):
-                        m.next = "SUM"
+                send_bytes(info, 8, "INFO")
             with m.State("RESULT"):              # take the next word of the accelerator's output
                 m.d.comb += [self.busy.eq(1), acc.output.ready.eq(1)]
                 with m.If(acc.output.valid):
@@ -169,12 +173,7 @@ class HostLink(wiring.Component):
                         m.d.sync += nword.eq(nword + 1)
                         m.next = "RESULT"
             with m.State("CYCLES"):
-                m.d.comb += self.busy.eq(1)
-                send(cycles.word_select(nbyte, 8), "CYCLES")
-                with m.If(tx.ready):
-                    m.d.sync += nbyte.eq(nbyte + 1)
-                    with m.If(nbyte == 3):
-                        m.next = "SUM"
+                send_bytes(cycles, 4, "CYCLES")
             with m.State("SUM"):
                 m.d.comb += self.busy.eq(1)
                 send(-csum, "IDLE")
