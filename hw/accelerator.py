@@ -93,15 +93,15 @@ def _plans(ex) -> list:
 
 
 def drain_cycles(geometry) -> int:
-    """Cycles between a layer's last op and the next layer's first: the PE pipeline, the
-    requantizer, the tag/pool/write-back registers."""
-    return pe_latency(geometry.G) + Requantizer.latency + 3
+    """Cycles between a layer's last op and the next layer's first: the op register, the PE
+    pipeline, the requantizer, the tag/pool/write-back registers."""
+    return 1 + pe_latency(geometry.G) + Requantizer.latency + 3
 
 
 def cycle_model(ex, *, drain: int | None = None) -> dict:
     """Cycles per inference from the manifest: per layer ``1 (setup) + ops + drain``, where
     ops = pooled output pixels x pool positions x (non-zero tiles x words per tile + one op per
-    activation word group whose rows have no tile at all).
+    activation word group whose rows have no tile at all); then ``classes + 1`` for the argmax.
     """
     plans = _plans(ex)
     drain = drain_cycles(ex.geometry) if drain is None else drain
@@ -110,7 +110,8 @@ def cycle_model(ex, *, drain: int | None = None) -> dict:
         busy = l.spec.out_h * l.spec.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
         layers.append({"name": l.spec.name, "ops": p.ops, "cycles": 1 + p.ops + drain, "busy_ops": busy,
                        "lane_use": l.layout.lane_utilisation})
-    return {"layers": layers, "total": sum(x["cycles"] for x in layers), "drain": drain}
+    argmax = ex.layers[-1].spec.cout + 1
+    return {"layers": layers, "argmax": argmax, "total": sum(x["cycles"] for x in layers) + argmax, "drain": drain}
 
 
 def act_regions(ex, plans=None) -> dict:
@@ -230,6 +231,9 @@ class Accelerator(wiring.Component):
         # addresses of the write-back and of the input loader, muxed on the single write port
         wb_addr, wb_data, wb_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
         ld_addr, ld_data, ld_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
+        # the input loader's writes are registered once (its address arithmetic ends there)
+        ldc_addr, ldc_data, ldc_en = Signal.like(ld_addr), Signal.like(ld_data), Signal.like(ld_en)
+        m.d.sync += [ld_addr.eq(ldc_addr), ld_data.eq(ldc_data), ld_en.eq(ldc_en)]
         m.d.comb += [a_wr.addr.eq(Mux(ld_en.any(), ld_addr, wb_addr)), a_wr.data.eq(Mux(ld_en.any(), ld_data, wb_data)),
                      a_wr.en.eq(ld_en | wb_en)]
         rows_all = [l.layout.rows for l in ex.layers]
@@ -249,13 +253,17 @@ class Accelerator(wiring.Component):
         # ---------------- controller ----------------
         m.submodules.ctrl = ctrl = Controller(
             export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
-            list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr), drain=self.drain_cycles)
-        m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), wb.word_addr.eq(ctrl.word_addr), ctrl.entry.eq(wb.entry)]
-        op = ctrl.op
-        m.d.comb += a_rd.addr.eq(Array(Const(rb, 24) for rb, _ in bases)[op.tag.layer] + op.act_addr)
+            list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),
+            read_bases=[rb for rb, _ in bases], drain=self.drain_cycles)
+        m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry)]
+        # the op register: the controller's address arithmetic ends here, the memories start here
+        op = Signal.like(ctrl.op)
+        m.d.sync += op.eq(ctrl.op)
+        m.d.comb += [a_rd.addr.eq(op.act_addr), wb.word_addr.eq(op.word_addr)]
         cycles = Signal(32)
-        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy)]
-        with m.If(ctrl.busy):
+        counting = Signal()           # the controller runs, or the argmax
+        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | counting)]
+        with m.If(ctrl.busy | counting):
             m.d.sync += cycles.eq(cycles + 1)
         with m.Elif(ctrl.start):
             m.d.sync += cycles.eq(0)
@@ -266,7 +274,7 @@ class Accelerator(wiring.Component):
                                                          ("valid", "clear", "last", "inb", "empty"))
         s1_tag = Signal(tag_layout)
         m.d.sync += [s1_valid.eq(op.valid), s1_clear.eq(op.clear), s1_last.eq(op.last),
-                     s1_inb.eq(op.inb), s1_empty.eq(wb.entry.empty), s1_tag.eq(op.tag)]
+                     s1_inb.eq(op.inb), s1_empty.eq(op.empty), s1_tag.eq(op.tag)]
         act_word = a_rd.data
         use = s1_inb & ~s1_empty
         m.d.comb += [arr.valid.eq(s1_valid), arr.clear.eq(s1_clear), arr.last.eq(s1_last),
@@ -360,6 +368,8 @@ class Accelerator(wiring.Component):
         best_i = Signal(range(self.classes))
         cur = Signal.like(logits[0])
         m.d.comb += cur.eq(Array(logits)[oi] if self.classes > 1 else logits[0])
+        ai = Signal(range(self.classes + 1))
+        cand, cand_i, have = Signal.like(logits[0]), Signal(range(self.classes + 1)), Signal()
 
         with m.FSM(name="top"):
             with m.State("LOAD"):
@@ -376,9 +386,9 @@ class Accelerator(wiring.Component):
                         m.d.comb += [oy_.eq(ly + pad - lky), ox_.eq(lx + pad - lkx),
                                      e.eq((lky * k + lkx) * cin + lc)]
                         ok = (oy_ >= 0) & (oy_ < s0.conv_h) & (ox_ >= 0) & (ox_ < s0.conv_w)
-                        m.d.comb += [ld_addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
-                                     ld_data.eq(held.replicate(G)),
-                                     ld_en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                        m.d.comb += [ldc_addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
+                                     ldc_data.eq(held.replicate(G)),
+                                     ldc_en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
                         last_k = (lky == k - 1) & (lkx == k - 1)
                         with m.If(lkx == k - 1):
                             m.d.sync += [lkx.eq(0), lky.eq(lky + 1)]
@@ -400,8 +410,8 @@ class Accelerator(wiring.Component):
                                 m.d.sync += lc.eq(lc + 1)
                 else:
                     m.d.comb += self.input.ready.eq(1)
-                    m.d.comb += [ld_addr.eq(in_i >> _log2(G)), ld_data.eq(self.input.payload.replicate(G)),
-                                 ld_en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
+                    m.d.comb += [ldc_addr.eq(in_i >> _log2(G)), ldc_data.eq(self.input.payload.replicate(G)),
+                                 ldc_en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
                     with m.If(self.input.valid):
                         m.d.sync += in_i.eq(in_i + 1)
                         with m.If(in_i == n_in - 1):
@@ -411,6 +421,16 @@ class Accelerator(wiring.Component):
 
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
+                    m.d.sync += [ai.eq(0), have.eq(0)]
+                    m.next = "ARGMAX"
+
+            with m.State("ARGMAX"):     # classes + 1 cycles: fetch a logit, compare it the next cycle
+                m.d.comb += counting.eq(1)
+                m.d.sync += [cand.eq(Array(logits)[ai] if self.classes > 1 else logits[0]), cand_i.eq(ai),
+                             ai.eq(ai + 1), have.eq(ai < self.classes)]
+                with m.If(have & ((cand_i == 0) | (cand > best))):
+                    m.d.sync += [best.eq(cand), best_i.eq(cand_i)]
+                with m.If(ai == self.classes):
                     m.d.sync += oi.eq(0)
                     m.next = "OUTPUT"
 
@@ -419,8 +439,6 @@ class Accelerator(wiring.Component):
                              self.output.payload.eq(Mux(oi == self.classes, best_i, cur))]
                 with m.If(self.output.ready):
                     m.d.sync += oi.eq(oi + 1)
-                    with m.If((oi < self.classes) & ((oi == 0) | (cur > best))):
-                        m.d.sync += [best.eq(cur), best_i.eq(oi)]
                     with m.If(oi == self.classes):
                         m.next = "LOAD"
         return m

