@@ -41,7 +41,7 @@ from .pe import pe_latency
 from .requant import Requantizer, requant_out_bits
 from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
 
-__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits"]
+__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "output_bits"]
 
 
 class GenerateError(ContractError):
@@ -90,6 +90,12 @@ def _plans(ex) -> list:
         prog = tile_program(l, rows_per_group=rows_per_group(ex.geometry, l, i == n - 1))
         plans.append(_Plan(window, nq, s.out_h * s.out_w * nq * prog.ops_per_position))
     return plans
+
+
+def output_bits(ex) -> int:
+    """Width of the output stream: an unclamped logit, or the class index."""
+    res = requant_out_bits(max(l.acc_bits for l in ex.layers), max(l.bias_bits for l in ex.layers))
+    return max(res, unsigned_bits(ex.layers[-1].spec.cout) + 1)
 
 
 def drain_cycles(geometry) -> int:
@@ -191,7 +197,7 @@ class Accelerator(wiring.Component):
         self.bias_bits = max(l.bias_bits for l in ex.layers)
         self.classes = ex.layers[-1].spec.cout
         self.res_bits = requant_out_bits(self.acc_bits, self.bias_bits)
-        self.out_bits = max(self.res_bits, unsigned_bits(self.classes) + 1)
+        self.out_bits = output_bits(ex)
         super().__init__({
             "input": In(stream.Signature(unsigned(A))),
             "output": Out(stream.Signature(signed(self.out_bits))),
@@ -268,7 +274,7 @@ class Accelerator(wiring.Component):
         with m.Elif(ctrl.start):
             m.d.sync += cycles.eq(0)
 
-        tag_layout = OpTag(L)
+        tag_layout = OpTag(ex)
         # stage 1: memory data arrives
         s1_valid, s1_clear, s1_last, s1_inb, s1_empty = (Signal(name=f"s1_{n}") for n in
                                                          ("valid", "clear", "last", "inb", "empty"))
@@ -357,8 +363,8 @@ class Accelerator(wiring.Component):
         s0 = l0.spec
         n_in = s0.in_h * s0.in_w * s0.cin
         in_i = Signal(range(n_in + 1))
-        ly, lx, lc = Signal(16), Signal(16), Signal(16)
-        lky, lkx = Signal(8), Signal(8)
+        ly, lx, lc = Signal(range(s0.in_h + 1)), Signal(range(s0.in_w + 1)), Signal(range(s0.cin + 1))
+        lky, lkx = Signal(range(s0.k + 1)), Signal(range(s0.k + 1))
         held = Signal(A)
         writing = Signal()
 
@@ -381,8 +387,9 @@ class Accelerator(wiring.Component):
                         with m.If(self.input.valid):
                             m.d.sync += [held.eq(self.input.payload), writing.eq(1), lky.eq(0), lkx.eq(0)]
                     with m.Else():
-                        oy_, ox_ = Signal(signed(18)), Signal(signed(18))
-                        e = Signal(16)
+                        oy_ = Signal(range(-s0.k, s0.in_h + s0.pad + 1))
+                        ox_ = Signal(range(-s0.k, s0.in_w + s0.pad + 1))
+                        e = Signal(range(s0.k * s0.k * s0.cin + 1))
                         m.d.comb += [oy_.eq(ly + pad - lky), ox_.eq(lx + pad - lkx),
                                      e.eq((lky * k + lkx) * cin + lc)]
                         ok = (oy_ >= 0) & (oy_ < s0.conv_h) & (ox_ >= 0) & (ox_ < s0.conv_w)

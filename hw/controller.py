@@ -14,7 +14,7 @@ of the generated hardware, taken from the export.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,17 +23,20 @@ from .weights import TileEntry
 __all__ = ["OpTag", "Op", "Controller"]
 
 
-def OpTag(n_layers: int) -> data.StructLayout:
+def OpTag(export) -> data.StructLayout:
     """Where an op's result belongs; travels with the op through the array and the requantizers."""
-    return data.StructLayout({"layer": range(n_layers + 1), "r": 16, "q": 2, "py": 16, "px": 16, "last_q": 1})
+    ls = export.layers
+    return data.StructLayout({"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
+                              "q": 2, "py": range(max(l.spec.out_h for l in ls) + 1),
+                              "px": range(max(l.spec.out_w for l in ls) + 1), "last_q": 1})
 
 
-def Op(n_layers: int, word_addr_bits: int) -> data.StructLayout:
+def Op(export, word_addr_bits: int) -> data.StructLayout:
     """One op: read the activation word ``act_addr`` (zero when ``inb`` is low: padding) and add
     it under weight word ``word_addr`` (zero when ``empty``: a row without tiles); ``clear``
     starts a sum, ``last`` ends it."""
     return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": 24,
-                              "word_addr": word_addr_bits, "tag": OpTag(n_layers)})
+                              "word_addr": word_addr_bits, "tag": OpTag(export)})
 
 
 class Controller(wiring.Component):
@@ -73,7 +76,7 @@ class Controller(wiring.Component):
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "op": Out(Op(self.n_layers, word_addr_bits)),
+            "op": Out(Op(export, word_addr_bits)),
         })
 
     def elaborate(self, platform):
@@ -81,9 +84,14 @@ class Controller(wiring.Component):
         ex, L, G = self.export, self.n_layers, self.export.geometry.G
         entry = self.entry
         layer = Signal(range(L + 1))
-        py, px, j = Signal(16), Signal(16), Signal(16)
+        # counters no wider than the network needs: short carry chains
+        specs = [l.spec for l in ex.layers]
+        max_h, max_w = max(s.out_h for s in specs), max(s.out_w for s in specs)
+        max_words = max(l.layout.words_per_tile for l in ex.layers)
+        max_k = max(s.k for s in specs)
+        py, px, j = Signal(range(max_h + 1)), Signal(range(max_w + 1)), Signal(range(max_words + 1))
         q = Signal(2)
-        ky, kx = Signal(8), Signal(8)
+        ky, kx = Signal(range(max_k + 1)), Signal(range(max_k + 1))
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
         wa, wa_row = Signal(len(self.op.word_addr) + 1), Signal(len(self.op.word_addr) + 1)
         drain = Signal(range(self.drain + 1))
@@ -91,10 +99,11 @@ class Controller(wiring.Component):
         m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty)]
 
         # per-layer constants
-        c_out_w, c_out_h, c_words, c_nq = (Signal(16, name=n) for n in ("c_out_w", "c_out_h", "c_words", "c_nq"))
-        c_k1 = Signal(8)
+        c_out_w, c_out_h = Signal(range(max_w + 1)), Signal(range(max_h + 1))
+        c_words, c_nq = Signal(range(max_words + 1)), Signal(range(5))
+        c_k1 = Signal(range(max_k + 1))
         c_list, c_wbase = Signal.like(t), Signal.like(wa)
-        oy, ox = Signal(16), Signal(16)
+        oy, ox = Signal(range(2 * max_h + 2)), Signal(range(2 * max_w + 2))
         dy, dx = q[1], q[0]
         with m.Switch(layer):
             for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
@@ -112,7 +121,8 @@ class Controller(wiring.Component):
                         m.d.comb += [op.act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j + base),
                                      op.inb.eq(1)]
                     else:
-                        iy, ix = Signal(signed(18), name=f"iy{i}"), Signal(signed(18), name=f"ix{i}")
+                        iy = Signal(range(-s.pad, 2 * s.out_h * s.stride + s.k + 1), name=f"iy{i}")
+                        ix = Signal(range(-s.pad, 2 * s.out_w * s.stride + s.k + 1), name=f"ix{i}")
                         m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
                                      op.inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
                                      op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col + base)]

