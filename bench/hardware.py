@@ -31,7 +31,9 @@ def occupancy_table(ex, model) -> list:
         lanes = m["busy_ops"] * l.layout.lane_utilisation * g.P * g.G
         rows.append({"layer": l.spec.name, "tiles": f"{l.nonzero_tiles}/{l.layout.count}", "ops": m["ops"],
                      "cycles": m["cycles"], "occupancy": lanes / (g.P * g.G * m["cycles"]), "lane_cycles": lanes})
-    total = sum(m["cycles"] for m in model["layers"])
+    rows.append({"layer": "argmax", "tiles": "", "ops": 0, "cycles": model["argmax"], "occupancy": 0.0,
+                 "lane_cycles": 0.0})
+    total = model["total"]
     rows.append({"layer": "whole inference", "tiles": f"{sum(l.nonzero_tiles for l in ex.layers)}/"
                  f"{sum(l.layout.count for l in ex.layers)}", "ops": sum(m["ops"] for m in model["layers"]),
                  "cycles": total, "occupancy": sum(r["lane_cycles"] for r in rows) / (g.P * g.G * total)})

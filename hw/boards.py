@@ -48,7 +48,7 @@ BOARDS = {b.name: b for b in [
           uart_pins=("2", "46")),
     Board("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25e6, 85e6, 3_000_000,
           {"lut": 83640, "ff": 83640, "bram": 208, "spram": 0, "dsp": 156}, "openFPGALoader", bitstream_ext="bit"),
-    Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 85e6,
+    Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 100e6,
           3_000_000, {"lut": 24288, "ff": 24288, "bram": 56, "spram": 0, "dsp": 28}, "openFPGALoader",
           uart_note="a 3.3 V USB-serial adapter on feather pins 0 (board RX, N17) and 1 (board TX, M18)",
           uart_pins=("N17", "M18"), bitstream_ext="bit"),

@@ -104,6 +104,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     plan = platform.prepare(top, name="top", nextpnr_opts="--timing-allow-fail", **opts)
     plan.extract(bdir)
     script = (bdir / "build_top.sh").read_text().splitlines()
+    # ": ${TOOL:=default}" lines name each tool's default; the environment (YoWASP) overrides
+    defaults = dict(re.findall(r"^: \$\{(\w+):=([^}]*)\}", "\n".join(script), re.M))
     steps = [ln for ln in script if ln.strip() and not ln.lstrip().startswith(("#", "set ", "[", ":", "if ", "fi"))]
     times = {}
     it = steps
@@ -114,7 +116,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     seeds = []
     for cmd in it:
         argv = shlex.split(cmd)
-        exe = env.get(argv[0].strip("${}").split(":-")[0], argv[0]) if argv[0].startswith("$") else argv[0]
+        var = argv[0].strip("${}")
+        exe = env.get(var, defaults.get(var, argv[0])) if argv[0].startswith("$") else argv[0]
         tool = exe.split("/")[-1]
         if progress:
             it.set_postfix_str(tool)
