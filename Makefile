@@ -62,6 +62,8 @@ bench: setup
 	@test -f exports/digits/manifest.json || $(MAKE) demo
 	$(BIN)/python bench/hardware.py
 	$(BIN)/python bench/cosim.py
+	$(MAKE) bitstreams
+	$(BIN)/python bench/boards.py
 
 clean:
 	rm -rf runs exports build .pytest_cache
