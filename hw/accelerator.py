@@ -99,9 +99,9 @@ def output_bits(ex) -> int:
 
 
 def drain_cycles(geometry) -> int:
-    """Cycles between a layer's last op and the next layer's first: the op register, the PE
-    pipeline, the requantizer, the tag/pool/write-back registers."""
-    return 1 + pe_latency(geometry.G) + Requantizer.latency + 3
+    """Cycles between a layer's last op and the next layer's first: the op and memory-data
+    registers, the PE pipeline, the requantizer, the tag/pool/write-back registers."""
+    return 2 + pe_latency(geometry.G) + Requantizer.latency + 3
 
 
 def cycle_model(ex, *, drain: int | None = None) -> dict:
@@ -283,10 +283,16 @@ class Accelerator(wiring.Component):
                      s1_inb.eq(op.inb), s1_empty.eq(op.empty), s1_tag.eq(op.tag)]
         act_word = a_rd.data
         use = s1_inb & ~s1_empty
-        m.d.comb += [arr.valid.eq(s1_valid), arr.clear.eq(s1_clear), arr.last.eq(s1_last),
-                     arr.act.eq(Mux(use, act_word, 0)), arr.weights.eq(Mux(s1_empty, 0, wb.word))]
+        # stage 2: the memory data registered (block RAM outputs are slow: nothing follows them)
+        s2_valid, s2_clear, s2_last, s2_use, s2_empty = (Signal(name=f"s2_{n}") for n in
+                                                         ("valid", "clear", "last", "use", "empty"))
+        s2_act, s2_w, s2_tag = Signal(word_bits), Signal(g.word_bits), Signal(tag_layout)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_clear.eq(s1_clear), s2_last.eq(s1_last), s2_tag.eq(s1_tag),
+                     s2_use.eq(use), s2_empty.eq(s1_empty), s2_act.eq(act_word), s2_w.eq(wb.word)]
+        m.d.comb += [arr.valid.eq(s2_valid), arr.clear.eq(s2_clear), arr.last.eq(s2_last),
+                     arr.act.eq(Mux(s2_use, s2_act, 0)), arr.weights.eq(Mux(s2_empty, 0, s2_w))]
         # tag delay line through the array
-        tags = [s1_tag]
+        tags = [s2_tag]
         for n in range(arr.latency):
             tg = Signal(tag_layout, name=f"tag_a{n}")
             m.d.sync += tg.eq(tags[-1])

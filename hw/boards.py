@@ -46,7 +46,7 @@ BOARDS = {b.name: b for b in [
     Board("upduino", "amaranth_boards.upduino_v3:UpduinoV3Platform", "ice40", 12e6, 30e6, 3_000_000, _UP5K,
           "iceprog", uart_note="a 3.3 V USB-serial adapter on header pins 2 (board RX) and 46 (board TX)",
           uart_pins=("2", "46")),
-    Board("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25e6, 85e6, 3_000_000,
+    Board("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25e6, 100e6, 3_000_000,
           {"lut": 83640, "ff": 83640, "bram": 208, "spram": 0, "dsp": 156}, "openFPGALoader", bitstream_ext="bit"),
     Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 100e6,
           3_000_000, {"lut": 24288, "ff": 24288, "bram": 56, "spram": 0, "dsp": 28}, "openFPGALoader",

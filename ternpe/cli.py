@@ -61,7 +61,7 @@ _BUILD_EPILOG = """\
 boards (clock chosen by measurement on the digits demo; UART host link):
   icebreaker   iCE40 UP5K, 12 MHz -> PLL 30 MHz, FT2232H UART at 3 Mbaud, iceprog
   upduino      iCE40 UP5K, HFOSC 12 MHz -> PLL 30 MHz, UART on header pins 2 (RX) / 46 (TX)
-  ulx3s        ECP5-85F, 25 MHz -> PLL 85 MHz, FT231X UART at 3 Mbaud, openFPGALoader
+  ulx3s        ECP5-85F, 25 MHz -> PLL 100 MHz, FT231X UART at 3 Mbaud, openFPGALoader
   orangecrab   ECP5-25F, 48 MHz -> PLL 100 MHz, UART on feather pins 0 (RX) / 1 (TX), openFPGALoader (DFU)
 
 writes <out>/<board>/<export>.bin (.bit on ECP5) and <export>.report.json: resources used and
