@@ -123,8 +123,11 @@ class Controller(wiring.Component):
                     else:
                         iy = Signal(range(-s.pad, 2 * s.out_h * s.stride + s.k + 1), name=f"iy{i}")
                         ix = Signal(range(-s.pad, 2 * s.out_w * s.stride + s.k + 1), name=f"ix{i}")
+                        inside = (iy < s.in_h) & (ix < s.in_w)
+                        if s.pad:        # without padding iy, ix are unsigned: never below 0
+                            inside &= (iy >= 0) & (ix >= 0)
                         m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
-                                     op.inb.eq((iy >= 0) & (iy < s.in_h) & (ix >= 0) & (ix < s.in_w)),
+                                     op.inb.eq(inside),
                                      op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col + base)]
         m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.py.eq(py),
                      op.tag.px.eq(px), op.tag.last_q.eq(q == c_nq - 1)]
