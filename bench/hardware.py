@@ -40,8 +40,10 @@ def occupancy_table(ex, model) -> list:
     return rows
 
 def ideal_work(ex) -> int:
-    return sum(l.spec.out_h * l.spec.out_w * (4 if l.spec.pool else 1) * l.nonzero_tiles * l.layout.words_per_tile
-               for l in ex.layers)
+    """Op cycles on non-zero tile words (the cycle model's busy ops): the ideal cost of ``ex``."""
+    from ternpe.hw.accelerator import cycle_model
+    return sum(layer["busy_ops"] for layer in cycle_model(ex)["layers"])
+
 
 def synth_ice40(export_dir, workdir) -> dict:
     from ternpe.hw.generate import generate

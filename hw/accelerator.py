@@ -41,7 +41,8 @@ from .pe import pe_latency
 from .requant import Requantizer, requant_out_bits
 from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
 
-__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "output_bits"]
+__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
+           "output_bits"]
 
 
 class GenerateError(ContractError):
@@ -141,21 +142,24 @@ def _bases(ex, plans):
     return [(0 if i == 0 else out[i - 1], out[i]) for i in range(len(ex.layers))]
 
 
-def memory_bits(ex) -> dict:
-    """Bits of every memory the accelerator of ``ex`` instantiates (checked before synthesis)."""
-    plans = _plans(ex)
+def memory_shapes(ex) -> dict:
+    """(width, depth) of every memory the accelerator of ``ex`` instantiates."""
     g = ex.geometry
-    word = g.G * ex.act_bits
     n = len(ex.layers)
     progs = [tile_program(l, rows_per_group=rows_per_group(g, l, i == n - 1)) for i, l in enumerate(ex.layers)]
-    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
     col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
+    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
     bias_bits = max(l.bias_bits for l in ex.layers)
-    rows = sum(l.layout.rows for l in ex.layers)
-    return {"weights": sum(len(p.words) for p in progs) * g.word_bits,
-            "tile_index": sum(len(p.entries) for p in progs) * (col_bits + row_bits + 3),
-            "requant": rows * g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
-            "activations": act_regions(ex, plans)["depth"] * word}
+    return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
+            "tile list": (col_bits + row_bits + 3, sum(len(p.entries) for p in progs)),
+            "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
+                                      sum(l.layout.rows for l in ex.layers)),
+            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"])}
+
+
+def memory_bits(ex) -> dict:
+    """Bits of every memory the accelerator of ``ex`` instantiates (checked before synthesis)."""
+    return {k: w * d for k, (w, d) in memory_shapes(ex).items()}
 
 
 class Accelerator(wiring.Component):

@@ -16,32 +16,17 @@ import shlex
 import subprocess
 import time
 
-from ternpe.contract import MULT_BITS, SHIFT_BITS, unsigned_bits
 from ternpe.image import load_export
+from ternpe.link import CMD_INFER, reply_length, request_length
 from ternpe.tools import require, tool_env
-from .accelerator import GenerateError, act_regions, cycle_model
+from .accelerator import GenerateError, cycle_model, memory_shapes
 from .boards import BOARDS, BoardTop
-from .weights import rows_per_group, tile_program
 
-__all__ = ["BuildError", "memories", "block_rams", "build"]
+__all__ = ["BuildError", "block_rams", "fit", "build"]
 
 
 class BuildError(GenerateError):
     """The network does not fit the board, or the build failed; the message says what to change."""
-
-
-def memories(ex) -> dict:
-    """(width, depth) of every memory of the accelerator of ``ex``."""
-    g = ex.geometry
-    n = len(ex.layers)
-    progs = [tile_program(l, rows_per_group=rows_per_group(g, l, i == n - 1)) for i, l in enumerate(ex.layers)]
-    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
-    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
-    bias_bits = max(l.bias_bits for l in ex.layers)
-    return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
-            "tile list": (col_bits + row_bits + 3, sum(len(p.entries) for p in progs)),
-            "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS), sum(l.layout.rows for l in ex.layers)),
-            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"])}
 
 
 _SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
@@ -54,7 +39,7 @@ def block_rams(family: str, width: int, depth: int) -> int:
 
 
 def fit(ex, board) -> dict:
-    mems = memories(ex)
+    mems = memory_shapes(ex)
     per = {k: block_rams(board.family, w, d) for k, (w, d) in mems.items()}
     need, have = sum(per.values()), board.resources["bram"]
     if need > have:
@@ -143,14 +128,14 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     dest = out / f"{name}.{board.bitstream_ext}"
     dest.write_bytes(bit.read_bytes())
     cycles = cycle_model(ex)["total"]
+    fmt = top.core.link.format
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
         "bitstream": str(dest), "bitstream_bytes": dest.stat().st_size,
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
         "baud": top.baud, "cycles_per_inference": cycles,
         "inferences_per_s_compute": clock * 1e6 / cycles,
-        "uart_bytes_per_inference": len(ex.golden["inputs"][0].reshape(-1)) + 4 + top.core.link.format.classes
-        * top.core.link.format.logit_bytes + 9,
+        "uart_bytes_per_inference": request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER),
         "resources": {**pnr["resources"], "bram_planned": fits["bram"]},
         "placer_seeds": [{"seed": k, "fmax_mhz": f} for k, f in seeds],
         "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},

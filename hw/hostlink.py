@@ -50,7 +50,7 @@ class HostLink(wiring.Component):
         fmt = self.format
         acc_rst, acc_rst_q = Signal(), Signal()      # a reset request, and the registered reset
         m.d.sync += acc_rst_q.eq(acc_rst)
-        m.submodules.acc = acc = ResetInserter(acc_rst_q)(self.acc)
+        m.submodules.acc = ResetInserter(acc_rst_q)(self.acc)
         acc = self.acc
         m.submodules.fifo = q = ResetInserter(acc_rst_q)(fifo.SyncFIFOBuffered(width=8, depth=8))
         m.d.comb += [acc.input.payload.eq(q.r_data), acc.input.valid.eq(q.r_rdy), q.r_en.eq(acc.input.ready)]

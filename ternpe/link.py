@@ -30,7 +30,7 @@ import hashlib
 import json
 
 __all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "LinkError", "LinkFormat",
-           "checksum", "export_id", "encode_infer", "encode_info", "reply_length", "decode_reply"]
+           "checksum", "export_id", "encode_infer", "encode_info", "request_length", "reply_length", "decode_reply"]
 
 REQ_MAGIC = b"TP"
 REP_MAGIC = b"tp"
@@ -77,6 +77,11 @@ def encode_infer(image) -> bytes:
 
 def encode_info() -> bytes:
     return REQ_MAGIC + bytes([CMD_INFO, checksum(bytes([CMD_INFO]))])
+
+
+def request_length(fmt: LinkFormat, cmd: int) -> int:
+    """Bytes of a request (magic, command, payload, checksum)."""
+    return 2 + 1 + (fmt.input_bytes if cmd == CMD_INFER else 0) + 1
 
 
 def reply_length(fmt: LinkFormat, cmd: int) -> int:
