@@ -87,7 +87,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Ternary, addition-only, PE-wise-sparse neural-network accelerators for open FPGAs.",
         epilog="the demo flow:\n  ternpe train --out runs/digits\n  ternpe export runs/digits --out exports/digits\n"
                "  ternpe generate exports/digits --out build/digits/rtl\n"
-               "  ternpe sim exports/digits\n\n"
+               "  ternpe sim exports/digits\n"
+               "  ternpe build exports/digits --board icebreaker\n"
+               "  ternpe flash bitstreams/icebreaker/digits.bin --board icebreaker\n"
+               "  ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --golden 4\n\n"
                "run `ternpe COMMAND --help` for each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
