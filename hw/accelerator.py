@@ -1,10 +1,10 @@
-"""The accelerator top and its controller, generated from an export.
+"""The accelerator top, generated from an export, and its analytic models (cycles, memories).
 
 Dataflow (one op per cycle, no stalls inside a layer)::
 
     tile list + weight ROM --\\
                               >-- PE array (P x G) -- requantizers (P) -- max-pool -- activation buffer
-    activation buffer ------/                                                      \\-- logits -> argmax
+    input buffer / activations -/                                                  \\-- logits -> argmax
 
 The controller walks, per layer: output pixel (after pooling) -> tile row (P output channels)
 -> pool position (4 with a 2x2 max-pool, else 1) -> the row's non-zero tiles -> the tile's
@@ -15,12 +15,12 @@ outputs are constants (the requantized bias), written with the other rows of its
 word. After a layer's last op the pipeline drains for ``drain_cycles`` before the next layer
 reads what this one wrote.
 
-Activations live channels-last, ``G`` lanes of ``act_bits`` per word, in one simple-dual-port
-memory (one read, one write per cycle: a block RAM) of three regions: the input, and two
-ping-pong buffers that the layers alternately read and write. A first layer with fewer input
-channels than lanes (``cin < G``) runs in window mode: the input loader writes the image as
-im2col words (lane ``l`` of word ``j`` of output pixel ``o`` holds the ``(ky, kx, c)`` the
-contract's ``window_offsets`` names), so its lanes stay busy.
+The image goes to the :class:`~ternpe.hw.input.InputBuffer` (two slots: the next image streams
+in while this one computes). Hidden activations live channels-last, ``G`` lanes of
+``act_bits`` per word, in one simple-dual-port memory (one read, one write per cycle) of two
+ping-pong regions. A first layer with fewer input channels than lanes (``cin < G``) runs in
+window mode: its lanes are filled from the input buffer's patch registers, so its lanes stay
+busy without an im2col copy of the image.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, unsigned_bits
 from .array import PEArray
 from .controller import Controller, OpTag
+from .input import InputBuffer, gather_cycles, input_memories
 from .pe import pe_latency
 from .requant import Requantizer, requant_out_bits
 from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
 
 __all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
-           "output_bits"]
+           "output_bits", "argmax_cycles"]
 
 
 class GenerateError(ContractError):
@@ -59,9 +60,10 @@ def _is_pow2(n: int) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    window: bool          # first layer in window (im2col) mode
+    window: bool          # first layer gathered from the input patch
     nq: int               # pool positions per output pixel
-    ops: int              # cycles of the op loop
+    ops_pp: int           # ops of one output pixel
+    ops: int              # cycles of the op loop without stalls
 
 
 def _plans(ex) -> list:
@@ -89,7 +91,8 @@ def _plans(ex) -> list:
                                     f"(no ReLU, a 1x1 output, no pool)")
         nq = 4 if s.pool else 1
         prog = tile_program(l, rows_per_group=rows_per_group(ex.geometry, l, i == n - 1))
-        plans.append(_Plan(window, nq, s.out_h * s.out_w * nq * prog.ops_per_position))
+        ops_pp = nq * prog.ops_per_position
+        plans.append(_Plan(window, nq, ops_pp, s.out_h * s.out_w * ops_pp))
     return plans
 
 
@@ -105,41 +108,63 @@ def drain_cycles(geometry) -> int:
     return 2 + pe_latency(geometry.G) + Requantizer.latency + 3
 
 
+def argmax_cycles(classes: int) -> int:
+    """The argmax compares in two steps (high half, then low half and update): two cycles per class."""
+    return 2 * classes + 1
+
+
 def cycle_model(ex, *, drain: int | None = None) -> dict:
-    """Cycles per inference from the manifest: per layer ``1 (setup) + ops + drain``, where
-    ops = pooled output pixels x pool positions x (non-zero tiles x words per tile + one op per
-    activation word group whose rows have no tile at all); then ``classes + 1`` for the argmax.
+    """Cycles per inference from the manifest.
+
+    ``total`` (the ``cycles`` counter: from the start of compute to the class): per layer
+    ``setup + ops + drain``, where ops = pooled output pixels x pool positions x (non-zero
+    tiles x words per tile + one op per activation word group whose rows have no tile at all);
+    a window-mode first layer sets up in ``gather`` cycles and spends at least ``gather`` cycles
+    on every pixel but the last (the next patch is gathered meanwhile); then the argmax.
+    ``latency`` counts from the first pixel accepted to the class leaving the output stream
+    (one pixel per cycle in, ready held high out); ``throughput`` is the cycles between
+    classes of back-to-back images (the next image loads while this one computes).
     """
     plans = _plans(ex)
     drain = drain_cycles(ex.geometry) if drain is None else drain
     layers = []
     for l, p in zip(ex.layers, plans):
-        busy = l.spec.out_h * l.spec.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
-        layers.append({"name": l.spec.name, "ops": p.ops, "cycles": 1 + p.ops + drain, "busy_ops": busy,
+        s = l.spec
+        busy = s.out_h * s.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
+        if p.window:
+            gc = gather_cycles(s)
+            pixels = s.out_h * s.out_w
+            run = (pixels - 1) * max(p.ops_pp, gc) + p.ops_pp
+            cycles = gc + run + drain
+        else:
+            cycles = 1 + p.ops + drain
+        layers.append({"name": s.name, "ops": p.ops, "cycles": cycles, "busy_ops": busy,
                        "lane_use": l.layout.lane_utilisation})
-    argmax = ex.layers[-1].spec.cout + 1
-    return {"layers": layers, "argmax": argmax, "total": sum(x["cycles"] for x in layers) + argmax, "drain": drain}
+    classes = ex.layers[-1].spec.cout
+    argmax = argmax_cycles(classes)
+    total = sum(x["cycles"] for x in layers) + argmax
+    s0 = ex.layers[0].spec
+    n_in = s0.in_h * s0.in_w * s0.cin
+    # +1: the start cycle after the image (or the previous output) is complete; +classes: the
+    # logits leave before the class
+    return {"layers": layers, "argmax": argmax, "total": total, "drain": drain,
+            "load": n_in, "latency": n_in + 1 + total + classes, "throughput": max(total + classes + 2, n_in + 1)}
 
 
-def act_regions(ex, plans=None) -> dict:
-    """Words of the activation memory's regions: the input (im2col words in window mode, else
-    the image) and two ping-pong buffers, each as large as the largest hidden layer output."""
-    plans = _plans(ex) if plans is None else plans
+def act_regions(ex) -> dict:
+    """Words of the activation memory's two ping-pong regions: layer ``i`` writes region
+    ``i % 2``, each as large as the largest output written there."""
     G = ex.geometry.G
-    l0 = ex.layers[0]
-    if plans[0].window:
-        inp = l0.spec.conv_h * l0.spec.conv_w * l0.layout.words_per_tile
-    else:
-        inp = -(-l0.spec.cin * l0.spec.in_h * l0.spec.in_w // G)
-    buf = max([1] + [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]])
-    return {"input": inp, "buffer": buf, "depth": inp + 2 * buf}
+    words = [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]]
+    buf = [max([1] + words[b::2]) for b in (0, 1)]
+    return {"buffers": buf, "depth": buf[0] + buf[1]}
 
 
-def _bases(ex, plans):
-    """Per layer: (read base, write base) in the activation memory."""
-    r = act_regions(ex, plans)
-    out = [r["input"] + (i % 2) * r["buffer"] for i in range(len(ex.layers))]
-    return [(0 if i == 0 else out[i - 1], out[i]) for i in range(len(ex.layers))]
+def _bases(ex):
+    """Per layer: (read base, write base); layer 0 reads the input buffer."""
+    b0 = act_regions(ex)["buffers"][0]
+    wb = [0 if i % 2 == 0 else b0 for i in range(len(ex.layers))]
+    return [(0 if i == 0 else wb[i - 1], wb[i]) for i in range(len(ex.layers))]
 
 
 def memory_shapes(ex) -> dict:
@@ -150,11 +175,13 @@ def memory_shapes(ex) -> dict:
     col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
     row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
     bias_bits = max(l.bias_bits for l in ex.layers)
+    plans = _plans(ex)
     return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
             "tile list": (col_bits + row_bits + 3, sum(len(p.entries) for p in progs)),
             "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
                                       sum(l.layout.rows for l in ex.layers)),
-            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"])}
+            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"]),
+            **input_memories(ex.layers[0].spec, g.G, ex.act_bits, plans[0].window)}
 
 
 def memory_bits(ex) -> dict:
@@ -178,7 +205,7 @@ class Accelerator(wiring.Component):
         The ``classes`` logits (integer, in units of the manifest's ``logit_scale``), then the
         class index.
     cycles : Out(32)
-        Cycles from the end of loading to the logits of the last inference.
+        Cycles from the start of compute (the image complete) to the class of the last inference.
     busy : Out(1)
         High while the controller runs the layers.
     tap_valid, tap_layer, tap_addr, tap_mask, tap_data : Out
@@ -222,101 +249,90 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ex, g, A = self.export, self.export.geometry, self.act_bits
-        P, G = g.P, g.G
-        L = len(ex.layers)
+        ex, g = self.export, self.export.geometry
         m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
-        m.submodules.array = arr = PEArray(geometry=g, act_bits=A, acc_bits=self.acc_bits)
-        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=A) for _ in range(P)]
-        for p, rq in enumerate(requants):
-            m.submodules[f"requant{p}"] = rq
-
-        # ---------------- memories ----------------
-        word_bits = G * A
-        # one simple-dual-port memory: input region (image or im2col words), two ping-pong buffers
-        regions = act_regions(ex, self.plans)
-        bases = _bases(ex, self.plans)
-        m.submodules.act = act_mem = Memory(shape=word_bits, depth=regions["depth"], init=[])
-        a_rd, a_wr = act_mem.read_port(), act_mem.write_port(granularity=A)
-        # addresses of the write-back and of the input loader, muxed on the single write port
-        wb_addr, wb_data, wb_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
-        ld_addr, ld_data, ld_en = Signal(range(regions["depth"])), Signal(word_bits), Signal(G)
-        # the input loader's writes are registered once (its address arithmetic ends there)
-        ldc_addr, ldc_data, ldc_en = Signal.like(ld_addr), Signal.like(ld_data), Signal.like(ld_en)
-        m.d.sync += [ld_addr.eq(ldc_addr), ld_data.eq(ldc_data), ld_en.eq(ldc_en)]
-        m.d.comb += [a_wr.addr.eq(Mux(ld_en.any(), ld_addr, wb_addr)), a_wr.data.eq(Mux(ld_en.any(), ld_data, wb_data)),
-                     a_wr.en.eq(ld_en | wb_en)]
-        rows_all = [l.layout.rows for l in ex.layers]
-        rq_base = [sum(rows_all[:i]) for i in range(L)]
-        rq_layout = data.ArrayLayout(data.StructLayout({"mult": signed(MULT_BITS), "bias": signed(self.bias_bits),
-                                                         "shift": unsigned(SHIFT_BITS)}), P)
-        rq_init = []
-        for l in ex.layers:
-            for r in range(l.layout.rows):
-                rq_init.append(rq_layout.const([{"mult": int(l.requant.mult[r * P + p]),
-                                                 "bias": int(l.requant.bias[r * P + p]),
-                                                 "shift": int(l.requant.shift[r * P + p])} for p in range(P)]
-                                               ).as_value().value)
-        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
-        rq_rd = rqrom.read_port()
-
-        # ---------------- controller ----------------
+        m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
+        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window)
         m.submodules.ctrl = ctrl = Controller(
             export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
             list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),
-            read_bases=[rb for rb, _ in bases], drain=self.drain_cycles)
-        m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry)]
-        # the op register: the controller's address arithmetic ends here, the memories start here
+            read_bases=[rb for rb, _ in _bases(ex)], drain=self.drain_cycles)
+        m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry),
+                     ctrl.win_ok.eq(inb.win_ok), inb.win_adv.eq(ctrl.win_adv)]
+        wiring.connect(m, wiring.flipped(self.input), inb.input)
+        act_wr = self._operands(m, wb, arr, inb, ctrl)
+        requants, tq = self._requantize(m, arr)
+        logits = self._write_back(m, wb, requants, tq, act_wr)
+        self._sequence(m, ctrl, inb, logits)
+        return m
+
+    def _operands(self, m, wb, arr, inb, ctrl):
+        """The op register, the memory reads and the registered operands of the array."""
+        ex, g, A = self.export, self.export.geometry, self.act_bits
+        regions = act_regions(ex)
+        m.submodules.act = act_mem = Memory(shape=g.G * A, depth=regions["depth"], init=[])
+        a_rd, a_wr = act_mem.read_port(), act_mem.write_port(granularity=A)
+        # the op register: the controller's counters end here, the memories start here
         op = Signal.like(ctrl.op)
         m.d.sync += op.eq(ctrl.op)
-        m.d.comb += [a_rd.addr.eq(op.act_addr), wb.word_addr.eq(op.word_addr)]
-        cycles = Signal(32)
-        counting = Signal()           # the controller runs, or the argmax
-        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | counting)]
-        with m.If(ctrl.busy | counting):
-            m.d.sync += cycles.eq(cycles + 1)
-        with m.Elif(ctrl.start):
-            m.d.sync += cycles.eq(0)
+        addr = Signal(24)
+        m.d.comb += [addr.eq(op.act_addr + op.col), a_rd.addr.eq(addr), inb.rd_addr.eq(addr),
+                     wb.word_addr.eq(op.word_addr)]
+        # stage 1: memory data arrives; window-mode lanes are picked from the input patch
+        s1 = Signal.like(op)
+        m.d.sync += s1.eq(op)
+        m.d.comb += [inb.win_q.eq(s1.tag.q), inb.win_j.eq(s1.j)]
+        first = inb.win_word if self.plans[0].window else inb.rd_data
+        act_word = Mux(s1.tag.layer == 0, first, a_rd.data)
+        # stage 2: everything registered (block RAM outputs are slow: nothing follows them)
+        s2 = Signal.like(op)
+        s2_act, s2_w = Signal(g.G * A), Signal(g.word_bits)
+        m.d.sync += [s2.eq(s1), s2_act.eq(Mux(s1.inb & ~s1.empty, act_word, 0)),
+                     s2_w.eq(Mux(s1.empty, 0, wb.word))]
+        m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
+                     arr.act.eq(s2_act), arr.weights.eq(s2_w)]
+        self._tags = [s2.tag]
+        return a_wr
 
-        tag_layout = OpTag(ex)
-        # stage 1: memory data arrives
-        s1_valid, s1_clear, s1_last, s1_inb, s1_empty = (Signal(name=f"s1_{n}") for n in
-                                                         ("valid", "clear", "last", "inb", "empty"))
-        s1_tag = Signal(tag_layout)
-        m.d.sync += [s1_valid.eq(op.valid), s1_clear.eq(op.clear), s1_last.eq(op.last),
-                     s1_inb.eq(op.inb), s1_empty.eq(op.empty), s1_tag.eq(op.tag)]
-        act_word = a_rd.data
-        use = s1_inb & ~s1_empty
-        # stage 2: the memory data registered (block RAM outputs are slow: nothing follows them)
-        s2_valid, s2_clear, s2_last, s2_use, s2_empty = (Signal(name=f"s2_{n}") for n in
-                                                         ("valid", "clear", "last", "use", "empty"))
-        s2_act, s2_w, s2_tag = Signal(word_bits), Signal(g.word_bits), Signal(tag_layout)
-        m.d.sync += [s2_valid.eq(s1_valid), s2_clear.eq(s1_clear), s2_last.eq(s1_last), s2_tag.eq(s1_tag),
-                     s2_use.eq(use), s2_empty.eq(s1_empty), s2_act.eq(act_word), s2_w.eq(wb.word)]
-        m.d.comb += [arr.valid.eq(s2_valid), arr.clear.eq(s2_clear), arr.last.eq(s2_last),
-                     arr.act.eq(Mux(s2_use, s2_act, 0)), arr.weights.eq(Mux(s2_empty, 0, s2_w))]
-        # tag delay line through the array
-        tags = [s2_tag]
+    def _requantize(self, m, arr):
+        """Requantizer constants (one ROM word of ``P`` channels per tile row) and the requantizers."""
+        ex, P, L = self.export, self.export.geometry.P, len(self.export.layers)
+        tags, tag_layout = self._tags, OpTag(ex)
         for n in range(arr.latency):
             tg = Signal(tag_layout, name=f"tag_a{n}")
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
+        rows_all = [l.layout.rows for l in ex.layers]
+        rq_base = [sum(rows_all[:i]) for i in range(L)]
+        rq_layout = data.ArrayLayout(data.StructLayout({"mult": signed(MULT_BITS), "bias": signed(self.bias_bits),
+                                                         "shift": unsigned(SHIFT_BITS)}), P)
+        rq_init = [rq_layout.const([{"mult": int(l.requant.mult[r * P + p]), "bias": int(l.requant.bias[r * P + p]),
+                                     "shift": int(l.requant.shift[r * P + p])} for p in range(P)]).as_value().value
+                   for l in ex.layers for r in range(l.layout.rows)]
+        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
+        rq_rd = rqrom.read_port()
         pre = tags[-2]
         m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
         at_res = tags[-1]
         rq_words = data.View(rq_layout, rq_rd.data)
-        is_last_layer = at_res.layer == L - 1
+        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=self.act_bits)
+                    for _ in range(P)]
         for p, rq in enumerate(requants):
+            m.submodules[f"requant{p}"] = rq
             m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
-                         rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift), rq.clamp.eq(~is_last_layer)]
+                         rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
+                         rq.clamp.eq(at_res.layer != L - 1)]
         for n in range(Requantizer.latency):
             tg = Signal(tag_layout, name=f"tag_r{n}")
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
-        tq = tags[-1]
-        res_valid = requants[0].out_valid
+        return requants, tags[-1]
 
-        # ---------------- max-pool and write-back ----------------
+    def _write_back(self, m, wb, requants, tq, act_wr):
+        """Max-pool, the activation write (with constant rows filled in) and the logit registers."""
+        ex, g, A = self.export, self.export.geometry, self.act_bits
+        P, G, L = g.P, g.G, len(ex.layers)
+        res_valid = requants[0].out_valid
         mx = [Signal(A, name=f"max{p}") for p in range(P)]
         mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
         for p in range(P):
@@ -326,18 +342,19 @@ class Accelerator(wiring.Component):
                 m.d.sync += mx[p].eq(mx_new[p])
         # rows without tiles have constant outputs (the requantized bias); see tile_program
         last_l = ex.layers[-1]
-        const_logits = requantize(np.zeros(self.classes, np.int64), last_l.channel_requant(), relu=False, act_bits=A)
+        const_logits = requantize(np.zeros(self.classes, np.int64), last_l.channel_requant(), relu=False,
+                                  act_bits=A)
         empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.classes))}
         logits = [Signal(signed(self.res_bits), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
                   for c in range(self.classes)]
         fill_mask, fill_data = Signal(G), Signal(G * A)
-        w_idx = Signal(32)
+        w_idx = Signal(len(tq.e) + 1)
+        m.d.comb += w_idx.eq(tq.e + (tq.r << _log2(P)))
         with m.Switch(tq.layer):
             for i, l in enumerate(ex.layers):
                 s = l.spec
                 with m.Case(i):
                     if i < L - 1:
-                        m.d.comb += w_idx.eq((tq.py * s.out_w + tq.px) * s.cout + tq.r * P)
                         rpg = rows_per_group(g, l, False)
                         empty = set(wb.programs[i].empty_rows)
                         if rpg > 1 and empty:
@@ -363,99 +380,61 @@ class Accelerator(wiring.Component):
         lane_mask = Signal(G)
         m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
         wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
-        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(w_idx >> _log2(G)),
+        word = w_idx >> _log2(G)
+        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
-        m.d.comb += [wb_addr.eq(Array(Const(wbase, 24) for _, wbase in bases)[tq.layer] + (w_idx >> _log2(G))),
-                     wb_data.eq(wdata), wb_en.eq(Mux(w_en, lane_mask, 0))]
+        wbase = Array(Const(wbase, 24) for _, wbase in _bases(ex))[tq.layer]
+        m.d.comb += [act_wr.addr.eq(wbase + word), act_wr.data.eq(wdata), act_wr.en.eq(Mux(w_en, lane_mask, 0))]
+        return logits
 
-        # ---------------- input loader ----------------
-        l0 = ex.layers[0]
-        s0 = l0.spec
-        n_in = s0.in_h * s0.in_w * s0.cin
-        in_i = Signal(range(n_in + 1))
-        ly, lx, lc = Signal(range(s0.in_h + 1)), Signal(range(s0.in_w + 1)), Signal(range(s0.cin + 1))
-        lky, lkx = Signal(range(s0.k + 1)), Signal(range(s0.k + 1))
-        held = Signal(A)
-        writing = Signal()
-
-        # ---------------- output ----------------
-        oi = Signal(range(self.classes + 1))
-        best = Signal.like(logits[0])
-        best_i = Signal(range(self.classes))
+    def _sequence(self, m, ctrl, inb, logits):
+        """Start an inference when the input buffer holds an image; argmax; the output stream."""
+        classes = self.classes
+        cycles = Signal(32)
+        counting = Signal()           # the argmax runs
+        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | counting)]
+        with m.If(ctrl.busy | counting):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.Elif(ctrl.start):
+            m.d.sync += cycles.eq(0)
+        # argmax, two cycles a class: fetch (even) / compare the halves (odd) / update (even)
+        n = Signal(range(2 * classes + 3))
+        cand, cand_i = Signal.like(logits[0]), Signal(range(classes))
+        best, best_i = Signal.like(logits[0]), Signal(range(classes))
+        half = len(cand) // 2
+        hi_gt, hi_eq, lo_gt, cmp_i = Signal(), Signal(), Signal(), Signal(range(classes))
+        oi = Signal(range(classes + 1))
         cur = Signal.like(logits[0])
-        m.d.comb += cur.eq(Array(logits)[oi] if self.classes > 1 else logits[0])
-        ai = Signal(range(self.classes + 1))
-        cand, cand_i, have = Signal.like(logits[0]), Signal(range(self.classes + 1)), Signal()
-
+        m.d.comb += cur.eq(Array(logits)[oi] if classes > 1 else logits[0])
         with m.FSM(name="top"):
-            with m.State("LOAD"):
-                if self.plans[0].window:
-                    k, pad, cin = s0.k, s0.pad, s0.cin
-                    wpt = l0.layout.words_per_tile
-                    with m.If(~writing):
-                        m.d.comb += self.input.ready.eq(1)
-                        with m.If(self.input.valid):
-                            m.d.sync += [held.eq(self.input.payload), writing.eq(1), lky.eq(0), lkx.eq(0)]
-                    with m.Else():
-                        oy_ = Signal(range(-s0.k, s0.in_h + s0.pad + 1))
-                        ox_ = Signal(range(-s0.k, s0.in_w + s0.pad + 1))
-                        e = Signal(range(s0.k * s0.k * s0.cin + 1))
-                        m.d.comb += [oy_.eq(ly + pad - lky), ox_.eq(lx + pad - lkx),
-                                     e.eq((lky * k + lkx) * cin + lc)]
-                        ok = (oy_ >= 0) & (oy_ < s0.conv_h) & (ox_ >= 0) & (ox_ < s0.conv_w)
-                        m.d.comb += [ldc_addr.eq((oy_ * s0.conv_w + ox_) * wpt + (e >> _log2(G))),
-                                     ldc_data.eq(held.replicate(G)),
-                                     ldc_en.eq(Mux(ok, Const(1, G) << e[:max(1, _log2(G))] if G > 1 else 1, 0))]
-                        last_k = (lky == k - 1) & (lkx == k - 1)
-                        with m.If(lkx == k - 1):
-                            m.d.sync += [lkx.eq(0), lky.eq(lky + 1)]
-                        with m.Else():
-                            m.d.sync += lkx.eq(lkx + 1)
-                        with m.If(last_k):
-                            m.d.sync += writing.eq(0)
-                            with m.If(lc == cin - 1):
-                                m.d.sync += lc.eq(0)
-                                with m.If(lx == s0.in_w - 1):
-                                    m.d.sync += [lx.eq(0), ly.eq(ly + 1)]
-                                    with m.If(ly == s0.in_h - 1):
-                                        m.d.sync += ly.eq(0)
-                                        m.d.comb += ctrl.start.eq(1)
-                                        m.next = "COMPUTE"
-                                with m.Else():
-                                    m.d.sync += lx.eq(lx + 1)
-                            with m.Else():
-                                m.d.sync += lc.eq(lc + 1)
-                else:
-                    m.d.comb += self.input.ready.eq(1)
-                    m.d.comb += [ldc_addr.eq(in_i >> _log2(G)), ldc_data.eq(self.input.payload.replicate(G)),
-                                 ldc_en.eq(Mux(self.input.valid, Const(1, G) << in_i[:max(1, _log2(G))] if G > 1 else 1, 0))]
-                    with m.If(self.input.valid):
-                        m.d.sync += in_i.eq(in_i + 1)
-                        with m.If(in_i == n_in - 1):
-                            m.d.sync += in_i.eq(0)
-                            m.d.comb += ctrl.start.eq(1)
-                            m.next = "COMPUTE"
-
+            with m.State("IDLE"):
+                with m.If(inb.ready):
+                    m.d.comb += [ctrl.start.eq(1), inb.start.eq(1)]
+                    m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
-                    m.d.sync += [ai.eq(0), have.eq(0)]
+                    m.d.sync += n.eq(0)
                     m.next = "ARGMAX"
-
-            with m.State("ARGMAX"):     # classes + 1 cycles: fetch a logit, compare it the next cycle
+            with m.State("ARGMAX"):
                 m.d.comb += counting.eq(1)
-                m.d.sync += [cand.eq(Array(logits)[ai] if self.classes > 1 else logits[0]), cand_i.eq(ai),
-                             ai.eq(ai + 1), have.eq(ai < self.classes)]
-                with m.If(have & ((cand_i == 0) | (cand > best))):
-                    m.d.sync += [best.eq(cand), best_i.eq(cand_i)]
-                with m.If(ai == self.classes):
+                m.d.sync += n.eq(n + 1)
+                k = n >> 1
+                with m.If(~n[0]):
+                    m.d.sync += [cand.eq(Array(logits)[k] if classes > 1 else logits[0]), cand_i.eq(k)]
+                    with m.If((n >= 2) & ((cmp_i == 0) | hi_gt | (hi_eq & lo_gt))):
+                        m.d.sync += [best.eq(cand), best_i.eq(cmp_i)]
+                with m.Else():
+                    m.d.sync += [hi_gt.eq(cand[half:].as_signed() > best[half:].as_signed()),
+                                 hi_eq.eq(cand[half:] == best[half:]), lo_gt.eq(cand[:half] > best[:half]),
+                                 cmp_i.eq(cand_i)]
+                with m.If(n == 2 * classes):
                     m.d.sync += oi.eq(0)
                     m.next = "OUTPUT"
-
             with m.State("OUTPUT"):
                 m.d.comb += [self.output.valid.eq(1),
-                             self.output.payload.eq(Mux(oi == self.classes, best_i, cur))]
+                             self.output.payload.eq(Mux(oi == classes, best_i, cur))]
                 with m.If(self.output.ready):
                     m.d.sync += oi.eq(oi + 1)
-                    with m.If(oi == self.classes):
-                        m.next = "LOAD"
-        return m
+                    with m.If(oi == classes):
+                        m.d.comb += inb.release.eq(1)
+                        m.next = "IDLE"

@@ -1,42 +1,71 @@
 """The controller: sequences a whole network, layer by layer, one op per cycle.
 
-Per layer it runs ``SETUP`` (one cycle: load the layer's tile-list and weight bases), ``RUN`` (the
-op loop) and ``DRAIN`` (``drain`` cycles, so the next layer reads what this one wrote). The op
-loop walks: output pixel (after pooling) -> tile row (P output channels) -> pool position (4 with
-a 2x2 max-pool, else 1) -> the row's non-zero tiles (from the tile list) -> the tile's words.
-Every cycle of ``RUN`` issues one op; pruned tiles are not in the list, so they cost nothing.
-Rows come from the list too (each entry names its row), so a row with no tile left costs
-nothing either (see :func:`~ternpe.hw.weights.tile_program`).
+Per layer it runs ``SETUP`` (load the layer's constants and tile-list / weight bases; a
+window-mode first layer also waits there for its first input patch), ``RUN`` (the op loop) and
+``DRAIN`` (``drain`` cycles, so the next layer reads what this one wrote). The op loop walks:
+output pixel (after pooling) -> tile row (P output channels) -> pool position (4 with a 2x2
+max-pool, else 1) -> the row's non-zero tiles (from the tile list) -> the tile's words. Every
+cycle of ``RUN`` issues one op; pruned tiles are not in the list, so they cost nothing. Rows come
+from the list too (each entry names its row), so a row with no tile left costs nothing either
+(see :func:`~ternpe.hw.weights.tile_program`).
 
-Everything layer-specific (shapes, strides, padding, tile-list and weight bases) is a constant
-of the generated hardware, taken from the export.
+Addresses come from running counters, never from multiplies: the input address of an op is
+``pixel base + pool-position offset + kernel offset`` (the tile column is added one stage
+later), each term stepped by per-layer constants that are registered in ``SETUP``. So a map
+width of 28 or 7 costs the same logic as 32 or 8.
+
+A window-mode first layer (``cin < G``) reads its operands from the input buffer's patch
+registers instead of memory: the controller asks for the next patch (``win_adv``) with the last
+op of every pixel and waits (``win_ok`` low: no op is issued) while the input buffer is still
+gathering it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ternpe.contract import unsigned_bits
 from .weights import TileEntry
 
-__all__ = ["OpTag", "Op", "Controller"]
+__all__ = ["OpTag", "Op", "Controller", "write_elements"]
+
+
+def write_elements(export) -> int:
+    """Largest flattened ``(h, w, c)`` element index a layer's output can reach, plus one."""
+    return max(l.spec.out_h * l.spec.out_w * l.spec.cout for l in export.layers)
 
 
 def OpTag(export) -> data.StructLayout:
-    """Where an op's result belongs; travels with the op through the array and the requantizers."""
+    """Where an op's result belongs; travels with the op through the array and the requantizers.
+    ``e`` is the flattened ``(h, w, c)`` index of the op's pixel's first channel."""
     ls = export.layers
     return data.StructLayout({"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
-                              "q": 2, "py": range(max(l.spec.out_h for l in ls) + 1),
-                              "px": range(max(l.spec.out_w for l in ls) + 1), "last_q": 1})
+                              "q": 2, "e": range(write_elements(export) + 1), "last_q": 1})
 
 
-def Op(export, word_addr_bits: int) -> data.StructLayout:
-    """One op: read the activation word ``act_addr`` (zero when ``inb`` is low: padding) and add
-    it under weight word ``word_addr`` (zero when ``empty``: a row without tiles); ``clear``
-    starts a sum, ``last`` ends it."""
+def Op(export, word_addr_bits: int, col_bits: int) -> data.StructLayout:
+    """One op: read the activation word ``act_addr + col`` (zero when ``inb`` is low: padding)
+    and add it under weight word ``word_addr`` (zero when ``empty``: a row without tiles);
+    ``clear`` starts a sum, ``last`` ends it; ``j`` is the word of the tile (window mode)."""
+    max_words = max(l.layout.words_per_tile for l in export.layers)
     return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": 24,
-                              "word_addr": word_addr_bits, "tag": OpTag(export)})
+                              "col": col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits,
+                              "tag": OpTag(export)})
+
+
+def _layer_constants(spec, layout, G: int, read_base: int) -> dict:
+    """The counter steps of one layer (see the module docstring)."""
+    s, pad, k = spec.stride, spec.pad, spec.k
+    npool = 2 if spec.pool else 1
+    cw = max(1, spec.cin // G)               # activation words per input pixel
+    step = npool * s                         # input pixels between neighbouring output pixels
+    return {"out_w1": spec.out_w - 1, "out_h1": spec.out_h - 1, "words1": layout.words_per_tile - 1,
+            "nq1": (4 if spec.pool else 1) - 1, "k1": k - 1, "cw": cw, "kwrap": (spec.in_w - (k - 1)) * cw,
+            "pxstep": step * cw, "pystep": step * spec.in_w * cw, "init": read_base - (pad * spec.in_w + pad) * cw,
+            "qoff": [0, s * cw, s * spec.in_w * cw, (s * spec.in_w + s) * cw], "s": s, "step": step,
+            "pad": pad, "in_h": spec.in_h, "in_w": spec.in_w, "cout": spec.cout}
 
 
 class Controller(wiring.Component):
@@ -44,12 +73,12 @@ class Controller(wiring.Component):
     ----------
     export : ternpe.image.Export
     plans : list
-        Per layer: ``window`` (im2col first layer) and ``nq`` (pool positions), from the
-        accelerator's checks.
+        Per layer: ``window`` (first layer gathered from the input patch) and ``nq`` (pool
+        positions), from the accelerator's checks.
     programs : list of LayerProgram
         The weight buffer's layout of every layer's tile list and weight words.
     read_bases : list of int
-        Per layer, where its input starts in the activation memory (``op.act_addr`` is absolute).
+        Per layer, where its input starts in its memory (``op.act_addr`` is absolute).
     drain : int
         Cycles after a layer's last op before the next layer starts.
 
@@ -66,6 +95,10 @@ class Controller(wiring.Component):
     entry : In(TileEntry)
     op : Out(Op)
         The op of this cycle (combinational; the datapath registers it before the memories).
+    win_ok : In(1)
+        The input buffer holds the next patch of a window-mode layer.
+    win_adv : Out(1)
+        Take the next patch: the ops issued from the next cycle on belong to it.
     """
 
     def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
@@ -73,95 +106,124 @@ class Controller(wiring.Component):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
         self.read_bases = read_bases
         self.n_layers = len(export.layers)
+        self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
+                       for l, b in zip(export.layers, read_bases)]
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "op": Out(Op(export, word_addr_bits)),
+            "op": Out(Op(export, word_addr_bits, col_bits)), "win_ok": In(1), "win_adv": Out(1),
         })
+
+    def _constant_registers(self, m, layer, load):
+        """Registers of every per-layer constant, loaded from a switch on ``layer`` when ``load``."""
+        cs = self.consts
+        regs = {}
+        for key in cs[0]:
+            if key == "qoff":
+                continue
+            vals = [c[key] for c in cs]
+            lo, hi = min(vals + [0]), max(vals + [0])
+            shape = signed(max(unsigned_bits(max(abs(lo), abs(hi))) + 1, 2)) if lo < 0 else range(hi + 1)
+            regs[key] = Signal(shape, name=f"c_{key}")
+        qmax = max(max(c["qoff"]) for c in cs)
+        regs["qoff"] = [Signal(range(qmax + 1), name=f"c_qoff{n}") for n in range(4)]
+        regs["list"] = Signal(range(max(p.list_base for p in self.programs) + 1), name="c_list")
+        regs["wbase"] = Signal(range(max(p.word_base for p in self.programs) + 1), name="c_wbase")
+        regs["window"] = Signal(name="c_window")
+        with m.If(load):
+            with m.Switch(layer):
+                for i, c in enumerate(cs):
+                    with m.Case(i):
+                        for key, v in c.items():
+                            if key == "qoff":
+                                m.d.sync += [r.eq(x) for r, x in zip(regs["qoff"], v)]
+                            else:
+                                m.d.sync += regs[key].eq(v)
+                        m.d.sync += [regs["list"].eq(self.programs[i].list_base),
+                                     regs["wbase"].eq(self.programs[i].word_base),
+                                     regs["window"].eq(self.plans[i].window)]
+        return regs
 
     def elaborate(self, platform):
         m = Module()
-        ex, L, G = self.export, self.n_layers, self.export.geometry.G
-        entry = self.entry
+        ex, L = self.export, self.n_layers
+        entry, op = self.entry, self.op
+        specs = [l.spec for l in ex.layers]
         layer = Signal(range(L + 1))
         # counters no wider than the network needs: short carry chains
-        specs = [l.spec for l in ex.layers]
         max_h, max_w = max(s.out_h for s in specs), max(s.out_w for s in specs)
         max_words = max(l.layout.words_per_tile for l in ex.layers)
         max_k = max(s.k for s in specs)
+        max_in = max(max(s.in_h, s.in_w) for s in specs)
         py, px, j = Signal(range(max_h + 1)), Signal(range(max_w + 1)), Signal(range(max_words + 1))
         q = Signal(2)
         ky, kx = Signal(range(max_k + 1)), Signal(range(max_k + 1))
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
-        wa, wa_row = Signal(len(self.op.word_addr) + 1), Signal(len(self.op.word_addr) + 1)
+        wa, wa_row = Signal(len(op.word_addr) + 1), Signal(len(op.word_addr) + 1)
         drain = Signal(range(self.drain + 1))
-        op = self.op
-        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty)]
+        e = Signal.like(op.tag.e)
+        addr_shape = signed(26)
+        pix_addr, row_addr, k_addr = Signal(addr_shape), Signal(addr_shape), Signal(addr_shape)
+        pos = signed(unsigned_bits(2 * max_in + 2 * max_k + 4) + 1)
+        oy0, ox0 = Signal(pos), Signal(pos)            # input row/column of the pixel's window origin
 
-        # per-layer constants
-        c_out_w, c_out_h = Signal(range(max_w + 1)), Signal(range(max_h + 1))
-        c_words, c_nq = Signal(range(max_words + 1)), Signal(range(5))
-        c_k1 = Signal(range(max_k + 1))
-        c_list, c_wbase = Signal.like(t), Signal.like(wa)
-        oy, ox = Signal(range(2 * max_h + 2)), Signal(range(2 * max_w + 2))
-        dy, dx = q[1], q[0]
-        with m.Switch(layer):
-            for i, (l, pl) in enumerate(zip(ex.layers, self.plans)):
-                s, prog, base = l.spec, self.programs[i], self.read_bases[i]
-                with m.Case(i):
-                    m.d.comb += [c_out_w.eq(s.out_w), c_out_h.eq(s.out_h),
-                                 c_words.eq(l.layout.words_per_tile), c_nq.eq(pl.nq), c_k1.eq(s.k - 1),
-                                 c_list.eq(prog.list_base), c_wbase.eq(prog.word_base)]
-                    if s.pool:
-                        m.d.comb += [oy.eq(Cat(dy, py)), ox.eq(Cat(dx, px))]
-                    else:
-                        m.d.comb += [oy.eq(py), ox.eq(px)]
-                    if pl.window:
-                        # im2col memory: the words of output pixel (oy, ox) lie back to back
-                        m.d.comb += [op.act_addr.eq((oy * s.conv_w + ox) * l.layout.words_per_tile + j + base),
-                                     op.inb.eq(1)]
-                    else:
-                        iy = Signal(range(-s.pad, 2 * s.out_h * s.stride + s.k + 1), name=f"iy{i}")
-                        ix = Signal(range(-s.pad, 2 * s.out_w * s.stride + s.k + 1), name=f"ix{i}")
-                        inside = (iy < s.in_h) & (ix < s.in_w)
-                        if s.pad:        # without padding iy, ix are unsigned: never below 0
-                            inside &= (iy >= 0) & (ix >= 0)
-                        m.d.comb += [iy.eq(oy * s.stride + ky - s.pad), ix.eq(ox * s.stride + kx - s.pad),
-                                     op.inb.eq(inside),
-                                     op.act_addr.eq((iy * s.in_w + ix) * (s.cin // G) + entry.col + base)]
-        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.py.eq(py),
-                     op.tag.px.eq(px), op.tag.last_q.eq(q == c_nq - 1)]
+        # per-layer constants: registered when the layer is entered (from IDLE or from a drain)
+        setup_load, next_layer = Signal(), Signal(range(L + 1))
+        c = self._constant_registers(m, next_layer, setup_load)
+        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty),
+                     op.col.eq(entry.col), op.j.eq(j)]
+
+        qdy, qdx = Mux(q[1], c["s"], 0), Mux(q[0], c["s"], 0)
+        iy, ix = Signal(pos), Signal(pos)
+        m.d.comb += [iy.eq(oy0 + qdy + ky), ix.eq(ox0 + qdx + kx)]
+        inside = (iy >= 0) & (iy < c["in_h"]) & (ix >= 0) & (ix < c["in_w"])
+        m.d.comb += [op.inb.eq(c["window"] | inside),
+                     op.act_addr.eq(pix_addr + Array(c["qoff"])[q] + k_addr)]
+        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.e.eq(e),
+                     op.tag.last_q.eq(q == c["nq1"])]
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
+                m.d.comb += [setup_load.eq(1), next_layer.eq(0)]
                 with m.If(self.start):
                     m.d.sync += layer.eq(0)
                     m.next = "SETUP"
 
             with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), t_next.eq(c_list)]
-                m.d.sync += [t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase),
-                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0)]
-                m.next = "RUN"
+                m.d.comb += [self.busy.eq(1), t_next.eq(c["list"])]
+                m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]), wa_row.eq(c["wbase"]),
+                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0), e.eq(0),
+                             pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
+                             oy0.eq(-c["pad"]), ox0.eq(-c["pad"])]
+                with m.If(~c["window"] | self.win_ok):
+                    m.d.comb += self.win_adv.eq(c["window"])
+                    m.next = "RUN"
 
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), op.valid.eq(1), t_next.eq(t)]
-                end_entry = entry.empty | (j == c_words - 1)
-                m.d.comb += [op.clear.eq((t == t_row) & (j == 0)), op.last.eq(entry.last & end_entry)]
+                m.d.comb += [self.busy.eq(1), t_next.eq(t)]
+                end_entry = entry.empty | (j == c["words1"])
+                last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])
+                end_pixel = end_entry & entry.last & (q == c["nq1"]) & entry.end
+                stall = c["window"] & end_pixel & ~last_pixel & ~self.win_ok
+                m.d.comb += [op.valid.eq(~stall), op.clear.eq((t == t_row) & (j == 0)),
+                             op.last.eq(entry.last & end_entry),
+                             self.win_adv.eq(c["window"] & end_pixel & ~last_pixel & self.win_ok)]
                 wa_after = Signal.like(wa)
                 m.d.comb += wa_after.eq(wa + ~entry.empty)
-                with m.If(~end_entry):                  # next word of this tile
+                with m.If(stall):
+                    pass                                # the next patch is not gathered yet
+                with m.Elif(~end_entry):                # next word of this tile
                     m.d.sync += [j.eq(j + 1), wa.eq(wa + 1)]
-                    with m.If(kx == c_k1):
-                        m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
+                    with m.If(kx == c["k1"]):
+                        m.d.sync += [kx.eq(0), ky.eq(ky + 1), k_addr.eq(k_addr + c["kwrap"])]
                     with m.Else():
-                        m.d.sync += kx.eq(kx + 1)
+                        m.d.sync += [kx.eq(kx + 1), k_addr.eq(k_addr + c["cw"])]
                 with m.Else():
-                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0)]
+                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0)]
                     with m.If(~entry.last):             # next tile of this row
                         m.d.comb += t_next.eq(t + 1)
                         m.d.sync += [t.eq(t + 1), wa.eq(wa_after)]
-                    with m.Elif(q != c_nq - 1):         # same row, next pool position
+                    with m.Elif(q != c["nq1"]):         # same row, next pool position
                         m.d.comb += t_next.eq(t_row)
                         m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
                     with m.Else():
@@ -170,12 +232,16 @@ class Controller(wiring.Component):
                             m.d.comb += t_next.eq(t + 1)
                             m.d.sync += [t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after), wa_row.eq(wa_after)]
                         with m.Else():                  # next output pixel
-                            m.d.comb += t_next.eq(c_list)
-                            m.d.sync += [t.eq(c_list), t_row.eq(c_list), wa.eq(c_wbase), wa_row.eq(c_wbase)]
-                            with m.If(px != c_out_w - 1):
-                                m.d.sync += px.eq(px + 1)
-                            with m.Elif(py != c_out_h - 1):
-                                m.d.sync += [px.eq(0), py.eq(py + 1)]
+                            m.d.comb += t_next.eq(c["list"])
+                            m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]),
+                                         wa_row.eq(c["wbase"]), e.eq(e + c["cout"])]
+                            with m.If(px != c["out_w1"]):
+                                m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
+                                             ox0.eq(ox0 + c["step"])]
+                            with m.Elif(py != c["out_h1"]):
+                                m.d.sync += [px.eq(0), py.eq(py + 1), pix_addr.eq(row_addr + c["pystep"]),
+                                             row_addr.eq(row_addr + c["pystep"]), ox0.eq(-c["pad"]),
+                                             oy0.eq(oy0 + c["step"])]
                             with m.Else():
                                 m.d.sync += drain.eq(0)
                                 m.next = "DRAIN"
@@ -185,6 +251,7 @@ class Controller(wiring.Component):
                 m.d.sync += drain.eq(drain + 1)
                 with m.If(drain == self.drain - 1):
                     m.d.sync += layer.eq(layer + 1)
+                    m.d.comb += [setup_load.eq(1), next_layer.eq(layer + 1)]
                     with m.If(layer == L - 1):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"

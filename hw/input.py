@@ -1,0 +1,270 @@
+"""The input buffer: two image slots, so the next image streams in while the current one computes.
+
+The image is stored raw (one pixel per pixel, never as im2col words). Two layouts:
+
+* **patch banks** (a first layer with fewer input channels than lanes, ``cin < G``: window
+  mode). ``R`` banks (``R = k + 1`` with a 2x2 pool after the layer, else ``k``; stride 1);
+  image row ``y`` lives in bank ``y mod R`` at ``(y div R) * W + x``, one pixel (``cin``
+  bytes) per entry. Any ``R`` consecutive rows are one row per bank, so one read of every bank
+  yields a whole column of a pixel's ``R x R`` patch. A gatherer reads the ``R`` columns of the
+  next output pixel's patch into ``shadow`` while the array works on ``cur``; ``win_word``
+  selects, per lane, the patch element that the contract's ``window_offsets`` names for pool
+  position ``q`` and tile word ``j``. Patch pixels outside the image read as zero (padding).
+* **words** (``cin >= G``): ``G`` channels per word in ``(h, w, c)`` order, read by the
+  controller's addresses like any activation memory.
+
+Slot bookkeeping: ``ready`` says the read slot holds a whole image; ``start`` begins a pass over
+it (and the gathering of its first patch), ``release`` frees it for the loader.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ternpe.contract import unsigned_bits
+
+__all__ = ["InputBuffer", "patch_rows", "gather_cycles", "input_memories"]
+
+
+def patch_rows(spec) -> int:
+    """Rows (= columns = banks) of the patch of one output pixel of a window-mode layer."""
+    return spec.k + 1 if spec.pool else spec.k
+
+
+def gather_cycles(spec) -> int:
+    """Cycles from the start of a patch gather to the patch being ready, back to back."""
+    return patch_rows(spec) + 2
+
+
+def _log2ceil(n: int) -> int:
+    return max(0, (n - 1).bit_length())
+
+
+def input_memories(spec, G: int, act_bits: int, window: bool) -> dict:
+    """``{name: (width, depth)}`` of the input buffer's memories (both slots)."""
+    if window:
+        R = patch_rows(spec)
+        depth = 2 << _log2ceil(-(-spec.in_h // R) * spec.in_w)
+        return {f"input bank {b}": (spec.cin * act_bits, depth) for b in range(R)}
+    words = -(-spec.in_h * spec.in_w * spec.cin // G)
+    return {"input": (G * act_bits, 2 << _log2ceil(words))}
+
+
+class InputBuffer(wiring.Component):
+    """Parameters
+    ----------
+    export : ternpe.image.Export
+    window : bool
+        Patch banks (window mode) or words.
+    adv_delay : int
+        Cycles from ``win_adv`` to the first use of the new patch by ``win_sel``.
+
+    Members
+    -------
+    input : In(stream.Signature(unsigned(act_bits)))
+        Pixels in ``(h, w, c)`` order.
+    ready : Out(1)
+        The read slot holds a whole image.
+    start, release : In(1)
+        Begin a pass over the read slot; free it (the next slot becomes the read slot).
+    rd_addr : In(24), rd_data : Out(G*act_bits)
+        Word mode: word ``rd_addr`` of the read slot, one cycle later.
+    win_ok : Out(1), win_adv : In(1)
+        Window mode: the next patch is gathered; take it.
+    win_q : In(2), win_j : In(words), win_word : Out(G*act_bits)
+        Window mode: the lanes of tile word ``win_j`` at pool position ``win_q`` of the current
+        patch (combinational).
+    """
+
+    def __init__(self, *, export, window: bool, adv_delay: int = 2):
+        self.export, self.window, self.adv_delay = export, window, adv_delay
+        l0 = export.layers[0]
+        self.spec, self.layout = l0.spec, l0.layout
+        G, A = export.geometry.G, export.act_bits
+        super().__init__({
+            "input": In(stream.Signature(A)), "ready": Out(1), "start": In(1), "release": In(1),
+            "rd_addr": In(24), "rd_data": Out(G * A),
+            "win_ok": Out(1), "win_adv": In(1), "win_q": In(2),
+            "win_j": In(range(max(2, self.layout.words_per_tile))), "win_word": Out(G * A),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
+        H, W, C = s.in_h, s.in_w, s.cin
+        # slots: the loader fills wslot, the compute side reads rslot
+        full = Signal(2)
+        wslot, rslot = Signal(), Signal()
+        m.d.comb += self.ready.eq(full.bit_select(rslot, 1))
+        set_full, clr_full = Signal(2), Signal(2)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        with m.If(self.release):
+            m.d.comb += clr_full.eq(Mux(rslot, 0b10, 0b01))
+            m.d.sync += rslot.eq(~rslot)
+        accept = self.input.valid & self.input.ready
+        m.d.comb += self.input.ready.eq(~full.bit_select(wslot, 1))
+        last_pixel = Signal()
+        with m.If(accept & last_pixel):
+            m.d.comb += set_full.eq(Mux(wslot, 0b10, 0b01))
+            m.d.sync += wslot.eq(~wslot)
+        mems = input_memories(s, G, A, self.window)
+        if self.window:
+            self._banks(m, mems, accept, last_pixel, wslot, rslot)
+        else:
+            self._words(m, mems, accept, last_pixel, wslot, rslot)
+        return m
+
+    def _words(self, m, mems, accept, last_pixel, wslot, rslot):
+        s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
+        width, depth = mems["input"]
+        m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
+        rd, wr = mem.read_port(), mem.write_port(granularity=A)
+        abits = _log2ceil(depth) - 1
+        n = s.in_h * s.in_w * s.cin
+        i, word, lane = Signal(range(n + 1)), Signal(max(1, abits)), Signal(range(G))
+        m.d.comb += last_pixel.eq(i == n - 1)
+        # the write is registered: address and lane come from counters, the data from the stream
+        with m.If(accept):
+            m.d.sync += [wr.addr.eq(Cat(word[:abits], wslot)), wr.data.eq(self.input.payload.replicate(G)),
+                         wr.en.eq(Const(1, G) << lane), i.eq(i + 1), lane.eq(lane + 1)]
+            with m.If(lane == G - 1):
+                m.d.sync += word.eq(word + 1)
+            with m.If(last_pixel):
+                m.d.sync += [i.eq(0), word.eq(0), lane.eq(0)]
+        with m.Else():
+            m.d.sync += wr.en.eq(0)
+        m.d.comb += [rd.addr.eq(Cat(self.rd_addr[:abits], rslot)), self.rd_data.eq(rd.data)]
+
+    def _banks(self, m, mems, accept, last_pixel, wslot, rslot):
+        s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
+        H, W, C, R, pad = s.in_h, s.in_w, s.cin, patch_rows(s), s.pad
+        npool = 2 if s.pool else 1
+        width, depth = mems["input bank 0"]
+        abits = _log2ceil(depth) - 1
+        ports = []
+        for b in range(R):
+            mem = Memory(shape=width, depth=depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            ports.append((mem.read_port(), mem.write_port(granularity=A)))
+
+        # ---- loader: pixel (y, x, c) -> bank y mod R, entry (y div R) * W + x, byte c
+        ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
+        ymod = Signal(range(R))
+        grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
+        m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
+        w_en, w_bank, w_addr, w_data = Signal(C), Signal(range(R)), Signal(abits + 1), Signal(width)
+        with m.If(accept):
+            m.d.sync += [w_en.eq(Const(1, C) << lc if C > 1 else 1), w_bank.eq(ymod),
+                         w_addr.eq(Cat(addr[:abits], wslot)), w_data.eq(self.input.payload.replicate(C))]
+            m.d.sync += lc.eq(lc + 1)
+            with m.If(lc == C - 1):
+                m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
+                with m.If(lx == W - 1):
+                    m.d.sync += [lx.eq(0), ly.eq(ly + 1), ymod.eq(ymod + 1), addr.eq(grp)]
+                    with m.If(ymod == R - 1):
+                        m.d.sync += [ymod.eq(0), grp.eq(grp + W), addr.eq(grp + W)]
+                    with m.If(ly == H - 1):
+                        m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
+        with m.Else():
+            m.d.sync += w_en.eq(0)
+        for b, (_, wr) in enumerate(ports):
+            m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_data), wr.en.eq(Mux(w_bank == b, w_en, 0))]
+
+        # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
+        oh, ow = s.out_h, s.out_w
+        base_t, rot_t, rowok_t = [[] for _ in range(R)], [], []
+        for gy in range(oh):
+            y0 = gy * npool - pad
+            for b in range(R):
+                y = y0 + (b - y0) % R
+                base_t[b].append((y // R) * W if 0 <= y < H else 0)
+            rot_t.append(y0 % R)
+            rowok_t.append(sum(1 << r for r in range(R) if 0 <= y0 + r < H))
+        gpy, gpx = Signal(range(oh + 1)), Signal(range(ow + 1))
+        bases = [Signal(max(1, abits), name=f"g_base{b}") for b in range(R)]
+        rot, rowok = Signal(range(R)), Signal(R)
+        # the row's table is registered with the row number itself (gpy_n: gpy of the next cycle)
+        gpy_n = Signal.like(gpy)
+        m.d.comb += gpy_n.eq(gpy)
+        m.d.sync += gpy.eq(gpy_n)
+        m.d.sync += [bases[b].eq(Array(Const(v, max(1, abits)) for v in base_t[b])[gpy_n]) for b in range(R)]
+        m.d.sync += [rot.eq(Array(rot_t)[gpy_n]), rowok.eq(Array(Const(v, R) for v in rowok_t)[gpy_n])]
+        xcol = Signal(signed(unsigned_bits(W + 2 * R + 2) + 1))
+        col = Signal(range(R + 1))
+        shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
+        cur = [[Signal(width, name=f"patch{r}_{c}") for c in range(R)] for r in range(R)]
+        reading, d_reading, d_col, d_xok = Signal(), Signal(), Signal(range(R + 1)), Signal()
+        pix_last = (gpx == ow - 1) & (gpy == oh - 1)
+        for b, (rd, _) in enumerate(ports):
+            m.d.comb += rd.addr.eq(Cat((bases[b] + xcol)[:abits], rslot))
+        m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W))]
+        # column d_col of the shadow patch: patch row r is bank (rot + r) mod R
+        with m.If(d_reading):
+            for r in range(R):
+                data = Array(ports[(b + r) % R][0].data for b in range(R))[rot]
+                with m.Switch(d_col):
+                    for c in range(R):
+                        with m.Case(c):
+                            m.d.sync += shadow[r][c].eq(Mux(d_xok & rowok[r], data, 0))
+        adv = [self.win_adv]
+        for n in range(self.adv_delay):
+            a = Signal(name=f"adv_d{n + 1}")
+            m.d.sync += a.eq(adv[-1])
+            adv.append(a)
+        with m.If(adv[-1]):
+            m.d.sync += [cur[r][c].eq(shadow[r][c]) for r in range(R) for c in range(R)]
+        x0 = Signal.like(xcol)
+        with m.FSM(name="gather"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += gpy_n.eq(0)
+                    m.d.sync += [gpx.eq(0), x0.eq(-pad), xcol.eq(-pad), col.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += reading.eq(1)
+                m.d.sync += [col.eq(col + 1), xcol.eq(xcol + 1)]
+                with m.If(col == R - 1):
+                    m.next = "LAST"
+            with m.State("LAST"):           # the last column lands in the shadow
+                m.next = "HOLD"
+            with m.State("HOLD"):
+                m.d.comb += self.win_ok.eq(1)
+                with m.If(self.win_adv):
+                    m.d.sync += col.eq(0)
+                    with m.If(pix_last):
+                        m.next = "IDLE"
+                    with m.Elif(gpx == ow - 1):
+                        m.d.comb += gpy_n.eq(gpy + 1)
+                        m.d.sync += [gpx.eq(0), x0.eq(-pad), xcol.eq(-pad)]
+                        m.next = "READ"
+                    with m.Else():
+                        m.d.sync += [gpx.eq(gpx + 1), x0.eq(x0 + npool), xcol.eq(x0 + npool)]
+                        m.next = "READ"
+
+        # ---- the lanes of word j at pool position q, from the current patch
+        offs = self.layout.window_offsets()         # [words, G, (ky, kx, c)]
+        nq = 4 if s.pool else 1
+        words = self.layout.words_per_tile
+        sel = Signal(range(4 * words))
+        m.d.comb += sel.eq(self.win_q * words + self.win_j if words > 1 else self.win_q)
+        lanes = []
+        for lane in range(G):
+            choices = []
+            for qq in range(4):
+                dy, dx = (qq >> 1, qq & 1) if nq == 4 else (0, 0)
+                for jj in range(words):
+                    ky, kx, c = (int(v) for v in offs[jj, lane])
+                    if ky < 0 or qq >= nq:
+                        choices.append(Const(0, A))
+                    else:
+                        choices.append(cur[dy + ky][dx + kx][c * A:(c + 1) * A])
+            if all(isinstance(ch, Const) for ch in choices):
+                lanes.append(Const(0, A))
+            else:
+                lanes.append(Array(choices)[sel])
+        m.d.comb += self.win_word.eq(Cat(*lanes))
