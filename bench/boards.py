@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from ternpe.hw.boards import BOARDS
     name = pathlib.Path(args.export).resolve().name
     if args.build:
-        from ternpe.hw.build import build
+        from ternpe.flow.build import build
         for b in BOARDS:
             build(args.export, b, out_dir=ROOT / "bitstreams", build_root=ROOT / "build" / "boards")
     print("| board | clock MHz | fmax MHz | LUT | BRAM | DSP | inferences/s compute | inferences/s over UART "

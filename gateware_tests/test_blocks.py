@@ -6,7 +6,7 @@ import pytest
 from amaranth.back import verilog
 
 from ternpe.contract import signed_bits
-from ternpe.hw.cosim import run_verilog
+from ternpe.flow.cosim import run_verilog
 from ternpe.hw.pe import TernaryPE
 from ternpe.hw.requant import Requantizer
 from ternpe.hw.weights import SparseTileWeightBuffer

@@ -11,7 +11,7 @@ from ternpe.contract import pack_tile_words, unpack_tile_words
 from amaranth.back import verilog
 
 from ternpe.hw.accelerator import Accelerator, cycle_model
-from ternpe.hw.cosim import CosimError, run_cosim
+from ternpe.flow.cosim import CosimError, run_cosim
 from ternpe.image import load_export, write_hex
 
 CASES = [("icarus", "1x16", "trained"), ("icarus", "1x16", "sparse"), ("icarus", "2x8", "trained"),

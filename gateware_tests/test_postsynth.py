@@ -2,7 +2,7 @@
 simulated with Icarus on golden inputs: catches what RTL simulation cannot (synthesis and
 memory/DSP inference)."""
 
-from ternpe.hw.cosim import run_cosim, synthesize_netlist
+from ternpe.flow.cosim import run_cosim, synthesize_netlist
 
 
 def test_ice40_netlist_is_bit_exact(cosim_export, tmp_path):

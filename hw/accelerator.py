@@ -196,6 +196,8 @@ class Accelerator(wiring.Component):
     ----------
     export : ternpe.image.Export
         A loaded, validated export; shapes, tile lists and memory sizes come from it.
+    spram : bool
+        Put the input banks in iCE40 UP5K SPRAMs (see :func:`ternpe.flow.resources.memory_plan`).
 
     Members
     -------
@@ -215,8 +217,9 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export):
+    def __init__(self, export, *, spram: bool = False):
         self.export = ex = export
+        self.spram = spram
         try:
             self.plans = _plans(ex)
         except GenerateError:
@@ -252,7 +255,7 @@ class Accelerator(wiring.Component):
         ex, g = self.export, self.export.geometry
         m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
-        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window)
+        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram)
         m.submodules.ctrl = ctrl = Controller(
             export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
             list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),

@@ -1,6 +1,6 @@
 """Boards: the accelerator with its host link, a PLL and LEDs, built to a bitstream with Yosys/nextpnr.
 
-Every board runs :class:`~ternpe.hw.simboard.BoardCore` (UART + host link + accelerator) in one
+Every board runs :class:`~ternpe.flow.simboard.BoardCore` (UART + host link + accelerator) in one
 clock domain driven by a PLL. The clock of each board was chosen by measurement: the highest PLL
 frequency at which nextpnr closes timing on the digits demo (see the README's table);
 ``ternpe build --clock`` overrides it and the build fails when timing does not close.
@@ -14,7 +14,7 @@ import importlib
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.build import Attrs, Pins, Resource, Subsignal
 
-from .simboard import BoardCore
+from .boardcore import BoardCore
 from .uart import divisor
 
 __all__ = ["BOARDS", "Board", "BoardTop", "ice40_pll", "ecp5_pll"]

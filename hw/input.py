@@ -27,6 +27,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
+from .spram import SinglePortRAM
 
 __all__ = ["InputBuffer", "patch_rows", "gather_cycles", "input_memories"]
 
@@ -81,8 +82,9 @@ class InputBuffer(wiring.Component):
         patch (combinational).
     """
 
-    def __init__(self, *, export, window: bool, adv_delay: int = 2):
+    def __init__(self, *, export, window: bool, spram: bool = False, adv_delay: int = 2):
         self.export, self.window, self.adv_delay = export, window, adv_delay
+        self.spram = spram
         l0 = export.layers[0]
         self.spec, self.layout = l0.spec, l0.layout
         G, A = export.geometry.G, export.act_bits
@@ -107,7 +109,9 @@ class InputBuffer(wiring.Component):
             m.d.comb += clr_full.eq(Mux(rslot, 0b10, 0b01))
             m.d.sync += rslot.eq(~rslot)
         accept = self.input.valid & self.input.ready
-        m.d.comb += self.input.ready.eq(~full.bit_select(wslot, 1))
+        self._wfull = full.bit_select(wslot, 1)
+        if not self.window:
+            m.d.comb += self.input.ready.eq(~self._wfull)
         last_pixel = Signal()
         with m.If(accept & last_pixel):
             m.d.comb += set_full.eq(Mux(wslot, 0b10, 0b01))
@@ -146,21 +150,18 @@ class InputBuffer(wiring.Component):
         npool = 2 if s.pool else 1
         width, depth = mems["input bank 0"]
         abits = _log2ceil(depth) - 1
-        ports = []
+        banks = []
         for b in range(R):
-            mem = Memory(shape=width, depth=depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            ports.append((mem.read_port(), mem.write_port(granularity=A)))
+            m.submodules[f"bank{b}"] = ram = SinglePortRAM(width=width, depth=depth, lane_bits=A, spram=self.spram)
+            banks.append(ram)
 
-        # ---- loader: pixel (y, x, c) -> bank y mod R, entry (y div R) * W + x, byte c
+        # ---- loader: pixel (y, x, c) -> bank y mod R, entry (y div R) * W + x, byte c. The banks
+        # are single-port: a pixel is taken only in a cycle when the gatherer does not read.
         ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
         ymod = Signal(range(R))
         grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
         m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
-        w_en, w_bank, w_addr, w_data = Signal(C), Signal(range(R)), Signal(abits + 1), Signal(width)
         with m.If(accept):
-            m.d.sync += [w_en.eq(Const(1, C) << lc if C > 1 else 1), w_bank.eq(ymod),
-                         w_addr.eq(Cat(addr[:abits], wslot)), w_data.eq(self.input.payload.replicate(C))]
             m.d.sync += lc.eq(lc + 1)
             with m.If(lc == C - 1):
                 m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
@@ -170,10 +171,13 @@ class InputBuffer(wiring.Component):
                         m.d.sync += [ymod.eq(0), grp.eq(grp + W), addr.eq(grp + W)]
                     with m.If(ly == H - 1):
                         m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
-        with m.Else():
-            m.d.sync += w_en.eq(0)
-        for b, (_, wr) in enumerate(ports):
-            m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_data), wr.en.eq(Mux(w_bank == b, w_en, 0))]
+        lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
+        reading = Signal()
+        m.d.comb += self.input.ready.eq(~self._wfull & ~reading)
+        w_addr = Cat(addr[:abits], wslot)
+        for b, ram in enumerate(banks):
+            m.d.comb += [ram.wdata.eq(self.input.payload.replicate(C)),
+                         ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
 
         # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
         oh, ow = s.out_h, s.out_w
@@ -198,15 +202,15 @@ class InputBuffer(wiring.Component):
         col = Signal(range(R + 1))
         shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
         cur = [[Signal(width, name=f"patch{r}_{c}") for c in range(R)] for r in range(R)]
-        reading, d_reading, d_col, d_xok = Signal(), Signal(), Signal(range(R + 1)), Signal()
+        d_reading, d_col, d_xok = Signal(), Signal(range(R + 1)), Signal()
         pix_last = (gpx == ow - 1) & (gpy == oh - 1)
-        for b, (rd, _) in enumerate(ports):
-            m.d.comb += rd.addr.eq(Cat((bases[b] + xcol)[:abits], rslot))
+        for b, ram in enumerate(banks):
+            m.d.comb += ram.addr.eq(Mux(reading, Cat((bases[b] + xcol)[:abits], rslot), w_addr))
         m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W))]
         # column d_col of the shadow patch: patch row r is bank (rot + r) mod R
         with m.If(d_reading):
             for r in range(R):
-                data = Array(ports[(b + r) % R][0].data for b in range(R))[rot]
+                data = Array(banks[(b + r) % R].rdata for b in range(R))[rot]
                 with m.Switch(d_col):
                     for c in range(R):
                         with m.Case(c):

@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_sim(a) -> int:
     import pathlib
-    from ternpe.hw.cosim import CosimError, check_simulator, run_cosim
+    from ternpe.flow.cosim import CosimError, check_simulator, run_cosim
     check_simulator(a.simulator)
     build = a.build_dir or str(pathlib.Path("build") / "sim" / pathlib.Path(a.export).resolve().name)
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
@@ -239,7 +239,7 @@ def _cmd_sim(a) -> int:
 
 
 def _cmd_build(a) -> int:
-    from ternpe.hw.build import build
+    from ternpe.flow.build import build
     r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock)
     res = r["resources"]
     print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s)")
@@ -253,7 +253,7 @@ def _cmd_build(a) -> int:
 
 
 def _cmd_flash(a) -> int:
-    from ternpe.hw.flash import flash
+    from ternpe.flow.flash import flash
     flash(a.bitstream, a.board)
     return 0
 
@@ -267,7 +267,7 @@ def _cmd_run(a) -> int:
     from ternpe.hw.accelerator import output_bits
     fmt = LinkFormat.of(ex, output_bits(ex))
     if a.sim:
-        from ternpe.hw.simboard import SimTransport
+        from ternpe.flow.simboard import SimTransport
         t = SimTransport(ex)
         where = "the simulated board"
     else:
@@ -300,7 +300,7 @@ def _cmd_run(a) -> int:
 
 
 def _cmd_generate(a) -> int:
-    from ternpe.hw.generate import generate
+    from ternpe.flow.generate import generate
     generate(a.export, a.out, pe=a.pe, device=a.device)
     return 0
 

@@ -2,7 +2,7 @@
 
 A transport is anything with ``write(bytes)`` and ``read(n) -> bytes`` (raising
 :class:`~ternpe.link.LinkError` on a timeout): :class:`SerialTransport` for a real board,
-``ternpe.hw.simboard.SimTransport`` for the simulated one.
+``ternpe.flow.simboard.SimTransport`` for the simulated one.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT
                        unpack_tile_words, unsigned_bits)
 
 __all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
-           "with_tile_density", "load_export",
+           "with_tile_density", "load_export", "widen",
            "read_hex", "write_hex"]
 
 FORMAT_VERSION = 1
@@ -214,6 +214,38 @@ def with_tile_density(src, dst, density: float) -> "Export":
         flat[order[:norms.size - keep]] = 0
         weights.append(l.layout.weights_from_tiles(flat.reshape(tiles.shape)))
     return rewrite_export(src, dst, weights)
+
+
+def widen(ex: Export, geometry: ArrayGeometry) -> Export:
+    """The export ``ex`` on a wider array ``P' x G`` (``P'`` a multiple of the trained ``P``).
+
+    A wider tile is the union of ``P'/P`` trained tiles of consecutive filters: it is non-zero
+    (and costs cycles) when any of its parts is. The integer network is unchanged, so the golden
+    outputs and the export id stay valid; only the tiling (and so the cycle count) changes.
+    """
+    g0 = ex.geometry
+    if geometry == g0:
+        return ex
+    if geometry.G != g0.G:
+        raise ExportError(f"--pe {geometry}: G is fixed by training (the tile's {g0.G} input channels); "
+                          f"use --pe {geometry.P}x{g0.G}, or retrain with --pe {geometry}")
+    if geometry.P % g0.P:
+        raise ExportError(f"--pe {geometry}: P'={geometry.P} must be a multiple of the trained P={g0.P} "
+                          f"(a wider tile is a union of trained tiles), e.g. --pe {2 * g0.P}x{g0.G}")
+    layers = []
+    for l in ex.layers:
+        lay = TileLayout(l.spec, geometry)
+        tiles = lay.tile_array(l.dense_weights())
+        nz = (tiles != 0).any(axis=(2, 3, 4))
+        rows, cols = np.nonzero(nz)
+        n_ch = lay.rows * geometry.P
+        rq = l.channel_requant()
+        pad = [np.concatenate([v, np.zeros(n_ch - len(v), np.int64)]) for v in (rq.mult, rq.bias, rq.shift)]
+        layers.append(ExportedLayer(l.spec, lay, tiles[rows, cols], np.concatenate([[0], np.cumsum(nz.sum(axis=1))]),
+                                    cols, RequantParams(*pad), l.acc_bits, l.bias_bits))
+    manifest = {**ex.manifest, "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
+                "trained_geometry": {"P": g0.P, "G": g0.G}}
+    return Export(ex.path, manifest, geometry, ex.act_bits, layers, ex.golden)
 
 
 def load_export(path, *, check_golden: bool = True) -> Export:

@@ -55,7 +55,7 @@ def test_train_bad_input(capsys, tmp_path, args, msg):
 
 
 def test_train_file_dataset_without_dir(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "--dataset", "mnist", "--out", str(tmp_path / "r"))
+    code, _, err = run(capsys, "train", "--dataset", "fashion-mnist", "--out", str(tmp_path / "r"))
     assert code == 1 and "--data-dir" in err
 
 
@@ -172,7 +172,7 @@ def test_flash_and_build_refuse_bad_input(quick_run, tmp_path):
 def test_build_checks_the_fit_before_synthesis(quick_run):
     import dataclasses
     from ternpe.hw.boards import BOARDS
-    from ternpe.hw.build import BuildError, fit
+    from ternpe.flow.build import BuildError, fit
     from ternpe.image import load_export
     ex = load_export(quick_run["export"])
     tiny = dataclasses.replace(BOARDS["icebreaker"], resources={**BOARDS["icebreaker"].resources, "bram": 2})

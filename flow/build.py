@@ -19,8 +19,8 @@ import time
 from ternpe.image import load_export
 from ternpe.link import CMD_INFER, reply_length, request_length
 from ternpe.tools import require, tool_env
-from .accelerator import GenerateError, cycle_model, memory_shapes
-from .boards import BOARDS, BoardTop
+from ternpe.hw.accelerator import GenerateError, cycle_model, memory_shapes
+from ternpe.hw.boards import BOARDS, BoardTop
 
 __all__ = ["BuildError", "block_rams", "fit", "build"]
 

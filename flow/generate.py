@@ -9,7 +9,7 @@ from amaranth.back import verilog
 
 from ternpe.contract import ArrayGeometry
 from ternpe.image import load_export
-from .accelerator import Accelerator, GenerateError, memory_bits
+from ternpe.hw.accelerator import Accelerator, GenerateError, memory_bits
 
 __all__ = ["DEVICES", "build_accelerator", "generate"]
 

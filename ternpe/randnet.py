@@ -1,0 +1,114 @@
+"""Seeded random integer networks written as exports, without training.
+
+The hardware is tested over many shapes (input sizes, channel counts, kernels, strides, pools,
+1x1 convolutions, hidden fc layers, tile densities) with these; a trained network is only one
+case. Requantizers are chosen from the accumulators of the random inputs so that activations
+spread over their range (neither all zero nor all saturated), which is what exercises the
+arithmetic.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .contract import (ArrayGeometry, ContractError, LayerSpec, TileLayout, conv_accumulate, maxpool2x2, requant_params,
+                       requantize, run_integer_network)
+from .image import load_export, write_export
+
+__all__ = ["parse_layers", "random_export", "random_specs"]
+
+
+def parse_layers(text: str, shape, classes: int) -> list:
+    """Layer specs from ``"c16,p,c32s2,c16k1,fc32,fc10"`` over an input ``(H, W, C)``.
+
+    ``cN`` conv 3x3 pad 1 with N filters (``kK``: K x K, pad K//2; ``s2``: stride 2); ``p``: a
+    2x2 max-pool after the previous conv; ``fcN``: fully connected. The last item must be an fc
+    layer with ``classes`` outputs."""
+    h, w, c = shape
+    specs = []
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    for n, item in enumerate(items):
+        if item == "p":
+            if not specs or specs[-1].kind != "conv" or specs[-1].pool:
+                raise ContractError(f"layer spec {text!r}: 'p' must follow a conv")
+            last = specs.pop()
+            d = last.to_dict()
+            d["pool"] = 2
+            specs.append(LayerSpec(**d))
+            h, w = specs[-1].out_h, specs[-1].out_w
+            continue
+        m = re.fullmatch(r"c(\d+)(?:k(\d+))?(?:s(\d+))?|fc(\d+)", item)
+        if m is None:
+            raise ContractError(f"layer spec {text!r}: {item!r} is not cN[kK][sS], p or fcN")
+        name = f"l{len(specs) + 1}"
+        if m.group(4):
+            specs.append(LayerSpec(name, "fc", h * w * c, int(m.group(4))))
+            h, w, c = 1, 1, int(m.group(4))
+        else:
+            k, s = int(m.group(2) or 3), int(m.group(3) or 1)
+            specs.append(LayerSpec(name, "conv", c, int(m.group(1)), in_h=h, in_w=w, k=k, stride=s, pad=k // 2))
+            h, w, c = specs[-1].out_h, specs[-1].out_w, specs[-1].cout
+    if not specs or specs[-1].kind != "fc" or specs[-1].cout != classes:
+        raise ContractError(f"layer spec {text!r}: the last layer must be fc{classes}")
+    last = specs[-1].to_dict()
+    last["relu"] = False
+    specs[-1] = LayerSpec(**last)
+    return specs
+
+
+def random_specs(rng: np.random.Generator, G: int) -> tuple:
+    """A random small network the hardware admits: ``(shape, spec text)``. Hidden widths are
+    multiples of ``G`` (a hidden layer's input channels must fill whole words)."""
+    size = int(rng.choice([6, 8, 10, 12]))
+    cin = int(rng.choice([1, 2, 3]))
+    width = lambda: int(rng.choice([G, 2 * G]))
+    parts = [f"c{width()}{'k5' if rng.random() < 0.3 else ''}"]
+    if rng.random() < 0.7:
+        parts.append("p")
+    if rng.random() < 0.6:
+        parts.append(f"c{width()}{rng.choice(['', 'k1'])}{'s2' if rng.random() < 0.3 else ''}")
+    if rng.random() < 0.5:
+        parts.append(f"fc{width()}")
+    parts.append(f"fc{int(rng.choice([3, 5, 10]))}")
+    return (size, size, cin), ",".join(parts)
+
+
+def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float = 0.6, samples: int = 2,
+                  seed: int = 0, act_bits: int = 8):
+    """Write a random ternary network of ``layers`` (see :func:`parse_layers`) over ``shape``
+    with about ``density`` of its tiles non-zero, and its golden outputs; returns the loaded export."""
+    rng = np.random.default_rng(seed)
+    geometry = ArrayGeometry.parse(pe)
+    classes = int(re.findall(r"fc(\d+)", layers)[-1])
+    specs = parse_layers(layers, shape, classes)
+    x = rng.integers(0, 1 << act_bits, (samples, *shape))
+    a = x.astype(np.int64)
+    weights, requants = [], []
+    for spec in specs:
+        lay = TileLayout(spec, geometry)
+        w = rng.choice([-1, 0, 1], size=spec.weight_shape, p=[0.35, 0.3, 0.35]).astype(np.int64)
+        tiles = lay.tile_array(w)
+        dead = rng.random((lay.rows, lay.cols)) > density
+        dead.flat[rng.integers(dead.size)] = False         # at least one tile stays
+        tiles[dead] = 0
+        w = lay.weights_from_tiles(tiles)
+        acc = conv_accumulate(a, w, spec)
+        flat = acc.reshape(-1, spec.cout).astype(np.float64)
+        spread = flat.std(axis=0) + 1.0
+        top = (1 << act_bits) - 1
+        m_real = (top / 4) / spread * rng.uniform(0.5, 1.5, spec.cout)
+        b_real = (top / 3) - flat.mean(axis=0) * m_real
+        rq = requant_params(m_real, b_real)
+        weights.append(w)
+        requants.append(rq)
+        a = requantize(acc, rq, relu=spec.relu, act_bits=act_bits)
+        if spec.pool:
+            a = maxpool2x2(a)
+    outs = run_integer_network(x, specs, weights, requants, act_bits=act_bits)
+    golden = {"inputs": x.astype(np.uint8), "labels": np.zeros(samples, np.int64), "logits": outs[-1],
+              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
+    write_export(out, geometry=geometry, act_bits=act_bits, specs=specs, weights=weights, requants=requants,
+                 golden=golden, logit_scale=1.0, meta={"random": {"layers": layers, "seed": seed, "density": density}})
+    return load_export(out)

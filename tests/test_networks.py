@@ -1,0 +1,82 @@
+"""The whole accelerator over many networks, not one: bit-exact against the integer model and
+cycles == the cycle model, in amaranth.sim. Each network is a seeded random export (no
+training); the trained ones are covered in test_hw.py and gateware_tests/."""
+
+import numpy as np
+import pytest
+
+from ternpe.contract import ArrayGeometry
+from ternpe.hw.accelerator import Accelerator, cycle_model
+from ternpe.image import widen
+from ternpe.randnet import random_export, random_specs
+from ternpe.flow.sim import simulate
+
+NETWORKS = {
+    "digits-cnn": ((8, 8, 1), "c16,p,c32,p,fc10", "1x16"),
+    "mnist-28x28": ((28, 28, 1), "c8,p,c16,p,fc10", "8x8"),
+    "rgb-32x32": ((32, 32, 3), "c8,p,c16,p,fc10", "8x8"),
+    "five-layers-1x1": ((8, 8, 2), "c16,p,c16k1,c32,p,fc16,fc10", "4x16"),
+    "stride-2": ((10, 10, 1), "c16,c32s2,fc10", "2x16"),
+    "no-pool-hidden-fc": ((6, 6, 3), "c8,c8,fc16,fc5", "2x8"),
+    "5x5-kernels": ((12, 12, 1), "c16k5,p,c16k5,p,fc10", "4x16"),
+}
+
+
+def check(ex, n=2, **kw):
+    acc = Accelerator(ex)
+    res = simulate(acc, ex.golden["inputs"][:n], **kw)
+    assert res["logits"].tolist() == ex.golden["logits"][:n].tolist()
+    assert res["classes"].tolist() == ex.golden["classes"][:n].tolist()
+    model = cycle_model(ex)
+    assert res["cycles"].tolist() == [model["total"]] * n
+    return res, model
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_bit_exact_and_cycles_follow_the_model(name, tmp_path):
+    shape, layers, pe = NETWORKS[name]
+    ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, seed=len(name))
+    check(ex)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_networks(seed, tmp_path):
+    rng = np.random.default_rng(100 + seed)
+    G = int(rng.choice([8, 16]))
+    P = int(rng.choice([1, 2, 4]))
+    shape, layers = random_specs(rng, G)
+    ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{P}x{G}", density=float(rng.uniform(0.2, 1)),
+                       seed=seed)
+    check(ex)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
+    """--pe P'xG at generate time: the same export on a wider array. A wide tile is skipped only
+    when all its parts are pruned, so the cycles fall by at most the factor."""
+    ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="2x16", density=0.5, seed=7)
+    wide = widen(ex, ArrayGeometry(2 * factor, 16))
+    assert wide.geometry.P == 2 * factor
+    for narrow_l, wide_l in zip(ex.layers, wide.layers):
+        # a wide tile is non-zero iff one of its parts is
+        parts = np.zeros((wide_l.layout.rows, wide_l.layout.cols), bool)
+        rows = np.repeat(np.arange(narrow_l.layout.rows), np.diff(narrow_l.rowptr))
+        parts[rows // factor, narrow_l.cols] = True
+        got = np.zeros_like(parts)
+        got[np.repeat(np.arange(wide_l.layout.rows), np.diff(wide_l.rowptr)), wide_l.cols] = True
+        assert (got == parts).all()
+    _, m_wide = check(wide)
+    m_narrow = cycle_model(ex)
+    assert m_wide["total"] < m_narrow["total"]
+    assert m_narrow["total"] / m_wide["total"] <= factor
+
+
+def test_next_image_loads_while_this_one_computes(tmp_path):
+    """Back-to-back images: the classes come out ``throughput`` cycles apart, not load + compute."""
+    ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="2x16", density=0.7,
+                       samples=3, seed=3)
+    res, model = check(ex, n=3, overlap=True)
+    gaps = np.diff(res["done_at"])
+    assert gaps.tolist() == [model["throughput"]] * 2
+    assert res["done_at"][0] == model["latency"]
+    assert model["throughput"] < model["load"] + model["total"]
