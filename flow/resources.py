@@ -21,7 +21,8 @@ import math
 from ternpe.contract import ArrayGeometry, ContractError
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
 
-__all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "estimate", "check_fit", "auto_geometry"]
+__all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "estimate", "check_fit",
+           "auto_geometry", "format_plan"]
 
 
 class FitError(ContractError):
@@ -30,7 +31,7 @@ class FitError(ContractError):
 
 #: Fitted per family: lut/ff = c0 + c1*lanes + c2*pes + c3*window (see bench/resources.py).
 COEFFICIENTS = {
-    "ice40": {"lut": (3000.0, 1.0, 1.0, 1.0), "ff": (1500.0, 1.0, 1.0, 0.5)},
+    "ice40": {"lut": (3000.0, 1.0, 1.0, 1.0)},
     "ecp5": {"lut": (3000.0, 1.0, 1.0, 1.0), "ff": (1500.0, 1.0, 1.0, 0.5)},
 }
 
@@ -53,33 +54,80 @@ def block_rams(family: str, width: int, depth: int) -> int:
     return min(math.ceil(width / w) * math.ceil(max(depth, 1) / d) for w, d in BRAM_SHAPES[family])
 
 
+def uses_spram(ex, device: Device | str) -> bool:
+    """On a device with SPRAM (iCE40 UP5K), the input banks of a window-mode first layer go to one
+    SPRAM each: they are written after configuration anyway, and the block RAMs stay free for
+    the weights and activations, which need initial contents or 128-bit reads."""
+    from ternpe.hw.accelerator import _plans, memory_shapes
+    from ternpe.hw.spram import SPRAM_DEPTH, SPRAM_WIDTH
+    dev = DEVICES[device] if isinstance(device, str) else device
+    if not dev.spram or not _plans(ex)[0].window:
+        return False
+    banks = [v for k, v in memory_shapes(ex).items() if k.startswith("input bank")]
+    cin = ex.layers[0].spec.cin
+    return (len(banks) <= dev.spram and all(w <= SPRAM_WIDTH and d <= SPRAM_DEPTH for w, d in banks)
+            and (cin == 1 or ex.act_bits % 4 == 0))
+
+
+def memory_plan(ex, device: Device | str) -> dict:
+    """``{memory: (width, depth, kind, blocks)}``: which memory holds what, in how many blocks
+    (``kind`` is ``"bram"`` or ``"spram"``)."""
+    from ternpe.hw.accelerator import memory_shapes
+    dev = DEVICES[device] if isinstance(device, str) else device
+    spram = uses_spram(ex, dev)
+    plan = {}
+    for k, (w, d) in memory_shapes(ex).items():
+        if spram and k.startswith("input bank"):
+            plan[k] = (w, d, "spram", 1)
+        else:
+            plan[k] = (w, d, "bram", block_rams(dev.family, w, d))
+    return plan
+
+
+def format_plan(plan: dict, device: Device | str) -> str:
+    """The memory plan as a table (what ``ternpe generate`` prints)."""
+    dev = DEVICES[device] if isinstance(device, str) else device
+    lines = [f"  {'memory':<24}{'width x depth':>16}  {'in':<6}{'blocks':>6}"]
+    for k, (w, d, kind, n) in plan.items():
+        lines.append(f"  {k:<24}{f'{w} x {d}':>16}  {kind:<6}{n:>6}")
+    bram = sum(n for *_, kind, n in plan.values() if kind == "bram")
+    spram = sum(n for *_, kind, n in plan.values() if kind == "spram")
+    lines.append(f"  {'total':<24}{'':>16}  {'bram':<6}{bram:>6} of {dev.bram}"
+                 + (f", spram {spram} of {dev.spram}" if dev.spram else ""))
+    return "\n".join(lines)
+
+
 def estimate(ex, device: Device | str) -> dict:
     """Resources of the accelerator of ``ex`` on ``device``: ``{lut, ff, bram, spram, dsp,
     per_memory}`` (the host link and UART of a board top included in lut/ff)."""
-    from ternpe.hw.accelerator import memory_shapes
     dev = DEVICES[device] if isinstance(device, str) else device
     f = features(ex)
     co = COEFFICIENTS[dev.family]
     lut = co["lut"][0] + sum(c * x for c, x in zip(co["lut"][1:], f))
-    ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f))
-    mems = memory_shapes(ex)
-    per = {k: block_rams(dev.family, w, d) for k, (w, d) in mems.items()}
+    # an iCE40 logic cell is a LUT and a flip-flop: nextpnr counts cells, so there is no FF figure
+    ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f)) if "ff" in co else None
+    plan = memory_plan(ex, dev)
+    per = {k: n for k, (w, d, kind, n) in plan.items()}
     acc = max(l.acc_bits for l in ex.layers)
     dsp = ex.geometry.P * math.ceil(acc / dev.mult_width)
-    return {"lut": int(round(lut)), "ff": int(round(ff)), "bram": sum(per.values()), "spram": 0, "dsp": dsp,
-            "per_memory": per, "memory_shapes": mems}
+    return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
+            "bram": sum(n for *_, kind, n in plan.values() if kind == "bram"),
+            "spram": sum(n for *_, kind, n in plan.values() if kind == "spram"), "dsp": dsp,
+            "per_memory": per, "plan": plan, "spram_input": uses_spram(ex, dev)}
 
 
-def _over(est: dict, dev: Device) -> list:
+def _over(est: dict, dev: Device, logic: bool = True) -> list:
     have = dev.as_dict()
-    return [k for k in ("lut", "ff", "bram", "spram", "dsp") if est[k] > have[k]]
+    keys = ("lut", "ff", "bram", "spram", "dsp") if logic else ("bram", "spram", "dsp")
+    return [k for k in keys if est[k] is not None and est[k] > have[k]]
 
 
-def check_fit(ex, device: Device | str) -> dict:
-    """:func:`estimate`, or :class:`FitError` naming every resource that does not fit."""
+def check_fit(ex, device: Device | str, *, logic: bool = True) -> dict:
+    """:func:`estimate`, or :class:`FitError` naming every resource that does not fit
+    (``logic=False``: memories and multipliers only)."""
     dev = DEVICES[device] if isinstance(device, str) else device
     est = estimate(ex, dev)
-    over = _over(est, dev)
+    over = _over(est, dev, logic)
     if not over:
         return est
     have = dev.as_dict()

@@ -34,10 +34,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, unsigned_bits
+from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, signed_bits, unsigned_bits
 from .array import PEArray
-from .controller import Controller, OpTag
-from .input import InputBuffer, gather_cycles, input_memories
+from .controller import Controller, OpTag, write_elements
+from .input import InputBuffer, gather_cycles, gather_setup, input_memories
 from .pe import pe_latency
 from .requant import Requantizer, requant_out_bits
 from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
@@ -96,10 +96,24 @@ def _plans(ex) -> list:
     return plans
 
 
+def logit_bits(ex) -> int:
+    """Width that holds every logit: per channel ``(acc * mult + bias) >> shift`` at the extremes
+    of the accumulator (``+-fan_in * (2**act_bits - 1)``), from the export's own constants."""
+    last = ex.layers[-1]
+    s = last.spec
+    amax = s.cin * s.k * s.k * ((1 << ex.act_bits) - 1)
+    rq = last.channel_requant()
+    lo = hi = 0
+    for mult, bias, shift in zip(rq.mult.tolist(), rq.bias.tolist(), rq.shift.tolist()):
+        for acc in (-amax, amax):
+            y = (acc * mult + bias) >> shift
+            lo, hi = min(lo, y), max(hi, y)
+    return signed_bits(lo, hi)
+
+
 def output_bits(ex) -> int:
-    """Width of the output stream: an unclamped logit, or the class index."""
-    res = requant_out_bits(max(l.acc_bits for l in ex.layers), max(l.bias_bits for l in ex.layers))
-    return max(res, unsigned_bits(ex.layers[-1].spec.cout) + 1)
+    """Width of the output stream: a logit, or the class index."""
+    return max(logit_bits(ex), unsigned_bits(ex.layers[-1].spec.cout) + 1)
 
 
 def drain_cycles(geometry) -> int:
@@ -132,10 +146,9 @@ def cycle_model(ex, *, drain: int | None = None) -> dict:
         s = l.spec
         busy = s.out_h * s.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
         if p.window:
-            gc = gather_cycles(s)
             pixels = s.out_h * s.out_w
-            run = (pixels - 1) * max(p.ops_pp, gc) + p.ops_pp
-            cycles = gc + run + drain
+            run = (pixels - 1) * max(p.ops_pp, gather_cycles(s)) + p.ops_pp
+            cycles = gather_setup(s) + run + drain
         else:
             cycles = 1 + p.ops + drain
         layers.append({"name": s.name, "ops": p.ops, "cycles": cycles, "busy_ops": busy,
@@ -278,17 +291,19 @@ class Accelerator(wiring.Component):
         # the op register: the controller's counters end here, the memories start here
         op = Signal.like(ctrl.op)
         m.d.sync += op.eq(ctrl.op)
-        addr = Signal(24)
+        addr = Signal(len(op.act_addr))
         m.d.comb += [addr.eq(op.act_addr + op.col), a_rd.addr.eq(addr), inb.rd_addr.eq(addr),
                      wb.word_addr.eq(op.word_addr)]
         # stage 1: memory data arrives; window-mode lanes are picked from the input patch
-        s1 = Signal.like(op)
-        m.d.sync += s1.eq(op)
+        late = data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "j": len(op.j),
+                                  "tag": OpTag(ex)})
+        s1 = Signal(late)
+        m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
         m.d.comb += [inb.win_q.eq(s1.tag.q), inb.win_j.eq(s1.j)]
         first = inb.win_word if self.plans[0].window else inb.rd_data
         act_word = Mux(s1.tag.layer == 0, first, a_rd.data)
         # stage 2: everything registered (block RAM outputs are slow: nothing follows them)
-        s2 = Signal.like(op)
+        s2 = Signal(late)
         s2_act, s2_w = Signal(g.G * A), Signal(g.word_bits)
         m.d.sync += [s2.eq(s1), s2_act.eq(Mux(s1.inb & ~s1.empty, act_word, 0)),
                      s2_w.eq(Mux(s1.empty, 0, wb.word))]
@@ -348,11 +363,18 @@ class Accelerator(wiring.Component):
         const_logits = requantize(np.zeros(self.classes, np.int64), last_l.channel_requant(), relu=False,
                                   act_bits=A)
         empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.classes))}
-        logits = [Signal(signed(self.res_bits), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
+        lb = logit_bits(ex)
+        logits = [Signal(signed(lb), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
                   for c in range(self.classes)]
         fill_mask, fill_data = Signal(G), Signal(G * A)
-        w_idx = Signal(len(tq.e) + 1)
-        m.d.comb += w_idx.eq(tq.e + (tq.r << _log2(P)))
+        # the element index of the result's pixel: restarts with a layer, steps by cout per pixel
+        e_wb, e_now = Signal(range(write_elements(ex) + 1)), Signal(range(write_elements(ex) + 1))
+        couts = Array(Const(l.spec.cout, 16) for l in ex.layers)
+        new_pix = res_valid & tq.pix_first & (tq.q == 0)
+        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, 0, e_wb + couts[tq.layer]), e_wb))
+        m.d.sync += e_wb.eq(e_now)
+        w_idx = Signal(len(e_wb) + 1)
+        m.d.comb += w_idx.eq(e_now + (tq.r << _log2(P)))
         with m.Switch(tq.layer):
             for i, l in enumerate(ex.layers):
                 s = l.spec
@@ -377,7 +399,7 @@ class Accelerator(wiring.Component):
                                     with m.Case(row):
                                         for p in range(P):
                                             if row * P + p < self.classes and row * P + p not in empty_last:
-                                                m.d.sync += logits[row * P + p].eq(requants[p].out)
+                                                m.d.sync += logits[row * P + p].eq(requants[p].out[:lb])
         w_en = Signal()
         m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
         lane_mask = Signal(G)

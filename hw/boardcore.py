@@ -24,9 +24,9 @@ class BoardCore(wiring.Component):
     busy, error : Out(1)   for LEDs
     """
 
-    def __init__(self, export, *, divisor: int, timeout_cycles: int):
+    def __init__(self, export, *, divisor: int, timeout_cycles: int, spram: bool = False):
         self.divisor = divisor
-        self.link = HostLink(export, timeout_cycles=timeout_cycles)
+        self.link = HostLink(export, timeout_cycles=timeout_cycles, spram=spram)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

@@ -16,6 +16,7 @@ from amaranth.build import Attrs, Pins, Resource, Subsignal
 
 from .boardcore import BoardCore
 from .uart import divisor
+from ternpe.devices import DEVICES
 
 __all__ = ["BOARDS", "Board", "BoardTop", "ice40_pll", "ecp5_pll"]
 
@@ -28,28 +29,32 @@ class Board:
     clk_in_hz: float
     clock_hz: float          # the accelerator's clock (PLL output), chosen by measurement
     baud: int
-    resources: dict          # what the device has: lut, ff, bram, spram, dsp
+    device: str              # a ternpe.devices.DEVICES key
     programmer: str          # iceprog | openFPGALoader
     uart_note: str = "the board's USB-serial bridge"
     uart_pins: tuple = ()    # (rx, tx) pins when the board has no UART resource
     bitstream_ext: str = "bin"
+
+    @property
+    def resources(self) -> dict:
+        """What the device has: lut, ff, bram, spram, dsp."""
+        return DEVICES[self.device].as_dict()
 
     def platform_class(self):
         mod, cls = self.platform.split(":")
         return getattr(importlib.import_module(mod), cls)
 
 
-_UP5K = {"lut": 5280, "ff": 5280, "bram": 30, "spram": 4, "dsp": 8}
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12e6, 30e6, 3_000_000,
-          _UP5K, "iceprog"),
-    Board("upduino", "amaranth_boards.upduino_v3:UpduinoV3Platform", "ice40", 12e6, 30e6, 3_000_000, _UP5K,
+          "up5k", "iceprog"),
+    Board("upduino", "amaranth_boards.upduino_v3:UpduinoV3Platform", "ice40", 12e6, 30e6, 3_000_000, "up5k",
           "iceprog", uart_note="a 3.3 V USB-serial adapter on header pins 2 (board RX) and 46 (board TX)",
           uart_pins=("2", "46")),
     Board("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25e6, 100e6, 3_000_000,
-          {"lut": 83640, "ff": 83640, "bram": 208, "spram": 0, "dsp": 156}, "openFPGALoader", bitstream_ext="bit"),
+          "ecp5-85f", "openFPGALoader", bitstream_ext="bit"),
     Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 100e6,
-          3_000_000, {"lut": 24288, "ff": 24288, "bram": 56, "spram": 0, "dsp": 28}, "openFPGALoader",
+          3_000_000, "ecp5-25f", "openFPGALoader",
           uart_note="a 3.3 V USB-serial adapter on feather pins 0 (board RX, N17) and 1 (board TX, M18)",
           uart_pins=("N17", "M18"), bitstream_ext="bit"),
 ]}
@@ -100,14 +105,15 @@ def ecp5_pll(f_in: float, f_out: float) -> dict:
 class BoardTop(Elaboratable):
     """The bitstream's top: PLL -> ``sync``, UART pins, LEDs, :class:`BoardCore`."""
 
-    def __init__(self, export, board: Board, *, clock_hz: float | None = None, baud: int | None = None):
+    def __init__(self, export, board: Board, *, clock_hz: float | None = None, baud: int | None = None,
+                 spram: bool = False):
         self.board = board
         want = clock_hz or board.clock_hz
         self.pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, want)
         self.clock_hz = self.pll["f_out"]
         self.baud = baud or board.baud
         self.divisor = divisor(self.clock_hz, self.baud)
-        self.core = BoardCore(export, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05))
+        self.core = BoardCore(export, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05), spram=spram)
 
     def elaborate(self, platform):
         m = Module()

@@ -39,18 +39,32 @@ def write_elements(export) -> int:
 
 def OpTag(export) -> data.StructLayout:
     """Where an op's result belongs; travels with the op through the array and the requantizers.
-    ``e`` is the flattened ``(h, w, c)`` index of the op's pixel's first channel."""
+    ``pix_first``: the op is in its pixel's first row; ``layer_first``: in the layer's first pixel
+    (the write-back counts pixels from these, so no address travels down the pipeline)."""
     ls = export.layers
     return data.StructLayout({"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
-                              "q": 2, "e": range(write_elements(export) + 1), "last_q": 1})
+                              "q": 2, "last_q": 1, "pix_first": 1, "layer_first": 1})
 
 
-def Op(export, word_addr_bits: int, col_bits: int) -> data.StructLayout:
+def act_addr_shape(export, read_bases) -> tuple:
+    """(signed counter width, unsigned address width) of the input-address counters: they run a
+    little outside the map (padding, masked by ``inb``)."""
+    lo, hi = 0, 1
+    G = export.geometry.G
+    for l, base in zip(export.layers, read_bases):
+        s = l.spec
+        cw = max(1, s.cin // G)
+        lo = min(lo, base - (s.pad * s.in_w + s.pad) * cw)
+        hi = max(hi, base + (s.in_h + 2 * s.k + 2) * (s.in_w + 2 * s.k + 2) * cw)
+    return unsigned_bits(max(-lo, hi)) + 1, unsigned_bits(hi)
+
+
+def Op(export, word_addr_bits: int, col_bits: int, addr_bits: int = 24) -> data.StructLayout:
     """One op: read the activation word ``act_addr + col`` (zero when ``inb`` is low: padding)
     and add it under weight word ``word_addr`` (zero when ``empty``: a row without tiles);
     ``clear`` starts a sum, ``last`` ends it; ``j`` is the word of the tile (window mode)."""
     max_words = max(l.layout.words_per_tile for l in export.layers)
-    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": 24,
+    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": addr_bits,
                               "col": col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits,
                               "tag": OpTag(export)})
 
@@ -65,7 +79,7 @@ def _layer_constants(spec, layout, G: int, read_base: int) -> dict:
             "nq1": (4 if spec.pool else 1) - 1, "k1": k - 1, "cw": cw, "kwrap": (spec.in_w - (k - 1)) * cw,
             "pxstep": step * cw, "pystep": step * spec.in_w * cw, "init": read_base - (pad * spec.in_w + pad) * cw,
             "qoff": [0, s * cw, s * spec.in_w * cw, (s * spec.in_w + s) * cw], "s": s, "step": step,
-            "pad": pad, "in_h": spec.in_h, "in_w": spec.in_w, "cout": spec.cout}
+            "pad": pad, "in_h": spec.in_h, "in_w": spec.in_w}
 
 
 class Controller(wiring.Component):
@@ -106,12 +120,13 @@ class Controller(wiring.Component):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
         self.read_bases = read_bases
         self.n_layers = len(export.layers)
+        self.addr_bits = act_addr_shape(export, read_bases)
         self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
                        for l, b in zip(export.layers, read_bases)]
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "op": Out(Op(export, word_addr_bits, col_bits)), "win_ok": In(1), "win_adv": Out(1),
+            "op": Out(Op(export, word_addr_bits, col_bits, self.addr_bits[1])), "win_ok": In(1), "win_adv": Out(1),
         })
 
     def _constant_registers(self, m, layer, load):
@@ -161,8 +176,7 @@ class Controller(wiring.Component):
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
         wa, wa_row = Signal(len(op.word_addr) + 1), Signal(len(op.word_addr) + 1)
         drain = Signal(range(self.drain + 1))
-        e = Signal.like(op.tag.e)
-        addr_shape = signed(26)
+        addr_shape = signed(self.addr_bits[0])
         pix_addr, row_addr, k_addr = Signal(addr_shape), Signal(addr_shape), Signal(addr_shape)
         pos = signed(unsigned_bits(2 * max_in + 2 * max_k + 4) + 1)
         oy0, ox0 = Signal(pos), Signal(pos)            # input row/column of the pixel's window origin
@@ -179,8 +193,9 @@ class Controller(wiring.Component):
         inside = (iy >= 0) & (iy < c["in_h"]) & (ix >= 0) & (ix < c["in_w"])
         m.d.comb += [op.inb.eq(c["window"] | inside),
                      op.act_addr.eq(pix_addr + Array(c["qoff"])[q] + k_addr)]
-        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q), op.tag.e.eq(e),
-                     op.tag.last_q.eq(q == c["nq1"])]
+        m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q),
+                     op.tag.last_q.eq(q == c["nq1"]), op.tag.pix_first.eq(t_row == c["list"]),
+                     op.tag.layer_first.eq((px == 0) & (py == 0))]
 
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -192,7 +207,7 @@ class Controller(wiring.Component):
             with m.State("SETUP"):
                 m.d.comb += [self.busy.eq(1), t_next.eq(c["list"])]
                 m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]), wa_row.eq(c["wbase"]),
-                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0), e.eq(0),
+                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
                              pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
                              oy0.eq(-c["pad"]), ox0.eq(-c["pad"])]
                 with m.If(~c["window"] | self.win_ok):
@@ -234,7 +249,7 @@ class Controller(wiring.Component):
                         with m.Else():                  # next output pixel
                             m.d.comb += t_next.eq(c["list"])
                             m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]),
-                                         wa_row.eq(c["wbase"]), e.eq(e + c["cout"])]
+                                         wa_row.eq(c["wbase"])]
                             with m.If(px != c["out_w1"]):
                                 m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
                                              ox0.eq(ox0 + c["step"])]

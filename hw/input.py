@@ -37,9 +37,15 @@ def patch_rows(spec) -> int:
     return spec.k + 1 if spec.pool else spec.k
 
 
-def gather_cycles(spec) -> int:
-    """Cycles from the start of a patch gather to the patch being ready, back to back."""
+def gather_setup(spec) -> int:
+    """Cycles from ``start`` to the first patch being ready (the layer's setup)."""
     return patch_rows(spec) + 2
+
+
+def gather_cycles(spec) -> int:
+    """Fewest cycles between two patch hand-overs: ``win_adv`` is registered, ``R`` column reads,
+    the last column lands."""
+    return patch_rows(spec) + 3
 
 
 def _log2ceil(n: int) -> int:
@@ -236,9 +242,9 @@ class InputBuffer(wiring.Component):
                     m.next = "LAST"
             with m.State("LAST"):           # the last column lands in the shadow
                 m.next = "HOLD"
-            with m.State("HOLD"):
-                m.d.comb += self.win_ok.eq(1)
-                with m.If(self.win_adv):
+            with m.State("HOLD"):           # win_adv is acted on one cycle later (adv[1]): a short path
+                m.d.comb += self.win_ok.eq(~adv[1])      # taken: not ready again
+                with m.If(adv[1]):
                     m.d.sync += col.eq(0)
                     with m.If(pix_last):
                         m.next = "IDLE"

@@ -138,8 +138,10 @@ def _parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("export", help="export directory written by `ternpe export`")
     gen.add_argument("--out", required=True, help="directory for the Verilog")
-    gen.add_argument("--pe", default=None, help="check the array geometry PxG against the export's")
-    gen.add_argument("--device", default=None, help="check the memories fit: up5k, ecp5-25f, ecp5-85f")
+    gen.add_argument("--pe", default=None, help="array P'xG to generate: P' a multiple of the trained P (a wider "
+                                                "tile is skipped when all its trained parts are pruned), or auto: "
+                                                "the widest that fits --device (default: as trained)")
+    gen.add_argument("--device", default=None, help="check the fit and print the memory plan: up5k, ecp5-25f, ecp5-85f")
 
     sm = sub.add_parser("sim", help="co-simulate the generated Verilog against the golden outputs",
                         description="Generate the accelerator's Verilog for an export, simulate it with cocotb on "
@@ -151,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"),
                     help="event-driven Icarus Verilog or compiled Verilator (default: %(default)s)")
     sm.add_argument("--samples", type=int, default=None, help="golden samples to run (default: all in the export)")
+    sm.add_argument("--pe", default=None, help="array P'xG to simulate (P' a multiple of the trained P; default: as trained)")
     sm.add_argument("--waves", action="store_true", help="write a waveform (FST/VCD) into the build directory")
     sm.add_argument("--build-dir", default=None, help="where the Verilog and the simulator's build go "
                                                       "(default: build/sim/<export name>)")
@@ -167,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
                         epilog=_BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bd.add_argument("export", help="export directory written by `ternpe export`")
     bd.add_argument("--board", required=True, help=boards)
+    bd.add_argument("--pe", default=None, help="array P'xG (P' a multiple of the trained P), or auto: the widest "
+                                               "array the board's device takes (default: as trained)")
     bd.add_argument("--clock", type=float, default=None, help="accelerator clock in MHz (default: the board's, "
                                                               "chosen by measurement)")
     bd.add_argument("--out", default="bitstreams", help="where <board>/<export>.bin|bit and .report.json go "
@@ -204,7 +209,7 @@ def _cmd_sim(a) -> int:
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
     try:
         res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
-                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed)
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe)
         failure = None
     except CosimError as err:
         if err.results is None:
@@ -240,14 +245,15 @@ def _cmd_sim(a) -> int:
 
 def _cmd_build(a) -> int:
     from ternpe.flow.build import build
-    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock)
+    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe)
     res = r["resources"]
-    print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s)")
+    print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s), PE {r['geometry']}")
     print(f"  clock {r['clock_mhz']:.2f} MHz (fmax {r['fmax_mhz']:.2f} MHz, timing met)")
     for k, v in res.items():
         if isinstance(v, dict):
             print(f"  {k:<6} {v['used']:>6} / {v['available']}")
-    print(f"  {r['cycles_per_inference']} cycles per inference: {r['inferences_per_s_compute']:,.0f} inferences/s "
+    print(f"  {r['cycles_per_inference']} cycles per inference (throughput {r['throughput_cycles']} with the next image "
+          f"loading meanwhile): {r['inferences_per_s_compute']:,.0f} inferences/s "
           f"compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
     return 0
 

@@ -171,11 +171,12 @@ def test_flash_and_build_refuse_bad_input(quick_run, tmp_path):
 
 def test_build_checks_the_fit_before_synthesis(quick_run):
     import dataclasses
-    from ternpe.hw.boards import BOARDS
-    from ternpe.flow.build import BuildError, fit
+    from ternpe.devices import DEVICES
+    from ternpe.flow.resources import FitError, check_fit
     from ternpe.image import load_export
     ex = load_export(quick_run["export"])
-    tiny = dataclasses.replace(BOARDS["icebreaker"], resources={**BOARDS["icebreaker"].resources, "bram": 2})
-    with pytest.raises(BuildError, match=r"needs \d+ block RAMs \(weights \d+ .*; the board has 2\. Prune more"):
-        fit(ex, tiny)
-    assert fit(ex, BOARDS["icebreaker"])["bram"] <= 30
+    tiny = dataclasses.replace(DEVICES["up5k"], bram=2)
+    with pytest.raises(FitError, match=r"(?s)does not fit up5k:\n  bram: needs \d+, up5k has 2\n  block RAMs by memory: "
+                                       r"weights \d+.*fix: "):
+        check_fit(ex, tiny)
+    assert check_fit(ex, DEVICES["up5k"])["bram"] <= 30

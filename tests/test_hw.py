@@ -199,18 +199,24 @@ def test_more_pruning_takes_proportionally_fewer_cycles(export, tmp_path):
 
 
 def test_generate_bad_input(quick_run, tmp_path):
-    with pytest.raises(GenerateError, match="--pe 2x16 does not match the export's array 1x16"):
-        build_accelerator(quick_run["export"], pe="2x16")
+    from ternpe.image import ExportError
+    with pytest.raises(GenerateError, match=r"array 3x16: the hardware needs P and G powers of two"):
+        build_accelerator(quick_run["export"], pe="3x16")
+    with pytest.raises(ExportError, match="--pe 2x8: G is fixed by training"):
+        build_accelerator(quick_run["export"], pe="2x8")
     with pytest.raises(GenerateError, match="--device must be one of"):
         build_accelerator(quick_run["export"], device="xc7")
+    with pytest.raises(GenerateError, match="--pe auto picks the widest array that fits a device: give --device"):
+        build_accelerator(quick_run["export"], pe="auto")
     # a network too large for the memories: pretend the device is tiny
-    from ternpe.hw import generate as gen
-    gen.DEVICES["tiny"] = 1000
+    import dataclasses
+    from ternpe.devices import DEVICES
+    DEVICES["tiny"] = dataclasses.replace(DEVICES["up5k"], name="tiny", bram=3, spram=0)
     try:
-        with pytest.raises(GenerateError, match=r"needs \d+ bits of block RAM.*tiny has 1000.*largest weight layer"):
+        with pytest.raises(GenerateError, match=r"(?s)does not fit tiny:.*bram: needs \d+, tiny has 3.*fix: "):
             build_accelerator(quick_run["export"], device="tiny")
     finally:
-        del gen.DEVICES["tiny"]
+        del DEVICES["tiny"]
     # a layer type the controller cannot run: a narrow (cin < G) layer that is not the first
     d = tmp_path / "bad"
     shutil.copytree(quick_run["export"], d)

@@ -80,3 +80,13 @@ def test_next_image_loads_while_this_one_computes(tmp_path):
     assert gaps.tolist() == [model["throughput"]] * 2
     assert res["done_at"][0] == model["latency"]
     assert model["throughput"] < model["load"] + model["total"]
+
+
+def test_widening_is_checked(tmp_path):
+    from ternpe.image import ExportError
+    ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="2x16", seed=1)
+    with pytest.raises(ExportError, match=r"--pe 3x16: P'=3 must be a multiple of the trained P=2 .* --pe 4x16"):
+        widen(ex, ArrayGeometry(3, 16))
+    with pytest.raises(ExportError, match="--pe 4x8: G is fixed by training"):
+        widen(ex, ArrayGeometry(4, 8))
+    assert widen(ex, ex.geometry) is ex

@@ -1,0 +1,74 @@
+"""Fit the resource model's logic-cell coefficients to real nextpnr runs and print its error.
+
+    python bench/resources.py [--runs FILE] [--build]
+
+``--build`` builds every (export, board, array) point below with ``ternpe build`` (Yosys and
+nextpnr, several minutes each family) and stores what nextpnr reported in ``bench/resource_runs.json``;
+without it, the stored runs are used. Prints the least-squares coefficients per family (paste
+them into ``flow/resources.py``'s ``COEFFICIENTS``) and, per run, the model against nextpnr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+POINTS = [("digits", "icebreaker", "1x16"), ("digits", "icebreaker", "2x16"), ("mnist", "icebreaker", "1x16"),
+          ("mnist", "icebreaker", "2x16"),
+          ("digits", "ulx3s", "1x16"), ("digits", "ulx3s", "4x16"), ("digits", "ulx3s", "16x16"),
+          ("mnist", "ulx3s", "1x16"), ("mnist", "ulx3s", "4x16"), ("mnist", "ulx3s", "16x16")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=str(ROOT / "bench" / "resource_runs.json"))
+    ap.add_argument("--build", action="store_true", help="run the builds (else read --runs)")
+    args = ap.parse_args(argv)
+    from ternpe.flow.generate import prepare
+    from ternpe.flow.resources import COEFFICIENTS, features
+    from ternpe.hw.boards import BOARDS
+    runs_path = pathlib.Path(args.runs)
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else []
+    if args.build:
+        from ternpe.flow.build import build
+        runs = []
+        for name, board, pe in POINTS:
+            r = build(ROOT / "exports" / name, board, out_dir=ROOT / "build" / "resource-fit", pe=pe,
+                      build_root=ROOT / "build" / "resource-fit", check_logic=False, progress=False,
+                      clock_mhz=BOARDS[board].clock_hz / 1e6)
+            runs.append({"export": name, "board": board, "pe": pe, "lut": r["resources"]["lut"]["used"],
+                         "ff": r["resources"].get("ff", {}).get("used"), "fmax_mhz": r["fmax_mhz"]})
+            print(runs[-1], flush=True)
+        runs_path.write_text(json.dumps(runs, indent=1) + "\n")
+    if not runs:
+        print(f"no runs in {runs_path}: run with --build", file=sys.stderr)
+        return 1
+    for family in ("ice40", "ecp5"):
+        rows = [r for r in runs if BOARDS[r["board"]].family == family]
+        if not rows:
+            continue
+        X = np.array([[1.0, *features(prepare(ROOT / "exports" / r["export"], pe=r["pe"])[0])] for r in rows])
+        print(f"\n{family}:")
+        for key in ("lut", "ff"):
+            if rows[0].get(key) is None:
+                continue
+            y = np.array([r[key] for r in rows], float)
+            coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+            print(f"  fitted {key}: {tuple(round(float(c), 2) for c in coef)}")
+            cur = COEFFICIENTS[family].get(key)
+            model = X @ np.array(cur) if cur else X @ coef
+            print(f"  {'export':<8}{'PE':>7}{'nextpnr':>9}{'model':>9}{'error':>8}   (model = flow/resources.py)")
+            for r, m in zip(rows, model):
+                print(f"  {r['export']:<8}{r['pe']:>7}{r[key]:>9}{m:>9.0f}{(m - r[key]) / r[key] * 100:>7.1f}%")
+            err = np.abs(model - y) / y * 100
+            print(f"  {key}: mean |error| {err.mean():.1f}%, max {err.max():.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
