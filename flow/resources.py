@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 
-from ternpe.contract import ArrayGeometry, ContractError
+from ternpe.contract import ArrayGeometry
+from ternpe.hw.accelerator import GenerateError
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "estimate", "check_fit",
            "auto_geometry", "format_plan"]
 
 
-class FitError(ContractError):
+class FitError(GenerateError):
     """The accelerator does not fit the device; the message names resource, numbers and a fix."""
 
 
