@@ -39,7 +39,7 @@ def patch_rows(spec) -> int:
 
 def gather_setup(spec) -> int:
     """Cycles from ``start`` to the first patch being ready (the layer's setup)."""
-    return patch_rows(spec) + 2
+    return patch_rows(spec) + 3
 
 
 def gather_cycles(spec) -> int:
@@ -198,12 +198,10 @@ class InputBuffer(wiring.Component):
         gpy, gpx = Signal(range(oh + 1)), Signal(range(ow + 1))
         bases = [Signal(max(1, abits), name=f"g_base{b}") for b in range(R)]
         rot, rowok = Signal(range(R)), Signal(R)
-        # the row's table is registered with the row number itself (gpy_n: gpy of the next cycle)
-        gpy_n = Signal.like(gpy)
-        m.d.comb += gpy_n.eq(gpy)
-        m.d.sync += gpy.eq(gpy_n)
-        m.d.sync += [bases[b].eq(Array(Const(v, max(1, abits)) for v in base_t[b])[gpy_n]) for b in range(R)]
-        m.d.sync += [rot.eq(Array(rot_t)[gpy_n]), rowok.eq(Array(Const(v, R) for v in rowok_t)[gpy_n])]
+        # gpy/gpx name the pixel to gather next: they step when a gather ends, so the row's table
+        # (a registered ROM lookup) is ready long before the next gather reads
+        m.d.sync += [bases[b].eq(Array(Const(v, max(1, abits)) for v in base_t[b])[gpy]) for b in range(R)]
+        m.d.sync += [rot.eq(Array(rot_t)[gpy]), rowok.eq(Array(Const(v, R) for v in rowok_t)[gpy])]
         xcol = Signal(signed(unsigned_bits(W + 2 * R + 2) + 1))
         col = Signal(range(R + 1))
         shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
@@ -229,31 +227,32 @@ class InputBuffer(wiring.Component):
         with m.If(adv[-1]):
             m.d.sync += [cur[r][c].eq(shadow[r][c]) for r in range(R) for c in range(R)]
         x0 = Signal.like(xcol)
+        shadow_last = Signal()        # the shadow holds the layer's last pixel
         with m.FSM(name="gather"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += gpy_n.eq(0)
-                    m.d.sync += [gpx.eq(0), x0.eq(-pad), xcol.eq(-pad), col.eq(0)]
-                    m.next = "READ"
+                    m.d.sync += [gpy.eq(0), gpx.eq(0), x0.eq(-pad), xcol.eq(-pad), col.eq(0)]
+                    m.next = "TABLE"
+            with m.State("TABLE"):          # the first row's table is registered
+                m.next = "READ"
             with m.State("READ"):
                 m.d.comb += reading.eq(1)
                 m.d.sync += [col.eq(col + 1), xcol.eq(xcol + 1)]
                 with m.If(col == R - 1):
                     m.next = "LAST"
-            with m.State("LAST"):           # the last column lands in the shadow
+            with m.State("LAST"):           # the last column lands in the shadow; step to the next pixel
+                m.d.sync += [shadow_last.eq(pix_last), col.eq(0)]
+                with m.If(gpx == ow - 1):
+                    m.d.sync += [gpx.eq(0), gpy.eq(gpy + 1), x0.eq(-pad), xcol.eq(-pad)]
+                with m.Else():
+                    m.d.sync += [gpx.eq(gpx + 1), x0.eq(x0 + npool), xcol.eq(x0 + npool)]
                 m.next = "HOLD"
             with m.State("HOLD"):           # win_adv is acted on one cycle later (adv[1]): a short path
                 m.d.comb += self.win_ok.eq(~adv[1])      # taken: not ready again
                 with m.If(adv[1]):
-                    m.d.sync += col.eq(0)
-                    with m.If(pix_last):
+                    with m.If(shadow_last):
                         m.next = "IDLE"
-                    with m.Elif(gpx == ow - 1):
-                        m.d.comb += gpy_n.eq(gpy + 1)
-                        m.d.sync += [gpx.eq(0), x0.eq(-pad), xcol.eq(-pad)]
-                        m.next = "READ"
                     with m.Else():
-                        m.d.sync += [gpx.eq(gpx + 1), x0.eq(x0 + npool), xcol.eq(x0 + npool)]
                         m.next = "READ"
 
         # ---- the lanes of word j at pool position q, from the current patch
