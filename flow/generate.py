@@ -35,12 +35,12 @@ def prepare(export_dir, *, pe: str | None = None, device: str | None = None, che
 
 def build_accelerator(export_dir, *, pe: str | None = None, device: str | None = None) -> Accelerator:
     ex, fit = prepare(export_dir, pe=pe, device=device)
-    return Accelerator(ex, spram=bool(fit and fit["spram_input"]))
+    return Accelerator(ex, **(fit["options"] if fit else {}))
 
 
 def generate(export_dir, out_dir, *, pe: str | None = None, device: str | None = None, log=print) -> pathlib.Path:
     ex, fit = prepare(export_dir, pe=pe, device=device)
-    acc = Accelerator(ex, spram=bool(fit and fit["spram_input"]))
+    acc = Accelerator(ex, **(fit["options"] if fit else {}))
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GenerateError(f"--out {out} is a file: give a directory for the Verilog")

@@ -22,7 +22,8 @@ from ternpe.contract import ArrayGeometry
 from ternpe.hw.accelerator import GenerateError
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
 
-__all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "estimate", "check_fit",
+__all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
+           "estimate", "check_fit",
            "auto_geometry", "format_plan"]
 
 
@@ -70,16 +71,26 @@ def uses_spram(ex, device: Device | str) -> bool:
             and (cin == 1 or ex.act_bits % 4 == 0))
 
 
+def accelerator_options(ex, device: Device | str) -> dict:
+    """The :class:`~ternpe.hw.accelerator.Accelerator` options for ``device``: SPRAM input banks
+    (UP5K), and on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
+    controller's one-cycle loop)."""
+    dev = DEVICES[device] if isinstance(device, str) else device
+    return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5"}
+
+
 def memory_plan(ex, device: Device | str) -> dict:
     """``{memory: (width, depth, kind, blocks)}``: which memory holds what, in how many blocks
-    (``kind`` is ``"bram"`` or ``"spram"``)."""
+    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``)."""
     from ternpe.hw.accelerator import memory_shapes
     dev = DEVICES[device] if isinstance(device, str) else device
-    spram = uses_spram(ex, dev)
+    opts = accelerator_options(ex, dev)
     plan = {}
     for k, (w, d) in memory_shapes(ex).items():
-        if spram and k.startswith("input bank"):
+        if opts["spram"] and k.startswith("input bank"):
             plan[k] = (w, d, "spram", 1)
+        elif opts["index_in_logic"] and k == "tile list":
+            plan[k] = (w, d, "lut", 0)
         else:
             plan[k] = (w, d, "bram", block_rams(dev.family, w, d))
     return plan
@@ -114,7 +125,7 @@ def estimate(ex, device: Device | str) -> dict:
     return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
             "bram": sum(n for *_, kind, n in plan.values() if kind == "bram"),
             "spram": sum(n for *_, kind, n in plan.values() if kind == "spram"), "dsp": dsp,
-            "per_memory": per, "plan": plan, "spram_input": uses_spram(ex, dev)}
+            "per_memory": per, "plan": plan, "options": accelerator_options(ex, dev)}
 
 
 def _over(est: dict, dev: Device, logic: bool = True) -> list:

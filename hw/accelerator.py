@@ -211,6 +211,8 @@ class Accelerator(wiring.Component):
         A loaded, validated export; shapes, tile lists and memory sizes come from it.
     spram : bool
         Put the input banks in iCE40 UP5K SPRAMs (see :func:`ternpe.flow.resources.memory_plan`).
+    index_in_logic : bool
+        The tile list as a LUT ROM (ECP5: faster than its block RAM's output).
 
     Members
     -------
@@ -230,9 +232,9 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export, *, spram: bool = False):
+    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False):
         self.export = ex = export
-        self.spram = spram
+        self.spram, self.index_in_logic = spram, index_in_logic
         try:
             self.plans = _plans(ex)
         except GenerateError:
@@ -266,7 +268,8 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ex, g = self.export, self.export.geometry
-        m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers)
+        m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers,
+                                                           index_in_logic=self.index_in_logic)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
         m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram)
         m.submodules.ctrl = ctrl = Controller(

@@ -24,9 +24,9 @@ class BoardCore(wiring.Component):
     busy, error : Out(1)   for LEDs
     """
 
-    def __init__(self, export, *, divisor: int, timeout_cycles: int, spram: bool = False):
+    def __init__(self, export, *, divisor: int, timeout_cycles: int, **accelerator_options):
         self.divisor = divisor
-        self.link = HostLink(export, timeout_cycles=timeout_cycles, spram=spram)
+        self.link = HostLink(export, timeout_cycles=timeout_cycles, **accelerator_options)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

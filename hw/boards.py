@@ -106,14 +106,15 @@ class BoardTop(Elaboratable):
     """The bitstream's top: PLL -> ``sync``, UART pins, LEDs, :class:`BoardCore`."""
 
     def __init__(self, export, board: Board, *, clock_hz: float | None = None, baud: int | None = None,
-                 spram: bool = False):
+                 **accelerator_options):
         self.board = board
         want = clock_hz or board.clock_hz
         self.pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, want)
         self.clock_hz = self.pll["f_out"]
         self.baud = baud or board.baud
         self.divisor = divisor(self.clock_hz, self.baud)
-        self.core = BoardCore(export, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05), spram=spram)
+        self.core = BoardCore(export, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05),
+                              **accelerator_options)
 
     def elaborate(self, platform):
         m = Module()

@@ -37,10 +37,10 @@ class HostLink(wiring.Component):
         The last request failed (checksum, timeout, command); cleared by the next good one.
     """
 
-    def __init__(self, export, *, timeout_cycles: int, spram: bool = False):
+    def __init__(self, export, *, timeout_cycles: int, **accelerator_options):
         self.export = export
         self.timeout_cycles = timeout_cycles
-        self.acc = Accelerator(export, spram=spram)
+        self.acc = Accelerator(export, **accelerator_options)
         self.format = LinkFormat.of(export, self.acc.out_bits)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "busy": Out(1), "error": Out(1)})
