@@ -129,6 +129,10 @@ class Controller(wiring.Component):
             "op": Out(Op(export, word_addr_bits, col_bits, self.addr_bits[1])), "win_ok": In(1), "win_adv": Out(1),
         })
 
+    def _may_stall(self) -> bool:
+        from .input import gather_cycles
+        return any(pl.window and pl.ops_pp < gather_cycles(l.spec) for l, pl in zip(self.export.layers, self.plans))
+
     def _constant_registers(self, m, layer, load):
         """Registers of every per-layer constant, loaded from a switch on ``layer`` when ``load``."""
         cs = self.consts
@@ -174,6 +178,10 @@ class Controller(wiring.Component):
         q = Signal(2)
         ky, kx = Signal(range(max_k + 1)), Signal(range(max_k + 1))
         t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
+        # t + 1 and t_row + 1 kept in registers, and the "last word" / "last pool position"
+        # compares made a cycle early: the tile-list address loop is a mux of registers
+        t_inc, t_row_inc = Signal.like(t, name="t_inc"), Signal.like(t, name="t_row_inc")
+        j_last, q_last = Signal(name="j_last"), Signal(name="q_last")
         wa, wa_row = Signal(len(op.word_addr) + 1), Signal(len(op.word_addr) + 1)
         drain = Signal(range(self.drain + 1))
         addr_shape = signed(self.addr_bits[0])
@@ -194,7 +202,7 @@ class Controller(wiring.Component):
         m.d.comb += [op.inb.eq(c["window"] | inside),
                      op.act_addr.eq(pix_addr + Array(c["qoff"])[q] + k_addr)]
         m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q),
-                     op.tag.last_q.eq(q == c["nq1"]), op.tag.pix_first.eq(t_row == c["list"]),
+                     op.tag.last_q.eq(q_last), op.tag.pix_first.eq(t_row == c["list"]),
                      op.tag.layer_first.eq((px == 0) & (py == 0))]
 
         with m.FSM(name="seq"):
@@ -207,6 +215,8 @@ class Controller(wiring.Component):
             with m.State("SETUP"):
                 m.d.comb += [self.busy.eq(1), t_next.eq(c["list"])]
                 m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]), wa_row.eq(c["wbase"]),
+                             t_inc.eq(c["list"] + 1), t_row_inc.eq(c["list"] + 1), j_last.eq(c["words1"] == 0),
+                             q_last.eq(c["nq1"] == 0),
                              py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
                              pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
                              oy0.eq(-c["pad"]), ox0.eq(-c["pad"])]
@@ -216,40 +226,44 @@ class Controller(wiring.Component):
 
             with m.State("RUN"):
                 m.d.comb += [self.busy.eq(1), t_next.eq(t)]
-                end_entry = entry.empty | (j == c["words1"])
+                end_entry = entry.empty | j_last
                 last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])
-                end_pixel = end_entry & entry.last & (q == c["nq1"]) & entry.end
-                stall = c["window"] & end_pixel & ~last_pixel & ~self.win_ok
+                end_pixel = end_entry & entry.last & q_last & entry.end
+                # a pixel with at least gather_cycles ops never waits for its successor's patch (the
+                # usual case): then there is no stall logic at all, and no long enable path
+                stall = (c["window"] & end_pixel & ~last_pixel & ~self.win_ok) if self._may_stall() else 0
                 m.d.comb += [op.valid.eq(~stall), op.clear.eq((t == t_row) & (j == 0)),
                              op.last.eq(entry.last & end_entry),
-                             self.win_adv.eq(c["window"] & end_pixel & ~last_pixel & self.win_ok)]
+                             self.win_adv.eq(c["window"] & end_pixel & ~last_pixel & ~stall)]
                 wa_after = Signal.like(wa)
                 m.d.comb += wa_after.eq(wa + ~entry.empty)
                 with m.If(stall):
                     pass                                # the next patch is not gathered yet
                 with m.Elif(~end_entry):                # next word of this tile
-                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1)]
+                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1), j_last.eq(j + 1 == c["words1"])]
                     with m.If(kx == c["k1"]):
                         m.d.sync += [kx.eq(0), ky.eq(ky + 1), k_addr.eq(k_addr + c["kwrap"])]
                     with m.Else():
                         m.d.sync += [kx.eq(kx + 1), k_addr.eq(k_addr + c["cw"])]
                 with m.Else():
-                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0)]
+                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0), j_last.eq(c["words1"] == 0)]
                     with m.If(~entry.last):             # next tile of this row
-                        m.d.comb += t_next.eq(t + 1)
-                        m.d.sync += [t.eq(t + 1), wa.eq(wa_after)]
-                    with m.Elif(q != c["nq1"]):         # same row, next pool position
+                        m.d.comb += t_next.eq(t_inc)
+                        m.d.sync += [t.eq(t_inc), t_inc.eq(t_inc + 1), wa.eq(wa_after)]
+                    with m.Elif(~q_last):               # same row, next pool position
                         m.d.comb += t_next.eq(t_row)
-                        m.d.sync += [q.eq(q + 1), t.eq(t_row), wa.eq(wa_row)]
+                        m.d.sync += [q.eq(q + 1), q_last.eq(q + 1 == c["nq1"]), t.eq(t_row), t_inc.eq(t_row_inc),
+                                     wa.eq(wa_row)]
                     with m.Else():
-                        m.d.sync += q.eq(0)
+                        m.d.sync += [q.eq(0), q_last.eq(c["nq1"] == 0)]
                         with m.If(~entry.end):          # next row of output channels
-                            m.d.comb += t_next.eq(t + 1)
-                            m.d.sync += [t.eq(t + 1), t_row.eq(t + 1), wa.eq(wa_after), wa_row.eq(wa_after)]
+                            m.d.comb += t_next.eq(t_inc)
+                            m.d.sync += [t.eq(t_inc), t_row.eq(t_inc), t_inc.eq(t_inc + 1), t_row_inc.eq(t_inc + 1),
+                                         wa.eq(wa_after), wa_row.eq(wa_after)]
                         with m.Else():                  # next output pixel
                             m.d.comb += t_next.eq(c["list"])
-                            m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]),
-                                         wa_row.eq(c["wbase"])]
+                            m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), t_inc.eq(c["list"] + 1),
+                                         t_row_inc.eq(c["list"] + 1), wa.eq(c["wbase"]), wa_row.eq(c["wbase"])]
                             with m.If(px != c["out_w1"]):
                                 m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
                                              ox0.eq(ox0 + c["step"])]
