@@ -271,7 +271,7 @@ class Accelerator(wiring.Component):
         m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers,
                                                            index_in_logic=self.index_in_logic)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
-        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram)
+        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram, adv_delay=3)
         m.submodules.ctrl = ctrl = Controller(
             export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
             list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),
@@ -297,21 +297,24 @@ class Accelerator(wiring.Component):
         addr = Signal(len(op.act_addr))
         m.d.comb += [addr.eq(op.act_addr + op.col), a_rd.addr.eq(addr), inb.rd_addr.eq(addr),
                      wb.word_addr.eq(op.word_addr)]
-        # stage 1: memory data arrives; window-mode lanes are picked from the input patch
+        # stage 1: memory data arrives and is registered as it is (block RAM outputs are slow: no
+        # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
+        # terms (a padding read or an empty row zeroes the weight codes, not the activations)
         late = data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "j": len(op.j),
                                   "tag": OpTag(ex)})
-        s1 = Signal(late)
+        s1, s2 = Signal(late), Signal(late)
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
-        m.d.comb += [inb.win_q.eq(s1.tag.q), inb.win_j.eq(s1.j)]
-        first = inb.win_word if self.plans[0].window else inb.rd_data
-        act_word = Mux(s1.tag.layer == 0, first, a_rd.data)
-        # stage 2: everything registered (block RAM outputs are slow: nothing follows them)
-        s2 = Signal(late)
-        s2_act, s2_w = Signal(g.G * A), Signal(g.word_bits)
-        m.d.sync += [s2.eq(s1), s2_act.eq(Mux(s1.inb & ~s1.empty, act_word, 0)),
-                     s2_w.eq(Mux(s1.empty, 0, wb.word))]
+        r_act, r_w = Signal(g.G * A), Signal(g.word_bits)
+        m.d.sync += [s2.eq(s1), r_act.eq(a_rd.data), r_w.eq(wb.word)]
+        if self.plans[0].window:
+            m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
+            first = inb.win_word
+        else:
+            first = Signal(g.G * A)
+            m.d.sync += first.eq(inb.rd_data)
         m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
-                     arr.act.eq(s2_act), arr.weights.eq(s2_w)]
+                     arr.act.eq(Mux(s2.tag.layer == 0, first, r_act)),
+                     arr.weights.eq(Mux(s2.inb & ~s2.empty, r_w, 0))]
         self._tags = [s2.tag]
         return a_wr
 
