@@ -39,13 +39,13 @@ def patch_rows(spec) -> int:
 
 def gather_setup(spec) -> int:
     """Cycles from ``start`` to the first patch being ready (the layer's setup)."""
-    return patch_rows(spec) + 3
+    return patch_rows(spec) + 4
 
 
 def gather_cycles(spec) -> int:
     """Fewest cycles between two patch hand-overs: ``win_adv`` is registered, ``R`` column reads,
-    the last column lands."""
-    return patch_rows(spec) + 3
+    the bank outputs are registered, the last column lands."""
+    return patch_rows(spec) + 4
 
 
 def _log2ceil(n: int) -> int:
@@ -210,15 +210,20 @@ class InputBuffer(wiring.Component):
         pix_last = (gpx == ow - 1) & (gpy == oh - 1)
         for b, ram in enumerate(banks):
             m.d.comb += ram.addr.eq(Mux(reading, Cat((bases[b] + xcol)[:abits], rslot), w_addr))
-        m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W))]
-        # column d_col of the shadow patch: patch row r is bank (rot + r) mod R
-        with m.If(d_reading):
+        # the bank outputs are registered as they are (block RAM outputs are slow), then column
+        # d2_col of the shadow patch is written: patch row r is bank (rot + r) mod R
+        d2_reading, d2_col, d2_xok = Signal(), Signal.like(d_col), Signal()
+        bank_data = [Signal(width, name=f"bank_data{b}") for b in range(R)]
+        m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W)),
+                     d2_reading.eq(d_reading), d2_col.eq(d_col), d2_xok.eq(d_xok)]
+        m.d.sync += [bank_data[b].eq(banks[b].rdata) for b in range(R)]
+        with m.If(d2_reading):
             for r in range(R):
-                data = Array(banks[(b + r) % R].rdata for b in range(R))[rot]
-                with m.Switch(d_col):
+                data = Array(bank_data[(b + r) % R] for b in range(R))[rot]
+                with m.Switch(d2_col):
                     for c in range(R):
                         with m.Case(c):
-                            m.d.sync += shadow[r][c].eq(Mux(d_xok & rowok[r], data, 0))
+                            m.d.sync += shadow[r][c].eq(Mux(d2_xok & rowok[r], data, 0))
         adv = [self.win_adv]
         for n in range(self.adv_delay):
             a = Signal(name=f"adv_d{n + 1}")
@@ -240,7 +245,9 @@ class InputBuffer(wiring.Component):
                 m.d.sync += [col.eq(col + 1), xcol.eq(xcol + 1)]
                 with m.If(col == R - 1):
                     m.next = "LAST"
-            with m.State("LAST"):           # the last column lands in the shadow; step to the next pixel
+            with m.State("LAST"):           # the last column's data is registered
+                m.next = "LAND"
+            with m.State("LAND"):           # the last column lands in the shadow; step to the next pixel
                 m.d.sync += [shadow_last.eq(pix_last), col.eq(0)]
                 with m.If(gpx == ow - 1):
                     m.d.sync += [gpx.eq(0), gpy.eq(gpy + 1), x0.eq(-pad), xcol.eq(-pad)]
