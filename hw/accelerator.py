@@ -158,10 +158,10 @@ def cycle_model(ex, *, drain: int | None = None) -> dict:
     total = sum(x["cycles"] for x in layers) + argmax
     s0 = ex.layers[0].spec
     n_in = s0.in_h * s0.in_w * s0.cin
-    # +1: the start cycle after the image (or the previous output) is complete; +classes: the
-    # logits leave before the class
+    # +2: the input FIFO, and the start cycle once the image (or the previous output) is
+    # complete; +classes: the logits leave before the class
     return {"layers": layers, "argmax": argmax, "total": total, "drain": drain,
-            "load": n_in, "latency": n_in + 1 + total + classes, "throughput": max(total + classes + 2, n_in + 1)}
+            "load": n_in, "latency": n_in + 2 + total + classes, "throughput": max(total + classes + 2, n_in + 1)}
 
 
 def act_regions(ex) -> dict:

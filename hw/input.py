@@ -23,6 +23,7 @@ import numpy as np
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -114,10 +115,16 @@ class InputBuffer(wiring.Component):
         with m.If(self.release):
             m.d.comb += clr_full.eq(Mux(rslot, 0b10, 0b01))
             m.d.sync += rslot.eq(~rslot)
-        accept = self.input.valid & self.input.ready
+        # a two-entry FIFO takes the stream: its ready is a register, so nothing of the memory
+        # arbitration below reaches the producer (the host link) in the same cycle
+        m.submodules.skid = skid = SyncFIFO(width=A, depth=2)
+        m.d.comb += [skid.w_data.eq(self.input.payload), skid.w_en.eq(self.input.valid),
+                     self.input.ready.eq(skid.w_rdy)]
+        self._pixel, self._take = skid.r_data, skid.r_en
+        accept = skid.r_rdy & skid.r_en
         self._wfull = full.bit_select(wslot, 1)
         if not self.window:
-            m.d.comb += self.input.ready.eq(~self._wfull)
+            m.d.comb += skid.r_en.eq(~self._wfull)
         last_pixel = Signal()
         with m.If(accept & last_pixel):
             m.d.comb += set_full.eq(Mux(wslot, 0b10, 0b01))
@@ -140,7 +147,7 @@ class InputBuffer(wiring.Component):
         m.d.comb += last_pixel.eq(i == n - 1)
         # the write is registered: address and lane come from counters, the data from the stream
         with m.If(accept):
-            m.d.sync += [wr.addr.eq(Cat(word[:abits], wslot)), wr.data.eq(self.input.payload.replicate(G)),
+            m.d.sync += [wr.addr.eq(Cat(word[:abits], wslot)), wr.data.eq(self._pixel.replicate(G)),
                          wr.en.eq(Const(1, G) << lane), i.eq(i + 1), lane.eq(lane + 1)]
             with m.If(lane == G - 1):
                 m.d.sync += word.eq(word + 1)
@@ -179,10 +186,10 @@ class InputBuffer(wiring.Component):
                         m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
         lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
         reading = Signal()
-        m.d.comb += self.input.ready.eq(~self._wfull & ~reading)
+        m.d.comb += self._take.eq(~self._wfull & ~reading)
         w_addr = Cat(addr[:abits], wslot)
         for b, ram in enumerate(banks):
-            m.d.comb += [ram.wdata.eq(self.input.payload.replicate(C)),
+            m.d.comb += [ram.wdata.eq(self._pixel.replicate(C)),
                          ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
 
         # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
