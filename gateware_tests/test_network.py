@@ -71,3 +71,27 @@ def test_a_flipped_rom_code_fails_and_names_the_layer(cosim_export, tmp_path):
     v.write_text(verilog.convert(Accelerator(corrupt), name="ternpe_top", emit_src=False))
     with pytest.raises(CosimError, match=r"layer conv2 is the first that differs"):
         run_cosim(bad, simulator="icarus", build_dir=tmp_path / "sim", samples=3, golden_dir=ex.path, verilog=v)
+
+
+# real-size and unusual shapes on Verilator (seeded random networks; every layer via the taps)
+VERILATOR_NETWORKS = [
+    ("mnist-28x28", (28, 28, 1), "c8,p,c16,p,fc10", "8x8", None),
+    ("rgb-32x32-5x5", (32, 32, 3), "c16k5,p,c16,p,fc10", "4x16", None),
+    ("stride-2-1x1-hidden-fc", (10, 10, 2), "c16,c32s2,c32k1,fc16,fc5", "2x16", None),
+    ("widened-4x", (8, 8, 1), "c16,p,c32,p,fc10", "2x16", "8x16"),
+]
+
+
+@pytest.mark.parametrize("name,shape,layers,pe,wide", VERILATOR_NETWORKS, ids=[n[0] for n in VERILATOR_NETWORKS])
+def test_networks_on_verilator(tmp_path, name, shape, layers, pe, wide):
+    from ternpe.contract import ArrayGeometry
+    from ternpe.image import widen
+    from ternpe.randnet import random_export
+    ex = random_export(tmp_path / "export", shape=shape, layers=layers, pe=pe, density=0.6, samples=2,
+                       seed=sum(map(ord, name)))
+    res = run_cosim(ex.path, simulator="verilator", build_dir=tmp_path / "sim", pe=wide)
+    assert len(res["results"]) == 2
+    for r in res["results"]:
+        assert r["ok"] and all(x["ok"] for x in r["layers"]) and r["class"] == r["want_class"]
+    model_ex = widen(ex, ArrayGeometry.parse(wide)) if wide else ex
+    assert res["cycles"] == [cycle_model(model_ex)["total"]] * 2

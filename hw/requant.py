@@ -13,14 +13,19 @@ from ternpe.contract import MULT_BITS, SHIFT_BITS
 __all__ = ["Requantizer", "requant_out_bits"]
 
 
+#: Accumulator bits per hardware multiplier operand (a 16x16 signed SB_MAC16 takes 15 unsigned bits).
+_CHUNK = 15
+
+
 def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
     """Width of ``acc * mult + bias`` (and of the unclamped output, the logits)."""
     return max(acc_bits + MULT_BITS, bias_bits) + 1
 
 
 class Requantizer(wiring.Component):
-    """Four pipeline stages: the product (the only multiply of the design; on iCE40 UP5K Yosys
-    maps it to SB_MAC16 blocks with ``synth_ice40 -dsp``), + bias, arithmetic shift, clamp.
+    """Five pipeline stages: partial products (the only multiplies of the design, one hardware
+    multiplier per 15 accumulator bits: SB_MAC16 on iCE40 with ``synth_ice40 -dsp``, MULT18X18D
+    on ECP5), their sum, + bias, arithmetic shift, clamp.
 
     Parameters
     ----------
@@ -55,30 +60,43 @@ class Requantizer(wiring.Component):
     def out_bits(self) -> int:
         return requant_out_bits(self.acc_bits, self.bias_bits)
 
-    latency = 4
+    latency = 5
 
     def elaborate(self, platform):
         m = Module()
-        # stage 1: the product (DSP); the constants travel along
-        prod = Signal(signed(self.acc_bits + MULT_BITS))
-        bias1, shift1, shift2 = Signal.like(self.bias), Signal.like(self.shift), Signal.like(self.shift)
-        clamp = [Signal(name=f"clamp{i}") for i in range(3)]
-        valid = [Signal(name=f"valid{i}") for i in range(3)]
-        m.d.sync += [prod.eq(self.acc * self.mult), bias1.eq(self.bias), shift1.eq(self.shift),
-                     clamp[0].eq(self.clamp), valid[0].eq(self.valid)]
-        # stage 2: + bias (one carry chain)
+        # stage 1: partial products, each a hardware multiplier (<= 16x16 signed): the accumulator
+        # in 15-bit chunks, the top one signed. Stage 2: their sum. A product wider than one
+        # multiplier is never summed in the cycle that multiplies.
+        A = self.acc_bits
+        chunks = [(lo, min(A, lo + _CHUNK)) for lo in range(0, A, _CHUNK)]
+        parts = []
+        for n, (lo, hi) in enumerate(chunks):
+            top = hi == A
+            piece = self.acc[lo:hi].as_signed() if top else self.acc[lo:hi].as_unsigned()
+            part = Signal(signed(hi - lo + MULT_BITS + (0 if top else 1)), name=f"part{n}")
+            m.d.sync += part.eq(piece * self.mult)
+            parts.append((lo, part))
+        bias = [Signal.like(self.bias, name=f"bias{i}") for i in range(2)]
+        shift = [Signal.like(self.shift, name=f"shift{i}") for i in range(3)]
+        clamp = [Signal(name=f"clamp{i}") for i in range(4)]
+        valid = [Signal(name=f"valid{i}") for i in range(4)]
+        m.d.sync += [bias[0].eq(self.bias), shift[0].eq(self.shift), clamp[0].eq(self.clamp), valid[0].eq(self.valid)]
+        prod = Signal(signed(A + MULT_BITS))
+        m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), bias[1].eq(bias[0]), shift[1].eq(shift[0]),
+                     clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
+        # stage 3: + bias (one carry chain)
         total = Signal(signed(self.out_bits))
-        m.d.sync += [total.eq(prod + bias1), shift2.eq(shift1), clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
-        # stage 3: arithmetic shift (a barrel shifter)
+        m.d.sync += [total.eq(prod + bias[1]), shift[2].eq(shift[1]), clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
+        # stage 4: arithmetic shift (a barrel shifter)
         shifted = Signal(signed(self.out_bits))
-        m.d.sync += [shifted.eq(total >> shift2), clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
-        # stage 4: ReLU and saturation
+        m.d.sync += [shifted.eq(total >> shift[2]), clamp[3].eq(clamp[2]), valid[3].eq(valid[2])]
+        # stage 5: ReLU and saturation
         top = (1 << self.act_bits) - 1
-        with m.If(clamp[2] & (shifted < 0)):
+        with m.If(clamp[3] & (shifted < 0)):
             m.d.sync += self.out.eq(0)
-        with m.Elif(clamp[2] & (shifted > top)):
+        with m.Elif(clamp[3] & (shifted > top)):
             m.d.sync += self.out.eq(top)
         with m.Else():
             m.d.sync += self.out.eq(shifted)
-        m.d.sync += self.out_valid.eq(valid[2])
+        m.d.sync += self.out_valid.eq(valid[3])
         return m

@@ -107,6 +107,9 @@ def test_requantizer_against_contract():
     m_real = RNG.normal(size=64) * 10.0 ** RNG.uniform(-4, 0, 64)
     rq = requant_params(m_real, RNG.normal(size=64) * 50)
     acc = RNG.integers(-60000, 60000, 64)
+    # the extremes of an 18-bit accumulator (split over two multipliers) and of the multiplier
+    acc[:4] = [-(1 << 17), (1 << 17) - 1, -1, 1 << 15]
+    rq.mult[:3] = [32767, -32767, -32768]
     bias_bits = rq.bias_bits()
     dut = Requantizer(acc_bits=18, bias_bits=bias_bits, act_bits=8)
     got = []
