@@ -18,10 +18,26 @@ import sys
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: (export, board, array): the demo exports, and seeded random networks of other shapes
+RANDOM = {"rand-g8": ((8, 8, 1), "c16,p,c32,p,fc10", "1x8"), "rand-rgb": ((12, 12, 3), "c16,p,c16,p,fc10", "1x16"),
+          "rand-deep": ((8, 8, 2), "c16,p,c32,c32k1,fc16,fc10", "1x16")}
 POINTS = [("digits", "icebreaker", "1x16"), ("digits", "icebreaker", "2x16"), ("mnist", "icebreaker", "1x16"),
-          ("mnist", "icebreaker", "2x16"),
+          ("rand-g8", "icebreaker", "1x8"), ("rand-g8", "icebreaker", "4x8"), ("rand-rgb", "icebreaker", "1x16"),
+          ("rand-deep", "icebreaker", "1x16"),
           ("digits", "ulx3s", "1x16"), ("digits", "ulx3s", "4x16"), ("digits", "ulx3s", "16x16"),
-          ("mnist", "ulx3s", "1x16"), ("mnist", "ulx3s", "4x16"), ("mnist", "ulx3s", "16x16")]
+          ("mnist", "ulx3s", "1x16"), ("mnist", "ulx3s", "4x16"), ("mnist", "ulx3s", "16x16"),
+          ("rand-g8", "ulx3s", "8x8"), ("rand-rgb", "ulx3s", "8x16")]
+
+
+def export_dir(name: str) -> pathlib.Path:
+    if name not in RANDOM:
+        return ROOT / "exports" / name
+    d = ROOT / "build" / "resource-fit" / "exports" / name
+    if not (d / "manifest.json").exists():
+        from ternpe.randnet import random_export
+        shape, layers, pe = RANDOM[name]
+        random_export(d, shape=shape, layers=layers, pe=pe, seed=5)
+    return d
 
 
 def main(argv=None) -> int:
@@ -39,7 +55,7 @@ def main(argv=None) -> int:
         runs = []
         for name, board, pe in POINTS:
             # a low clock: one placer run each (the resources do not depend on it; fmax is reported)
-            r = build(ROOT / "exports" / name, board, out_dir=ROOT / "build" / "resource-fit", pe=pe,
+            r = build(export_dir(name), board, out_dir=ROOT / "build" / "resource-fit", pe=pe,
                       build_root=ROOT / "build" / "resource-fit", check_logic=False, progress=False,
                       clock_mhz=24 if BOARDS[board].family == "ice40" else 48)
             runs.append({"export": name, "board": board, "pe": pe, "lut": r["resources"]["lut"]["used"],
@@ -53,7 +69,7 @@ def main(argv=None) -> int:
         rows = [r for r in runs if BOARDS[r["board"]].family == family]
         if not rows:
             continue
-        X = np.array([[1.0, *features(prepare(ROOT / "exports" / r["export"], pe=r["pe"])[0])] for r in rows])
+        X = np.array([[1.0, *features(prepare(export_dir(r["export"]), pe=r["pe"])[0])] for r in rows])
         print(f"\n{family}:")
         for key in ("lut", "ff"):
             if rows[0].get(key) is None:

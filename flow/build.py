@@ -22,11 +22,28 @@ from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
 from .generate import prepare
 
-__all__ = ["BuildError", "build"]
+__all__ = ["BuildError", "build", "artefact_paths", "publish"]
 
 
 class BuildError(GenerateError):
     """The network does not fit the board, or the build failed; the message says what to change."""
+
+
+def artefact_paths(out: pathlib.Path, name: str, ext: str, timing_met: bool) -> tuple:
+    """Where a build's bitstream and report go: ``<name>.<ext>``, or, when timing failed,
+    ``<name>.timing-failed.<ext>`` so a good bitstream of the same name is never replaced."""
+    stem = name if timing_met else f"{name}.timing-failed"
+    return out / f"{stem}.{ext}", out / f"{stem}.report.json"
+
+
+def publish(bitstream: bytes, report: dict, dest: pathlib.Path, rpath: pathlib.Path) -> None:
+    """Write the bitstream and its report each under a temporary name, then rename: an interrupted
+    build leaves the previous files whole. The report goes last, so a report always describes the
+    bitstream beside it."""
+    for path, content in ((dest, bitstream), (rpath, (json.dumps(report, indent=2) + "\n").encode())):
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(content)
+        tmp.replace(path)
 
 
 def _parse_nextpnr(log: str, family: str) -> dict:
@@ -103,15 +120,16 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     bit = bdir / f"top.{board.bitstream_ext}"
     out = pathlib.Path(out_dir) / board_name
     out.mkdir(parents=True, exist_ok=True)
-    dest = out / f"{name}.{board.bitstream_ext}"
-    dest.write_bytes(bit.read_bytes())
+    met = bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock)
+    dest, rpath = artefact_paths(out, name, board.bitstream_ext, met)
     cycles = cycle_model(ex)["total"]
     fmt = top.core.link.format
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
         "latency_cycles": cycle_model(ex)["latency"], "throughput_cycles": cycle_model(ex)["throughput"],
-        "bitstream": str(dest), "bitstream_bytes": dest.stat().st_size,
-        "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
+        "bitstream": str(dest),
+        "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
+        "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
         "baud": top.baud, "cycles_per_inference": cycles,
         "inferences_per_s_compute": clock * 1e6 / cycle_model(ex)["throughput"],
         "uart_bytes_per_inference": request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER),
@@ -124,9 +142,13 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     }
     report["inferences_per_s_link"] = 1 / (report["uart_bytes_per_inference"] * 10 / top.baud
                                            + cycles / (clock * 1e6))
-    (out / f"{name}.report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not report["timing_met"]:
-        raise BuildError(f"{board_name}: timing not met: fmax {pnr['fmax_mhz']} MHz < clock {clock:.2f} MHz "
-                         f"(report in {out / (name + '.report.json')}); build with --clock "
-                         f"{math.floor((pnr['fmax_mhz'] or 0) * 0.95)}")
+    report["bitstream_bytes"] = len(bit.read_bytes())
+    publish(bit.read_bytes(), report, dest, rpath)
+    if not met:
+        best = report["best_fmax_mhz"] or 0.0
+        kept = out / f"{name}.{board.bitstream_ext}"
+        raise BuildError(f"{board_name}: timing not met: fmax {best:.2f} MHz (best of placer seeds "
+                         f"{', '.join(str(k) for k, _ in seeds)}) < clock {clock:.2f} MHz. Nothing replaced"
+                         f"{' ' + str(kept) if kept.exists() else ''}; this build is kept as {dest} and {rpath}. "
+                         f"Build with --clock {math.floor(best * 0.95)}")
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 
@@ -30,7 +31,9 @@ def flash_command(bitstream, board_name: str, env: dict) -> list:
     return [ofl, "-b", _OFL_BOARD[board_name], *(["-f"] if board.family == "ice40" else []), str(bitstream)]
 
 
-def flash(bitstream, board_name: str) -> None:
+def flash(bitstream, board_name: str, *, force: bool = False) -> None:
+    """Program ``bitstream``. Refuses one whose build report (``<name>.report.json`` beside it)
+    says timing failed, or that has no report, unless ``force``."""
     if board_name not in BOARDS:
         raise FlashError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     path = pathlib.Path(bitstream)
@@ -39,6 +42,20 @@ def flash(bitstream, board_name: str) -> None:
         raise FlashError(f"{path} does not exist: build it with `ternpe build EXPORT --board {board_name}`")
     if path.suffix != f".{ext}":
         raise FlashError(f"{path} is not a .{ext} bitstream, which {board_name} takes")
+    report = path.with_name(path.name[:-len(path.suffix)] + ".report.json")
+    if not force:
+        if not report.is_file():
+            raise FlashError(f"{path} has no build report ({report.name}): it was not built by `ternpe build`, so "
+                             f"its timing is unknown. Rebuild it, or flash it anyway with --force")
+        try:
+            rep = json.loads(report.read_text())
+        except json.JSONDecodeError:
+            raise FlashError(f"{report} is not valid JSON; rebuild, or flash anyway with --force") from None
+        if not rep.get("timing_met"):
+            raise FlashError(f"{path} missed timing (fmax {rep.get('fmax_mhz')} MHz < clock {rep.get('clock_mhz')} MHz): "
+                             f"it may compute wrong answers. Rebuild with a lower --clock, or flash anyway with --force")
+        if rep.get("board") not in (None, board_name):
+            raise FlashError(f"{path} was built for {rep.get('board')}, not {board_name}")
     env = tool_env()
     cmd = flash_command(path, board_name, env)
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)

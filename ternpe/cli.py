@@ -186,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     fl.add_argument("bitstream")
     fl.add_argument("--board", required=True, help=boards)
+    fl.add_argument("--force", action="store_true", help="flash even when the build report is missing or says "
+                                                         "timing failed (the board may compute wrong answers)")
 
     rn = sub.add_parser("run", help="classify images on a board (or on the simulated board)",
                         description="Send images to a board over the UART host link and print the class and the "
@@ -260,7 +262,7 @@ def _cmd_build(a) -> int:
 
 def _cmd_flash(a) -> int:
     from ternpe.flow.flash import flash
-    flash(a.bitstream, a.board)
+    flash(a.bitstream, a.board, force=a.force)
     return 0
 
 

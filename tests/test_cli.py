@@ -163,8 +163,15 @@ def test_flash_and_build_refuse_bad_input(quick_run, tmp_path):
     (tmp_path / "x.bin").write_bytes(b"\0")
     p = run("flash", str(tmp_path / "x.bin"), "--board", "ulx3s")
     assert p.returncode == 1 and "not a .bit bitstream" in p.stderr
-    p = run("flash", str(tmp_path / "x.bin"), "--board", "icebreaker")     # no board is attached here
+    p = run("flash", str(tmp_path / "x.bin"), "--board", "icebreaker")
+    assert p.returncode == 1 and "has no build report (x.report.json)" in p.stderr and "--force" in p.stderr
+    (tmp_path / "x.report.json").write_text(json.dumps({"board": "icebreaker", "timing_met": False,
+                                                         "fmax_mhz": 28.1, "clock_mhz": 30.0}))
+    p = run("flash", str(tmp_path / "x.bin"), "--board", "icebreaker")
+    assert p.returncode == 1 and "missed timing (fmax 28.1 MHz < clock 30.0 MHz)" in p.stderr
+    p = run("flash", str(tmp_path / "x.bin"), "--board", "icebreaker", "--force")   # no board is attached here
     assert p.returncode == 1 and ("no board found" in p.stderr or "the programmer failed" in p.stderr)
+    assert (tmp_path / "x.bin").read_bytes() == b"\0", "nothing is lost"
     p = run("build", str(quick_run["export"]), "--board", "de0")
     assert p.returncode == 1 and "--board must be one of icebreaker, upduino, ulx3s, orangecrab" in p.stderr
 
@@ -180,3 +187,15 @@ def test_build_checks_the_fit_before_synthesis(quick_run):
                                        r"weights \d+.*fix: "):
         check_fit(ex, tiny)
     assert check_fit(ex, DEVICES["up5k"])["bram"] <= 30
+
+
+def test_a_build_that_misses_timing_replaces_nothing(tmp_path):
+    from ternpe.flow.build import artefact_paths, publish
+    good, good_report = artefact_paths(tmp_path, "digits", "bin", True)
+    publish(b"good", {"timing_met": True}, good, good_report)
+    bad, bad_report = artefact_paths(tmp_path, "digits", "bin", False)
+    publish(b"bad", {"timing_met": False}, bad, bad_report)
+    assert good.read_bytes() == b"good" and json.loads(good_report.read_text())["timing_met"]
+    assert bad.name == "digits.timing-failed.bin" and bad.read_bytes() == b"bad"
+    assert not json.loads(bad_report.read_text())["timing_met"]
+    assert not list(tmp_path.glob("*.partial"))
