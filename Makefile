@@ -13,6 +13,7 @@ all: help
 
 help:
 	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
+	@echo "make demo DATASET=mnist   the same on real 28x28 MNIST (the 5,000-digit sample built in)"
 	@echo "make demo BOARD=icebreaker   ... then co-simulate it and build the bitstream (icebreaker, upduino, ulx3s, orangecrab)"
 	@echo "make bitstreams   build the demo's bitstreams for all four boards"
 	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
@@ -31,16 +32,17 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 BOARD ?=
+DATASET ?= digits
 BOARDS := icebreaker upduino ulx3s orangecrab
 
 demo: setup
-	$(BIN)/ternpe train --out runs/digits
-	$(BIN)/ternpe export runs/digits --out exports/digits
-	$(BIN)/ternpe generate exports/digits --out build/digits/rtl --device up5k
+	$(BIN)/ternpe train --dataset $(DATASET) --out runs/$(DATASET)
+	$(BIN)/ternpe export runs/$(DATASET) --out exports/$(DATASET)
+	$(BIN)/ternpe generate exports/$(DATASET) --out build/$(DATASET)/rtl --device up5k
 ifneq ($(BOARD),)
-	$(BIN)/ternpe sim exports/digits --samples 8
-	$(BIN)/ternpe build exports/digits --board $(BOARD)
-	$(BIN)/python tools/summary.py runs/digits bitstreams/$(BOARD)/digits.report.json
+	$(BIN)/ternpe sim exports/$(DATASET) --simulator verilator --samples 8
+	$(BIN)/ternpe build exports/$(DATASET) --board $(BOARD)
+	$(BIN)/python tools/summary.py runs/$(DATASET) bitstreams/$(BOARD)/$(DATASET).report.json
 endif
 
 # bitstreams of the demo for every board (bitstreams/<board>/digits.{bin,bit} + report.json)

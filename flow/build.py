@@ -21,6 +21,7 @@ from ternpe.tools import require, tool_env
 from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
 from .generate import prepare
+from ternpe.image import densified
 
 __all__ = ["BuildError", "build", "artefact_paths", "publish"]
 
@@ -127,6 +128,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
         "latency_cycles": cycle_model(ex)["latency"], "throughput_cycles": cycle_model(ex)["throughput"],
+        "dense_cycles": cycle_model(densified(ex))["total"],
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
         "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),

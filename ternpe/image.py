@@ -38,7 +38,7 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT
                        unpack_tile_words, unsigned_bits)
 
 __all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
-           "with_tile_density", "load_export", "widen",
+           "with_tile_density", "load_export", "widen", "densified",
            "read_hex", "write_hex"]
 
 FORMAT_VERSION = 1
@@ -246,6 +246,22 @@ def widen(ex: Export, geometry: ArrayGeometry) -> Export:
     manifest = {**ex.manifest, "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
                 "trained_geometry": {"P": g0.P, "G": g0.G}}
     return Export(ex.path, manifest, geometry, ex.act_bits, layers, ex.golden)
+
+
+def densified(ex: Export) -> Export:
+    """``ex`` with every tile non-zero (+1 codes where it was pruned): the dense network of the
+    same shape, whose cycles are the baseline of the speedup that pruning buys."""
+    layers = []
+    for l in ex.layers:
+        lay = l.layout
+        w = l.dense_weights()
+        tiles = lay.tile_array(w)
+        dead = ~(tiles != 0).any(axis=(2, 3, 4))
+        tiles[dead] = lay.tile_array(np.ones_like(w))[dead]
+        rows, cols = np.nonzero(np.ones((lay.rows, lay.cols), bool))
+        layers.append(dataclasses.replace(l, tiles=tiles[rows, cols], rowptr=np.arange(lay.rows + 1) * lay.cols,
+                                          cols=cols))
+    return dataclasses.replace(ex, layers=layers)
 
 
 def load_export(path, *, check_golden: bool = True) -> Export:

@@ -90,3 +90,12 @@ def test_widening_is_checked(tmp_path):
     with pytest.raises(ExportError, match="--pe 4x8: G is fixed by training"):
         widen(ex, ArrayGeometry(4, 8))
     assert widen(ex, ex.geometry) is ex
+
+
+def test_dense_baseline_of_the_speedup(tmp_path):
+    """densified(): every tile kept; its cycles are those of the same network refilled to density 1."""
+    from ternpe.image import densified, with_tile_density
+    ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", density=0.4, seed=2)
+    full = with_tile_density(ex.path, tmp_path / "full", 1.0)
+    assert all(l.nonzero_tiles == l.layout.count for l in densified(ex).layers)
+    assert cycle_model(densified(ex))["total"] == cycle_model(full)["total"] > cycle_model(ex)["total"]

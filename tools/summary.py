@@ -14,7 +14,8 @@ def main(run, report):
           f"integer (= hardware) {m['integer_accuracy']:.4f}")
     print(f"compression     CR {m['compression_rate']:.1f}x, storage {m['storage_compression']:.1f}x, "
           f"tile density {m['group_density']:.3f}")
-    print(f"cycles          {r['cycles_per_inference']} per inference")
+    print(f"cycles          {r['cycles_per_inference']} per inference, {r['dense_cycles'] / r['cycles_per_inference']:.2f}x "
+          f"fewer than dense ({r['dense_cycles']}), PE {r['geometry']}")
     print(f"clock           {r['clock_mhz']:.2f} MHz (fmax {r['fmax_mhz']:.2f} MHz)")
     print(f"inferences/s    {r['inferences_per_s_compute']:,.0f} compute, {r['inferences_per_s_link']:,.0f} "
           f"over the {r['baud'] / 1e6:g} Mbaud UART")
