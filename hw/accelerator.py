@@ -373,12 +373,20 @@ class Accelerator(wiring.Component):
         logits = [Signal(signed(lb), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
                   for c in range(self.classes)]
         fill_mask, fill_data = Signal(G), Signal(G * A)
-        # the element index of the result's pixel: restarts with a layer, steps by cout per pixel
-        e_wb, e_now = Signal(range(write_elements(ex) + 1)), Signal(range(write_elements(ex) + 1))
-        couts = Array(Const(l.spec.cout, 16) for l in ex.layers)
+        # the element index of the result's pixel, counted in the activation memory itself (from the
+        # layer's write base x G): restarts with a layer, steps by cout per pixel. e_next holds the
+        # next pixel's index ahead, so the write address is one add (+ the row's channels).
+        G_ = G
+        bases_e = [wbase * G_ for _, wbase in _bases(ex)]
+        depth_e = act_regions(ex)["depth"] * G_ + write_elements(ex) + 1
+        e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
+        first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
+        after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
+        step = Array(Const(l.spec.cout, 16) for l in ex.layers)[tq.layer]
         new_pix = res_valid & tq.pix_first & (tq.q == 0)
-        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, 0, e_wb + couts[tq.layer]), e_wb))
-        m.d.sync += e_wb.eq(e_now)
+        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, first_e, e_next), e_wb))
+        with m.If(new_pix):
+            m.d.sync += [e_wb.eq(e_now), e_next.eq(Mux(tq.layer_first, after_first, e_next + step))]
         w_idx = Signal(len(e_wb) + 1)
         m.d.comb += w_idx.eq(e_now + (tq.r << _log2(P)))
         with m.Switch(tq.layer):
@@ -412,10 +420,10 @@ class Accelerator(wiring.Component):
         m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
         wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
         word = w_idx >> _log2(G)
-        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word),
-                     self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
         wbase = Array(Const(wbase, 24) for _, wbase in _bases(ex))[tq.layer]
-        m.d.comb += [act_wr.addr.eq(wbase + word), act_wr.data.eq(wdata), act_wr.en.eq(Mux(w_en, lane_mask, 0))]
+        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
+                     self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
+        m.d.comb += [act_wr.addr.eq(word), act_wr.data.eq(wdata), act_wr.en.eq(Mux(w_en, lane_mask, 0))]
         return logits
 
     def _sequence(self, m, ctrl, inb, logits):
