@@ -109,7 +109,13 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
             p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode:
-                raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{(p.stderr or p.stdout)[-3000:]}")
+                text = p.stderr or p.stdout
+                cells = re.search(r"Failed to expand region .* of (\d+) (ICESTORM_LCs|TRELLIS_COMB)", text)
+                if cells:
+                    raise BuildError(f"{board_name}: the design needs {cells.group(1)} logic cells and {board.device} has "
+                                     f"{board.resources['lut']} (the resource model estimated {fits['lut']}): use a "
+                                     f"narrower array (--pe auto picks one that fits) or a larger board")
+                raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{text[-3000:]}")
             if seed is not None:
                 f = _parse_nextpnr((bdir / "top.tim").read_text(), board.family)["fmax_mhz"] or 0.0
                 seeds.append((seed, f))

@@ -26,7 +26,11 @@ def _imports(folder):
 def test_import_boundaries():
     assert "amaranth" not in _imports("model")
     assert "torch" not in _imports("hw")
+    assert "torch" not in _imports("flow")
     assert not {"torch", "amaranth"} & _imports("ternpe")
+    # hw/ is gateware only: the flow (generate, build, flash, simulation) lives in flow/
+    hw_files = {p.name for p in (ROOT / "hw").glob("*.py")}
+    assert not hw_files & {"generate.py", "build.py", "flash.py", "cosim.py", "sim.py", "simboard.py"}
 
 
 def test_runs_are_reproducible():
