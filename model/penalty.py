@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["group_norms", "wpc_tau", "group_lasso", "wpc_penalty", "TAU_VARIANTS"]
+__all__ = ["group_norms", "rank_index", "wpc_tau", "group_lasso", "wpc_penalty", "TAU_VARIANTS"]
 
 from .config import TAU_VARIANTS
 _EPS = 1e-12
@@ -23,19 +23,27 @@ def group_norms(w: torch.Tensor, ids: torch.Tensor, n_groups: int) -> torch.Tens
     return torch.sqrt(sq + _EPS)
 
 
+def rank_index(n: int, r: float) -> int:
+    """The 0-based rank of the ``rank`` threshold among ``n`` ascending group norms:
+    ``floor(floor(16 r) * n / 16)``, at most ``n - 1``. For ``n`` a multiple of 16 it is the
+    paper's ``floor(16 r) * floor(n / 16)``; unlike that, it does not collapse to 0 (the smallest
+    norm, so no group penalized) when a layer has fewer than 16 groups."""
+    return min(n - 1, (math.floor(16 * r) * n) // 16)
+
+
 def wpc_tau(norms: torch.Tensor, variant: str, r: float) -> torch.Tensor:
-    """The self-adapting threshold (no gradient flows through it)."""
+    """The self-adapting threshold, recomputed from the current norms at every step (no gradient
+    flows through it). ``mean``: ``r`` x the mean norm; ``rank``: the norm at
+    :func:`rank_index`; ``mix``: the smaller of the mean norm and the ``rank`` threshold (both
+    follow ``r`` through the rank)."""
     a = norms.detach()
     if variant == "mean":
         return r * a.mean()
+    if variant not in ("rank", "mix"):
+        raise ValueError(f"WPC threshold variant must be one of {TAU_VARIANTS}, not {variant!r}")
     sorted_a, _ = torch.sort(a)
-    n = a.numel()
-    rank_idx = min(n - 1, math.floor(16 * r) * (n // 16))
-    if variant == "rank":
-        return sorted_a[rank_idx]
-    if variant == "mix":
-        return torch.minimum(a.mean(), torch.quantile(a, 5 / 16))
-    raise ValueError(f"WPC threshold variant must be one of {TAU_VARIANTS}, not {variant!r}")
+    ranked = sorted_a[rank_index(a.numel(), r)]
+    return ranked if variant == "rank" else torch.minimum(a.mean(), ranked)
 
 
 def group_lasso(norms: torch.Tensor) -> torch.Tensor:
@@ -44,4 +52,5 @@ def group_lasso(norms: torch.Tensor) -> torch.Tensor:
 
 def wpc_penalty(norms: torch.Tensor, variant: str = "mean", r: float = 0.7) -> torch.Tensor:
     tau = wpc_tau(norms, variant, r)
-    return torch.where(norms < tau, norms, tau).sum()
+    # a group at exactly tau is still pulled (<=): the threshold group is the last one penalized
+    return torch.where(norms <= tau, norms, tau).sum()

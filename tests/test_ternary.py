@@ -65,7 +65,7 @@ def test_wpc_gradient_spares_groups_above_tau(variant):
     tau = wpc_tau(norms, variant, 0.7)
     wpc_penalty(norms, variant, 0.7).backward()
     g = w.grad
-    above = (norms.detach() >= tau)
+    above = (norms.detach() > tau)
     assert above.any() and (~above).any()
     for t in range(32):
         sel = ids == t
@@ -82,9 +82,39 @@ def test_wpc_value_and_lasso():
     assert float(group_lasso(norms)) == 12.0
     many = torch.arange(1.0, 33.0)              # 32 groups: rank floor(16*0.7)*floor(32/16) = 22
     assert float(wpc_tau(many, "rank", 0.7)) == 23.0
-    assert float(wpc_tau(many, "mix", 0.7)) == pytest.approx(min(16.5, float(torch.quantile(many, 5 / 16))))
+    assert float(wpc_tau(many, "mix", 0.7)) == 16.5                       # the mean is smaller
+    assert float(wpc_tau(many, "mix", 0.25)) == 9.0                      # the rank is smaller: mix follows r
+    assert float(wpc_tau(many, "mix", 0.25)) != float(torch.quantile(many, 5 / 16))
     with pytest.raises(ValueError):
         wpc_tau(norms, "median", 0.7)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 15, 16, 32, 80])
+def test_rank_threshold_penalizes_small_layers(n):
+    """A layer with fewer than 16 groups still has groups under tau (the paper's index was 0
+    there); for multiples of 16 the index is the paper's."""
+    from ternpe.model.penalty import rank_index
+    k = rank_index(n, 0.7)
+    if n % 16 == 0:
+        assert k == 11 * (n // 16)
+    if n >= 2:
+        assert k >= 1
+    a = torch.arange(1.0, n + 1.0)
+    assert float(wpc_tau(a, "rank", 0.7)) == float(a[k])
+
+
+def test_tau_follows_the_current_norms():
+    """Self-adapting: tau is recomputed from the norms it is given, never frozen."""
+    a = torch.arange(1.0, 33.0)
+    assert float(wpc_tau(a * 2, "rank", 0.7)) == 2 * float(wpc_tau(a, "rank", 0.7))
+    assert float(wpc_tau(a * 2, "mean", 0.7)) == 2 * float(wpc_tau(a, "mean", 0.7))
+
+
+def test_the_group_at_tau_is_pulled():
+    a = torch.arange(1.0, 33.0, requires_grad=True)
+    tau = float(wpc_tau(a, "rank", 0.7))
+    wpc_penalty(a, "rank", 0.7).backward()
+    assert a.grad[int(tau) - 1] == 1.0 and a.grad[int(tau)] == 0.0
 
 
 def test_act_quant_rounds_half_up_and_passes_gradient_inside_range():
