@@ -82,12 +82,16 @@ class HostLink(wiring.Component):
                 with m.If(nbyte == n - 1):
                     m.next = "SUM"
 
+        # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
+        timed_out = Signal()
+        m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~(rx.valid & rx.ready))
+
         def wait_byte():
             """In a request state: count the gap; on timeout answer STATUS_TIMEOUT."""
             m.d.sync += timer.eq(timer + 1)
             with m.If(rx.valid & rx.ready):
                 m.d.sync += timer.eq(0)
-            with m.Elif(timer == self.timeout_cycles):
+            with m.Elif(timed_out):
                 m.d.comb += acc_rst.eq(1)
                 m.d.sync += status.eq(STATUS_TIMEOUT)
                 m.next = "MAGIC0"
