@@ -168,29 +168,8 @@ class InputBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = ram = SinglePortRAM(width=width, depth=depth, lane_bits=A, spram=self.spram)
             banks.append(ram)
 
-        # ---- loader: pixel (y, x, c) -> bank y mod R, entry (y div R) * W + x, byte c. The banks
-        # are single-port: a pixel is taken only in a cycle when the gatherer does not read.
-        ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
-        ymod = Signal(range(R))
-        grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
-        m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
-        with m.If(accept):
-            m.d.sync += lc.eq(lc + 1)
-            with m.If(lc == C - 1):
-                m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
-                with m.If(lx == W - 1):
-                    m.d.sync += [lx.eq(0), ly.eq(ly + 1), ymod.eq(ymod + 1), addr.eq(grp)]
-                    with m.If(ymod == R - 1):
-                        m.d.sync += [ymod.eq(0), grp.eq(grp + W), addr.eq(grp + W)]
-                    with m.If(ly == H - 1):
-                        m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
-        lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
-        reading = Signal()
-        m.d.comb += self._take.eq(~self._wfull & ~reading)
-        w_addr = Cat(addr[:abits], wslot)
-        for b, ram in enumerate(banks):
-            m.d.comb += [ram.wdata.eq(self._pixel.replicate(C)),
-                         ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
+        reading = Signal()          # the gatherer reads the banks this cycle
+        w_addr = self._bank_loader(m, banks, accept, last_pixel, wslot, reading, abits)
 
         # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
         oh, ow = s.out_h, s.out_w
@@ -269,7 +248,39 @@ class InputBuffer(wiring.Component):
                     with m.Else():
                         m.next = "READ"
 
-        # ---- the lanes of word j at pool position q, from the current patch
+        self._window_lanes(m, cur)
+
+    def _bank_loader(self, m, banks, accept, last_pixel, wslot, reading, abits):
+        """The image into the banks, raster order: pixel (y, x, c) -> bank y mod R, entry
+        (y div R) * W + x, byte c, from running counters. The banks are single-port: a pixel is
+        taken only in a cycle when the gatherer does not read."""
+        s, A = self.spec, self.export.act_bits
+        H, W, C, R = s.in_h, s.in_w, s.cin, patch_rows(s)
+        ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
+        ymod = Signal(range(R))
+        grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
+        m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
+        with m.If(accept):
+            m.d.sync += lc.eq(lc + 1)
+            with m.If(lc == C - 1):
+                m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
+                with m.If(lx == W - 1):
+                    m.d.sync += [lx.eq(0), ly.eq(ly + 1), ymod.eq(ymod + 1), addr.eq(grp)]
+                    with m.If(ymod == R - 1):
+                        m.d.sync += [ymod.eq(0), grp.eq(grp + W), addr.eq(grp + W)]
+                    with m.If(ly == H - 1):
+                        m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
+        lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
+        m.d.comb += self._take.eq(~self._wfull & ~reading)
+        w_addr = Cat(addr[:abits], wslot)
+        for b, ram in enumerate(banks):
+            m.d.comb += [ram.wdata.eq(self._pixel.replicate(C)),
+                         ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
+        return w_addr
+
+    def _window_lanes(self, m, cur):
+        """The lanes of word ``win_j`` at pool position ``win_q``, picked from the current patch."""
+        s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
         offs = self.layout.window_offsets()         # [words, G, (ky, kx, c)]
         nq = 4 if s.pool else 1
         words = self.layout.words_per_tile
