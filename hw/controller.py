@@ -22,6 +22,8 @@ gathering it.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -225,56 +227,7 @@ class Controller(wiring.Component):
                     m.next = "RUN"
 
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), t_next.eq(t)]
-                end_entry = entry.empty | j_last
-                last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])
-                end_pixel = end_entry & entry.last & q_last & entry.end
-                # a pixel with at least gather_cycles ops never waits for its successor's patch (the
-                # usual case): then there is no stall logic at all, and no long enable path
-                stall = (c["window"] & end_pixel & ~last_pixel & ~self.win_ok) if self._may_stall() else 0
-                m.d.comb += [op.valid.eq(~stall), op.clear.eq((t == t_row) & (j == 0)),
-                             op.last.eq(entry.last & end_entry),
-                             self.win_adv.eq(c["window"] & end_pixel & ~last_pixel & ~stall)]
-                wa_after = Signal.like(wa)
-                m.d.comb += wa_after.eq(wa + ~entry.empty)
-                with m.If(stall):
-                    pass                                # the next patch is not gathered yet
-                with m.Elif(~end_entry):                # next word of this tile
-                    m.d.sync += [j.eq(j + 1), wa.eq(wa + 1), j_last.eq(j + 1 == c["words1"])]
-                    with m.If(kx == c["k1"]):
-                        m.d.sync += [kx.eq(0), ky.eq(ky + 1), k_addr.eq(k_addr + c["kwrap"])]
-                    with m.Else():
-                        m.d.sync += [kx.eq(kx + 1), k_addr.eq(k_addr + c["cw"])]
-                with m.Else():
-                    m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0), j_last.eq(c["words1"] == 0)]
-                    with m.If(~entry.last):             # next tile of this row
-                        m.d.comb += t_next.eq(t_inc)
-                        m.d.sync += [t.eq(t_inc), t_inc.eq(t_inc + 1), wa.eq(wa_after)]
-                    with m.Elif(~q_last):               # same row, next pool position
-                        m.d.comb += t_next.eq(t_row)
-                        m.d.sync += [q.eq(q + 1), q_last.eq(q + 1 == c["nq1"]), t.eq(t_row), t_inc.eq(t_row_inc),
-                                     wa.eq(wa_row)]
-                    with m.Else():
-                        m.d.sync += [q.eq(0), q_last.eq(c["nq1"] == 0)]
-                        with m.If(~entry.end):          # next row of output channels
-                            m.d.comb += t_next.eq(t_inc)
-                            m.d.sync += [t.eq(t_inc), t_row.eq(t_inc), t_inc.eq(t_inc + 1), t_row_inc.eq(t_inc + 1),
-                                         wa.eq(wa_after), wa_row.eq(wa_after)]
-                        with m.Else():                  # next output pixel
-                            m.d.comb += t_next.eq(c["list"])
-                            m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), t_inc.eq(c["list"] + 1),
-                                         t_row_inc.eq(c["list"] + 1), wa.eq(c["wbase"]), wa_row.eq(c["wbase"])]
-                            with m.If(px != c["out_w1"]):
-                                m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
-                                             ox0.eq(ox0 + c["step"])]
-                            with m.Elif(py != c["out_h1"]):
-                                m.d.sync += [px.eq(0), py.eq(py + 1), pix_addr.eq(row_addr + c["pystep"]),
-                                             row_addr.eq(row_addr + c["pystep"]), ox0.eq(-c["pad"]),
-                                             oy0.eq(oy0 + c["step"])]
-                            with m.Else():
-                                m.d.sync += drain.eq(0)
-                                m.next = "DRAIN"
-
+                self._run(m, SimpleNamespace(**{k: v for k, v in locals().items() if k != "self"}))   # the counters
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)
@@ -287,3 +240,60 @@ class Controller(wiring.Component):
                     with m.Else():
                         m.next = "SETUP"
         return m
+
+    def _run(self, m, r):
+        """One cycle of the op loop (state ``RUN``): issue an op and step the counters."""
+        (entry, op, c, t, t_row, t_next, t_inc, t_row_inc, j_last, q_last, wa, wa_row, j, q, ky, kx, k_addr,
+         px, py, pix_addr, row_addr, ox0, oy0, drain) = (getattr(r, n) for n in (
+            "entry", "op", "c", "t", "t_row", "t_next", "t_inc", "t_row_inc", "j_last", "q_last", "wa",
+            "wa_row", "j", "q", "ky", "kx", "k_addr", "px", "py", "pix_addr", "row_addr", "ox0", "oy0", "drain"))
+        m.d.comb += [self.busy.eq(1), t_next.eq(t)]
+        end_entry = entry.empty | j_last
+        last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])
+        end_pixel = end_entry & entry.last & q_last & entry.end
+        # a pixel with at least gather_cycles ops never waits for its successor's patch (the
+        # usual case): then there is no stall logic at all, and no long enable path
+        stall = (c["window"] & end_pixel & ~last_pixel & ~self.win_ok) if self._may_stall() else 0
+        m.d.comb += [op.valid.eq(~stall), op.clear.eq((t == t_row) & (j == 0)),
+                     op.last.eq(entry.last & end_entry),
+                     self.win_adv.eq(c["window"] & end_pixel & ~last_pixel & ~stall)]
+        wa_after = Signal.like(wa)
+        m.d.comb += wa_after.eq(wa + ~entry.empty)
+        with m.If(stall):
+            pass                                # the next patch is not gathered yet
+        with m.Elif(~end_entry):                # next word of this tile
+            m.d.sync += [j.eq(j + 1), wa.eq(wa + 1), j_last.eq(j + 1 == c["words1"])]
+            with m.If(kx == c["k1"]):
+                m.d.sync += [kx.eq(0), ky.eq(ky + 1), k_addr.eq(k_addr + c["kwrap"])]
+            with m.Else():
+                m.d.sync += [kx.eq(kx + 1), k_addr.eq(k_addr + c["cw"])]
+        with m.Else():
+            m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0), j_last.eq(c["words1"] == 0)]
+            with m.If(~entry.last):             # next tile of this row
+                m.d.comb += t_next.eq(t_inc)
+                m.d.sync += [t.eq(t_inc), t_inc.eq(t_inc + 1), wa.eq(wa_after)]
+            with m.Elif(~q_last):               # same row, next pool position
+                m.d.comb += t_next.eq(t_row)
+                m.d.sync += [q.eq(q + 1), q_last.eq(q + 1 == c["nq1"]), t.eq(t_row), t_inc.eq(t_row_inc),
+                             wa.eq(wa_row)]
+            with m.Else():
+                m.d.sync += [q.eq(0), q_last.eq(c["nq1"] == 0)]
+                with m.If(~entry.end):          # next row of output channels
+                    m.d.comb += t_next.eq(t_inc)
+                    m.d.sync += [t.eq(t_inc), t_row.eq(t_inc), t_inc.eq(t_inc + 1), t_row_inc.eq(t_inc + 1),
+                                 wa.eq(wa_after), wa_row.eq(wa_after)]
+                with m.Else():                  # next output pixel
+                    m.d.comb += t_next.eq(c["list"])
+                    m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), t_inc.eq(c["list"] + 1),
+                                 t_row_inc.eq(c["list"] + 1), wa.eq(c["wbase"]), wa_row.eq(c["wbase"])]
+                    with m.If(px != c["out_w1"]):
+                        m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
+                                     ox0.eq(ox0 + c["step"])]
+                    with m.Elif(py != c["out_h1"]):
+                        m.d.sync += [px.eq(0), py.eq(py + 1), pix_addr.eq(row_addr + c["pystep"]),
+                                     row_addr.eq(row_addr + c["pystep"]), ox0.eq(-c["pad"]),
+                                     oy0.eq(oy0 + c["step"])]
+                    with m.Else():
+                        m.d.sync += drain.eq(0)
+                        m.next = "DRAIN"
+
