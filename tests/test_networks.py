@@ -99,3 +99,16 @@ def test_dense_baseline_of_the_speedup(tmp_path):
     full = with_tile_density(ex.path, tmp_path / "full", 1.0)
     assert all(l.nonzero_tiles == l.layout.count for l in densified(ex).layers)
     assert cycle_model(densified(ex))["total"] == cycle_model(full)["total"] > cycle_model(ex)["total"]
+
+
+def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
+    import dataclasses
+    from ternpe.devices import DEVICES
+    from ternpe.flow.resources import _over, auto_geometry, estimate
+    ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
+    for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000)]:
+        g = auto_geometry(ex, dev)
+        assert g.G == 16 and g.P >= 1
+        assert not _over(estimate(widen(ex, g), dev), dev)
+        if 2 * g.P <= g.G:
+            assert _over(estimate(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev)
