@@ -9,7 +9,8 @@ EXPORT defaults to exports/digits (``make demo`` writes it). Prints:
    the simulated cycle count of one golden image (amaranth.sim) next to the model's;
 2. the same network at tile densities 1, 0.75, 0.5, 0.25 (every layer) and the export: cycles
    relative to dense against the ideal ratio (non-zero tile-words, weighted by output pixels);
-3. Yosys ``synth_ice40 -dsp`` of the generated Verilog: SB_LUT4, flip-flops, SB_RAM40_4K, SB_MAC16.
+3. the export on wider arrays (``--pe P'xG``): cycles, latency, throughput, speedup;
+4. Yosys ``synth_ice40 -dsp`` of the generated Verilog: SB_LUT4, flip-flops, SB_RAM40_4K, SB_MAC16.
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ def main(argv=None) -> int:
             got, ideal = c / dense_cycles, ideal_work(v) / dense_work
             nz = sum(l.nonzero_tiles for l in v.layers)
             print(f"| {name} | {nz} | {c} | {got:.3f} | {ideal:.3f} | {100 * (got / ideal - 1):+.1f}% |")
+    print("\n| array (--pe) | cycles | latency | throughput | speedup vs trained array | vs dense at that array |")
+    print("|---|---|---|---|---|---|")
+    from ternpe.contract import ArrayGeometry
+    from ternpe.image import densified, widen
+    base = model["total"]
+    p = ex.geometry.P
+    while p <= ex.geometry.G:
+        w = widen(ex, ArrayGeometry(p, ex.geometry.G))
+        mw = cycle_model(w)
+        print(f"| {p}x{ex.geometry.G} | {mw['total']} | {mw['latency']} | {mw['throughput']} | "
+              f"{base / mw['total']:.2f}x | {cycle_model(densified(w))['total'] / mw['total']:.2f}x |")
+        p *= 2
     if not args.no_synth:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
