@@ -23,7 +23,7 @@ def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
 
 
 class Requantizer(wiring.Component):
-    """Five pipeline stages: partial products (the only multiplies of the design, one hardware
+    """Six pipeline stages: the operands registered, partial products (the only multiplies of the design, one hardware
     multiplier per 15 accumulator bits: SB_MAC16 on iCE40 with ``synth_ice40 -dsp``, MULT18X18D
     on ECP5), their sum, + bias, arithmetic shift, clamp.
 
@@ -60,7 +60,7 @@ class Requantizer(wiring.Component):
     def out_bits(self) -> int:
         return requant_out_bits(self.acc_bits, self.bias_bits)
 
-    latency = 5
+    latency = 6
 
     def elaborate(self, platform):
         m = Module()
@@ -68,19 +68,24 @@ class Requantizer(wiring.Component):
         # in 15-bit chunks, the top one signed. Stage 2: their sum. A product wider than one
         # multiplier is never summed in the cycle that multiplies.
         A = self.acc_bits
+        # stage 0: the operands registered beside the multipliers (with a wide array the
+        # requantizers sit far apart on the die; their inputs must not travel in the multiply's cycle)
+        acc, mult = Signal.like(self.acc), Signal.like(self.mult)
+        bias = [Signal.like(self.bias, name=f"bias{i}") for i in range(3)]
+        shift = [Signal.like(self.shift, name=f"shift{i}") for i in range(4)]
+        clamp = [Signal(name=f"clamp{i}") for i in range(5)]
+        valid = [Signal(name=f"valid{i}") for i in range(5)]
+        m.d.sync += [acc.eq(self.acc), mult.eq(self.mult), bias[2].eq(self.bias), shift[3].eq(self.shift),
+                     clamp[4].eq(self.clamp), valid[4].eq(self.valid)]
         chunks = [(lo, min(A, lo + _CHUNK)) for lo in range(0, A, _CHUNK)]
         parts = []
         for n, (lo, hi) in enumerate(chunks):
             top = hi == A
-            piece = self.acc[lo:hi].as_signed() if top else self.acc[lo:hi].as_unsigned()
+            piece = acc[lo:hi].as_signed() if top else acc[lo:hi].as_unsigned()
             part = Signal(signed(hi - lo + MULT_BITS + (0 if top else 1)), name=f"part{n}")
-            m.d.sync += part.eq(piece * self.mult)
+            m.d.sync += part.eq(piece * mult)
             parts.append((lo, part))
-        bias = [Signal.like(self.bias, name=f"bias{i}") for i in range(2)]
-        shift = [Signal.like(self.shift, name=f"shift{i}") for i in range(3)]
-        clamp = [Signal(name=f"clamp{i}") for i in range(4)]
-        valid = [Signal(name=f"valid{i}") for i in range(4)]
-        m.d.sync += [bias[0].eq(self.bias), shift[0].eq(self.shift), clamp[0].eq(self.clamp), valid[0].eq(self.valid)]
+        m.d.sync += [bias[0].eq(bias[2]), shift[0].eq(shift[3]), clamp[0].eq(clamp[4]), valid[0].eq(valid[4])]
         prod = Signal(signed(A + MULT_BITS))
         m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), bias[1].eq(bias[0]), shift[1].eq(shift[0]),
                      clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
