@@ -116,10 +116,17 @@ def output_bits(ex) -> int:
     return max(logit_bits(ex), unsigned_bits(ex.layers[-1].spec.cout) + 1)
 
 
+def broadcast_register(geometry) -> bool:
+    """Arrays of 4 PEs or more get one more register stage on the operands they all share: the
+    activation word fans out to every PE, and on a wide array those PEs sit far apart."""
+    return geometry.P >= 4
+
+
 def drain_cycles(geometry) -> int:
     """Cycles between a layer's last op and the next layer's first: the op and memory-data
-    registers, the PE pipeline, the requantizer, the tag/pool/write-back registers."""
-    return 2 + pe_latency(geometry.G) + Requantizer.latency + 3
+    registers (and the broadcast register of a wide array), the PE pipeline, the requantizer,
+    the tag/pool/write-back registers."""
+    return 2 + broadcast_register(geometry) + pe_latency(geometry.G) + Requantizer.latency + 3
 
 
 def argmax_cycles(classes: int) -> int:
@@ -312,9 +319,14 @@ class Accelerator(wiring.Component):
         else:
             first = Signal(g.G * A)
             m.d.sync += first.eq(inb.rd_data)
+        act = Mux(s2.tag.layer == 0, first, r_act)
+        weights = Mux(s2.inb & ~s2.empty, r_w, 0)
+        if broadcast_register(g):
+            s3, act_r, w_r = Signal(late), Signal(g.G * A), Signal(g.word_bits)
+            m.d.sync += [s3.eq(s2), act_r.eq(act), w_r.eq(weights)]
+            s2, act, weights = s3, act_r, w_r
         m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
-                     arr.act.eq(Mux(s2.tag.layer == 0, first, r_act)),
-                     arr.weights.eq(Mux(s2.inb & ~s2.empty, r_w, 0))]
+                     arr.act.eq(act), arr.weights.eq(weights)]
         self._tags = [s2.tag]
         return a_wr
 
