@@ -53,7 +53,7 @@ BOARDS = {b.name: b for b in [
           uart_pins=("2", "46")),
     Board("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5", 25e6, 100e6, 3_000_000,
           "ecp5-85f", "openFPGALoader", bitstream_ext="bit"),
-    Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 100e6,
+    Board("orangecrab", "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5", 48e6, 125e6,
           3_000_000, "ecp5-25f", "openFPGALoader",
           uart_note="a 3.3 V USB-serial adapter on feather pins 0 (board RX, N17) and 1 (board TX, M18)",
           uart_pins=("N17", "M18"), bitstream_ext="bit"),
