@@ -133,17 +133,18 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     out.mkdir(parents=True, exist_ok=True)
     met = bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock)
     dest, rpath = artefact_paths(out, name, board.bitstream_ext, met)
-    cycles = cycle_model(ex)["total"]
+    model = cycle_model(ex)
+    cycles = model["total"]
     fmt = top.core.link.format
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
-        "latency_cycles": cycle_model(ex)["latency"], "throughput_cycles": cycle_model(ex)["throughput"],
+        "latency_cycles": model["latency"], "throughput_cycles": model["throughput"],
         "dense_cycles": cycle_model(densified(ex))["total"],
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
         "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
         "baud": top.baud, "cycles_per_inference": cycles,
-        "inferences_per_s_compute": clock * 1e6 / cycle_model(ex)["throughput"],
+        "inferences_per_s_compute": clock * 1e6 / model["throughput"],
         "uart_bytes_per_inference": request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER),
         "resources": pnr["resources"],
         "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},

@@ -22,6 +22,7 @@ import math
 
 from ternpe.contract import ArrayGeometry
 from ternpe.hw.accelerator import GenerateError
+from ternpe.hw.requant import ACC_BITS_PER_MULTIPLIER
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
@@ -49,6 +50,10 @@ def features(ex) -> tuple:
     return g.P * g.G * (A + 1), g.P * (acc + output_bits(ex))
 
 
+def _device(device: Device | str) -> Device:
+    return DEVICES[device] if isinstance(device, str) else device
+
+
 def block_rams(family: str, width: int, depth: int) -> int:
     """Block RAMs one memory takes (the best of the block's width x depth shapes)."""
     return min(math.ceil(width / w) * math.ceil(max(depth, 1) / d) for w, d in BRAM_SHAPES[family])
@@ -59,30 +64,28 @@ def uses_spram(ex, device: Device | str) -> bool:
     SPRAM each: they are written after configuration anyway, and the block RAMs stay free for
     the weights and activations, which need initial contents or 128-bit reads."""
     from ternpe.hw.accelerator import _plans, memory_shapes
-    from ternpe.hw.spram import SPRAM_DEPTH, SPRAM_WIDTH
-    dev = DEVICES[device] if isinstance(device, str) else device
+    from ternpe.hw.spram import fits_spram
+    dev = _device(device)
     if not dev.spram or not _plans(ex)[0].window:
         return False
     banks = [v for k, v in memory_shapes(ex).items() if k.startswith("input bank")]
-    cin = ex.layers[0].spec.cin
-    return (len(banks) <= dev.spram and all(w <= SPRAM_WIDTH and d <= SPRAM_DEPTH for w, d in banks)
-            and (cin == 1 or ex.act_bits % 4 == 0))
+    return len(banks) <= dev.spram and all(fits_spram(w, d, ex.act_bits) for w, d in banks)
 
 
 def accelerator_options(ex, device: Device | str) -> dict:
     """The :class:`~ternpe.hw.accelerator.Accelerator` options for ``device``: SPRAM input banks
     (UP5K), and on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
     controller's one-cycle loop)."""
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = _device(device)
     return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5"}
 
 
-def memory_plan(ex, device: Device | str) -> dict:
+def memory_plan(ex, device: Device | str, options: dict | None = None) -> dict:
     """``{memory: (width, depth, kind, blocks)}``: which memory holds what, in how many blocks
-    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``)."""
+    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``), under :func:`accelerator_options`."""
     from ternpe.hw.accelerator import memory_shapes
-    dev = DEVICES[device] if isinstance(device, str) else device
-    opts = accelerator_options(ex, dev)
+    dev = _device(device)
+    opts = accelerator_options(ex, dev) if options is None else options
     plan = {}
     for k, (w, d) in memory_shapes(ex).items():
         if opts["spram"] and k.startswith("input bank"):
@@ -96,7 +99,7 @@ def memory_plan(ex, device: Device | str) -> dict:
 
 def format_plan(plan: dict, device: Device | str) -> str:
     """The memory plan as a table (what ``ternpe generate`` prints)."""
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = _device(device)
     lines = [f"  {'memory':<24}{'width x depth':>16}  {'in':<6}{'blocks':>6}"]
     for k, (w, d, kind, n) in plan.items():
         lines.append(f"  {k:<24}{f'{w} x {d}':>16}  {kind:<6}{n:>6}")
@@ -110,20 +113,21 @@ def format_plan(plan: dict, device: Device | str) -> str:
 def estimate(ex, device: Device | str) -> dict:
     """Resources of the accelerator of ``ex`` on ``device``: ``{lut, ff, bram, spram, dsp,
     per_memory}`` (the host link and UART of a board top included in lut/ff)."""
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = _device(device)
     f = features(ex)
     co = COEFFICIENTS[dev.family]
     lut = co["lut"][0] + sum(c * x for c, x in zip(co["lut"][1:], f))
     # an iCE40 logic cell is a LUT and a flip-flop: nextpnr counts cells, so there is no FF figure
     ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f)) if "ff" in co else None
-    plan = memory_plan(ex, dev)
+    opts = accelerator_options(ex, dev)
+    plan = memory_plan(ex, dev, opts)
     per = {k: n for k, (w, d, kind, n) in plan.items()}
     acc = max(l.acc_bits for l in ex.layers)
-    dsp = ex.geometry.P * math.ceil(acc / 15)     # one multiplier per 15 accumulator bits (hw/requant.py)
+    dsp = ex.geometry.P * math.ceil(acc / ACC_BITS_PER_MULTIPLIER)
     return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
             "bram": sum(n for *_, kind, n in plan.values() if kind == "bram"),
             "spram": sum(n for *_, kind, n in plan.values() if kind == "spram"), "dsp": dsp,
-            "per_memory": per, "plan": plan, "options": accelerator_options(ex, dev)}
+            "per_memory": per, "plan": plan, "options": opts}
 
 
 def _over(est: dict, dev: Device, logic: bool = True) -> list:
@@ -135,7 +139,7 @@ def _over(est: dict, dev: Device, logic: bool = True) -> list:
 def check_fit(ex, device: Device | str, *, logic: bool = True) -> dict:
     """:func:`estimate`, or :class:`FitError` naming every resource that does not fit
     (``logic=False``: memories and multipliers only)."""
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = _device(device)
     est = estimate(ex, dev)
     over = _over(est, dev, logic)
     if not over:
@@ -167,7 +171,7 @@ def auto_geometry(ex, device: Device | str) -> ArrayGeometry:
     """The widest array ``P' x G`` (``P'`` a power-of-two multiple of the trained ``P``, at most
     ``G``) whose accelerator fits ``device``."""
     from ternpe.image import widen
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = _device(device)
     g = ex.geometry
     best = None
     p = g.P

@@ -39,7 +39,7 @@ from .array import PEArray
 from .controller import Controller, OpTag, write_elements
 from .input import InputBuffer, gather_cycles, gather_setup, input_memories
 from .pe import pe_latency
-from .requant import Requantizer, requant_out_bits
+from .requant import Requantizer
 from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
 
 __all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
@@ -252,7 +252,6 @@ class Accelerator(wiring.Component):
         self.acc_bits = max(l.acc_bits for l in ex.layers)
         self.bias_bits = max(l.bias_bits for l in ex.layers)
         self.classes = ex.layers[-1].spec.cout
-        self.res_bits = requant_out_bits(self.acc_bits, self.bias_bits)
         self.out_bits = output_bits(ex)
         super().__init__({
             "input": In(stream.Signature(unsigned(A))),
@@ -388,9 +387,8 @@ class Accelerator(wiring.Component):
         # the element index of the result's pixel, counted in the activation memory itself (from the
         # layer's write base x G): restarts with a layer, steps by cout per pixel. e_next holds the
         # next pixel's index ahead, so the write address is one add (+ the row's channels).
-        G_ = G
-        bases_e = [wbase * G_ for _, wbase in _bases(ex)]
-        depth_e = act_regions(ex)["depth"] * G_ + write_elements(ex) + 1
+        bases_e = [wbase * G for _, wbase in _bases(ex)]
+        depth_e = act_regions(ex)["depth"] * G + write_elements(ex) + 1
         e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
         first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
         after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]

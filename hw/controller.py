@@ -22,8 +22,6 @@ gathering it.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -120,7 +118,6 @@ class Controller(wiring.Component):
     def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
                  word_addr_bits: int, read_bases, drain: int):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
-        self.read_bases = read_bases
         self.n_layers = len(export.layers)
         self.addr_bits = act_addr_shape(export, read_bases)
         self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
@@ -227,7 +224,10 @@ class Controller(wiring.Component):
                     m.next = "RUN"
 
             with m.State("RUN"):
-                self._run(m, SimpleNamespace(**{k: v for k, v in locals().items() if k != "self"}))   # the counters
+                self._run(m, entry=entry, op=op, c=c, t=t, t_row=t_row, t_next=t_next, t_inc=t_inc,
+                          t_row_inc=t_row_inc, j_last=j_last, q_last=q_last, wa=wa, wa_row=wa_row, j=j, q=q,
+                          ky=ky, kx=kx, k_addr=k_addr, px=px, py=py, pix_addr=pix_addr, row_addr=row_addr,
+                          ox0=ox0, oy0=oy0, drain=drain)
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)
@@ -241,12 +241,9 @@ class Controller(wiring.Component):
                         m.next = "SETUP"
         return m
 
-    def _run(self, m, r):
+    def _run(self, m, *, entry, op, c, t, t_row, t_next, t_inc, t_row_inc, j_last, q_last, wa, wa_row, j, q,
+             ky, kx, k_addr, px, py, pix_addr, row_addr, ox0, oy0, drain):
         """One cycle of the op loop (state ``RUN``): issue an op and step the counters."""
-        (entry, op, c, t, t_row, t_next, t_inc, t_row_inc, j_last, q_last, wa, wa_row, j, q, ky, kx, k_addr,
-         px, py, pix_addr, row_addr, ox0, oy0, drain) = (getattr(r, n) for n in (
-            "entry", "op", "c", "t", "t_row", "t_next", "t_inc", "t_row_inc", "j_last", "q_last", "wa",
-            "wa_row", "j", "q", "ky", "kx", "k_addr", "px", "py", "pix_addr", "row_addr", "ox0", "oy0", "drain"))
         m.d.comb += [self.busy.eq(1), t_next.eq(t)]
         end_entry = entry.empty | j_last
         last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])

@@ -105,7 +105,6 @@ class InputBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
-        H, W, C = s.in_h, s.in_w, s.cin
         # slots: the loader fills wslot, the compute side reads rslot
         full = Signal(2)
         wslot, rslot = Signal(), Signal()
@@ -120,23 +119,23 @@ class InputBuffer(wiring.Component):
         m.submodules.skid = skid = SyncFIFO(width=A, depth=2)
         m.d.comb += [skid.w_data.eq(self.input.payload), skid.w_en.eq(self.input.valid),
                      self.input.ready.eq(skid.w_rdy)]
-        self._pixel, self._take = skid.r_data, skid.r_en
+        # a pixel is taken while its slot is free, and (single-port banks) not while the gatherer reads
+        reading = Signal()
+        m.d.comb += skid.r_en.eq(~full.bit_select(wslot, 1) & ~reading)
         accept = skid.r_rdy & skid.r_en
-        self._wfull = full.bit_select(wslot, 1)
-        if not self.window:
-            m.d.comb += skid.r_en.eq(~self._wfull)
+        pixel = skid.r_data
         last_pixel = Signal()
         with m.If(accept & last_pixel):
             m.d.comb += set_full.eq(Mux(wslot, 0b10, 0b01))
             m.d.sync += wslot.eq(~wslot)
         mems = input_memories(s, G, A, self.window)
         if self.window:
-            self._banks(m, mems, accept, last_pixel, wslot, rslot)
+            self._banks(m, mems, pixel, accept, last_pixel, reading, wslot, rslot)
         else:
-            self._words(m, mems, accept, last_pixel, wslot, rslot)
+            self._words(m, mems, pixel, accept, last_pixel, wslot, rslot)
         return m
 
-    def _words(self, m, mems, accept, last_pixel, wslot, rslot):
+    def _words(self, m, mems, pixel, accept, last_pixel, wslot, rslot):
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
         width, depth = mems["input"]
         m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
@@ -147,7 +146,7 @@ class InputBuffer(wiring.Component):
         m.d.comb += last_pixel.eq(i == n - 1)
         # the write is registered: address and lane come from counters, the data from the stream
         with m.If(accept):
-            m.d.sync += [wr.addr.eq(Cat(word[:abits], wslot)), wr.data.eq(self._pixel.replicate(G)),
+            m.d.sync += [wr.addr.eq(Cat(word[:abits], wslot)), wr.data.eq(pixel.replicate(G)),
                          wr.en.eq(Const(1, G) << lane), i.eq(i + 1), lane.eq(lane + 1)]
             with m.If(lane == G - 1):
                 m.d.sync += word.eq(word + 1)
@@ -157,7 +156,7 @@ class InputBuffer(wiring.Component):
             m.d.sync += wr.en.eq(0)
         m.d.comb += [rd.addr.eq(Cat(self.rd_addr[:abits], rslot)), self.rd_data.eq(rd.data)]
 
-    def _banks(self, m, mems, accept, last_pixel, wslot, rslot):
+    def _banks(self, m, mems, pixel, accept, last_pixel, reading, wslot, rslot):
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
         H, W, C, R, pad = s.in_h, s.in_w, s.cin, patch_rows(s), s.pad
         npool = 2 if s.pool else 1
@@ -168,8 +167,7 @@ class InputBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = ram = SinglePortRAM(width=width, depth=depth, lane_bits=A, spram=self.spram)
             banks.append(ram)
 
-        reading = Signal()          # the gatherer reads the banks this cycle
-        w_addr = self._bank_loader(m, banks, accept, last_pixel, wslot, reading, abits)
+        w_addr = self._bank_loader(m, banks, pixel, accept, last_pixel, wslot, abits)
 
         # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
         oh, ow = s.out_h, s.out_w
@@ -250,7 +248,7 @@ class InputBuffer(wiring.Component):
 
         self._window_lanes(m, cur)
 
-    def _bank_loader(self, m, banks, accept, last_pixel, wslot, reading, abits):
+    def _bank_loader(self, m, banks, pixel, accept, last_pixel, wslot, abits):
         """The image into the banks, raster order: pixel (y, x, c) -> bank y mod R, entry
         (y div R) * W + x, byte c, from running counters. The banks are single-port: a pixel is
         taken only in a cycle when the gatherer does not read."""
@@ -271,10 +269,9 @@ class InputBuffer(wiring.Component):
                     with m.If(ly == H - 1):
                         m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
         lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
-        m.d.comb += self._take.eq(~self._wfull & ~reading)
         w_addr = Cat(addr[:abits], wslot)
         for b, ram in enumerate(banks):
-            m.d.comb += [ram.wdata.eq(self._pixel.replicate(C)),
+            m.d.comb += [ram.wdata.eq(pixel.replicate(C)),
                          ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
         return w_addr
 

@@ -10,11 +10,11 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import MULT_BITS, SHIFT_BITS
 
-__all__ = ["Requantizer", "requant_out_bits"]
+__all__ = ["Requantizer", "requant_out_bits", "ACC_BITS_PER_MULTIPLIER"]
 
 
 #: Accumulator bits per hardware multiplier operand (a 16x16 signed SB_MAC16 takes 15 unsigned bits).
-_CHUNK = 15
+ACC_BITS_PER_MULTIPLIER = 15
 
 
 def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
@@ -77,7 +77,7 @@ class Requantizer(wiring.Component):
         valid = [Signal(name=f"valid{i}") for i in range(5)]
         m.d.sync += [acc.eq(self.acc), mult.eq(self.mult), bias[2].eq(self.bias), shift[3].eq(self.shift),
                      clamp[4].eq(self.clamp), valid[4].eq(self.valid)]
-        chunks = [(lo, min(A, lo + _CHUNK)) for lo in range(0, A, _CHUNK)]
+        chunks = [(lo, min(A, lo + ACC_BITS_PER_MULTIPLIER)) for lo in range(0, A, ACC_BITS_PER_MULTIPLIER)]
         parts = []
         for n, (lo, hi) in enumerate(chunks):
             top = hi == A

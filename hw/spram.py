@@ -13,9 +13,15 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SinglePortRAM", "SPRAM_WIDTH", "SPRAM_DEPTH"]
+__all__ = ["SinglePortRAM", "SPRAM_WIDTH", "SPRAM_DEPTH", "fits_spram"]
 
 SPRAM_WIDTH, SPRAM_DEPTH = 16, 16384
+
+
+def fits_spram(width: int, depth: int, lane_bits: int) -> bool:
+    """One SB_SPRAM256KA holds a ``width`` x ``depth`` RAM written in ``lane_bits`` lanes: its
+    write mask is per nibble, so lanes must be whole nibbles unless there is only one."""
+    return width <= SPRAM_WIDTH and depth <= SPRAM_DEPTH and (lane_bits % 4 == 0 or width == lane_bits)
 
 
 class SinglePortRAM(wiring.Component):
@@ -38,7 +44,7 @@ class SinglePortRAM(wiring.Component):
     """
 
     def __init__(self, *, width: int, depth: int, lane_bits: int, spram: bool):
-        if spram and (width > SPRAM_WIDTH or depth > SPRAM_DEPTH or (lane_bits % 4 and width != lane_bits)):
+        if spram and not fits_spram(width, depth, lane_bits):
             raise ValueError(f"a {width} x {depth} RAM with {lane_bits}-bit lanes does not map to one SB_SPRAM256KA")
         self.width, self.depth, self.lane_bits, self.spram = width, depth, lane_bits, spram
         super().__init__({"addr": In(range(depth)), "wdata": In(width), "wen": In(width // lane_bits),

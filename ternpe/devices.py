@@ -29,11 +29,6 @@ class Device:
     spram: int
     dsp: int
 
-    @property
-    def mult_width(self) -> int:
-        """Operand width of one hardware multiplier."""
-        return 16 if self.family == "ice40" else 18
-
     def as_dict(self) -> dict:
         return {"lut": self.lut, "ff": self.ff, "bram": self.bram, "spram": self.spram, "dsp": self.dsp}
 

@@ -123,6 +123,22 @@ def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _csr(tiles: np.ndarray) -> tuple:
+    """``[rows, cols, P, words, G]`` tiles -> (the non-zero tiles in row-major order, CSR row
+    pointers, their columns): the layout of the tile index."""
+    nz = (tiles != 0).any(axis=(2, 3, 4))
+    rows, cols = np.nonzero(nz)
+    return tiles[rows, cols], np.concatenate([[0], np.cumsum(nz.sum(axis=1))]), cols
+
+
+def _refilled(layout: TileLayout, w: np.ndarray) -> np.ndarray:
+    """The tiles of weights ``w`` with every all-zero (pruned) tile refilled with +1 codes."""
+    tiles = layout.tile_array(w)
+    dead = ~(tiles != 0).any(axis=(2, 3, 4))
+    tiles[dead] = layout.tile_array(np.ones_like(w))[dead]
+    return tiles
+
+
 def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights, requants,
                  golden: dict, logit_scale: float, meta: dict | None = None) -> pathlib.Path:
     """Write an export directory from integer weights (torch layout) and requantizers."""
@@ -134,10 +150,7 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
             raise ExportError(f"layer {spec.name} has {spec.weight_bits}-bit weights: the hardware runs "
                               f"ternary layers only; train with --first-last ternary")
         lay = TileLayout(spec, geometry)
-        tiles = lay.tile_array(np.asarray(w, np.int64))
-        nz = (tiles != 0).any(axis=(2, 3, 4))
-        rowptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))])
-        rows, cols = np.nonzero(nz)
+        kept, rowptr, cols = _csr(lay.tile_array(np.asarray(w, np.int64)))
         n_ch = lay.rows * geometry.P
         mult = np.zeros(n_ch, np.int64)
         bias = np.zeros(n_ch, np.int64)
@@ -146,7 +159,7 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         acc_bits = accumulator_bits(spec, act_bits)
         bias_bits = signed_bits(min(0, int(bias.min())), max(0, int(bias.max())))
         names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias", "shift")}
-        write_hex(out / names["weights"], pack_tile_words(tiles[rows, cols], geometry), geometry.word_bits)
+        write_hex(out / names["weights"], pack_tile_words(kept, geometry), geometry.word_bits)
         write_hex(out / names["rowptr"], rowptr, unsigned_bits(lay.count))
         write_hex(out / names["cols"], cols, unsigned_bits(lay.cols - 1))
         write_hex(out / names["mult"], mult, MULT_BITS)
@@ -156,7 +169,7 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
             files[n] = _sha256(out / n)
         layers_json.append({
             **spec.to_dict(), "out_h": spec.out_h, "out_w": spec.out_w,
-            "tiles": {"rows": lay.rows, "cols": lay.cols, "count": lay.count, "nonzero": int(nz.sum()),
+            "tiles": {"rows": lay.rows, "cols": lay.cols, "count": lay.count, "nonzero": len(cols),
                       "words_per_tile": lay.words_per_tile, "channels_per_tile": lay.gw},
             "acc_bits": acc_bits, "mult_bits": MULT_BITS, "bias_bits": bias_bits, "shift_bits": SHIFT_BITS,
             "files": names,
@@ -203,10 +216,7 @@ def with_tile_density(src, dst, density: float) -> "Export":
     ex = load_export(src)
     weights = []
     for l in ex.layers:
-        w = l.dense_weights().copy()
-        tiles = l.layout.tile_array(w)
-        dead = ~(tiles != 0).any(axis=(2, 3, 4))
-        tiles[dead] = l.layout.tile_array(np.ones_like(w))[dead]
+        tiles = _refilled(l.layout, l.dense_weights())
         norms = np.abs(tiles).sum(axis=(2, 3, 4)).reshape(-1)
         keep = max(1, round(density * norms.size))
         order = np.argsort(norms, kind="stable")      # smallest first
@@ -235,14 +245,11 @@ def widen(ex: Export, geometry: ArrayGeometry) -> Export:
     layers = []
     for l in ex.layers:
         lay = TileLayout(l.spec, geometry)
-        tiles = lay.tile_array(l.dense_weights())
-        nz = (tiles != 0).any(axis=(2, 3, 4))
-        rows, cols = np.nonzero(nz)
+        kept, rowptr, cols = _csr(lay.tile_array(l.dense_weights()))
         n_ch = lay.rows * geometry.P
         rq = l.channel_requant()
         pad = [np.concatenate([v, np.zeros(n_ch - len(v), np.int64)]) for v in (rq.mult, rq.bias, rq.shift)]
-        layers.append(ExportedLayer(l.spec, lay, tiles[rows, cols], np.concatenate([[0], np.cumsum(nz.sum(axis=1))]),
-                                    cols, RequantParams(*pad), l.acc_bits, l.bias_bits))
+        layers.append(ExportedLayer(l.spec, lay, kept, rowptr, cols, RequantParams(*pad), l.acc_bits, l.bias_bits))
     manifest = {**ex.manifest, "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
                 "trained_geometry": {"P": g0.P, "G": g0.G}}
     return Export(ex.path, manifest, geometry, ex.act_bits, layers, ex.golden)
@@ -253,14 +260,8 @@ def densified(ex: Export) -> Export:
     same shape, whose cycles are the baseline of the speedup that pruning buys."""
     layers = []
     for l in ex.layers:
-        lay = l.layout
-        w = l.dense_weights()
-        tiles = lay.tile_array(w)
-        dead = ~(tiles != 0).any(axis=(2, 3, 4))
-        tiles[dead] = lay.tile_array(np.ones_like(w))[dead]
-        rows, cols = np.nonzero(np.ones((lay.rows, lay.cols), bool))
-        layers.append(dataclasses.replace(l, tiles=tiles[rows, cols], rowptr=np.arange(lay.rows + 1) * lay.cols,
-                                          cols=cols))
+        kept, rowptr, cols = _csr(_refilled(l.layout, l.dense_weights()))
+        layers.append(dataclasses.replace(l, tiles=kept, rowptr=rowptr, cols=cols))
     return dataclasses.replace(ex, layers=layers)
 
 
