@@ -22,7 +22,8 @@ the tile (pruning group) is P filters x min(G, Cin) input channels x k x k;
 examples:
   ternpe train                                   # the demo: digits, cnn, --pe 1x16, wpc
   ternpe train --method naive --lam 0.02 --out runs/naive
-  ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist
+  ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
+  ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
   ternpe train --arch resnet20 --dataset cifar10 --data-dir ~/data/cifar10 --first-last fp
 
 a run directory holds model.pt, metrics.json, history.json, training.png and
@@ -103,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     import dataclasses
     from ternpe.model.config import TrainConfig
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, mnist, fashion-mnist, cifar10 (default: %(default)s)")
-    t.add_argument("--data-dir", default=None, help="directory with the idx files (mnist, fashion-mnist) or cifar-10-batches-py")
+    t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
+    t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
     t.add_argument("--arch", default=d["arch"], help="cnn (sized for an iCE40 UP5K), mlp, resnet20 (default: %(default)s)")
     t.add_argument("--pe", default=d["pe"], help="array geometry PxG: P output channels in parallel x G input lanes (default: %(default)s)")
     t.add_argument("--method", default=d["method"], help="float, ternary, naive, lasso-then-ternary, wpc (default: %(default)s)")
@@ -133,8 +134,10 @@ def _parser() -> argparse.ArgumentParser:
                          description="Generate the Verilog of the accelerator for an exported network: a P x G "
                                      "ternary PE array, the sparse-tile weight buffer, the requantizers and the "
                                      "controller, with the analytic cycle count.",
-                         epilog="example:\n  ternpe generate exports/digits --out build/digits/rtl --device up5k\n\n"
-                                "writes ternpe_top.v and ternpe_top.json (cycles per layer, memory bits, ports).",
+                         epilog="examples:\n  ternpe generate exports/digits --out build/digits/rtl --device up5k\n"
+                                "  ternpe generate exports/mnist --device ecp5-85f --pe auto --out build/mnist/rtl\n\n"
+                                "prints the cycles (beside dense, latency, throughput) and, with --device, the memory\n"
+                                "plan; writes ternpe_top.v and ternpe_top.json (cycles per layer, fit, memory bits, ports).",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("export", help="export directory written by `ternpe export`")
     gen.add_argument("--out", required=True, help="directory for the Verilog")
