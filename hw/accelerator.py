@@ -37,10 +37,11 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, signed_bits, unsigned_bits
 from .array import PEArray
 from .controller import Controller, OpTag, write_elements
-from .input import InputBuffer, gather_cycles, gather_setup, input_memories
-from .pe import pe_latency
+from ternpe import cycles
+from ternpe.cycles import argmax_cycles, broadcast_register, drain_cycles, ops_per_position, rows_per_group, window_mode
+from .input import InputBuffer, input_memories
 from .requant import Requantizer
-from .weights import SparseTileWeightBuffer, rows_per_group, tile_program
+from .weights import SparseTileWeightBuffer, tile_program
 
 __all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
            "output_bits", "argmax_cycles"]
@@ -74,7 +75,7 @@ def _plans(ex) -> list:
         raise GenerateError(f"array {ex.geometry}: the hardware needs P and G powers of two with P <= G")
     for i, l in enumerate(ex.layers):
         s = l.spec
-        window = s.cin < G
+        window = window_mode(s, ex.geometry)
         if window and i > 0:
             raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "
                                 f"the first layer (widen the layer or choose a smaller G)")
@@ -90,8 +91,8 @@ def _plans(ex) -> list:
                 raise GenerateError(f"layer {s.name}: the last layer must produce logits "
                                     f"(no ReLU, a 1x1 output, no pool)")
         nq = 4 if s.pool else 1
-        prog = tile_program(l, rows_per_group=rows_per_group(ex.geometry, l, i == n - 1))
-        ops_pp = nq * prog.ops_per_position
+        ops_pp = nq * ops_per_position(np.diff(l.rowptr), l.layout.words_per_tile,
+                                       rows_per_group(ex.geometry, s, i == n - 1))
         plans.append(_Plan(window, nq, ops_pp, s.out_h * s.out_w * ops_pp))
     return plans
 
@@ -116,59 +117,13 @@ def output_bits(ex) -> int:
     return max(logit_bits(ex), unsigned_bits(ex.layers[-1].spec.cout) + 1)
 
 
-def broadcast_register(geometry) -> bool:
-    """Arrays of 4 PEs or more get one more register stage on the operands they all share: the
-    activation word fans out to every PE, and on a wide array those PEs sit far apart."""
-    return geometry.P >= 4
-
-
-def drain_cycles(geometry) -> int:
-    """Cycles between a layer's last op and the next layer's first: the op and memory-data
-    registers (and the broadcast register of a wide array), the PE pipeline, the requantizer,
-    the tag/pool/write-back registers."""
-    return 2 + broadcast_register(geometry) + pe_latency(geometry.G) + Requantizer.latency + 3
-
-
-def argmax_cycles(classes: int) -> int:
-    """The argmax compares in two steps (high half, then low half and update): two cycles per class."""
-    return 2 * classes + 1
-
-
 def cycle_model(ex, *, drain: int | None = None) -> dict:
-    """Cycles per inference from the manifest.
-
-    ``total`` (the ``cycles`` counter: from the start of compute to the class): per layer
-    ``setup + ops + drain``, where ops = pooled output pixels x pool positions x (non-zero
-    tiles x words per tile + one op per activation word group whose rows have no tile at all);
-    a window-mode first layer sets up in ``gather`` cycles and spends at least ``gather`` cycles
-    on every pixel but the last (the next patch is gathered meanwhile); then the argmax.
-    ``latency`` counts from the first pixel accepted to the class leaving the output stream
-    (one pixel per cycle in, ready held high out); ``throughput`` is the cycles between
-    classes of back-to-back images (the next image loads while this one computes).
-    """
-    plans = _plans(ex)
-    drain = drain_cycles(ex.geometry) if drain is None else drain
-    layers = []
-    for l, p in zip(ex.layers, plans):
-        s = l.spec
-        busy = s.out_h * s.out_w * p.nq * l.nonzero_tiles * l.layout.words_per_tile
-        if p.window:
-            pixels = s.out_h * s.out_w
-            run = (pixels - 1) * max(p.ops_pp, gather_cycles(s)) + p.ops_pp
-            cycles = gather_setup(s) + run + drain
-        else:
-            cycles = 1 + p.ops + drain
-        layers.append({"name": s.name, "ops": p.ops, "cycles": cycles, "busy_ops": busy,
-                       "lane_use": l.layout.lane_utilisation})
-    classes = ex.layers[-1].spec.cout
-    argmax = argmax_cycles(classes)
-    total = sum(x["cycles"] for x in layers) + argmax
-    s0 = ex.layers[0].spec
-    n_in = s0.in_h * s0.in_w * s0.cin
-    # +2: the input FIFO, and the start cycle once the image (or the previous output) is
-    # complete; +classes: the logits leave before the class
-    return {"layers": layers, "argmax": argmax, "total": total, "drain": drain,
-            "load": n_in, "latency": n_in + 2 + total + classes, "throughput": max(total + classes + 2, n_in + 1)}
+    """Cycles per inference of the accelerator of ``ex``: :func:`ternpe.cycles.cycle_model` (the
+    one model training uses too) over the export's tile rows. The tests hold it equal to the
+    simulated ``cycles`` counter."""
+    _plans(ex)            # the export must be one the hardware runs
+    return cycles.cycle_model([l.spec for l in ex.layers], ex.geometry,
+                              [np.diff(l.rowptr) for l in ex.layers], drain=drain)
 
 
 def act_regions(ex) -> dict:
@@ -191,7 +146,7 @@ def memory_shapes(ex) -> dict:
     """(width, depth) of every memory the accelerator of ``ex`` instantiates."""
     g = ex.geometry
     n = len(ex.layers)
-    progs = [tile_program(l, rows_per_group=rows_per_group(g, l, i == n - 1)) for i, l in enumerate(ex.layers)]
+    progs = [tile_program(l, rows_per_group=rows_per_group(g, l.spec, i == n - 1)) for i, l in enumerate(ex.layers)]
     col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
     row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
     bias_bits = max(l.bias_bits for l in ex.layers)
@@ -404,7 +359,7 @@ class Accelerator(wiring.Component):
                 s = l.spec
                 with m.Case(i):
                     if i < L - 1:
-                        rpg = rows_per_group(g, l, False)
+                        rpg = rows_per_group(g, l.spec, False)
                         empty = set(wb.programs[i].empty_rows)
                         if rpg > 1 and empty:
                             const = requantize(np.zeros(s.cout, np.int64), l.channel_requant(), relu=True, act_bits=A)

@@ -27,6 +27,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
+from ternpe.cycles import gather_cycles
 from .weights import TileEntry
 
 __all__ = ["OpTag", "Op", "Controller", "write_elements"]
@@ -129,7 +130,6 @@ class Controller(wiring.Component):
         })
 
     def _may_stall(self) -> bool:
-        from .input import gather_cycles
         return any(pl.window and pl.ops_pp < gather_cycles(l.spec) for l, pl in zip(self.export.layers, self.plans))
 
     def _constant_registers(self, m, layer, load):

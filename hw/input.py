@@ -28,25 +28,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
+from ternpe.cycles import gather_cycles, gather_setup, patch_rows
 from .spram import SinglePortRAM
 
 __all__ = ["InputBuffer", "patch_rows", "gather_cycles", "input_memories"]
-
-
-def patch_rows(spec) -> int:
-    """Rows (= columns = banks) of the patch of one output pixel of a window-mode layer."""
-    return spec.k + 1 if spec.pool else spec.k
-
-
-def gather_setup(spec) -> int:
-    """Cycles from ``start`` to the first patch being ready (the layer's setup)."""
-    return patch_rows(spec) + 4
-
-
-def gather_cycles(spec) -> int:
-    """Fewest cycles between two patch hand-overs: ``win_adv`` is registered, ``R`` column reads,
-    the bank outputs are registered, the last column lands."""
-    return patch_rows(spec) + 4
 
 
 def _log2ceil(n: int) -> int:

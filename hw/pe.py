@@ -10,18 +10,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import CODE_MINUS, CODE_PLUS
+from ternpe.cycles import pe_latency, tree_levels
 
 __all__ = ["TernaryPE", "pe_latency", "tree_levels"]
 
 
-def tree_levels(lanes: int) -> int:
-    return max(0, math.ceil(math.log2(lanes)))
-
-
-def pe_latency(lanes: int) -> int:
-    """Pipeline depth of a ``lanes``-lane PE: the term register, one register per tree level,
-    the accumulator."""
-    return 2 + tree_levels(lanes)
 
 
 class TernaryPE(wiring.Component):

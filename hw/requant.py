@@ -9,6 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import MULT_BITS, SHIFT_BITS
+from ternpe.cycles import REQUANT_LATENCY
 
 __all__ = ["Requantizer", "requant_out_bits", "ACC_BITS_PER_MULTIPLIER"]
 
@@ -60,7 +61,7 @@ class Requantizer(wiring.Component):
     def out_bits(self) -> int:
         return requant_out_bits(self.acc_bits, self.bias_bits)
 
-    latency = 6
+    latency = REQUANT_LATENCY
 
     def elaborate(self, platform):
         m = Module()

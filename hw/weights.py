@@ -10,8 +10,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import ArrayGeometry, pack_tile_words, unsigned_bits
+from ternpe.cycles import rows_per_group
 
-__all__ = ["TileEntry", "LayerProgram", "tile_program", "rows_per_group", "SparseTileWeightBuffer"]
+__all__ = ["TileEntry", "LayerProgram", "tile_program", "SparseTileWeightBuffer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +61,6 @@ def tile_program(layer, *, rows_per_group: int) -> LayerProgram:
     return LayerProgram(0, 0, [tuple(e) for e in entries], words, empty_rows, layer.layout.words_per_tile)
 
 
-def rows_per_group(geometry: ArrayGeometry, layer, last: bool) -> int:
-    """Rows written together. The last layer (logits, kept in registers) is one group. In a
-    hidden layer whose channels fill whole activation words (``cout % G == 0``), the ``G/P`` rows
-    of a word are a group; otherwise every row is its own group."""
-    if last:
-        return layer.layout.rows
-    return geometry.G // geometry.P if layer.spec.cout % geometry.G == 0 else 1
-
-
 def TileEntry(col_bits: int, row_bits: int) -> data.StructLayout:
     return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits), "last": 1, "empty": 1, "end": 1})
 
@@ -101,7 +93,7 @@ class SparseTileWeightBuffer(wiring.Component):
         self.index_in_logic = index_in_logic
         progs, lb, wb = [], 0, 0
         for i, layer in enumerate(layers):
-            p = tile_program(layer, rows_per_group=rows_per_group(geometry, layer, i == len(layers) - 1))
+            p = tile_program(layer, rows_per_group=rows_per_group(geometry, layer.spec, i == len(layers) - 1))
             progs.append(dataclasses.replace(p, list_base=lb, word_base=wb))
             lb += len(p.entries)
             wb += len(p.words)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from ternpe.contract import ArrayGeometry
 
-__all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "TrainConfig"]
+__all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "COSTS", "TrainConfig", "is_layer_spec"]
 
 ARCHS = ("cnn", "mlp", "resnet20")
 DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
 TAU_VARIANTS = ("mean", "rank", "mix")
 METHODS = ("float", "ternary", "naive", "lasso-then-ternary", "wpc")
+#: What a pruning penalty weighs a group by: the cycles the accelerator spends on it, or 1 (the paper).
+COSTS = ("cycles", "groups")
+
+
+def is_layer_spec(arch: str) -> bool:
+    """``--arch`` names a network (cnn, mlp, resnet20) or spells one out (``c16,p,c32,fc10``)."""
+    return arch not in ARCHS and bool(re.fullmatch(r"[\s\w,]+", arch)) and any(ch.isdigit() for ch in arch)
 
 
 @dataclasses.dataclass
@@ -20,9 +28,12 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     arch: str = "cnn"
+    width: int | None = None
     pe: str = "1x16"
     method: str = "wpc"
     lam: float = 0.05
+    cost: str = "cycles"
+    target_speedup: float | None = None
     r: float = 0.7
     tau: str = "rank"
     t: float = 0.05
@@ -41,8 +52,22 @@ class TrainConfig:
         errs = []
         if self.method not in METHODS:
             errs.append(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if self.arch not in ARCHS:
-            errs.append(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        if self.arch not in ARCHS and not is_layer_spec(self.arch):
+            errs.append(f"--arch must be one of {', '.join(ARCHS)} or a layer spec such as c16,p,c32,p,c32,fc10, "
+                        f"not {self.arch!r}")
+        if self.width is not None and not 1 <= self.width <= 4096:
+            errs.append(f"--width must be between 1 and 4096, not {self.width}")
+        if self.cost not in COSTS:
+            errs.append(f"--cost must be one of {', '.join(COSTS)}, not {self.cost!r}")
+        if self.target_speedup is not None:
+            if not (math.isfinite(self.target_speedup) and self.target_speedup > 1):
+                errs.append(f"--target-speedup must be a number > 1 (cycles of the dense network / cycles "
+                            f"wanted), not {self.target_speedup}")
+            elif self.method not in ("naive", "wpc", "lasso-then-ternary"):
+                errs.append(f"--target-speedup needs a pruning method (wpc, naive, lasso-then-ternary), "
+                            f"not --method {self.method}")
+            elif self.epochs_ternary == 0:
+                errs.append("--target-speedup adapts lambda during the penalty phase: --epochs-ternary must be > 0")
         if self.dataset not in DATASETS:
             errs.append(f"--dataset must be one of {', '.join(DATASETS)}, not {self.dataset!r}")
         if self.tau not in TAU_VARIANTS:
@@ -60,6 +85,8 @@ class TrainConfig:
         for f in ("epochs_float", "epochs_ternary", "epochs_finetune"):
             if getattr(self, f) < 0:
                 errs.append(f"--{f.replace('_', '-')} must be >= 0")
+        if self.epochs_float + self.epochs_ternary + self.epochs_finetune == 0:
+            errs.append("--epochs-float, --epochs-ternary and --epochs-finetune are all 0: nothing would be trained")
         if self.batch < 1:
             errs.append("--batch must be >= 1")
         if errs:

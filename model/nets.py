@@ -1,6 +1,7 @@
-"""Networks: an MLP, a small CNN sized for an iCE40 UP5K, and the CIFAR-10 ResNet-20.
+"""Networks: an MLP, a small CNN sized for an iCE40 UP5K, a network of your own from a layer
+spec (``c16,p,c32,p,c32,fc10``), and the CIFAR-10 ResNet-20.
 
-The MLP and the CNN are sequences of blocks the hardware runs one after the other; each block
+The MLP, the CNN and layer-spec networks are sequences of blocks the hardware runs one after the other; each block
 is described by a :class:`ternpe.contract.LayerSpec`, so the integer model and the export come
 straight from :meth:`SeqNet.specs`. ResNet-20 trains here (ternary, pruned, WPC) but its residual
 additions are outside the integer model and the hardware.
@@ -14,10 +15,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ternpe.contract import ContractError, LayerSpec
+from ternpe.contract import ContractError, LayerSpec, parse_layers
 from .ternary import ActQuant, TernaryConv2d, TernaryLinear
 
-__all__ = ["ARCHS", "build_net", "SeqNet", "ResNet20", "cnn_specs", "mlp_specs"]
+__all__ = ["ARCHS", "build_net", "SeqNet", "ResNet20", "cnn_specs", "mlp_specs", "spec_specs"]
 
 from .config import ARCHS
 
@@ -38,6 +39,13 @@ def cnn_specs(shape, classes: int, first_last: str = "ternary", width: int = 16)
         LayerSpec("fc", "fc", (h // 4) * (w // 4) * 2 * width, classes, relu=False),
     ]
     return [LayerSpec(**{**s.to_dict(), "weight_bits": _wb(i, 3, first_last)}) for i, s in enumerate(specs)]
+
+
+def spec_specs(text: str, shape, classes: int, first_last: str = "ternary") -> list:
+    """A network from a layer spec (:data:`ternpe.contract.LAYER_SPEC_HELP`)."""
+    specs = parse_layers(text, shape, classes)
+    n = len(specs)
+    return [LayerSpec(**{**s.to_dict(), "weight_bits": _wb(i, n, first_last)}) for i, s in enumerate(specs)]
 
 
 def mlp_specs(shape, classes: int, first_last: str = "ternary", hidden=(64, 32)) -> list:
@@ -146,11 +154,20 @@ class ResNet20(nn.Module):
         return self.fc(x)
 
 
-def build_net(arch: str, shape, classes: int, *, act_bits: int, t: float, first_last: str) -> nn.Module:
+def build_net(arch: str, shape, classes: int, *, act_bits: int, t: float, first_last: str,
+              width: int | None = None) -> nn.Module:
+    """``arch``: ``cnn`` (``width`` filters in its first conv, default 16), ``mlp`` (``width``
+    units in its first hidden layer, default 64; the second has half), ``resnet20``, or a layer
+    spec."""
     if arch == "cnn":
-        return SeqNet(cnn_specs(shape, classes, first_last), act_bits, t)
+        return SeqNet(cnn_specs(shape, classes, first_last, width=width or 16), act_bits, t)
     if arch == "mlp":
-        return SeqNet(mlp_specs(shape, classes, first_last), act_bits, t)
+        w = width or 64
+        return SeqNet(mlp_specs(shape, classes, first_last, hidden=(w, max(1, w // 2))), act_bits, t)
     if arch == "resnet20":
+        if width is not None:
+            raise ContractError("--width applies to --arch cnn and mlp, not resnet20")
         return ResNet20(shape, classes, t, first_last)
-    raise ContractError(f"--arch must be one of {', '.join(ARCHS)}, not {arch!r}")
+    if width is not None:
+        raise ContractError("--width applies to --arch cnn and mlp; a layer spec gives every width itself")
+    return SeqNet(spec_specs(arch, shape, classes, first_last), act_bits, t)

@@ -4,6 +4,13 @@ Groups are the contract's tiles (:func:`ternpe.contract.tile_ids`): group norms 
 scatter-add per layer. WPC clips each group's penalty at a threshold ``tau`` recomputed from
 the current norms every step (the self-adapting threshold): ``R = sum_i min(a_i, tau)``. Groups
 under ``tau`` are pulled to zero; groups over it contribute a constant and no gradient.
+
+Training minimizes ``loss + lambda * R`` with a proximal step: SGD on the loss, then every
+group the penalty pulls is shrunk by ``lr * lambda * weight`` in norm (:func:`shrink_factors`,
+the proximal operator of the group lasso, applied only under ``tau`` for WPC). Plain gradient
+steps on ``R`` only circle around zero (the ternarizer's straight-through gradient keeps
+pushing every latent weight), so whole tiles rarely became all-zero; the proximal step puts a
+group at exactly zero unless the loss gradient on it is stronger than ``lambda * weight``.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import math
 
 import torch
 
-__all__ = ["group_norms", "rank_index", "wpc_tau", "group_lasso", "wpc_penalty", "TAU_VARIANTS"]
+__all__ = ["group_norms", "rank_index", "wpc_tau", "group_lasso", "wpc_penalty", "shrink_factors", "TAU_VARIANTS"]
 
 from .config import TAU_VARIANTS
 _EPS = 1e-12
@@ -54,3 +61,14 @@ def wpc_penalty(norms: torch.Tensor, variant: str = "mean", r: float = 0.7) -> t
     tau = wpc_tau(norms, variant, r)
     # a group at exactly tau is still pulled (<=): the threshold group is the last one penalized
     return torch.where(norms <= tau, norms, tau).sum()
+
+
+def shrink_factors(norms: torch.Tensor, kind: str, step: float, variant: str = "rank", r: float = 0.7) -> torch.Tensor:
+    """Per group, the factor of one proximal step of ``step * R``: ``max(0, 1 - step / a_i)``
+    for the groups the penalty pulls (every group for the lasso, ``a_i <= tau`` for WPC), 1 for
+    the others."""
+    a = norms.detach()
+    f = torch.clamp(1 - step / a.clamp_min(_EPS), min=0.0)
+    if kind == "lasso":
+        return f
+    return torch.where(a <= wpc_tau(a, variant, r), f, torch.ones_like(f))

@@ -10,6 +10,13 @@ float model too), then:
 
 The pruning methods end with hard pruning (a tile is pruned when all its ternary weights are
 zero) and a fine-tuning phase that keeps the mask.
+
+``--cost cycles`` (the default) weighs each group's penalty, and so its WPC clip, by the cycles
+the accelerator spends on the tile (:func:`ternpe.cycles.tile_cycles`: output pixels x pool
+positions x words per tile), normalized so the mean weight over all penalized groups is 1:
+pruning lands where the cycles are. ``--cost groups`` weighs every group the same (the paper).
+``--target-speedup S`` raises lambda after every epoch of the penalty phase while the cycle
+model's count is over ``dense / S``, and stops the pull (lambda 0) the step the masks reach it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -27,14 +37,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
+from ternpe.cycles import cycle_model, tile_cycles
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .fold import calibrate_activations, fold
 from .nets import SeqNet, build_net
-from .penalty import group_lasso, group_norms, wpc_penalty
+from .penalty import group_lasso, group_norms, shrink_factors, wpc_penalty
 from .ternary import ActQuant, ternary_codes, weight_layers
 
-__all__ = ["TrainConfig", "train", "load_run", "group_stats"]
+__all__ = ["TrainConfig", "train", "load_run", "group_stats", "cycle_stats", "check_out", "RunError"]
 
 def _tensors(ds: Dataset):
     def t(x):
@@ -54,22 +65,61 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512)
 class _Groups:
     """Tile ids of every weight layer on the chosen array (from the contract)."""
 
-    def __init__(self, net: nn.Module, geometry: ArrayGeometry):
+    def __init__(self, net: nn.Module, geometry: ArrayGeometry, cost: str = "groups"):
         self.layers = weight_layers(net)
         self.geometry = geometry
         self.ids, self.layouts = [], []
         for m in self.layers:
             self.ids.append(torch.from_numpy(tile_ids(m.spec, geometry)))
             self.layouts.append(TileLayout(m.spec, geometry))
+        self.weights = self.cost_weights(cost)
+
+    def cost_weights(self, cost: str) -> list:
+        """Per layer, the weight of each of its groups' penalty: 1 (``groups``), or the tile's
+        cycles over the mean cycles of all penalized groups (``cycles``)."""
+        if cost == "groups":
+            return [1.0] * len(self.layers)
+        cyc = [float(tile_cycles(m.spec, self.geometry)) for m in self.layers]
+        pen = [(c, lay.count) for m, c, lay in zip(self.layers, cyc, self.layouts) if m.penalized]
+        mean = sum(c * n for c, n in pen) / max(1, sum(n for _, n in pen)) if pen else 1.0
+        return [c / mean for c in cyc]
 
     def penalty(self, kind: str, tau: str, r: float) -> torch.Tensor:
         total = 0.0
-        for m, ids, lay in zip(self.layers, self.ids, self.layouts):
+        for m, ids, lay, wt in zip(self.layers, self.ids, self.layouts, self.weights):
             if not m.penalized:
                 continue
             norms = group_norms(m.weight * m.mask, ids, lay.count)
-            total = total + (group_lasso(norms) if kind == "lasso" else wpc_penalty(norms, tau, r))
+            # R_l = w_l * sum_i min(a_i, tau_l) = sum_i min(w_l a_i, w_l tau_l): the clip scales too
+            total = total + wt * (group_lasso(norms) if kind == "lasso" else wpc_penalty(norms, tau, r))
         return total
+
+    @torch.no_grad()
+    def shrink(self, kind: str, step: float, tau: str, r: float) -> None:
+        """The proximal step of ``step * penalty``: each pulled group's norm shrinks by ``step x
+        weight x the mean norm of the layer's live groups`` (to exactly zero when it is smaller).
+        The ternarizer is blind to a layer's scale, and its latent weights drift in scale while
+        training, so the pull is relative: lambda means the same on every layer and network."""
+        for m, ids, lay, wt in zip(self.layers, self.ids, self.layouts, self.weights):
+            if not m.penalized:
+                continue
+            norms = group_norms(m.weight * m.mask, ids, lay.count)
+            live = norms[norms > 1e-5]
+            scale = float(live.mean()) if live.numel() else 0.0
+            f = shrink_factors(norms, kind, step * wt * scale, tau, r)
+            m.weight.mul_(f[ids])
+            # a group shrunk to zero is pruned for good: behind a batch norm a zero filter would
+            # otherwise get an enormous gradient (its output variance is 0) and grow straight back
+            m.mask.mul_((f > 0).to(m.mask.dtype)[ids])
+
+    @torch.no_grad()
+    def mask_rows(self) -> list:
+        """Per layer, the tiles per row the masks keep (cheap: no ternarization)."""
+        out = []
+        for m, ids, lay in zip(self.layers, self.ids, self.layouts):
+            live = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), m.mask.reshape(-1).float()) > 0
+            out.append(live.reshape(lay.rows, lay.cols).sum(1).numpy())
+        return out
 
     def ternary_weights(self, m):
         """Integer weights as the hardware would hold them, for density statistics."""
@@ -92,28 +142,50 @@ class _Groups:
                 m.weight.mul_(m.mask)
 
 
-def group_stats(net: nn.Module, geometry: ArrayGeometry) -> dict:
-    """Per-layer tile density and the paper's compression rate over the penalized layers."""
+def group_stats(net: nn.Module, geometry: ArrayGeometry, *, float_model: bool = False) -> dict:
+    """Per-layer tile density and the compression rate over the penalized layers.
+
+    Each layer counts at the bits it really has: 2 for a ternary layer, 8 for a full-precision
+    layer of an integer model (``--first-last fp``), 32 for the float model (``float_model``).
+    ``CR = sum(32 * groups) / sum(bits * kept groups * (1 - s_min))`` over the penalized layers,
+    which is the paper's ``16 / (rho * (1 - s_min))`` when they are all ternary."""
     g = _Groups(net, geometry)
     layers, kept_total, groups_total, s_min = [], 0, 0, 1.0
+    kept_bits = full_bits = 0.0
     for m, ids, lay in zip(g.layers, g.ids, g.layouts):
         w = g.ternary_weights(m)
         nz = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), (w != 0).float().reshape(-1))
         size = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), torch.ones(ids.numel()))
         kept = nz > 0
+        bits = 2 if m.mode == "ternary" else (32 if float_model else 8)
         layers.append({"name": m.spec.name, "penalized": m.penalized, "ternary": m.spec.ternary,
-                       "tiles": lay.count, "nonzero_tiles": int(kept.sum()),
+                       "weight_bits": bits, "tiles": lay.count, "nonzero_tiles": int(kept.sum()),
                        "tile_density": float(kept.float().mean()),
                        "tile_map": kept.reshape(lay.rows, lay.cols).int().tolist()})
         if m.penalized:
             kept_total += int(kept.sum())
             groups_total += lay.count
+            kept_bits += bits * int(kept.sum())
+            full_bits += 32 * lay.count
             if kept.any():
                 s_min = min(s_min, float((1 - nz[kept] / size[kept]).min()))
     rho = kept_total / groups_total if groups_total else 1.0
     s_min = s_min if kept_total else 0.0
-    cr = 16.0 / (rho * (1 - s_min)) if rho > 0 and s_min < 1 else float("inf")
+    cr = full_bits / (kept_bits * (1 - s_min)) if kept_bits > 0 and s_min < 1 else (
+        1.0 if not groups_total else float("inf"))
     return {"layers": layers, "group_density": rho, "min_in_group_sparsity": s_min, "compression_rate": cr}
+
+
+def cycle_stats(specs, geometry: ArrayGeometry, layers: list) -> dict:
+    """Cycles per inference of the network whose tile maps ``layers`` holds (as
+    :func:`group_stats` gives them), from the accelerator's own cycle model, beside the dense
+    network's: ``cycles``, ``dense_cycles``, ``speedup``, and the same per layer."""
+    rows = [np.asarray(l["tile_map"], np.int64).sum(axis=1) for l in layers]
+    sparse, dense = cycle_model(specs, geometry, rows), cycle_model(specs, geometry)
+    per = [{"name": a["name"], "cycles": a["cycles"], "dense_cycles": b["cycles"],
+            "speedup": b["cycles"] / a["cycles"]} for a, b in zip(sparse["layers"], dense["layers"])]
+    return {"cycles": sparse["total"], "dense_cycles": dense["total"], "speedup": dense["total"] / sparse["total"],
+            "layers": per}
 
 
 def _float_bits(net: nn.Module) -> int:
@@ -129,15 +201,32 @@ def _set_modes(net: nn.Module, ternary: bool, quant_acts: bool) -> None:
             a.enabled = quant_acts
 
 
-def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", history=None, log=print):
+def _lr_factor(steps: int):
+    """Warm up over the first 10% of the steps (at least one), then a cosine decay to ~0; defined
+    for any number of steps >= 1 (no division by zero on a short phase)."""
+    warm = max(1, round(0.1 * steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return 0.04 + 0.96 * step / warm
+        span = max(1, steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / span))) + 1e-3
+    return f
+
+
+def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", history=None, log=print,
+           lam=None, specs=None):
+    """Train ``epochs`` epochs; returns the final lambda (adapted when ``cfg.target_speedup``)."""
+    lam = cfg.lam if lam is None else lam
     if epochs == 0:
-        return
+        return lam
     xtr, ytr, xte, yte = data
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     steps = epochs * math.ceil(len(xtr) / cfg.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1,
-                                                anneal_strategy="cos")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(steps))
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + len(history or []))
+    adapt = bool(penalty and cfg.target_speedup and specs is not None)
+    dense = cycle_model(specs, groups.geometry)["total"] if adapt else 0
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=None)
     for ep in bar:
         net.train()
@@ -148,55 +237,88 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
             if len(idx) < 2:
                 continue
             loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
-            pen = groups.penalty(penalty, cfg.tau, cfg.r) if penalty else torch.zeros(())
             opt.zero_grad()
-            (loss + cfg.lam * pen).backward()
+            loss.backward()
             opt.step()
+            if penalty and lam > 0:      # the penalty's proximal step, at this step's learning rate
+                groups.shrink(penalty, opt.param_groups[0]["lr"] * lam, cfg.tau, cfg.r)
+                if adapt:
+                    # pruning is for good: stop pulling the moment the masks reach the target
+                    sp = dense / cycle_model(specs, groups.geometry, groups.mask_rows())["total"]
+                    if sp >= cfg.target_speedup:
+                        lam = 0.0
+                with torch.no_grad():
+                    pen = groups.penalty(penalty, cfg.tau, cfg.r)
+            else:
+                pen = torch.zeros(())
             sched.step()
             tot_loss += float(loss.detach()) * len(idx)
             tot_pen += float(pen.detach()) * len(idx)
         acc = accuracy(net, xte, yte)
-        dens = group_stats(net, groups.geometry)["group_density"] if groups else 1.0
         rec = {"phase": desc, "epoch": ep, "loss": tot_loss / len(xtr), "penalty": tot_pen / len(xtr),
-               "test_accuracy": acc, "group_density": dens}
+               "test_accuracy": acc, "group_density": 1.0, "lam": lam}
+        if groups:
+            st = group_stats(net, groups.geometry)
+            rec["group_density"] = st["group_density"]
+            if specs is not None:
+                rec["speedup"] = cycle_stats(specs, groups.geometry, st["layers"])["speedup"]
+        if adapt and lam > 0:
+            # raise lambda while the target is far: up to 4x an epoch
+            ratio = cfg.target_speedup / rec["speedup"]
+            if ratio > 1:
+                lam *= min(4.0, 1 + 4 * (ratio - 1))
         if history is not None:
             history.append(rec)
-        bar.set_postfix(acc=f"{acc:.3f}", density=f"{dens:.2f}")
-    log(f"  {desc:<22} {epochs:3d} epochs  test acc {acc:.4f}  tile density {dens:.3f}")
+        bar.set_postfix(acc=f"{acc:.3f}", density=f"{rec['group_density']:.2f}",
+                        **({"speedup": f"{rec['speedup']:.2f}"} if "speedup" in rec else {}))
+    sp = f"  speedup {rec['speedup']:.2f}x" if "speedup" in rec else ""
+    log(f"  {desc:<22} {epochs:3d} epochs  test acc {acc:.4f}  tile density {rec['group_density']:.3f}{sp}"
+        + (f"  lambda {lam:.3g}" if adapt else ""))
+    return lam
 
 
 def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print, dataset: Dataset | None = None):
-    """Run one pipeline; write the run directory when ``out`` is given. Returns (net, metrics)."""
+    """Run one pipeline; write the run directory when ``out`` is given. Returns (net, metrics).
+
+    ``out`` is checked before anything trains, and written only when the run is complete (into
+    a temporary directory, then renamed over the old run): an interrupted run leaves nothing."""
     cfg.validate()
+    if out is not None:
+        out = check_out(out)
     t0 = time.time()
     geometry = ArrayGeometry.parse(cfg.pe)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
     data = _tensors(ds)
-    net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last)
-    groups = _Groups(net, geometry)      # validates the tiling of every layer up front
+    net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last,
+                    width=cfg.width)
+    groups = _Groups(net, geometry, cfg.cost)      # validates the tiling of every layer up front
+    seq = isinstance(net, SeqNet)
+    specs = net.specs() if seq else None
     history: list = []
     log(f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
-        f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}")
-    kw = dict(groups=groups, history=history, log=log)
+        f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}, cost {cfg.cost}"
+        + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else ""))
+    kw = dict(groups=groups, history=history, log=log, specs=specs)
 
     _set_modes(net, ternary=False, quant_acts=False)
     _phase(net, data, cfg, cfg.epochs_float, cfg.lr, desc="float", **kw)
     float_accuracy = accuracy(net, data[2], data[3])
 
     m = cfg.method
+    lam = cfg.lam
     if m == "ternary":
         _set_modes(net, ternary=True, quant_acts=True)
         _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="ternary", **kw)
     elif m in ("naive", "wpc"):
         _set_modes(net, ternary=True, quant_acts=True)
-        _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc=f"ternary+{'lasso' if m == 'naive' else 'wpc'}",
-               penalty="lasso" if m == "naive" else "wpc", **kw)
+        lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary,
+                     desc=f"ternary+{'lasso' if m == 'naive' else 'wpc'}", penalty="lasso" if m == "naive" else "wpc", **kw)
         groups.prune()
         _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="fine-tune (masked)", **kw)
     elif m == "lasso-then-ternary":
-        _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="float+lasso", penalty="lasso", **kw)
+        lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="float+lasso", penalty="lasso", **kw)
         groups.prune()
         _set_modes(net, ternary=True, quant_acts=True)
         _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="ternary (masked)", **kw)
@@ -204,12 +326,25 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         groups.prune()       # final ternarization may zero more tiles; the hardware skips them too
 
     acc = accuracy(net, data[2], data[3])
-    metrics = {"method": m, "dataset": ds.name, "arch": cfg.arch, "pe": str(geometry),
+    metrics = {"method": m, "dataset": ds.name, "arch": cfg.arch, "pe": str(geometry), "cost": cfg.cost,
                "input_shape": list(ds.shape), "classes": ds.classes, "float_accuracy": float_accuracy, "accuracy": acc}
-    stats = group_stats(net, geometry)
+    stats = group_stats(net, geometry, float_model=m == "float")
     metrics.update({k: stats[k] for k in ("group_density", "min_in_group_sparsity", "compression_rate")})
     metrics["layers"] = stats["layers"]
-    if isinstance(net, SeqNet):
+    if seq:
+        metrics["layer_specs"] = [s.to_dict() for s in specs]
+        cyc = cycle_stats(specs, geometry, stats["layers"])
+        metrics.update({k: cyc[k] for k in ("cycles", "dense_cycles", "speedup")})
+        for layer, c in zip(metrics["layers"], cyc["layers"]):
+            layer.update({k: c[k] for k in ("cycles", "dense_cycles", "speedup")})
+    else:
+        metrics.update({"cycles": None, "dense_cycles": None, "speedup": None})
+    if cfg.target_speedup:
+        metrics["final_lam"] = lam
+        if seq and metrics["speedup"] < cfg.target_speedup:
+            log(f"  warning: target speedup {cfg.target_speedup:g}x not reached ({metrics['speedup']:.2f}x); "
+                f"give the penalty phase more epochs (--epochs-ternary) or a larger --r")
+    if seq:
         calibrate_activations(net, data[0])
         im = fold(net)
         metrics["integer_accuracy"] = float((im.predict(ds.x_test) == ds.y_test).mean())
@@ -219,35 +354,74 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         metrics["integer_accuracy"] = None
         metrics["exportable"] = False
         bias_bits = [MULT_BITS + accumulator_bits(l.spec, cfg.act_bits) for l in groups.layers]
-    specs = [l.spec for l in groups.layers]
     nnz = [layer["nonzero_tiles"] for layer in stats["layers"]]
-    bits = image_bits(specs, geometry, nnz, bias_bits, act_bits=cfg.act_bits)
+    bits = image_bits([l.spec for l in groups.layers], geometry, nnz, bias_bits, act_bits=cfg.act_bits,
+                      weight_bits=[layer["weight_bits"] for layer in stats["layers"]])
     metrics["stored_bits"] = bits
     metrics["float_bits"] = _float_bits(net)
     metrics["storage_compression"] = metrics["float_bits"] / bits["total"]
     metrics["train_seconds"] = round(time.time() - t0, 2)
+    ia = metrics["integer_accuracy"]
+    cyc_txt = (f" | {metrics['cycles']:,} cycles, {metrics['speedup']:.2f}x fewer than dense" if seq else "")
     log(f"  float acc {float_accuracy:.4f} | {m} acc {acc:.4f} | integer acc "
-        f"{metrics['integer_accuracy'] if metrics['integer_accuracy'] is None else round(metrics['integer_accuracy'], 4)} "
+        f"{ia if ia is None else round(ia, 4)} "
         f"| tile density {stats['group_density']:.3f} | CR {stats['compression_rate']:.1f}x "
-        f"| storage {metrics['storage_compression']:.1f}x | {metrics['train_seconds']:.0f} s")
+        f"| storage {metrics['storage_compression']:.1f}x{cyc_txt} | {metrics['train_seconds']:.0f} s")
     if out is not None:
         save_run(out, cfg, net, metrics, history)
     return net, metrics
 
 
-def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list) -> None:
+def check_out(out) -> pathlib.Path:
+    """Refuse, before any training, a run directory that cannot be written: a file, a directory
+    holding something other than a run, a place without write permission."""
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dataclasses.asdict(cfg), "state_dict": net.state_dict(),
-                "shape": list(metrics["input_shape"]), "classes": metrics["classes"],
-                "modes": {i: m.mode for i, m in enumerate(weight_layers(net))},
-                "acts": [a.enabled for a in net.modules() if isinstance(a, ActQuant)]}, out / "model.pt")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    from .plots import plot_history, plot_tile_maps
-    plot_tile_maps(metrics["layers"], out / "tilemaps")
-    plot_history(history, out / "training.png")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a directory for the run")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.pt").is_file() and not (out / "metrics.json").is_file():
+        raise RunError(f"--out {out} holds files that are not a ternpe run; give a new or empty directory "
+                       f"(a run directory is replaced as a whole)")
+    parent = out.resolve().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"--out {out}: cannot write in {probe} (permission denied); choose another directory")
+    return out
+
+
+def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list) -> None:
+    """Write the run into a temporary directory beside ``out``, then rename it into place (an
+    old run there is replaced as a whole: no stale tile maps, no half-written run)."""
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        torch.save({"config": dataclasses.asdict(cfg), "state_dict": net.state_dict(),
+                    "shape": list(metrics["input_shape"]), "classes": metrics["classes"],
+                    "modes": {i: m.mode for i, m in enumerate(weight_layers(net))},
+                    "acts": [a.enabled for a in net.modules() if isinstance(a, ActQuant)]}, tmp / "model.pt")
+        (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        (tmp / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+        from .plots import plot_history, plot_tile_maps
+        plot_tile_maps(metrics["layers"], tmp / "tilemaps")
+        plot_history(history, tmp / "training.png")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if old is not None:
+                old.rename(out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class RunError(ValueError):
@@ -262,7 +436,8 @@ def load_run(run_dir) -> tuple:
         raise RunError(f"{run_dir} is not a training run: {ckpt} is missing (make one with `ternpe train --out {run_dir}`)")
     blob = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**blob["config"])
-    net = build_net(cfg.arch, tuple(blob["shape"]), blob["classes"], act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last)
+    net = build_net(cfg.arch, tuple(blob["shape"]), blob["classes"], act_bits=cfg.act_bits, t=cfg.t,
+                    first_last=cfg.first_last, width=cfg.width)
     net.load_state_dict(blob["state_dict"])
     for i, m in enumerate(weight_layers(net)):
         m.mode = blob["modes"][i]

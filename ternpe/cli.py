@@ -18,12 +18,19 @@ methods (every one starts from a float model trained in the same run):
 
 the tile (pruning group) is P filters x min(G, Cin) input channels x k x k;
 --pe 1xG is the paper's PE-wise group of G input channels of one filter.
+--cost cycles (the default) weighs each tile's penalty by the cycles the accelerator
+spends on it, so pruning lands where the time goes; metrics.json reports cycles,
+dense_cycles and speedup from the accelerator's own cycle model.
+
+--arch as a layer spec:
+  LAYER_SPEC
 
 examples:
   ternpe train                                   # the demo: digits, cnn, --pe 1x16, wpc
   ternpe train --method naive --lam 0.02 --out runs/naive
   ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
   ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
+  ternpe train --arch c16,p,c32,p,c32,fc10 --dataset mnist --target-speedup 3 --out runs/mine
   ternpe train --arch resnet20 --dataset cifar10 --data-dir ~/data/cifar10 --first-last fp
 
 a run directory holds model.pt, metrics.json, history.json, training.png and
@@ -100,17 +107,27 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a ternary PE-wise-pruned network on the CPU",
                        description="Train a ternary network with PE-wise structured pruning on the CPU, "
                                    "fold it into the integer model, and report accuracy and compression.",
-                       epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     import dataclasses
     from ternpe.model.config import TrainConfig
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
     t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
-    t.add_argument("--arch", default=d["arch"], help="cnn (sized for an iCE40 UP5K), mlp, resnet20 (default: %(default)s)")
+    t.add_argument("--arch", default=d["arch"], help="cnn (sized for an iCE40 UP5K), mlp, resnet20, or a layer spec "
+                   "of your own, e.g. c16,p,c32,p,c32,fc10 (see below) (default: %(default)s)")
+    t.add_argument("--width", type=int, default=None, help="filters of the cnn's first conv (default 16; the second "
+                   "has twice as many) or units of the mlp's first hidden layer (default 64)")
     t.add_argument("--pe", default=d["pe"], help="array geometry PxG: P output channels in parallel x G input lanes (default: %(default)s)")
     t.add_argument("--method", default=d["method"], help="float, ternary, naive, lasso-then-ternary, wpc (default: %(default)s)")
     t.add_argument("--lam", type=float, default=d["lam"], help="penalty weight lambda (default: %(default)s)")
-    t.add_argument("--tau", default=d["tau"], help="WPC threshold: mean (r*mean norm), rank (norm at rank floor(16r)*floor(G/16)), mix (default: %(default)s)")
+    t.add_argument("--cost", default=d["cost"], choices=("cycles", "groups"),
+                   help="what a group's penalty is weighted by: the cycles the accelerator spends on its tile, "
+                        "so pruning lands where the time goes, or 1 per group as in the paper (default: %(default)s)")
+    t.add_argument("--target-speedup", type=float, default=None, metavar="S",
+                   help="adapt lambda during the penalty phase until the network runs in dense/S cycles")
+    t.add_argument("--tau", default=d["tau"], help="WPC threshold: mean (r x the mean group norm), rank (the norm at "
+                   "rank floor(floor(16r) x n/16) of a layer's n groups, ascending), mix (the smaller of the two) "
+                   "(default: %(default)s)")
     t.add_argument("--r", type=float, default=d["r"], help="WPC threshold ratio r (default: %(default)s)")
     t.add_argument("--t", type=float, default=d["t"], help="ternarizer threshold factor: delta = t*max|W| (default: %(default)s)")
     t.add_argument("--first-last", default=d["first_last"], choices=("ternary", "fp"),
@@ -318,11 +335,15 @@ def _cmd_generate(a) -> int:
 
 def _cmd_train(a) -> int:
     from ternpe.model.train import TrainConfig, train
-    cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, pe=a.pe, method=a.method, lam=a.lam,
-                      tau=a.tau, r=a.r, t=a.t, first_last=a.first_last, act_bits=a.act_bits,
-                      epochs_float=a.epochs_float, epochs_ternary=a.epochs_ternary,
-                      epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed)
-    train(cfg, a.out)
+    cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
+                      lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, tau=a.tau, r=a.r, t=a.t,
+                      first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
+                      epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed)
+    try:
+        train(cfg, a.out)
+    except KeyboardInterrupt:
+        print(f"ternpe train: interrupted; nothing was written to {a.out}", file=sys.stderr)
+        return 130
     print(f"run written to {a.out} (metrics.json, tilemaps/, training.png)")
     return 0
 
@@ -331,6 +352,11 @@ def _cmd_export(a) -> int:
     from ternpe.model.export import export_run
     export_run(a.run, a.out, samples=a.samples)
     return 0
+
+
+def _train_epilog() -> str:
+    from ternpe.contract import LAYER_SPEC_HELP
+    return _TRAIN_EPILOG.replace("LAYER_SPEC", "\n  ".join(textwrap.wrap(LAYER_SPEC_HELP, 86)))
 
 
 def main(argv=None) -> int:

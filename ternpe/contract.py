@@ -30,7 +30,7 @@ __all__ = [
     "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
     "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
     "RequantParams", "requant_params", "requantize", "conv_accumulate", "maxpool2x2",
-    "run_integer_network", "image_bits",
+    "run_integer_network", "image_bits", "parse_layers", "LAYER_SPEC_HELP",
 ]
 
 #: 2-bit ternary weight codes: two's complement of the weight, ``0b10`` is never used.
@@ -475,18 +475,77 @@ def run_integer_network(x: np.ndarray, layers: Sequence[LayerSpec], weights: Seq
 
 
 def image_bits(layers: Iterable[LayerSpec], geometry: ArrayGeometry, nonzero: Iterable[int],
-               bias_bits: Iterable[int], *, act_bits: int) -> dict:
+               bias_bits: Iterable[int], *, act_bits: int, weight_bits: Iterable[int] | None = None) -> dict:
     """Bits the exported image really stores, by kind, for the storage compression figure.
 
-    Weights: ``nonzero tiles x words per tile x word bits``. Index (CSR): ``rows + 1`` row
-    pointers and one column number per non-zero tile. Requantization: per channel a
-    ``MULT_BITS`` multiplier, a bias and a ``SHIFT_BITS`` shift.
+    Weights: ``nonzero tiles x words per tile x P x G lanes x bits per weight`` (the layer's
+    ``weight_bits``: 2 for ternary codes, 8 for an 8-bit layer; ``weight_bits`` overrides it
+    per layer, e.g. 32 for a float model). Index (CSR): ``rows + 1`` row pointers and one column
+    number per non-zero tile. Requantization: per channel a ``MULT_BITS`` multiplier, a bias and
+    a ``SHIFT_BITS`` shift.
     """
+    layers = list(layers)
+    wbits = [l.weight_bits for l in layers] if weight_bits is None else list(weight_bits)
     w_bits = idx_bits = rq_bits = 0
-    for layer, nnz, bb in zip(layers, nonzero, bias_bits, strict=True):
+    for layer, nnz, bb, wb in zip(layers, nonzero, bias_bits, wbits, strict=True):
         lay = TileLayout(layer, geometry)
-        w_bits += nnz * lay.words_per_tile * geometry.word_bits
+        w_bits += nnz * lay.words_per_tile * geometry.lanes * wb
         idx_bits += (lay.rows + 1) * unsigned_bits(lay.count) + nnz * unsigned_bits(lay.cols - 1)
         rq_bits += layer.cout * (MULT_BITS + bb + SHIFT_BITS)
     return {"weights": w_bits, "index": idx_bits, "requant": rq_bits,
             "total": w_bits + idx_bits + rq_bits}
+
+
+#: The layer-spec syntax, for --help and error messages.
+LAYER_SPEC_HELP = ("comma-separated layers: cN = conv with N filters (3x3, pad 1; cNk5 = 5x5, cNs2 = stride 2), "
+                   "p = 2x2 max-pool after the previous conv, fcN = fully connected with N outputs; "
+                   "the classifier fc<classes> is appended when the spec does not end in it. "
+                   "Example: c16,p,c32,p,c32,fc10")
+
+
+def parse_layers(text: str, shape, classes: int) -> list:
+    """Layer specs from a spec such as ``"c16,p,c32s2,c16k1,fc32,fc10"`` over an input
+    ``(H, W, C)`` (see :data:`LAYER_SPEC_HELP`). Layers are named ``conv1, conv2, ..., fc1, ...``;
+    the last one yields logits (no ReLU). Every error names the item and what would fix it."""
+    h, w, c = shape
+    specs = []
+    items = [x.strip().lower() for x in str(text).split(",")]
+    if not any(items) or any(not x for x in items):
+        raise ContractError(f"layer spec {text!r}: empty item; {LAYER_SPEC_HELP}")
+    n_conv = n_fc = 0
+    for item in items:
+        if item == "p":
+            if not specs or specs[-1].kind != "conv" or specs[-1].pool:
+                raise ContractError(f"layer spec {text!r}: 'p' (a 2x2 max-pool) must follow a conv without one")
+            d = specs.pop().to_dict()
+            d["pool"] = 2
+            specs.append(LayerSpec(**d))      # refuses an odd map, naming the layer
+            h, w = specs[-1].out_h, specs[-1].out_w
+            continue
+        m = re.fullmatch(r"c(\d+)(?:k(\d+))?(?:s(\d+))?|fc(\d+)", item)
+        if m is None:
+            raise ContractError(f"layer spec {text!r}: {item!r} is not cN[kK][sS], p or fcN; {LAYER_SPEC_HELP}")
+        if m.group(4):
+            n_fc += 1
+            specs.append(LayerSpec(f"fc{n_fc}", "fc", h * w * c, int(m.group(4))))
+            h, w, c = 1, 1, int(m.group(4))
+        else:
+            if specs and specs[-1].kind == "fc":
+                raise ContractError(f"layer spec {text!r}: a conv ({item!r}) cannot follow an fc layer")
+            n_conv += 1
+            k, s = int(m.group(2) or 3), int(m.group(3) or 1)
+            if k < 1 or s < 1 or int(m.group(1)) < 1:
+                raise ContractError(f"layer spec {text!r}: {item!r} needs N, K and S >= 1")
+            specs.append(LayerSpec(f"conv{n_conv}", "conv", c, int(m.group(1)), in_h=h, in_w=w, k=k, stride=s,
+                                   pad=k // 2))
+            h, w, c = specs[-1].out_h, specs[-1].out_w, specs[-1].cout
+    if specs[-1].kind != "fc" or specs[-1].cout != classes:
+        if specs[-1].kind == "fc" and n_fc and items[-1].startswith("fc") and specs[-1].cout != classes:
+            raise ContractError(f"layer spec {text!r}: the last layer has {specs[-1].cout} outputs, the data set "
+                                f"has {classes} classes (end the spec with fc{classes}, or leave it out)")
+        n_fc += 1
+        specs.append(LayerSpec(f"fc{n_fc}", "fc", h * w * c, classes))
+    last = specs[-1].to_dict()
+    last["relu"] = False
+    specs[-1] = LayerSpec(**last)
+    return specs

@@ -13,49 +13,11 @@ import re
 
 import numpy as np
 
-from .contract import (ArrayGeometry, ContractError, LayerSpec, TileLayout, conv_accumulate, maxpool2x2, requant_params,
-                       requantize, run_integer_network)
+from .contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool2x2, parse_layers, requant_params, requantize,
+                       run_integer_network)
 from .image import load_export, write_export
 
 __all__ = ["parse_layers", "random_export", "random_specs"]
-
-
-def parse_layers(text: str, shape, classes: int) -> list:
-    """Layer specs from ``"c16,p,c32s2,c16k1,fc32,fc10"`` over an input ``(H, W, C)``.
-
-    ``cN`` conv 3x3 pad 1 with N filters (``kK``: K x K, pad K//2; ``s2``: stride 2); ``p``: a
-    2x2 max-pool after the previous conv; ``fcN``: fully connected. The last item must be an fc
-    layer with ``classes`` outputs."""
-    h, w, c = shape
-    specs = []
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    for n, item in enumerate(items):
-        if item == "p":
-            if not specs or specs[-1].kind != "conv" or specs[-1].pool:
-                raise ContractError(f"layer spec {text!r}: 'p' must follow a conv")
-            last = specs.pop()
-            d = last.to_dict()
-            d["pool"] = 2
-            specs.append(LayerSpec(**d))
-            h, w = specs[-1].out_h, specs[-1].out_w
-            continue
-        m = re.fullmatch(r"c(\d+)(?:k(\d+))?(?:s(\d+))?|fc(\d+)", item)
-        if m is None:
-            raise ContractError(f"layer spec {text!r}: {item!r} is not cN[kK][sS], p or fcN")
-        name = f"l{len(specs) + 1}"
-        if m.group(4):
-            specs.append(LayerSpec(name, "fc", h * w * c, int(m.group(4))))
-            h, w, c = 1, 1, int(m.group(4))
-        else:
-            k, s = int(m.group(2) or 3), int(m.group(3) or 1)
-            specs.append(LayerSpec(name, "conv", c, int(m.group(1)), in_h=h, in_w=w, k=k, stride=s, pad=k // 2))
-            h, w, c = specs[-1].out_h, specs[-1].out_w, specs[-1].cout
-    if not specs or specs[-1].kind != "fc" or specs[-1].cout != classes:
-        raise ContractError(f"layer spec {text!r}: the last layer must be fc{classes}")
-    last = specs[-1].to_dict()
-    last["relu"] = False
-    specs[-1] = LayerSpec(**last)
-    return specs
 
 
 def random_specs(rng: np.random.Generator, G: int) -> tuple:

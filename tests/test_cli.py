@@ -46,9 +46,26 @@ def test_help_lists_commands_and_examples(capsys):
     (["--lam", "-1"], "--lam must be"),
     (["--r", "0"], "--r must be"),
     (["--pe", "1x12"], "input channels: with G=12"),
+    (["--arch", "c16,q,fc4"], "'q' is not cN[kK][sS], p or fcN"),
+    (["--arch", "c16,p,p,fc4"], "must follow a conv without one"),
+    (["--arch", "c16,p,c16,fc7"], "the data set has 4 classes"),
+    (["--arch", "c16,fc8,c16"], "cannot follow an fc layer"),
+    (["--arch", "c16,p,c16,p,c16,p,c16,p,fc4"], "needs an even map"),
+    (["--arch", "c20,c16,fc4"], "multiple of G"),
+    (["--arch", "c16,fc4", "--width", "8"], "--width applies to"),
+    (["--width", "0"], "--width must be"),
+    (["--cost", "area"], "invalid choice"),
+    (["--target-speedup", "0.5"], "--target-speedup must be"),
+    (["--target-speedup", "2", "--method", "ternary"], "needs a pruning method"),
+    (["--epochs-float", "0", "--epochs-ternary", "0", "--epochs-finetune", "0"], "nothing would be trained"),
 ])
 def test_train_bad_input(capsys, tmp_path, args, msg):
-    code, _, err = run(capsys, "train", *QUICK, "--out", str(tmp_path / "r"), *args)
+    try:
+        code, _, err = run(capsys, "train", *QUICK, "--out", str(tmp_path / "r"), *args)
+    except SystemExit as e:                              # argparse's own refusal (exit 2)
+        code, err = e.code, capsys.readouterr().err
+        assert code == 2 and msg in err
+        return
     assert code == 1
     assert msg in err.replace("\n  ", " ")
     assert not (tmp_path / "r").exists(), "nothing is written for bad input"
@@ -199,3 +216,43 @@ def test_a_build_that_misses_timing_replaces_nothing(tmp_path):
     assert bad.name == "digits.timing-failed.bin" and bad.read_bytes() == b"bad"
     assert not json.loads(bad_report.read_text())["timing_met"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_train_checks_out_before_training(capsys, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    code, _, err = run(capsys, "train", *QUICK, "--out", str(f))
+    assert code == 1 and "is a file" in err and f.read_text() == "x"
+    code, _, err = run(capsys, "train", *QUICK, "--out", str(f / "run"))
+    assert code == 1 and "cannot write" in err
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_text("meow")
+    code, _, err = run(capsys, "train", *QUICK, "--out", str(other))
+    assert code == 1 and "not a ternpe run" in err.replace("\n  ", " ") and (other / "cat.jpg").read_text() == "meow"
+
+
+def test_a_new_run_replaces_the_old_one_whole(capsys, tmp_path):
+    out = tmp_path / "r"
+    assert run(capsys, "train", *QUICK, "--out", str(out))[0] == 0
+    stale = out / "tilemaps" / "conv9.png"
+    stale.write_bytes(b"old")
+    assert run(capsys, "train", *QUICK, "--arch", "c16,p,fc4", "--out", str(out))[0] == 0
+    assert not stale.exists()
+    assert sorted(p.name for p in (out / "tilemaps").iterdir()) == ["conv1.png", "fc1.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r"], "no temporary directory is left behind"
+
+
+def test_ctrl_c_leaves_the_old_run_and_says_so(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    assert run(capsys, "train", *QUICK, "--out", str(out))[0] == 0
+    before = (out / "metrics.json").read_text()
+    import ternpe.model.train as T
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "_phase", interrupted)
+    code, _, err = run(capsys, "train", *QUICK, "--seed", "9", "--out", str(out))
+    assert code == 130 and "interrupted" in err and len(err.strip().splitlines()) == 1
+    assert (out / "metrics.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]

@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from ternpe.contract import ArrayGeometry, pack_tile_words, requant_params, requantize, signed_bits
-from ternpe.image import load_export, rewrite_export
+from ternpe.image import densified, load_export, rewrite_export
 from ternpe.hw.accelerator import Accelerator, GenerateError, cycle_model
 from ternpe.hw.array import PEArray
 from ternpe.flow.generate import build_accelerator
@@ -167,7 +167,7 @@ def test_weight_buffer_reads_back_the_rom_image(export):
     assert entries == sum(l.nonzero_tiles for l in export.layers) + carriers
 
 
-def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export):
+def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export, quick_run):
     acc = Accelerator(export)
     n = 4
     res = simulate(acc, export.golden["inputs"][:n])
@@ -175,6 +175,11 @@ def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export):
         assert list(res["logits"][i]) == list(export.golden["logits"][i]), f"sample {i}: logits differ"
     assert list(res["classes"]) == list(export.golden["classes"][:n])
     assert list(res["cycles"]) == [acc.cycle_model()["total"]] * n
+    # training reported the same figure from the same model (metrics.json)
+    m = quick_run["metrics"]
+    assert m["cycles"] == res["cycles"][0]
+    assert m["dense_cycles"] == cycle_model(densified(export))["total"]
+    assert sum(layer["cycles"] for layer in m["layers"]) < m["cycles"]
 
 
 def _prune_more(src, dst, layer_name, keep_rows):

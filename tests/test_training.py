@@ -92,3 +92,113 @@ def test_mnist_sample_is_built_in_and_split_stratified():
     assert np.bincount(d.y_test).tolist() == [100] * 10
     again = load_dataset("mnist")
     assert np.array_equal(again.x_test, d.x_test), "the split is fixed"
+
+
+def test_compression_rate_counts_in_group_sparsity():
+    """With s_min > 0 (every kept group has zeros), CR = 16 / (rho * (1 - s_min))."""
+    from ternpe.model.nets import SeqNet, cnn_specs
+    net = SeqNet(cnn_specs((8, 8, 1), 10), act_bits=8, t=0.05)
+    for m in (b.lin for b in net.blocks):
+        m.mode = "ternary"
+    with torch.no_grad():
+        conv2, fc = net.blocks[1].lin, net.blocks[2].lin
+        conv2.weight.fill_(0.5)
+        conv2.mask[:8] = 0                        # 8 of conv2's 32 tiles pruned
+        conv2.weight[:, :4] = 0.0                 # 4 of 16 channels zero in every kept group: 25%
+        fc.weight.fill_(0.5)
+        fc.weight.view(10, 8, 16)[:, :, :6] = 0.0 # 6 of 16 zero in every fc group: 37.5%
+    st = group_stats(net, ArrayGeometry(1, 16))
+    rho = (24 + 80) / (32 + 80)
+    assert st["min_in_group_sparsity"] == pytest.approx(0.25)
+    assert st["compression_rate"] == pytest.approx(16 / (rho * 0.75))
+
+
+def test_figures_count_each_layer_at_its_real_bits():
+    cfg = dict(dataset="synthetic", epochs_float=1, epochs_ternary=1, epochs_finetune=1)
+    _, fl = train(TrainConfig(method="float", **cfg), log=lambda *a: None)
+    assert {l["weight_bits"] for l in fl["layers"]} == {32}
+    assert fl["compression_rate"] == pytest.approx(1.0, abs=0.05)
+    assert 0.5 < fl["storage_compression"] < 1.1            # a float model stored as floats
+    _, fp = train(TrainConfig(method="ternary", first_last="fp", **cfg), log=lambda *a: None)
+    assert [l["weight_bits"] for l in fp["layers"]] == [8, 2, 8]
+    _, tn = train(TrainConfig(method="ternary", **cfg), log=lambda *a: None)
+    assert [l["weight_bits"] for l in tn["layers"]] == [2, 2, 2]
+    assert fp["stored_bits"]["weights"] > tn["stored_bits"]["weights"]
+    assert tn["compression_rate"] == pytest.approx(16.0)
+
+
+def test_cycle_cost_weighs_groups_by_their_tile_cycles():
+    from ternpe.cycles import tile_cycles
+    from ternpe.model.nets import SeqNet, cnn_specs
+    from ternpe.model.train import _Groups
+    g = ArrayGeometry(1, 16)
+    net = SeqNet(cnn_specs((28, 28, 1), 10), act_bits=8, t=0.05)
+    w = _Groups(net, g, "cycles").weights
+    specs = net.specs()
+    assert w[1] / w[2] == pytest.approx(tile_cycles(specs[1], g) / tile_cycles(specs[2], g))
+    counts = [32, 980]                                   # conv2 and fc groups
+    assert (w[1] * counts[0] + w[2] * counts[1]) / sum(counts) == pytest.approx(1.0)
+    assert _Groups(net, g, "groups").weights == [1.0, 1.0, 1.0]
+
+
+def test_shrink_prunes_exactly_and_spares_groups_over_tau():
+    from ternpe.model.penalty import shrink_factors, wpc_tau
+    a = torch.tensor([0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+    f = shrink_factors(a, "wpc", 0.1, "rank", 0.7)
+    tau = float(wpc_tau(a, "rank", 0.7))
+    assert f[0] == 0.0                                     # smaller than the step: exactly zero
+    assert f[1] == pytest.approx(0.5)
+    assert bool((f[a > tau] == 1).all()) and bool((f[a <= tau] < 1).all())
+    assert bool((shrink_factors(a, "lasso", 0.1) < 1).all())
+
+
+def test_masks_hold_from_pruning_through_fine_tuning(monkeypatch):
+    """Tiles pruned at the end of the penalty phase stay pruned through fine-tuning."""
+    import ternpe.model.train as T
+    seen = {}
+    real = T._phase
+
+    def phase(net, data, cfg, epochs, lr, **kw):
+        if kw.get("desc", "").startswith("fine-tune"):
+            seen["masks"] = [m.mask.clone() for m in T.weight_layers(net)]
+        return real(net, data, cfg, epochs, lr, **kw)
+    monkeypatch.setattr(T, "_phase", phase)
+    cfg = TrainConfig(dataset="synthetic", lam=20.0, epochs_float=2, epochs_ternary=4, epochs_finetune=3, seed=1)
+    net, m = train(cfg, log=lambda *a: None)
+    masks = seen["masks"]
+    assert any(bool((mk == 0).any()) for mk in masks), "pruning happened before fine-tuning"
+    for layer, mk in zip(T.weight_layers(net), masks):
+        assert bool((layer.mask[mk == 0] == 0).all())
+        codes, _, _ = T.ternary_codes(layer.weight.detach(), layer.mask, layer.t)
+        assert bool((codes[mk == 0] == 0).all())
+    assert m["speedup"] > 1.0
+
+
+def test_target_speedup_raises_lambda_until_reached():
+    cfg = TrainConfig(dataset="synthetic", lam=0.5, target_speedup=1.5, epochs_float=2, epochs_ternary=10,
+                      epochs_finetune=1, seed=2)
+    _, m = train(cfg, log=lambda *a: None)
+    assert m["speedup"] >= 1.5
+    assert m["speedup"] < 1.8, "the pull stops once the target is reached"
+
+
+def test_lr_schedule_is_defined_for_short_phases():
+    from ternpe.model.train import _lr_factor
+    for steps in range(1, 40):
+        f = _lr_factor(steps)
+        vals = [f(i) for i in range(steps + 1)]
+        assert all(0 < v <= 1.001 for v in vals)
+
+
+def test_layer_spec_networks_train_and_are_recorded():
+    cfg = TrainConfig(dataset="synthetic", arch="c16,p,c16s2,fc4", epochs_float=1, epochs_ternary=1,
+                      epochs_finetune=1)
+    _, m = train(cfg, log=lambda *a: None)
+    assert m["arch"] == "c16,p,c16s2,fc4"
+    assert [s["name"] for s in m["layer_specs"]] == ["conv1", "conv2", "fc1"]
+    assert m["layer_specs"][1]["stride"] == 2 and m["layer_specs"][0]["pool"] == 2
+    with pytest.raises(ValueError, match="width"):
+        train(TrainConfig(dataset="synthetic", arch="c16,fc4", width=32, epochs_float=1), log=lambda *a: None)
+    _, w = train(TrainConfig(dataset="synthetic", width=32, epochs_float=1, epochs_ternary=0, epochs_finetune=0,
+                             method="float"), log=lambda *a: None)
+    assert w["layer_specs"][0]["cout"] == 32 and w["layer_specs"][1]["cout"] == 64
