@@ -31,7 +31,7 @@ class TrainConfig:
     width: int | None = None
     pe: str = "1x16"
     method: str = "wpc"
-    lam: float = 0.05
+    lam: float = 1.0
     cost: str = "cycles"
     target_speedup: float | None = None
     r: float = 0.7

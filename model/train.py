@@ -277,11 +277,21 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
     return lam
 
 
-def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print, dataset: Dataset | None = None):
+def _float_key(cfg: TrainConfig, ds_name: str) -> str:
+    """Everything the float phase depends on (the method does not)."""
+    return "-".join(str(v) for v in (ds_name, cfg.data_dir and pathlib.Path(cfg.data_dir).name, cfg.arch, cfg.width,
+                                       cfg.first_last, cfg.act_bits, cfg.t, cfg.pe, cfg.epochs_float, cfg.lr, cfg.batch,
+                                       cfg.weight_decay, cfg.seed, torch.get_num_threads())).replace("/", "_")
+
+
+def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print, dataset: Dataset | None = None,
+          float_cache: str | pathlib.Path | None = None):
     """Run one pipeline; write the run directory when ``out`` is given. Returns (net, metrics).
 
     ``out`` is checked before anything trains, and written only when the run is complete (into
-    a temporary directory, then renamed over the old run): an interrupted run leaves nothing."""
+    a temporary directory, then renamed over the old run): an interrupted run leaves nothing.
+    ``float_cache``: a directory where the float phase is kept and reused by runs that differ
+    only after it (the bench's methods of one seed); the result is the same as training it."""
     cfg.validate()
     if out is not None:
         out = check_out(out)
@@ -303,7 +313,18 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     kw = dict(groups=groups, history=history, log=log, specs=specs)
 
     _set_modes(net, ternary=False, quant_acts=False)
-    _phase(net, data, cfg, cfg.epochs_float, cfg.lr, desc="float", **kw)
+    cached = pathlib.Path(float_cache) / f"{_float_key(cfg, ds.name)}.pt" if float_cache else None
+    if cached is not None and cached.is_file():
+        blob = torch.load(cached, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state_dict"])
+        history.extend(blob["history"])
+    else:
+        _phase(net, data, cfg, cfg.epochs_float, cfg.lr, desc="float", **kw)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"state_dict": net.state_dict(), "history": history}, tmp)
+            tmp.replace(cached)
     float_accuracy = accuracy(net, data[2], data[3])
 
     m = cfg.method
