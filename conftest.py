@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _train_and_export(root, *, pe="1x16", method="wpc", lam=1.0, seed=3, samples=16):
+def _train_and_export(root, *, pe="1x16", method="wpc", lam=10.0, seed=3, samples=16):
     import torch
     torch.set_num_threads(1)
     from ternpe.model.export import export_run

@@ -406,7 +406,9 @@ def check_out(out) -> pathlib.Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise RunError(f"--out {out}: cannot write there, {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise RunError(f"--out {out}: cannot write in {probe} (permission denied); choose another directory")
     return out
 

@@ -247,7 +247,7 @@ def _check_whole_network(ex, n):
     return acc
 
 
-@pytest.mark.parametrize("pe,method,lam", [("2x16", "wpc", 1.0), ("4x8", "wpc", 2.0), ("2x8", "ternary", 0.0)])
+@pytest.mark.parametrize("pe,method,lam", [("2x16", "wpc", 10.0), ("4x8", "wpc", 20.0), ("2x8", "ternary", 0.0)])
 def test_accelerator_over_geometries_and_densities(make_export, pe, method, lam):
     ex = load_export(make_export(pe=pe, method=method, lam=lam)["export"])
     assert str(ex.geometry) == pe
