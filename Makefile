@@ -1,4 +1,4 @@
-# ternpe: `make demo` runs the main flow on the built-in digits data set, `make test` runs the
+# ternpe: `make demo` runs the main flow on the built-in MNIST sample, `make test` runs the
 # tests. Both set up everything they need first (a .venv with the pinned stack, Debian packages).
 
 PYTHON ?= python3
@@ -12,13 +12,14 @@ JOBS   ?= 2
 all: help
 
 help:
-	@echo "make demo    train the digits CNN (PE 1x16, WPC), export it to exports/digits, generate its Verilog"
-	@echo "make demo DATASET=mnist   the same on real 28x28 MNIST (the 5,000-digit sample built in)"
+	@echo "make demo    train the CNN on real 28x28 MNIST (the 5,000-digit sample built in; PE 1x16, WPC weighted"
+	@echo "             by cycles), export it to exports/mnist, generate its Verilog"
+	@echo "make demo DATASET=digits   the same on scikit-learn's 8x8 digits (15 s of training)"
 	@echo "make demo BOARD=icebreaker   ... then co-simulate it and build the bitstream (icebreaker, upduino, ulx3s, orangecrab)"
 	@echo "make bitstreams   build the demo's bitstreams for all four boards"
 	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
 	@echo "make test    run the test suite"
-	@echo "make bench   print the paper-style method table on digits and the hardware figures of the demo"
+	@echo "make bench   print the method table (digits and MNIST, 3 seeds) and the hardware figures of the demo"
 	@echo "make setup   create .venv and install everything (done by the targets above)"
 
 setup: $(STAMP)
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 BOARD ?=
-DATASET ?= digits
+DATASET ?= mnist
 BOARDS := icebreaker upduino ulx3s orangecrab
 
 # Training flags per data set: on the 8x8 digits every conv2 filter carries accuracy, so the quick
@@ -50,27 +51,27 @@ ifneq ($(BOARD),)
 	$(BIN)/python tools/summary.py runs/$(DATASET) bitstreams/$(BOARD)/$(DATASET).report.json
 endif
 
-# bitstreams of the demo for every board (bitstreams/<board>/digits.{bin,bit} + report.json)
+# bitstreams of the demo for every board (bitstreams/<board>/$(DATASET).{bin,bit} + report.json)
 bitstreams: setup
-	@test -f exports/digits/manifest.json || $(MAKE) demo
-	@for b in $(BOARDS); do $(BIN)/ternpe build exports/digits --board $$b || exit 1; done
+	@test -f exports/$(DATASET)/manifest.json || $(MAKE) demo DATASET=$(DATASET)
+	@for b in $(BOARDS); do $(BIN)/ternpe build exports/$(DATASET) --board $$b || exit 1; done
 
 # co-simulate the demo's Verilog on Icarus and on Verilator against its golden outputs
 sim: setup
-	@test -f exports/digits/manifest.json || $(MAKE) demo
-	$(BIN)/ternpe sim exports/digits --simulator icarus --samples 16
-	$(BIN)/ternpe sim exports/digits --simulator verilator
+	@test -f exports/$(DATASET)/manifest.json || $(MAKE) demo DATASET=$(DATASET)
+	$(BIN)/ternpe sim exports/$(DATASET) --simulator icarus --samples 4
+	$(BIN)/ternpe sim exports/$(DATASET) --simulator verilator --samples 16
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) -q
 
 bench: setup
 	$(BIN)/python bench/methods.py
-	@test -f exports/digits/manifest.json || $(MAKE) demo
-	$(BIN)/python bench/hardware.py
-	$(BIN)/python bench/cosim.py
+	@test -f exports/$(DATASET)/manifest.json || $(MAKE) demo DATASET=$(DATASET)
+	$(BIN)/python bench/hardware.py exports/$(DATASET)
+	$(BIN)/python bench/cosim.py exports/$(DATASET)
 	$(MAKE) bitstreams
-	$(BIN)/python bench/boards.py
+	$(BIN)/python bench/boards.py exports/$(DATASET)
 
 clean:
 	rm -rf runs exports build .pytest_cache

@@ -79,16 +79,21 @@ def main(argv=None):
     p.add_argument("--lam", type=float, default=1.0, help="lambda of every pruning method (default: %(default)s)")
     p.add_argument("--target-speedup", type=float, default=None,
                    help="give every pruning method the same cycle budget (lambda adapts)")
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                   help="only these rows (float, ternary, naive, lasso-then-ternary, 'wpc (groups)', 'wpc (cycles)')")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     p.add_argument("--json", help="also write every run's figures to this file")
     a = p.parse_args(argv)
+    unknown = set(a.rows or ()) - {r[0] for r in ROWS}
+    if unknown:
+        p.error(f"unknown rows {sorted(unknown)}; choose from {[r[0] for r in ROWS]}")
     with tempfile.TemporaryDirectory(prefix="ternpe-float-") as cache:
         def jobs(first):
             out = []
             for ds in a.datasets:
                 for seed in a.seeds:
                     for label, method, extra in ROWS:
-                        if (method == "float") != first:
+                        if (method == "float") != first or (a.rows and label not in a.rows):
                             continue
                         kw = dict(extra)
                         if method != "float" and method != "ternary":

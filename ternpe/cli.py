@@ -26,7 +26,7 @@ dense_cycles and speedup from the accelerator's own cycle model.
   LAYER_SPEC
 
 examples:
-  ternpe train                                   # the demo: digits, cnn, --pe 1x16, wpc
+  ternpe train                                   # digits, cnn, --pe 1x16, wpc (lambda 1, --cost cycles)
   ternpe train --method naive --lam 0.02 --out runs/naive
   ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
   ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
