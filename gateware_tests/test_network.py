@@ -12,7 +12,7 @@ from amaranth.back import verilog
 
 from ternpe.hw.accelerator import Accelerator, cycle_model
 from ternpe.flow.cosim import CosimError, run_cosim
-from ternpe.image import load_export, write_hex
+from ternpe.image import load_export, write_hex, write_manifest
 
 CASES = [("icarus", "1x16", "trained"), ("icarus", "1x16", "sparse"), ("icarus", "2x8", "trained"),
          ("icarus", "2x8", "sparse"), ("verilator", "1x16", "trained"), ("verilator", "2x8", "sparse")]
@@ -61,7 +61,7 @@ def test_a_flipped_rom_code_fails_and_names_the_layer(cosim_export, tmp_path):
     # the corrupt image must still load (checksum refreshed), as a bad ROM would
     man = json.loads((bad / "manifest.json").read_text())
     man["files"][fname] = hashlib.sha256((bad / fname).read_bytes()).hexdigest()
-    (bad / "manifest.json").write_text(json.dumps(man))
+    write_manifest(bad, man)
     corrupt = load_export(bad, check_golden=False)
     ref = corrupt.run(ex.golden["inputs"][:3])
     assert not np.array_equal(ref[1], ex.golden["layer1"][:3]), "the flip must change conv2's output"

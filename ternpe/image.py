@@ -33,15 +33,15 @@ import pathlib
 
 import numpy as np
 
-from .contract import (ArrayGeometry, ContractError, LayerSpec, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
+from .contract import (ArrayGeometry, ContractError, LayerSpec, MAX_SHIFT, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
                        accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
                        unpack_tile_words, unsigned_bits)
 
-__all__ = ["FORMAT_VERSION", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
+__all__ = ["FORMAT_VERSION", "manifest_digest", "write_manifest", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
            "with_tile_density", "load_export", "widen", "densified",
            "read_hex", "write_hex"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ExportError(ContractError):
@@ -190,8 +190,22 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         "files": files,
         "meta": meta or {},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
     return out
+
+
+def write_manifest(out, manifest: dict) -> None:
+    """Write ``manifest.json`` sealed with its own digest (what a tool that edits an export on
+    purpose, such as a test making a corrupt image, must call)."""
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    (pathlib.Path(out) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest body (every field but this digest, keys sorted): the manifest's
+    own integrity, as the per-file digests are the files'."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def rewrite_export(src, dst, weights) -> "Export":
@@ -275,10 +289,28 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
         raise ExportError(f"{mpath} is not valid JSON: {e}") from None
-    if manifest.get("format") != "ternpe-export":
+    if not isinstance(manifest, dict) or manifest.get("format") != "ternpe-export":
         raise ExportError(f"{mpath} is not a ternpe export manifest")
     if manifest.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{mpath}: format version {manifest.get('version')}, this ternpe reads {FORMAT_VERSION}")
+        raise ExportError(f"{mpath}: format version {manifest.get('version')}, this ternpe reads {FORMAT_VERSION} "
+                          f"(export the run again with `ternpe export`)")
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise ExportError(f"{mpath} does not match its own checksum (manifest_sha256): it was edited or is "
+                          f"corrupt; export the run again with `ternpe export`")
+    try:
+        return _load_checked(path, manifest, check_golden)
+    except (KeyError, TypeError, IndexError) as e:
+        raise ExportError(f"{mpath}: a field is missing or malformed ({type(e).__name__}: {e}); export the run "
+                          f"again with `ternpe export`") from None
+
+
+def _derived(name: str, field: str, stored, computed) -> None:
+    if stored != computed:
+        raise ExportError(f"layer {name}: {field} is {stored} in the manifest, the contract gives {computed} "
+                          f"(an edited manifest, or one written by another version)")
+
+
+def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Export":
     for name, digest in manifest["files"].items():
         f = path / name
         if not f.is_file():
@@ -286,7 +318,13 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         if _sha256(f) != digest:
             raise ExportError(f"{path}: {name} does not match its checksum in the manifest (corrupt or edited)")
     geo = ArrayGeometry(manifest["geometry"]["P"], manifest["geometry"]["G"])
+    if manifest["geometry"].get("word_bits") != geo.word_bits:
+        raise ExportError(f"geometry: word_bits {manifest['geometry'].get('word_bits')}, the contract gives "
+                          f"{geo.word_bits} for PE {geo}")
     act_bits = int(manifest["formats"]["act_bits"])
+    if not 2 <= act_bits <= 16 or manifest["formats"].get("mult_bits") != MULT_BITS:
+        raise ExportError(f"formats: act_bits {act_bits} / mult_bits {manifest['formats'].get('mult_bits')} "
+                          f"are not what this ternpe computes with (2..16 / {MULT_BITS})")
     layers = []
     prev_shape = tuple(manifest["input"]["shape"])
     for lj in manifest["layers"]:
@@ -304,6 +342,13 @@ def load_export(path, *, check_golden: bool = True) -> Export:
             raise ExportError(f"layer {spec.name}: manifest tiling {t['rows']}x{t['cols']}x{t['words_per_tile']} "
                               f"does not match the contract's {lay.rows}x{lay.cols}x{lay.words_per_tile} "
                               f"for PE {geo}")
+        # every derived field is recomputed from the contract; a manifest that disagrees is refused
+        _derived(spec.name, "tiles.count", t["count"], lay.count)
+        _derived(spec.name, "tiles.channels_per_tile", t["channels_per_tile"], lay.gw)
+        _derived(spec.name, "out_h x out_w", (lj["out_h"], lj["out_w"]), (spec.out_h, spec.out_w))
+        _derived(spec.name, "acc_bits", lj["acc_bits"], accumulator_bits(spec, act_bits))
+        _derived(spec.name, "mult_bits", lj["mult_bits"], MULT_BITS)
+        _derived(spec.name, "shift_bits", lj["shift_bits"], SHIFT_BITS)
         f = lj["files"]
         rowptr = np.array(read_hex(path / f["rowptr"], unsigned_bits(lay.count)), np.int64)
         cols = np.array(read_hex(path / f["cols"], unsigned_bits(lay.cols - 1)), np.int64)
@@ -314,6 +359,9 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         if len(cols) != t["nonzero"] or (cols >= lay.cols).any():
             raise ExportError(f"layer {spec.name}: {len(cols)} tile columns, manifest says {t['nonzero']} "
                               f"(or a column is out of range)")
+        for r in range(lay.rows):
+            if (np.diff(cols[rowptr[r]:rowptr[r + 1]]) <= 0).any():
+                raise ExportError(f"layer {spec.name}: tile row {r} lists its columns out of order or twice")
         if len(words) != len(cols) * lay.words_per_tile:
             raise ExportError(f"layer {spec.name}: {len(words)} weight words for {len(cols)} non-zero tiles "
                               f"of {lay.words_per_tile} words")
@@ -324,9 +372,13 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         if not len(mult) == len(bias) == len(shift) == lay.rows * geo.P:
             raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
                               f"shifts for {lay.rows * geo.P} channels")
+        _derived(spec.name, "bias_bits", lj["bias_bits"], signed_bits(min(0, int(bias.min())), max(0, int(bias.max()))))
+        if (shift > MAX_SHIFT).any():
+            raise ExportError(f"layer {spec.name}: a requantizer shift is over {MAX_SHIFT}")
         layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, RequantParams(mult, bias, shift),
                                     int(lj["acc_bits"]), int(lj["bias_bits"])))
     golden = dict(np.load(path / manifest["golden"]["file"]))
+    _check_golden_shapes(golden, manifest, layers)
     ex = Export(path, manifest, geo, act_bits, layers, golden)
     if check_golden:
         outs = ex.run(golden["inputs"])
@@ -339,3 +391,22 @@ def load_export(path, *, check_golden: bool = True) -> Export:
         if not np.array_equal(np.argmax(outs[-1], axis=1), golden["classes"]):
             raise ExportError("golden classes do not match the argmax of the golden logits")
     return ex
+
+
+def _check_golden_shapes(golden: dict, manifest: dict, layers: list) -> None:
+    """Every golden array has the shape and an integer dtype the manifest implies."""
+    n = manifest["golden"]["samples"]
+    shape_in = tuple(manifest["input"]["shape"])
+    want = {"inputs": (n, *shape_in), "labels": (n,), "classes": (n,), "logits": (n, layers[-1].spec.cout)}
+    for i, l in enumerate(layers):
+        s = l.spec
+        want[f"layer{i}"] = (n, s.out_h, s.out_w, s.cout) if s.kind == "conv" else (n, s.cout)
+    for key, shape in want.items():
+        if key not in golden:
+            raise ExportError(f"golden.npz has no '{key}' array (expected shape {shape}); export the run again")
+        a = golden[key]
+        if a.shape != shape:
+            raise ExportError(f"golden.npz: '{key}' has shape {a.shape}, the manifest implies {shape}")
+        if a.dtype.kind not in "iu" or (key == "inputs" and a.dtype != np.uint8):
+            raise ExportError(f"golden.npz: '{key}' has dtype {a.dtype}, expected "
+                              f"{'uint8' if key == 'inputs' else 'an integer type'}")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ternpe.contract import ArrayGeometry, TileLayout
-from ternpe.image import ExportError, _sha256, load_export, read_hex
+from ternpe.image import ExportError, _sha256, load_export, read_hex, write_manifest
 from ternpe.model.fold import fold
 
 
@@ -71,7 +71,7 @@ def _flip_one_code(path):
 def _rehash(d):
     man = json.loads((d / "manifest.json").read_text())
     man["files"] = {n: _sha256(d / n) for n in man["files"]}
-    (d / "manifest.json").write_text(json.dumps(man))
+    write_manifest(d, man)
 
 
 def test_corrupt_file_is_refused_by_checksum(copy):
@@ -98,7 +98,8 @@ def test_missing_file_and_manifest(copy, tmp_path):
 def test_mismatched_geometry_is_refused(copy):
     man = json.loads((copy / "manifest.json").read_text())
     man["geometry"]["G"] = 8
-    (copy / "manifest.json").write_text(json.dumps(man))
+    man["geometry"]["word_bits"] = 16
+    write_manifest(copy, man)
     with pytest.raises(ExportError, match="does not match the contract"):
         load_export(copy)
 
@@ -108,4 +109,61 @@ def test_truncated_index_is_refused(copy):
     p.write_text("\n".join(p.read_text().splitlines()[:-1]) + "\n")
     _rehash(copy)
     with pytest.raises(ExportError, match="layer fc"):
+        load_export(copy)
+
+
+def test_an_edited_manifest_is_refused_by_its_own_checksum(copy):
+    man = json.loads((copy / "manifest.json").read_text())
+    man["layers"][1]["acc_bits"] = 13
+    (copy / "manifest.json").write_text(json.dumps(man))          # edited, not resealed
+    with pytest.raises(ExportError, match="does not match its own checksum"):
+        load_export(copy)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda m: m["layers"][1].__setitem__("acc_bits", 13), "layer conv2: acc_bits is 13 in the manifest, the contract gives"),
+    (lambda m: m["layers"][2].__setitem__("bias_bits", 30), "layer fc: bias_bits is 30"),
+    (lambda m: m["layers"][0].__setitem__("mult_bits", 18), "layer conv1: mult_bits is 18"),
+    (lambda m: m["layers"][1]["tiles"].__setitem__("count", 7), "layer conv2: tiles.count is 7"),
+    (lambda m: m["layers"][1]["tiles"].__setitem__("channels_per_tile", 4), "channels_per_tile is 4"),
+    (lambda m: m["layers"][0].__setitem__("out_h", 5), "out_h x out_w"),
+    (lambda m: m["geometry"].__setitem__("word_bits", 16), "word_bits 16"),
+    (lambda m: m["formats"].__setitem__("mult_bits", 12), "mult_bits 12"),
+    (lambda m: m.pop("geometry"), "a field is missing or malformed (KeyError: 'geometry')"),
+    (lambda m: m["layers"][0].pop("tiles"), "a field is missing or malformed (KeyError: 'tiles')"),
+    (lambda m: m["golden"].__setitem__("samples", 3), "golden.npz: 'inputs' has shape"),
+])
+def test_derived_fields_are_recomputed_and_checked(copy, edit, msg):
+    """A manifest resealed after an edit (so its checksum passes) is still refused when a field
+    disagrees with what the contract derives."""
+    man = json.loads((copy / "manifest.json").read_text())
+    edit(man)
+    write_manifest(copy, man)
+    with pytest.raises(ExportError) as e:
+        load_export(copy)
+    assert msg in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("logits", lambda g: g["logits"][:, :3], "'logits' has shape"),
+    ("layer1", None, "no 'layer1' array"),
+    ("inputs", lambda g: g["inputs"].astype(np.float32), "'inputs' has dtype float32"),
+    ("labels", lambda g: g["labels"][:-1], "'labels' has shape"),
+    ("classes", lambda g: g["classes"].astype(np.float64), "'classes' has dtype float64"),
+])
+def test_golden_arrays_are_checked_against_the_manifest(copy, key, value, msg):
+    g = dict(np.load(copy / "golden.npz"))
+    if value is None:
+        del g[key]
+    else:
+        g[key] = value(g)
+    np.savez_compressed(copy / "golden.npz", **g)
+    _rehash(copy)
+    with pytest.raises(ExportError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        load_export(copy)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(copy):
+    (copy / "manifest.json").write_text("[1, 2, 3]\n")
+    with pytest.raises(ExportError, match="not a ternpe export manifest"):
         load_export(copy)

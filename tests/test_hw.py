@@ -8,7 +8,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from ternpe.contract import ArrayGeometry, pack_tile_words, requant_params, requantize, signed_bits
-from ternpe.image import densified, load_export, rewrite_export
+from ternpe.image import densified, load_export, rewrite_export, write_manifest
 from ternpe.hw.accelerator import Accelerator, GenerateError, cycle_model
 from ternpe.hw.array import PEArray
 from ternpe.flow.generate import build_accelerator
@@ -230,7 +230,7 @@ def test_generate_bad_input(quick_run, tmp_path):
     shutil.copytree(quick_run["export"], d)
     man = json.loads((d / "manifest.json").read_text())
     man["layers"][1]["relu"] = False
-    (d / "manifest.json").write_text(json.dumps(man))
+    write_manifest(d, man)
     ex = load_export(d, check_golden=False)
     with pytest.raises(GenerateError, match="layer conv2: only the last layer may be without ReLU"):
         Accelerator(ex)
