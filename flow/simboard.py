@@ -6,13 +6,14 @@ UART model, with the interface of a serial port (``write``/``read``), so the hos
 from __future__ import annotations
 
 import collections
+import random
 
 from amaranth.sim import Simulator
 
 from ternpe.hw.boardcore import BoardCore
-from ternpe.link import LinkError
+from ternpe.link import LinkError, encode_infer
 
-__all__ = ["SimTransport"]
+__all__ = ["SimTransport", "fuzz_link"]
 
 
 class SimTransport:
@@ -25,6 +26,13 @@ class SimTransport:
     def __init__(self, export, *, divisor: int = 4, timeout_cycles: int = 4000):
         self.core = BoardCore(export, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
+        # the longest a well-behaved exchange can take: a whole request and reply on the line,
+        # the inference, the board's timeout and quiet period; twice over
+        from ternpe.hw.accelerator import cycle_model
+        from ternpe.link import CMD_INFER, reply_length, request_length
+        fmt = self.core.link.format
+        line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * divisor
+        self.reply_timeout = 2 * (line + cycle_model(export)["latency"] + timeout_cycles + self.core.link.quiet_cycles)
         self.period = 1e-7
         self.to_board = collections.deque()
         self.from_board = bytearray()
@@ -65,8 +73,9 @@ class SimTransport:
     def write(self, data: bytes) -> None:
         self.to_board.extend(data)
 
-    def read(self, n: int, timeout: float = 200_000) -> bytes:
+    def read(self, n: int, timeout: float | None = None) -> bytes:
         """``n`` bytes from the board, or :class:`~ternpe.link.LinkError` after ``timeout`` clocks."""
+        timeout = self.reply_timeout if timeout is None else timeout
         start = self.clocks
         while len(self.from_board) < n:
             if self.clocks - start > timeout:
@@ -78,6 +87,27 @@ class SimTransport:
         del self.from_board[:n]
         return out
 
+    def read_some(self, timeout: float | None = None) -> bytes:
+        """What the board has sent (at least one byte), or :class:`~ternpe.link.LinkError`."""
+        timeout = self.reply_timeout if timeout is None else timeout
+        start = self.clocks
+        while not self.from_board:
+            if self.clocks - start > timeout:
+                raise LinkError(f"no reply from the simulated board after {timeout} clocks")
+            self._now += 256 * self.period
+            self.sim.run_until(self._now)
+        out = bytes(self.from_board)
+        self.from_board.clear()
+        return out
+
+    def discard_input(self) -> None:
+        self.from_board.clear()
+
+    def quiet(self) -> None:
+        """Wait out the board's quiet period after a broken request (twice over), then discard input."""
+        self.idle(2 * self.core.link.quiet_cycles + 20 * self.divisor)
+        self.from_board.clear()
+
     def idle(self, clocks: int) -> None:
         """Let the board run ``clocks`` cycles with nothing sent."""
         self._now += clocks * self.period
@@ -85,3 +115,47 @@ class SimTransport:
 
     def close(self) -> None:
         pass
+
+
+def fuzz_link(ex, t, b, *, frames: int, seed: int, progress=None) -> dict:
+    """``frames`` random exchanges between the host runtime ``b`` and the simulated board ``t``
+    running ``ex``: clean requests, and requests after noise, after a truncated request, after
+    a whole request sent back to back, after a stray byte, with a bit flipped on the line, or
+    followed by noise. Returns counts: ``ok`` (the golden answer), ``error`` (a clear
+    LinkError), ``wrong`` (anything else: must be 0)."""
+    rng = random.Random(seed)
+    n = len(ex.golden["inputs"])
+    counts = {"ok": 0, "error": 0, "wrong": 0}
+    for _ in (progress or range)(frames):
+        k = rng.randrange(n)
+        img = ex.golden["inputs"][k].reshape(-1)
+        kind = rng.choice(["clean", "clean", "noise-before", "noise-after", "truncated-before", "flip",
+                           "back-to-back", "stray"])
+        if kind == "noise-before":
+            t.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 12))))
+        elif kind == "truncated-before":
+            other = encode_infer(ex.golden["inputs"][rng.randrange(n)].reshape(-1), seq=rng.randrange(255))
+            t.write(other[:rng.randrange(2, len(other))])
+        elif kind == "back-to-back":
+            t.write(encode_infer(ex.golden["inputs"][rng.randrange(n)].reshape(-1), seq=rng.randrange(255)))
+        elif kind == "stray":
+            t.write(rng.choice([b"T", b"TP", b"t", b"tp"]))
+        if kind == "flip":
+            # a bit flipped on the line inside this request (its first attempt only)
+            real_write = t.write
+
+            def flipped(data):
+                data = bytearray(data)
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                del t.write                    # back to the real one for the retries
+                real_write(bytes(data))
+            t.write = flipped
+        try:
+            r = b.infer(img)
+            good = r["logits"] == [int(v) for v in ex.golden["logits"][k]] and r["class"] == int(ex.golden["classes"][k])
+            counts["ok" if good else "wrong"] += 1
+        except LinkError:
+            counts["error"] += 1
+        if kind == "noise-after":
+            t.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 6))))
+    return counts

@@ -10,6 +10,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ternpe.link import QUIET_BYTES
 from .hostlink import HostLink
 from .uart import UARTRx, UARTTx
 
@@ -26,7 +27,8 @@ class BoardCore(wiring.Component):
 
     def __init__(self, export, *, divisor: int, timeout_cycles: int, **accelerator_options):
         self.divisor = divisor
-        self.link = HostLink(export, timeout_cycles=timeout_cycles, **accelerator_options)
+        self.link = HostLink(export, timeout_cycles=timeout_cycles, quiet_cycles=QUIET_BYTES * 10 * divisor,
+                             **accelerator_options)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

@@ -2,17 +2,21 @@
 
 The framing is :mod:`ternpe.link`'s. A request that stops arriving for ``timeout_cycles``
 resets the accelerator and is answered with ``STATUS_TIMEOUT``; a wrong checksum resets it and
-is answered with ``STATUS_CHECKSUM``: the link never hangs on a broken request.
+is answered with ``STATUS_CHECKSUM``: the link never hangs on a broken request. Every reply
+carries the SEQ of the request it answers. While a reply is being computed or sent, the
+receiver keeps listening: a request header arriving then is answered, after the current reply,
+with ``STATUS_BUSY`` and its SEQ. After any non-ok reply the link discards bytes until the line
+has been quiet for ``quiet_cycles``, so the tail of a broken request is never taken for a new one.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, ResetInserter, Signal, signed
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ternpe.link import (CMD_INFER, CMD_INFO, REP_MAGIC, REQ_MAGIC, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
-                         STATUS_TIMEOUT, LinkFormat)
+from ternpe.link import (CMD_INFER, CMD_INFO, REP_MAGIC, REQ_MAGIC, SEQ_UNKNOWN, STATUS_BUSY, STATUS_CHECKSUM,
+                         STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkFormat)
 from .accelerator import Accelerator
 
 __all__ = ["HostLink"]
@@ -24,6 +28,8 @@ class HostLink(wiring.Component):
     export : ternpe.image.Export
     timeout_cycles : int
         Longest gap between two bytes of a request.
+    quiet_cycles : int
+        After a non-ok reply, input is discarded until the line has been quiet this long.
 
     Members
     -------
@@ -37,9 +43,10 @@ class HostLink(wiring.Component):
         The last request failed (checksum, timeout, command); cleared by the next good one.
     """
 
-    def __init__(self, export, *, timeout_cycles: int, **accelerator_options):
+    def __init__(self, export, *, timeout_cycles: int, quiet_cycles: int = 64, **accelerator_options):
         self.export = export
         self.timeout_cycles = timeout_cycles
+        self.quiet_cycles = quiet_cycles
         self.acc = Accelerator(export, **accelerator_options)
         self.format = LinkFormat.of(export, self.acc.out_bits)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
@@ -60,7 +67,11 @@ class HostLink(wiring.Component):
         count = Signal(range(max(fmt.input_bytes, 8) + 1))
         cmd = Signal(8)
         status = Signal(8)
-        timer = Signal(range(self.timeout_cycles + 1))
+        rseq = Signal(8, init=SEQ_UNKNOWN)     # the SEQ the reply carries
+        timer = Signal(range(max(self.timeout_cycles, self.quiet_cycles) + 1))
+        # a request header seen while a reply is under way: answered STATUS_BUSY afterwards
+        hdr = Signal(2)
+        busy_req, busy_seq = Signal(), Signal(8)
         word = Signal(signed(8 * fmt.logit_bytes))     # a logit, sign-extended to whole bytes
         nbyte = Signal(range(8))
         nword = Signal(range(fmt.classes + 2))
@@ -86,6 +97,18 @@ class HostLink(wiring.Component):
         timed_out = Signal()
         m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~(rx.valid & rx.ready))
 
+        def listen():
+            """In a reply state: take input bytes, and note a request header ("TP" SEQ)."""
+            m.d.comb += rx.ready.eq(1)
+            with m.If(rx.valid & ~busy_req):
+                with m.Switch(hdr):
+                    with m.Case(0):
+                        m.d.sync += hdr.eq(rx.payload == REQ_MAGIC[0])
+                    with m.Case(1):
+                        m.d.sync += hdr.eq(Mux(rx.payload == REQ_MAGIC[1], 2, rx.payload == REQ_MAGIC[0]))
+                    with m.Case(2):
+                        m.d.sync += [busy_req.eq(1), busy_seq.eq(rx.payload), hdr.eq(0)]
+
         def wait_byte():
             """In a request state: count the gap; on timeout answer STATUS_TIMEOUT."""
             m.d.sync += timer.eq(timer + 1)
@@ -100,20 +123,26 @@ class HostLink(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid & (rx.payload == REQ_MAGIC[0])):
-                    m.d.sync += timer.eq(0)
+                    m.d.sync += [timer.eq(0), rseq.eq(SEQ_UNKNOWN)]
                     m.next = "REQ1"
             with m.State("REQ1"):
                 m.d.comb += [rx.ready.eq(1), self.busy.eq(1)]
                 with m.If(rx.valid):
                     with m.If(rx.payload == REQ_MAGIC[1]):
-                        m.next = "CMD"
+                        m.next = "SEQ"
                     with m.Elif(rx.payload != REQ_MAGIC[0]):
                         m.next = "IDLE"
+                wait_byte()
+            with m.State("SEQ"):
+                m.d.comb += [rx.ready.eq(1), self.busy.eq(1)]
+                with m.If(rx.valid):
+                    m.d.sync += [rseq.eq(rx.payload), csum.eq(rx.payload)]
+                    m.next = "CMD"
                 wait_byte()
             with m.State("CMD"):
                 m.d.comb += [rx.ready.eq(1), self.busy.eq(1)]
                 with m.If(rx.valid):
-                    m.d.sync += [cmd.eq(rx.payload), csum.eq(rx.payload), count.eq(0)]
+                    m.d.sync += [cmd.eq(rx.payload), csum.eq(csum + rx.payload), count.eq(0)]
                     with m.If(rx.payload == CMD_INFER):
                         m.next = "DATA"
                     with m.Elif(rx.payload == CMD_INFO):
@@ -145,28 +174,38 @@ class HostLink(wiring.Component):
             with m.State("MAGIC0"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += self.error.eq(status != STATUS_OK)
+                listen()
                 send(REP_MAGIC[0], "MAGIC1", summed=False)
             with m.State("MAGIC1"):
                 m.d.comb += self.busy.eq(1)
+                listen()
                 send(REP_MAGIC[1], "STATUS", summed=False)
             with m.State("STATUS"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [nword.eq(0), nbyte.eq(0)]
+                listen()
+                send(status, "RSEQ")
+            with m.State("RSEQ"):
+                m.d.comb += self.busy.eq(1)
+                listen()
                 with m.If(status != STATUS_OK):
-                    send(status, "SUM")
+                    send(rseq, "SUM")
                 with m.Elif(cmd == CMD_INFO):
-                    send(status, "INFO")
+                    send(rseq, "INFO")
                 with m.Else():
-                    send(status, "RESULT")
+                    send(rseq, "RESULT")
             with m.State("INFO"):
+                listen()
                 send_bytes(info, 8, "INFO")
             with m.State("RESULT"):              # take the next word of the accelerator's output
+                listen()
                 m.d.comb += [self.busy.eq(1), acc.output.ready.eq(1)]
                 with m.If(acc.output.valid):
                     m.d.sync += [word.eq(acc.output.payload), nbyte.eq(0), cycles.eq(acc.cycles)]
                     m.next = "WORD"
             with m.State("WORD"):
                 m.d.comb += self.busy.eq(1)
+                listen()
                 last = nword == fmt.classes       # the class: one byte
                 send(word.as_unsigned().word_select(nbyte, 8), "WORD")
                 with m.If(tx.ready):
@@ -178,8 +217,27 @@ class HostLink(wiring.Component):
                         m.d.sync += nword.eq(nword + 1)
                         m.next = "RESULT"
             with m.State("CYCLES"):
+                listen()
                 send_bytes(cycles, 4, "CYCLES")
             with m.State("SUM"):
                 m.d.comb += self.busy.eq(1)
-                send(-csum, "IDLE")
+                listen()
+                send(-csum, "NEXT")
+            with m.State("NEXT"):                # a request that came in meanwhile gets STATUS_BUSY
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [timer.eq(0), hdr.eq(0)]
+                with m.If(busy_req):
+                    m.d.sync += [busy_req.eq(0), status.eq(STATUS_BUSY), rseq.eq(busy_seq)]
+                    m.next = "MAGIC0"
+                with m.Elif(status != STATUS_OK):
+                    m.next = "DISCARD"
+                with m.Else():
+                    m.next = "IDLE"
+            with m.State("DISCARD"):             # until the line is quiet: the rest of a broken request
+                m.d.comb += [rx.ready.eq(1), self.busy.eq(1)]
+                m.d.sync += timer.eq(timer + 1)
+                with m.If(rx.valid):
+                    m.d.sync += timer.eq(0)
+                with m.Elif(timer == self.quiet_cycles - 1):
+                    m.next = "IDLE"
         return m

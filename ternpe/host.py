@@ -1,16 +1,24 @@
 """The host runtime: talk to a board (or the simulated board) over the host link.
 
-A transport is anything with ``write(bytes)`` and ``read(n) -> bytes`` (raising
-:class:`~ternpe.link.LinkError` on a timeout): :class:`SerialTransport` for a real board,
-``ternpe.flow.simboard.SimTransport`` for the simulated one.
+A transport is anything with ``write(bytes)``, ``read_some() -> bytes`` (at least one byte, or
+:class:`~ternpe.link.LinkError` on a timeout), ``discard_input()`` and ``quiet()`` (wait until
+the board has dropped what is left of a broken request, then discard input):
+:class:`SerialTransport` for a real board, ``ternpe.flow.simboard.SimTransport`` for the
+simulated one.
+
+:class:`Board` numbers its requests, drops stale input before each, takes only the reply that
+carries its request's SEQ and checks (a stale reply, line noise or garbage is skipped, never
+returned), and retries a request the board reports busy, timed out or corrupted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .link import CMD_INFER, CMD_INFO, REP_MAGIC, LinkError, LinkFormat, decode_reply, encode_infer, \
-    encode_info, reply_length
+import time
+
+from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_OK,
+                   STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
 
 __all__ = ["Board", "SerialTransport", "load_images"]
 
@@ -19,6 +27,7 @@ class SerialTransport:
     """A serial port (pyserial). ``timeout`` in seconds for every read."""
 
     def __init__(self, port: str, baud: int, timeout: float = 2.0):
+        self.baud = baud
         try:
             import serial
         except ImportError:
@@ -33,33 +42,76 @@ class SerialTransport:
         self.port.write(data)
         self.port.flush()
 
-    def read(self, n: int) -> bytes:
-        data = self.port.read(n)
-        if len(data) < n:
-            raise LinkError(f"the board answered {len(data)} of {n} bytes before the timeout "
-                            f"(wrong port or baud rate, or a bitstream without the host link?)")
+    def read_some(self) -> bytes:
+        data = self.port.read(max(1, self.port.in_waiting))
+        if not data:
+            raise LinkError("no reply from the board before the timeout "
+                            "(wrong port or baud rate, or a bitstream without the host link?)")
         return data
+
+    def discard_input(self) -> None:
+        self.port.reset_input_buffer()
+
+    def quiet(self) -> None:
+        time.sleep(2 * QUIET_BYTES * 10 / self.baud + 0.002)
+        self.port.reset_input_buffer()
 
     def close(self) -> None:
         self.port.close()
 
 
 class Board:
-    """Requests to a board running ``fmt`` (from the export the bitstream was built from)."""
+    """Requests to a board running ``fmt`` (from the export the bitstream was built from).
 
-    def __init__(self, transport, fmt: LinkFormat):
-        self.t, self.fmt = transport, fmt
+    ``retries``: how many times a request is sent again after a busy, timed-out or corrupted
+    exchange; then :class:`~ternpe.link.LinkError` says what went wrong. ``stats`` counts
+    requests, retries and skipped frames (stale replies or noise)."""
 
-    def _reply(self, cmd: int) -> dict:
-        head = self.t.read(3)
-        if head[:2] != REP_MAGIC:
-            raise LinkError(f"not a reply from a ternpe board: {head.hex()}")
-        rest = self.t.read(1 if head[2] else reply_length(self.fmt, cmd) - 3)
-        return decode_reply(head + rest, self.fmt, cmd)
+    def __init__(self, transport, fmt: LinkFormat, *, retries: int = 3):
+        self.t, self.fmt, self.retries = transport, fmt, retries
+        self.seq = 0
+        self._waiting: dict = {}
+        self.parser = ReplyParser(fmt, self._waiting.get)
+        self.stats = {"requests": 0, "retries": 0, "skipped": 0}
+
+    def _next_seq(self) -> int:
+        self.seq = (self.seq + 1) % SEQ_UNKNOWN
+        return self.seq
+
+    def _exchange(self, cmd: int, frame) -> dict:
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                self.t.quiet()
+            seq = self._next_seq()
+            self.t.discard_input()
+            self.parser.buf.clear()
+            self._waiting.clear()
+            self._waiting[seq] = cmd
+            self.stats["requests"] += 1
+            self.t.write(frame(seq))
+            try:
+                status, data = self._await(seq)
+            except LinkError as e:
+                last = e
+                continue
+            if status == STATUS_OK:
+                return decode_reply(data, self.fmt, cmd)
+            last = LinkError(STATUS.get(status, f"unknown status {status}"))
+            if status not in (STATUS_BUSY, STATUS_TIMEOUT, STATUS_CHECKSUM):
+                raise last
+        raise LinkError(f"no valid reply after {self.retries + 1} attempts; the last: {last}")
+
+    def _await(self, seq: int):
+        while True:
+            for status, s, data in self.parser.feed(self.t.read_some()):
+                if s == seq:
+                    return status, data
+                self.stats["skipped"] += 1          # a stale reply, or one to a broken request
 
     def info(self) -> dict:
-        self.t.write(encode_info())
-        return self._reply(CMD_INFO)
+        return self._exchange(CMD_INFO, encode_info)
 
     def check(self) -> dict:
         """Ask the board what it runs; refuse a bitstream of another export."""
@@ -75,8 +127,7 @@ class Board:
             raise ValueError(f"the network takes {self.fmt.input_bytes} input bytes, the image has {flat.size}")
         if flat.min(initial=0) < 0 or flat.max(initial=0) > 255:
             raise ValueError("image values must be bytes (0..255)")
-        self.t.write(encode_infer(flat))
-        return self._reply(CMD_INFER)
+        return self._exchange(CMD_INFER, lambda seq: encode_infer(flat, seq))
 
 
 def load_images(paths, shape) -> np.ndarray:

@@ -2,25 +2,34 @@
 
 Requests (host -> board)::
 
-    "T" "P" CMD [payload] CHK
+    "T" "P" SEQ CMD [payload] CHK
 
+* ``SEQ``: the request's sequence number, 0..254, echoed in its reply (255 is never sent).
 * ``CMD_INFER`` (0x01): the payload is the image, ``input_bytes`` bytes in ``(h, w, c)`` order.
 * ``CMD_INFO`` (0x02): no payload.
 
-``CHK`` makes the 8-bit sum of ``CMD``, the payload and ``CHK`` zero.
+``CHK`` makes the 8-bit sum of ``SEQ``, ``CMD``, the payload and ``CHK`` zero.
 
 Replies (board -> host)::
 
-    "t" "p" STATUS [payload] CHK
+    "t" "p" STATUS SEQ [payload] CHK
 
-``STATUS`` 0 is success; then for ``CMD_INFER`` the payload is ``classes`` logits of
+``SEQ`` is the answered request's (``SEQ_UNKNOWN`` when the request broke off before its
+``SEQ``). ``STATUS`` 0 is success; then for ``CMD_INFER`` the payload is ``classes`` logits of
 ``logit_bytes`` bytes each (two's complement, little-endian), the class (1 byte) and the cycles
 of the inference (4 bytes, little-endian); for ``CMD_INFO`` it is the export id (4 bytes), the
 input bytes (2), the classes (1) and the logit bytes (1). Any other status has no payload:
 ``STATUS_CHECKSUM`` (the request's checksum was wrong; the inference was dropped),
-``STATUS_TIMEOUT`` (the request stopped arriving mid-way) and ``STATUS_COMMAND`` (unknown
-command). ``CHK`` makes the 8-bit sum of ``STATUS``, the payload and ``CHK`` zero. Bytes outside
-a request (anything before "TP") are ignored, so a host can always resynchronise.
+``STATUS_TIMEOUT`` (the request stopped arriving mid-way), ``STATUS_COMMAND`` (unknown command)
+and ``STATUS_BUSY`` (the request began while the board was answering another; it was not
+run). ``CHK`` makes the 8-bit sum of ``STATUS``, ``SEQ``, the payload and ``CHK`` zero. After a
+non-ok reply the board discards bytes until the line has been quiet for ``QUIET_BYTES`` byte
+times, so the rest of a broken request is never parsed as a new one. Bytes outside a request
+(anything before "TP") are ignored.
+
+The host (:class:`ReplyParser`) finds the next "tp" in whatever it receives, checks the frame,
+and takes only the reply whose ``SEQ`` is the one it is waiting for: a stale reply, garbage or a
+reply broken by line noise is skipped, never returned.
 """
 
 from __future__ import annotations
@@ -29,17 +38,23 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "LinkError", "LinkFormat",
-           "checksum", "export_id", "encode_infer", "encode_info", "request_length", "reply_length", "decode_reply"]
+__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES", "LinkError",
+           "LinkFormat", "ReplyParser", "checksum", "export_id", "encode_infer", "encode_info", "request_length",
+           "reply_length", "decode_reply"]
 
 REQ_MAGIC = b"TP"
 REP_MAGIC = b"tp"
 CMD_INFER, CMD_INFO = 0x01, 0x02
-STATUS_OK, STATUS_CHECKSUM, STATUS_TIMEOUT, STATUS_COMMAND = 0, 1, 2, 3
+STATUS_OK, STATUS_CHECKSUM, STATUS_TIMEOUT, STATUS_COMMAND, STATUS_BUSY = 0, 1, 2, 3, 4
 STATUS = {STATUS_OK: "ok", STATUS_CHECKSUM: "the board saw a wrong request checksum",
           STATUS_TIMEOUT: "the request stopped arriving mid-way (board timeout)",
-          STATUS_COMMAND: "the board does not know the command"}
+          STATUS_COMMAND: "the board does not know the command",
+          STATUS_BUSY: "the board was busy answering another request"}
 INFO_BYTES = 8
+#: The SEQ of a reply to a request that broke off before its SEQ arrived.
+SEQ_UNKNOWN = 0xFF
+#: After a non-ok reply the board discards input until the line is quiet this many byte times.
+QUIET_BYTES = 16
 
 
 class LinkError(RuntimeError):
@@ -70,38 +85,90 @@ class LinkFormat:
         return cls(n_in, export.layers[-1].spec.cout, -(-out_bits // 8), export_id(export.manifest))
 
 
-def encode_infer(image) -> bytes:
-    body = bytes([CMD_INFER]) + bytes(int(v) for v in image)
+def _check_seq(seq: int) -> int:
+    if not 0 <= seq < SEQ_UNKNOWN:
+        raise ValueError(f"a request's SEQ is 0..{SEQ_UNKNOWN - 1}, not {seq}")
+    return seq
+
+
+def encode_infer(image, seq: int = 0) -> bytes:
+    body = bytes([_check_seq(seq), CMD_INFER]) + bytes(int(v) for v in image)
     return REQ_MAGIC + body + bytes([checksum(body)])
 
 
-def encode_info() -> bytes:
-    return REQ_MAGIC + bytes([CMD_INFO, checksum(bytes([CMD_INFO]))])
+def encode_info(seq: int = 0) -> bytes:
+    body = bytes([_check_seq(seq), CMD_INFO])
+    return REQ_MAGIC + body + bytes([checksum(body)])
 
 
 def request_length(fmt: LinkFormat, cmd: int) -> int:
-    """Bytes of a request (magic, command, payload, checksum)."""
-    return 2 + 1 + (fmt.input_bytes if cmd == CMD_INFER else 0) + 1
+    """Bytes of a request (magic, SEQ, command, payload, checksum)."""
+    return 2 + 2 + (fmt.input_bytes if cmd == CMD_INFER else 0) + 1
 
 
 def reply_length(fmt: LinkFormat, cmd: int) -> int:
-    """Bytes of a successful reply (magic, status, payload, checksum)."""
+    """Bytes of a successful reply (magic, status, SEQ, payload, checksum)."""
     payload = fmt.classes * fmt.logit_bytes + 1 + 4 if cmd == CMD_INFER else INFO_BYTES
-    return 2 + 1 + payload + 1
+    return 2 + 2 + payload + 1
+
+
+class ReplyParser:
+    """Finds replies in a byte stream, whatever else it holds (sans-IO: feed bytes, take frames).
+
+    ``feed(data)`` returns the complete, checksum-valid frames found so far as
+    ``(status, seq, frame bytes)``. A "tp" whose frame fails its checksum is taken as noise: the
+    search goes on from the byte after that "t". ``cmd_of(seq)`` says which command a reply
+    with that SEQ answers (its length depends on it); ``None`` for a SEQ nobody waits for, whose
+    frame is then sized as the longest reply and skipped if it does not check.
+    """
+
+    def __init__(self, fmt: LinkFormat, cmd_of):
+        self.fmt, self.cmd_of = fmt, cmd_of
+        self.buf = bytearray()
+
+    def _length(self, status: int, seq: int) -> list:
+        if status != STATUS_OK:
+            return [5]
+        cmd = self.cmd_of(seq)
+        if cmd is None:
+            return sorted({reply_length(self.fmt, CMD_INFER), reply_length(self.fmt, CMD_INFO)})
+        return [reply_length(self.fmt, cmd)]
+
+    def feed(self, data: bytes) -> list:
+        self.buf += data
+        out = []
+        while True:
+            i = self.buf.find(REP_MAGIC)
+            if i < 0:
+                del self.buf[:max(0, len(self.buf) - 1)]       # keep a trailing "t"
+                return out
+            del self.buf[:i]
+            if len(self.buf) < 4:
+                return out
+            status, seq = self.buf[2], self.buf[3]
+            lengths = self._length(status, seq)
+            if len(self.buf) < max(lengths):
+                if not any(len(self.buf) >= n and not sum(self.buf[2:n]) & 0xFF for n in lengths):
+                    return out                                  # wait for the rest
+            for n in lengths:
+                if len(self.buf) >= n and not sum(self.buf[2:n]) & 0xFF:
+                    out.append((status, seq, bytes(self.buf[:n])))
+                    del self.buf[:n]
+                    break
+            else:
+                del self.buf[:1]                                 # noise that looked like "t": skip it
 
 
 def decode_reply(data: bytes, fmt: LinkFormat | None, cmd: int) -> dict:
     """Check and decode a reply; raises :class:`LinkError` on a bad frame or a non-ok status."""
-    if len(data) < 4 or data[:2] != REP_MAGIC:
+    if len(data) < 5 or data[:2] != REP_MAGIC:
         raise LinkError(f"not a reply: {data[:8].hex()}...")
     status = data[2]
-    if status != STATUS_OK:
-        if sum(data[2:4]) & 0xFF:
-            raise LinkError(f"reply with status {status} fails its checksum")
-        raise LinkError(STATUS.get(status, f"unknown status {status}"))
     if sum(data[2:]) & 0xFF:
-        raise LinkError("reply fails its checksum (line noise?)")
-    p = data[3:-1]
+        raise LinkError(f"reply with status {status} fails its checksum (line noise?)")
+    if status != STATUS_OK:
+        raise LinkError(STATUS.get(status, f"unknown status {status}"))
+    p = data[4:-1]
     if cmd == CMD_INFO:
         return {"export_id": int.from_bytes(p[0:4], "little"), "input_bytes": int.from_bytes(p[4:6], "little"),
                 "classes": p[6], "logit_bytes": p[7]}

@@ -1,14 +1,16 @@
 """The host link end to end: the host runtime against the board's logic (UART, link, accelerator)
-in amaranth.sim, bit by bit on the serial lines."""
+in amaranth.sim, bit by bit on the serial lines; and a seeded fuzz of noisy, truncated, padded
+and back-to-back frames in which every answer the host returns must be the golden one."""
 
 import numpy as np
 import pytest
 
 from ternpe.host import Board
-from ternpe.flow.simboard import SimTransport
+from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.image import load_export
-from ternpe.link import (CMD_INFER, REQ_MAGIC, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_TIMEOUT, LinkError,
-                         checksum, decode_reply, encode_infer, export_id)
+from ternpe.link import (CMD_INFER, REQ_MAGIC, SEQ_UNKNOWN, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
+                         STATUS_TIMEOUT, LinkError, ReplyParser, checksum, decode_reply, encode_infer, encode_info,
+                         export_id, reply_length)
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,9 @@ def board(quick_run):
 
 
 def _status_reply(t):
-    rep = t.read(4)
+    rep = t.read(5)
     assert rep[:2] == b"tp" and sum(rep[2:]) & 0xFF == 0
-    return rep[2]
+    return rep[2], rep[3]
 
 
 def test_host_gets_the_golden_classes(board):
@@ -36,34 +38,92 @@ def test_host_gets_the_golden_classes(board):
         assert r["cycles"] > 0
 
 
-def test_errors_are_answered_and_the_link_recovers(board):
+def test_errors_are_answered_with_their_seq_and_the_link_recovers(board):
     ex, t, b = board
-    img = ex.golden["inputs"][0]
-    # garbage before a request is ignored
-    t.write(b"\x00\xffTTx")
-    # a wrong checksum
-    req = bytearray(encode_infer(img.reshape(-1)))
-    req[-1] ^= 0x5A
+    img = ex.golden["inputs"][0].reshape(-1)
+    t.write(b"\x00\xffTTx")                    # garbage before a request is ignored
+    req = bytearray(encode_infer(img, seq=7))
+    req[-1] ^= 0x5A                             # a wrong checksum
     t.write(bytes(req))
-    assert _status_reply(t) == STATUS_CHECKSUM
-    # an unknown command
-    t.write(REQ_MAGIC + bytes([0x7E]))
-    assert _status_reply(t) == STATUS_COMMAND
-    # a request that stops half-way: the board times out instead of hanging
-    t.write(encode_infer(img.reshape(-1))[:20])
-    assert _status_reply(t) == STATUS_TIMEOUT
-    # and the next inference is exact
+    assert _status_reply(t) == (STATUS_CHECKSUM, 7)
+    t.quiet()
+    body = bytes([9, 0x7E])                     # an unknown command
+    t.write(REQ_MAGIC + body + bytes([checksum(body)]))
+    assert _status_reply(t) == (STATUS_COMMAND, 9)
+    t.quiet()
+    t.write(encode_infer(img, seq=11)[:20])     # a request that stops half-way: a timeout, not a hang
+    assert _status_reply(t) == (STATUS_TIMEOUT, 11)
+    t.quiet()
+    t.write(b"TP")                              # one that stops before its SEQ
+    assert _status_reply(t) == (STATUS_TIMEOUT, SEQ_UNKNOWN)
+    t.quiet()
     r = b.infer(ex.golden["inputs"][1])
     assert r["logits"] == [int(v) for v in ex.golden["logits"][1]]
+
+
+def test_a_request_during_a_reply_is_answered_busy(board):
+    ex, t, b = board
+    a, c = (ex.golden["inputs"][k].reshape(-1) for k in (0, 1))
+    t.write(encode_infer(a, seq=20) + encode_infer(c, seq=21))     # back to back, no wait
+    fmt = t.core.link.format
+    got = t.read(reply_length(fmt, CMD_INFER) + 5)
+    first = decode_reply(got[:reply_length(fmt, CMD_INFER)], fmt, CMD_INFER)
+    assert got[3] == 20 and first["logits"] == [int(v) for v in ex.golden["logits"][0]]
+    busy = got[reply_length(fmt, CMD_INFER):]
+    assert busy[:4] == bytes([ord("t"), ord("p"), STATUS_BUSY, 21]) and sum(busy[2:]) & 0xFF == 0
+    t.quiet()
+    assert b.infer(c)["logits"] == [int(v) for v in ex.golden["logits"][1]]
+
+
+def test_a_stray_byte_after_a_request_changes_no_answer(board):
+    """The issue's case: a good request, then one stray 'T'; the next requests get their own answers."""
+    ex, t, b = board
+    assert b.infer(ex.golden["inputs"][0])["logits"] == [int(v) for v in ex.golden["logits"][0]]
+    t.write(b"T")
+    for k in (1, 2, 3):
+        assert b.infer(ex.golden["inputs"][k])["logits"] == [int(v) for v in ex.golden["logits"][k]]
+
+
+def test_reply_parser_resynchronises_and_skips_stale_replies():
+    from ternpe.link import LinkFormat
+    fmt = LinkFormat(input_bytes=4, classes=3, logit_bytes=2, export_id=1)
+    body = bytes([STATUS_OK, 5]) + bytes(range(3 * 2 + 5))
+    good = b"tp" + body + bytes([checksum(body)])
+    stale_body = bytes([STATUS_OK, 4]) + bytes(3 * 2 + 5)
+    stale = b"tp" + stale_body + bytes([checksum(stale_body)])
+    p = ReplyParser(fmt, {5: CMD_INFER, 4: CMD_INFER}.get)
+    stream = b"\x00tpx" + b"tp\x00" + stale + b"\xff" + good
+    frames = []
+    for i in range(len(stream)):                    # byte by byte: frames split anywhere
+        frames += p.feed(stream[i:i + 1])
+    assert [(s, q) for s, q, _ in frames] == [(STATUS_OK, 4), (STATUS_OK, 5)]
+    assert decode_reply(frames[1][2], fmt, CMD_INFER)["logits"] == [256, 770, 1284]
+    noisy = bytearray(good)
+    noisy[6] ^= 0x10
+    assert ReplyParser(fmt, {5: CMD_INFER}.get).feed(bytes(noisy)) == []
+
+
+def test_link_fuzz_never_gives_a_wrong_answer(tmp_path):
+    """Seeded fuzz on a tiny random network (short frames); bench/linkfuzz.py runs it at length."""
+    from ternpe.randnet import random_export
+    ex = random_export(tmp_path / "e", shape=(4, 4, 1), layers="c16,fc4", density=0.7, samples=8, seed=5)
+    t = SimTransport(ex, divisor=2, timeout_cycles=400)
+    b = Board(t, t.core.link.format)
+    counts = fuzz_link(ex, t, b, frames=60, seed=1)
+    assert counts["wrong"] == 0, counts
+    assert counts["ok"] >= 55, counts          # retries recover nearly every exchange
+    assert b.stats["retries"] > 0, "the fuzz must actually break exchanges"
 
 
 def test_host_refuses_bad_input_and_bad_replies(board):
     ex, t, b = board
     with pytest.raises(ValueError, match="takes .* input bytes"):
         b.infer(np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="SEQ is 0..254"):
+        encode_info(seq=255)
     fmt = t.core.link.format
     with pytest.raises(LinkError, match="checksum"):
-        body = bytes([0] + [1] * (fmt.classes * fmt.logit_bytes + 5))
+        body = bytes([0, 3] + [1] * (fmt.classes * fmt.logit_bytes + 5))
         decode_reply(b"tp" + body + bytes([checksum(body) ^ 1]), fmt, CMD_INFER)
     with pytest.raises(LinkError, match="no reply"):
-        t.read(1, timeout=500)
+        t.read_some(timeout=500)
