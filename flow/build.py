@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from ternpe.link import CMD_INFER, reply_length, request_length
-from ternpe.tools import require, tool_env
+from ternpe.tools import check_tool_vars, require, tool_env
 from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
 from .generate import prepare
@@ -68,10 +68,13 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     if board_name not in BOARDS:
         raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     board = BOARDS[board_name]
+    if clock_mhz is not None and not (clock_mhz > 0 and clock_mhz < 1e4):
+        raise BuildError(f"--clock {clock_mhz}: give the accelerator clock in MHz, above 0 (the board's default "
+                         f"is {board.clock_hz / 1e6:g} MHz)")
     ex, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
     try:
-        top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz else None, **fits["options"])
+        top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None, **fits["options"])
     except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
         raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
                          f"{board.clock_hz / 1e6:g} MHz)") from None
@@ -81,6 +84,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     if board_name == "orangecrab":
         tools.append("dfu-suffix")          # amaranth-boards appends the DFU suffix to the bitstream
     require(*tools, env=env)
+    check_tool_vars("YOSYS", *(("NEXTPNR_ICE40", "ICEPACK") if board.family == "ice40" else ("NEXTPNR_ECP5", "ECPPACK")),
+                    env=env)
     platform = board.platform_class()()
     bdir = pathlib.Path(build_root) / board_name / name
     bdir.mkdir(parents=True, exist_ok=True)

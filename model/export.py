@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -17,6 +20,12 @@ __all__ = ["export_run"]
 
 
 def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a directory for the export")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise ExportError(f"--out {out} holds files that are not an export; give a new or empty directory "
+                          f"(an export directory is replaced as a whole)")
     net, cfg, metrics = load_run(run_dir)
     if not isinstance(net, SeqNet):
         raise ExportError(f"{run_dir}: --arch {cfg.arch} has residual additions; the integer model and the "
@@ -31,6 +40,10 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
                           f"and --first-last ternary")
     if samples < 1:
         raise ExportError("--samples must be >= 1")
+    if samples > len(ds.x_test):
+        log(f"ternpe export: --samples {samples}, but the test split has {len(ds.x_test)} images: "
+            f"writing {len(ds.x_test)}")
+        samples = len(ds.x_test)
     x = ds.x_test[:samples]
     outs = im.run(x)
     golden = {"inputs": x, "labels": ds.y_test[:samples], "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1)}
@@ -40,9 +53,24 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
             "cost": cfg.cost, "lam": cfg.lam, "seed": cfg.seed, "cycles": metrics.get("cycles"),
             "speedup": metrics.get("speedup"),
             "integer_accuracy": metrics.get("integer_accuracy"), "float_accuracy": metrics.get("float_accuracy")}
-    path = write_export(out, geometry=geometry, act_bits=im.act_bits, specs=im.specs, weights=im.weights,
-                        requants=im.requants, golden=golden, logit_scale=im.logit_scale, meta=meta)
-    ex = load_export(path)        # refuse to leave behind an export that does not read back exactly
+    # written beside, read back exactly, then renamed over the old export: never half an export
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        write_export(tmp, geometry=geometry, act_bits=im.act_bits, specs=im.specs, weights=im.weights,
+                     requants=im.requants, golden=golden, logit_scale=im.logit_scale, meta=meta)
+        load_export(tmp)          # refuse to leave behind an export that does not read back exactly
+        old = out.parent / f".{out.name}.old-{os.getpid()}" if out.exists() else None
+        if old is not None:
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    path = out
+    ex = load_export(path)
     nnz = sum(l.nonzero_tiles for l in ex.layers)
     total = sum(l.layout.count for l in ex.layers)
     log(f"ternpe export: {len(ex.layers)} layers, {nnz}/{total} non-zero tiles, {samples} golden samples "

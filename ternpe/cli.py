@@ -226,6 +226,12 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_sim(a) -> int:
     import pathlib
     from ternpe.flow.cosim import CosimError, check_simulator, run_cosim
+    if a.samples is not None and a.samples < 1:
+        raise ValueError(f"--samples must be >= 1, not {a.samples} (leave it out to run every golden sample)")
+    if a.waves and a.samples is None:
+        print("ternpe sim: --waves without --samples: tracing 1 sample (a waveform of every sample can "
+              "take gigabytes; give --samples N for more)", file=sys.stderr)
+        a.samples = 1
     check_simulator(a.simulator)
     build = a.build_dir or str(pathlib.Path("build") / "sim" / pathlib.Path(a.export).resolve().name)
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
@@ -294,29 +300,35 @@ def _cmd_run(a) -> int:
     ex = load_export(a.export)
     from ternpe.hw.accelerator import output_bits
     fmt = LinkFormat.of(ex, output_bits(ex))
+    n_golden = len(ex.golden["inputs"])
+    if not 0 <= a.golden <= n_golden:
+        raise ValueError(f"--golden {a.golden}: the export holds {n_golden} golden inputs (0..{n_golden})")
+    if not a.images and not a.golden:
+        raise ValueError("nothing to run: give --images FILE... or --golden N")
+    # images are read before the board is touched: a bad file fails at once
+    images = load_images(a.images, tuple(ex.manifest["input"]["shape"]), log=print) if a.images else []
     if a.sim:
         from ternpe.flow.simboard import SimTransport
         t = SimTransport(ex)
         where = "the simulated board"
     else:
         from ternpe.hw.boards import BOARDS
-        if not a.port or a.board not in BOARDS:
+        if a.board is not None and a.board not in BOARDS:
+            raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(sorted(BOARDS))}")
+        if not a.port or a.board is None:
             raise ValueError("give --board and --port (e.g. --board icebreaker --port /dev/ttyUSB1), or --sim")
         t = SerialTransport(a.port, BOARDS[a.board].baud)
         where = f"{a.board} on {a.port}"
     b = Board(t, fmt)
     b.check()
-    shape = tuple(ex.manifest["input"]["shape"])
-    todo = [(p, img) for p, img in zip(a.images, load_images(a.images, shape))] if a.images else []
-    todo += [(f"golden {k}", ex.golden["inputs"][k]) for k in range(min(a.golden, len(ex.golden["inputs"])))]
-    if not todo:
-        raise ValueError("nothing to run: give --images FILE... or --golden N")
+    todo = [(p, img) for p, img in zip(a.images, images)]
+    todo += [(f"golden {k}", ex.golden["inputs"][k]) for k in range(a.golden)]
     bad = 0
     for k, (name, img) in enumerate(todo):
         t0 = time.perf_counter()
         r = b.infer(img)
         dt = time.perf_counter() - t0
-        line = f"{name}: class {r['class']}  ({r['cycles']} cycles, round trip {dt * 1e3:.1f} ms)"
+        line = f"{name}: class {r['class']}  logits {r['logits']}  ({r['cycles']} cycles, round trip {dt * 1e3:.1f} ms)"
         if name.startswith("golden"):
             g = int(name.split()[1])
             same = r["logits"] == [int(v) for v in ex.golden["logits"][g]]

@@ -130,13 +130,21 @@ class Board:
         return self._exchange(CMD_INFER, lambda seq: encode_infer(flat, seq))
 
 
-def load_images(paths, shape) -> np.ndarray:
+def load_images(paths, shape, log=None) -> np.ndarray:
     """PNG/JPEG files -> ``[N, *shape]`` uint8 (grey, resized by area averaging to ``shape``'s h x w)."""
+    import pathlib
     import matplotlib.image as mpimg
     h, w, c = shape
     out = []
     for p in paths:
-        a = np.asarray(mpimg.imread(p), np.float64)
+        if not pathlib.Path(p).is_file():
+            raise ValueError(f"--images: {p} does not exist")
+        try:
+            a = np.asarray(mpimg.imread(p), np.float64)
+        except Exception as e:            # PIL raises several kinds for a file that is not an image
+            raise ValueError(f"--images: {p} is not an image PNG/JPEG can read ({type(e).__name__})") from None
+        if a.shape[:2] != (h, w) and log is not None:
+            log(f"{p}: {a.shape[1]}x{a.shape[0]} resized to the network's {w}x{h}")
         if a.dtype.kind == "f" and a.max() <= 1.0:
             a = a * 255.0
         if a.ndim == 3:

