@@ -73,8 +73,9 @@ class SimTransport:
     def write(self, data: bytes) -> None:
         self.to_board.extend(data)
 
-    def read(self, n: int, timeout: float | None = None) -> bytes:
-        """``n`` bytes from the board, or :class:`~ternpe.link.LinkError` after ``timeout`` clocks."""
+    def _wait_for(self, n: int, timeout: float | None) -> None:
+        """Run the simulation until the board has sent ``n`` bytes, or raise
+        :class:`~ternpe.link.LinkError` after ``timeout`` clocks (default: :attr:`reply_timeout`)."""
         timeout = self.reply_timeout if timeout is None else timeout
         start = self.clocks
         while len(self.from_board) < n:
@@ -83,19 +84,17 @@ class SimTransport:
                                 f"after {timeout} clocks")
             self._now += 256 * self.period
             self.sim.run_until(self._now)
+
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """``n`` bytes from the board, or :class:`~ternpe.link.LinkError` after ``timeout`` clocks."""
+        self._wait_for(n, timeout)
         out = bytes(self.from_board[:n])
         del self.from_board[:n]
         return out
 
     def read_some(self, timeout: float | None = None) -> bytes:
         """What the board has sent (at least one byte), or :class:`~ternpe.link.LinkError`."""
-        timeout = self.reply_timeout if timeout is None else timeout
-        start = self.clocks
-        while not self.from_board:
-            if self.clocks - start > timeout:
-                raise LinkError(f"no reply from the simulated board after {timeout} clocks")
-            self._now += 256 * self.period
-            self.sim.run_until(self._now)
+        self._wait_for(1, timeout)
         out = bytes(self.from_board)
         self.from_board.clear()
         return out

@@ -34,11 +34,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ternpe import cycles
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, signed_bits, unsigned_bits
+from ternpe.cycles import argmax_cycles, broadcast_register, drain_cycles, ops_per_position, rows_per_group, window_mode
 from .array import PEArray
 from .controller import Controller, OpTag, write_elements
-from ternpe import cycles
-from ternpe.cycles import argmax_cycles, broadcast_register, drain_cycles, ops_per_position, rows_per_group, window_mode
 from .input import InputBuffer, input_memories
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer, tile_program

@@ -9,7 +9,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import ArrayGeometry
-from .pe import TernaryPE, pe_latency
+from ternpe.cycles import pe_latency
+from .pe import TernaryPE
 
 __all__ = ["PEArray"]
 

@@ -28,10 +28,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
-from ternpe.cycles import gather_cycles, gather_setup, patch_rows
+from ternpe.cycles import patch_rows
 from .spram import SinglePortRAM
 
-__all__ = ["InputBuffer", "patch_rows", "gather_cycles", "input_memories"]
+__all__ = ["InputBuffer", "input_memories"]
 
 
 def _log2ceil(n: int) -> int:

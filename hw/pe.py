@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 
 from amaranth.hdl import Module, Signal, signed, unsigned
@@ -12,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import CODE_MINUS, CODE_PLUS
 from ternpe.cycles import pe_latency, tree_levels
 
-__all__ = ["TernaryPE", "pe_latency", "tree_levels"]
+__all__ = ["TernaryPE"]
 
 
 

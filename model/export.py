@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 
 from ternpe.contract import ArrayGeometry
+from ternpe.files import check_out_dir, replace_dir
 from ternpe.image import ExportError, load_export, write_export
 from .data import load_dataset
 from .fold import calibrate_activations, fold
@@ -20,12 +18,7 @@ __all__ = ["export_run"]
 
 
 def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
-    out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; give a directory for the export")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise ExportError(f"--out {out} holds files that are not an export; give a new or empty directory "
-                          f"(an export directory is replaced as a whole)")
+    out = check_out_dir(out, markers=("manifest.json",), what="export", noun="an export", error=ExportError)
     net, cfg, metrics = load_run(run_dir)
     if not isinstance(net, SeqNet):
         raise ExportError(f"{run_dir}: --arch {cfg.arch} has residual additions; the integer model and the "
@@ -54,21 +47,11 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
             "speedup": metrics.get("speedup"),
             "integer_accuracy": metrics.get("integer_accuracy"), "float_accuracy": metrics.get("float_accuracy")}
     # written beside, read back exactly, then renamed over the old export: never half an export
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    def fill(tmp):
         write_export(tmp, geometry=geometry, act_bits=im.act_bits, specs=im.specs, weights=im.weights,
                      requants=im.requants, golden=golden, logit_scale=im.logit_scale, meta=meta)
         load_export(tmp)          # refuse to leave behind an export that does not read back exactly
-        old = out.parent / f".{out.name}.old-{os.getpid()}" if out.exists() else None
-        if old is not None:
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    replace_dir(out, fill)
     path = out
     ex = load_export(path)
     nnz = sum(l.nonzero_tiles for l in ex.layers)

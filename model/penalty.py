@@ -6,8 +6,10 @@ the current norms every step (the self-adapting threshold): ``R = sum_i min(a_i,
 under ``tau`` are pulled to zero; groups over it contribute a constant and no gradient.
 
 Training minimizes ``loss + lambda * R`` with a proximal step: SGD on the loss, then every
-group the penalty pulls is shrunk by ``lr * lambda * weight`` in norm (:func:`shrink_factors`,
-the proximal operator of the group lasso, applied only under ``tau`` for WPC). Plain gradient
+group the penalty pulls is shrunk by ``lr * lambda * weight * the mean norm of its layer's live
+groups`` in norm (:func:`shrink_factors`, the proximal operator of the group lasso, applied only
+under ``tau`` for WPC; the step, and the pruning of a group that reaches zero, are in
+``model.train``). Plain gradient
 steps on ``R`` only circle around zero (the ternarizer's straight-through gradient keeps
 pushing every latent weight), so whole tiles rarely became all-zero; the proximal step puts a
 group at exactly zero unless the loss gradient on it is stronger than ``lambda * weight``.

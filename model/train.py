@@ -26,8 +26,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
 from ternpe.cycles import cycle_model, tile_cycles
+from ternpe.files import check_out_dir, replace_dir
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .fold import calibrate_activations, fold
@@ -396,30 +395,13 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
 def check_out(out) -> pathlib.Path:
     """Refuse, before any training, a run directory that cannot be written: a file, a directory
     holding something other than a run, a place without write permission."""
-    out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file; give a directory for the run")
-    if out.is_dir() and any(out.iterdir()) and not (out / "model.pt").is_file() and not (out / "metrics.json").is_file():
-        raise RunError(f"--out {out} holds files that are not a ternpe run; give a new or empty directory "
-                       f"(a run directory is replaced as a whole)")
-    parent = out.resolve().parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RunError(f"--out {out}: cannot write there, {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunError(f"--out {out}: cannot write in {probe} (permission denied); choose another directory")
-    return out
+    return check_out_dir(out, markers=("model.pt", "metrics.json"), what="run", noun="a ternpe run", error=RunError)
 
 
 def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list) -> None:
     """Write the run into a temporary directory beside ``out``, then rename it into place (an
     old run there is replaced as a whole: no stale tile maps, no half-written run)."""
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    def fill(tmp: pathlib.Path) -> None:
         torch.save({"config": dataclasses.asdict(cfg), "state_dict": net.state_dict(),
                     "shape": list(metrics["input_shape"]), "classes": metrics["classes"],
                     "modes": {i: m.mode for i, m in enumerate(weight_layers(net))},
@@ -430,21 +412,7 @@ def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list
         plot_tile_maps(metrics["layers"], tmp / "tilemaps")
         plot_history(history, tmp / "training.png")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if old is not None:
-                old.rename(out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    replace_dir(out, fill)
 
 
 class RunError(ValueError):

@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "fold it into the integer model, and report accuracy and compression.",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     import dataclasses
-    from ternpe.model.config import TrainConfig
+    from ternpe.model.config import COSTS, TrainConfig
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
     t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pe", default=d["pe"], help="array geometry PxG: P output channels in parallel x G input lanes (default: %(default)s)")
     t.add_argument("--method", default=d["method"], help="float, ternary, naive, lasso-then-ternary, wpc (default: %(default)s)")
     t.add_argument("--lam", type=float, default=d["lam"], help="penalty weight lambda (default: %(default)s)")
-    t.add_argument("--cost", default=d["cost"], choices=("cycles", "groups"),
+    t.add_argument("--cost", default=d["cost"], choices=COSTS,
                    help="what a group's penalty is weighted by: the cycles the accelerator spends on its tile, "
                         "so pruning lands where the time goes, or 1 per group as in the paper (default: %(default)s)")
     t.add_argument("--target-speedup", type=float, default=None, metavar="S",

@@ -13,9 +13,9 @@ returned), and retries a request the board reports busy, timed out or corrupted.
 
 from __future__ import annotations
 
-import numpy as np
-
 import time
+
+import numpy as np
 
 from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_OK,
                    STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
@@ -86,7 +86,7 @@ class Board:
                 self.t.quiet()
             seq = self._next_seq()
             self.t.discard_input()
-            self.parser.buf.clear()
+            self.parser.reset()
             self._waiting.clear()
             self._waiting[seq] = cmd
             self.stats["requests"] += 1

@@ -34,7 +34,7 @@ import pathlib
 import numpy as np
 
 from .contract import (ArrayGeometry, ContractError, LayerSpec, MAX_SHIFT, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
-                       accumulator_bits, pack_tile_words, run_integer_network, signed_bits,
+                       accumulator_bits, pack_tile_words, run_integer_network,
                        unpack_tile_words, unsigned_bits)
 
 __all__ = ["FORMAT_VERSION", "manifest_digest", "write_manifest", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
@@ -157,7 +157,7 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         shift = np.zeros(n_ch, np.int64)
         mult[:spec.cout], bias[:spec.cout], shift[:spec.cout] = rq.mult, rq.bias, rq.shift
         acc_bits = accumulator_bits(spec, act_bits)
-        bias_bits = signed_bits(min(0, int(bias.min())), max(0, int(bias.max())))
+        bias_bits = RequantParams(mult, bias, shift).bias_bits()
         names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias", "shift")}
         write_hex(out / names["weights"], pack_tile_words(kept, geometry), geometry.word_bits)
         write_hex(out / names["rowptr"], rowptr, unsigned_bits(lay.count))
@@ -372,11 +372,11 @@ def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Ex
         if not len(mult) == len(bias) == len(shift) == lay.rows * geo.P:
             raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
                               f"shifts for {lay.rows * geo.P} channels")
-        _derived(spec.name, "bias_bits", lj["bias_bits"], signed_bits(min(0, int(bias.min())), max(0, int(bias.max()))))
+        rq = RequantParams(mult, bias, shift)
+        _derived(spec.name, "bias_bits", lj["bias_bits"], rq.bias_bits())
         if (shift > MAX_SHIFT).any():
             raise ExportError(f"layer {spec.name}: a requantizer shift is over {MAX_SHIFT}")
-        layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, RequantParams(mult, bias, shift),
-                                    int(lj["acc_bits"]), int(lj["bias_bits"])))
+        layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, rq, int(lj["acc_bits"]), int(lj["bias_bits"])))
     golden = dict(np.load(path / manifest["golden"]["file"]))
     _check_golden_shapes(golden, manifest, layers)
     ex = Export(path, manifest, geo, act_bits, layers, golden)

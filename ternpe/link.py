@@ -126,6 +126,10 @@ class ReplyParser:
         self.fmt, self.cmd_of = fmt, cmd_of
         self.buf = bytearray()
 
+    def reset(self) -> None:
+        """Forget what was fed so far (before a new request: old input is stale)."""
+        self.buf.clear()
+
     def _length(self, status: int, seq: int) -> list:
         if status != STATUS_OK:
             return [5]

@@ -46,6 +46,16 @@ def _snapshot(root: pathlib.Path) -> dict:
 CASES = [
     # train
     (["train", *QUICK, "--pe", "16", "--out", "{d}/r"], 1, "--pe must be PxG"),
+    (["train", *QUICK, "--pe", "1x0", "--out", "{d}/r"], 1, "between 1 and 1024"),
+    (["train", *QUICK, "--pe", "1x12", "--out", "{d}/r"], 1, "input channels: with G=12"),
+    (["train", *QUICK, "--tau", "median", "--out", "{d}/r"], 1, "--tau must be one of"),
+    (["train", *QUICK, "--arch", "c16,p,p,fc4", "--out", "{d}/r"], 1, "must follow a conv without one"),
+    (["train", *QUICK, "--arch", "c16,p,c16,fc7", "--out", "{d}/r"], 1, "the data set has 4 classes"),
+    (["train", *QUICK, "--arch", "c16,fc8,c16", "--out", "{d}/r"], 1, "cannot follow an fc layer"),
+    (["train", *QUICK, "--arch", "c16,p,c16,p,c16,p,c16,p,fc4", "--out", "{d}/r"], 1, "needs an even map"),
+    (["train", *QUICK, "--arch", "c16,fc4", "--width", "8", "--out", "{d}/r"], 1, "--width applies to"),
+    (["train", *QUICK, "--target-speedup", "2", "--method", "ternary", "--out", "{d}/r"], 1,
+     "needs a pruning method"),
     (["train", *QUICK, "--method", "magic", "--out", "{d}/r"], 1, "--method must be one of"),
     (["train", *QUICK, "--arch", "vgg", "--out", "{d}/r"], 1, "--arch must be one of"),
     (["train", *QUICK, "--arch", "c16,q", "--out", "{d}/r"], 1, "'q' is not cN[kK][sS], p or fcN"),
@@ -127,6 +137,8 @@ def test_bad_input_is_a_clear_message_and_loses_nothing(place, capsys, argv, cod
     after = _snapshot(place)
     lost = {k for k in before if before[k] != after.get(k)}
     assert not lost, f"changed or gone: {sorted(lost)}"
+    assert set(after) == set(before), f"written for bad input: {sorted(set(after) - set(before))}"
+    assert not (place / "r").exists(), "a refused training writes no run"
 
 
 def test_the_table_is_long_enough():
