@@ -27,7 +27,7 @@ dense_cycles and speedup from the accelerator's own cycle model.
 
 examples:
   ternpe train                                   # digits, cnn, --pe 1x16, wpc (lambda 1, --cost cycles)
-  ternpe train --method naive --lam 0.02 --out runs/naive
+  ternpe train --method naive --lam 2 --out runs/naive
   ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
   ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
   ternpe train --arch c16,p,c32,p,c32,fc10 --dataset mnist --target-speedup 3 --out runs/mine
