@@ -63,7 +63,7 @@ sim: setup
 	$(BIN)/ternpe sim exports/$(DATASET) --simulator verilator --samples 16
 
 test: setup
-	$(BIN)/python -m pytest -n $(JOBS) -q
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
 
 bench: setup
 	$(BIN)/python bench/methods.py

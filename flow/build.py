@@ -30,10 +30,11 @@ class BuildError(GenerateError):
     """The network does not fit the board, or the build failed; the message says what to change."""
 
 
-def artefact_paths(out: pathlib.Path, name: str, ext: str, timing_met: bool) -> tuple:
+def artefact_paths(out: pathlib.Path, name: str, ext: str, timing_met: bool, verified: bool = True) -> tuple:
     """Where a build's bitstream and report go: ``<name>.<ext>``, or, when timing failed,
-    ``<name>.timing-failed.<ext>`` so a good bitstream of the same name is never replaced."""
-    stem = name if timing_met else f"{name}.timing-failed"
+    ``<name>.timing-failed.<ext>`` (when the bitstream's netlist computed a wrong answer,
+    ``<name>.verify-failed.<ext>``) so a good bitstream of the same name is never replaced."""
+    stem = name if timing_met and verified else f"{name}.timing-failed" if not timing_met else f"{name}.verify-failed"
     return out / f"{stem}.{ext}", out / f"{stem}.report.json"
 
 
@@ -61,10 +62,15 @@ def _parse_nextpnr(log: str, family: str) -> dict:
 
 
 def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
-          pe: str | None = None, log=print, progress=True, check_logic: bool = True) -> dict:
+          pe: str | None = None, log=print, progress=True, check_logic: bool = True,
+          verify_samples: int = 2) -> dict:
     """Build the bitstream of ``export_dir`` for ``board_name``; returns the report (also written as
     ``<out_dir>/<board>/<export>.report.json``). ``check_logic=False`` skips the logic-cell part of
-    the fit check (the resource model's own fitting runs use it); memories are always checked."""
+    the fit check (the resource model's own fitting runs use it); memories are always checked.
+
+    An iCE40 bitstream that meets timing is then verified (:mod:`ternpe.flow.verify`: the netlist
+    unpacked from the bitstream, simulated on ``verify_samples`` golden inputs through the UART);
+    ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``."""
     if board_name not in BOARDS:
         raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     board = BOARDS[board_name]
@@ -137,7 +143,12 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     out = pathlib.Path(out_dir) / board_name
     out.mkdir(parents=True, exist_ok=True)
     met = bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock)
-    dest, rpath = artefact_paths(out, name, board.bitstream_ext, met)
+    verified = None
+    if met and board.family == "ice40" and verify_samples:
+        from .verify import verify_bitstream
+        verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
+                                    cycles=cycle_model(ex)["total"], samples=verify_samples, work_dir=bdir / "verify", log=log)
+    dest, rpath = artefact_paths(out, name, board.bitstream_ext, met, verified is None or verified["ok"])
     model = cycle_model(ex)
     cycles = model["total"]
     fmt = top.core.link.format
@@ -157,6 +168,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
         "placer_seeds": [{"seed": k, "fmax_mhz": f} for k, f in seeds],
         "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},
         "uart": board.uart_note,
+        "verified": None if verified is None else {k: verified[k] for k in ("ok", "samples", "mismatches")},
     }
     report["inferences_per_s_link"] = 1 / (report["uart_bytes_per_inference"] * 10 / top.baud
                                            + cycles / (clock * 1e6))
@@ -169,4 +181,10 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
                          f"{', '.join(str(k) for k, _ in seeds)}) < clock {clock:.2f} MHz. Nothing replaced"
                          f"{' ' + str(kept) if kept.exists() else ''}; this build is kept as {dest} and {rpath}. "
                          f"Build with --clock {math.floor(best * 0.95)}")
+    if verified is not None and not verified["ok"]:
+        first = verified["mismatches"][0]
+        raise BuildError(f"{board_name}: the bitstream's netlist, simulated, differs from the golden outputs "
+                         f"(sample {first['sample']}, {first['what']}: board {first['board']}, golden "
+                         f"{first['golden']}). Nothing replaced; this build is kept as {dest} and {rpath}, its "
+                         f"simulation in {bdir / 'verify'}")
     return report

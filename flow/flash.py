@@ -33,7 +33,7 @@ def flash_command(bitstream, board_name: str, env: dict) -> list:
 
 def flash(bitstream, board_name: str, *, force: bool = False) -> None:
     """Program ``bitstream``. Refuses one whose build report (``<name>.report.json`` beside it)
-    says timing failed, or that has no report, unless ``force``."""
+    says timing failed or verification failed, or that has no report, unless ``force``."""
     if board_name not in BOARDS:
         raise FlashError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     path = pathlib.Path(bitstream)
@@ -54,6 +54,11 @@ def flash(bitstream, board_name: str, *, force: bool = False) -> None:
         if not rep.get("timing_met"):
             raise FlashError(f"{path} missed timing (fmax {rep.get('fmax_mhz')} MHz < clock {rep.get('clock_mhz')} MHz): "
                              f"it may compute wrong answers. Rebuild with a lower --clock, or flash anyway with --force")
+        ver = rep.get("verified")
+        if isinstance(ver, dict) and not ver.get("ok"):
+            raise FlashError(f"{path}: its netlist, simulated from the bitstream, differs from the golden outputs "
+                             f"(`ternpe verify` says why): it computes wrong answers. Rebuild, or flash anyway "
+                             f"with --force")
         if rep.get("board") not in (None, board_name):
             raise FlashError(f"{path} was built for {rep.get('board')}, not {board_name}")
     env = tool_env()

@@ -86,6 +86,14 @@ examples:
   ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --images seven.png
   ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --golden 16
   ternpe run --export exports/digits --sim --golden 4          # no board: the simulated one
+  ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --eval
+  ternpe run --export exports/mnist --sim --eval 200
+
+--eval streams the export's test split (the data set it was trained on; --data-dir for the ones
+read from files, full MNIST or CIFAR-10) and prints accuracy, inferences/s as the host sees
+them (request, UART and board together) and every image where the board disagrees with the
+integer model (there should be none). An export without a data set (a random network)
+streams its golden inputs.
 """
 
 
@@ -97,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                "  ternpe generate exports/digits --out build/digits/rtl\n"
                "  ternpe sim exports/digits\n"
                "  ternpe build exports/digits --board icebreaker\n"
+               "  ternpe verify bitstreams/icebreaker/digits.bin --export exports/digits\n"
                "  ternpe flash bitstreams/icebreaker/digits.bin --board icebreaker\n"
                "  ternpe run --export exports/digits --board icebreaker --port /dev/ttyUSB1 --golden 4\n\n"
                "run `ternpe COMMAND --help` for each command.",
@@ -197,6 +206,30 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--out", default="bitstreams", help="where <board>/<export>.bin|bit and .report.json go "
                                                         "(default: %(default)s)")
     bd.add_argument("--build-dir", default="build/boards", help="intermediate files (default: %(default)s)")
+    bd.add_argument("--verify-samples", type=int, default=2, metavar="N",
+                    help="iCE40: simulate the netlist unpacked from the new bitstream on N golden inputs before "
+                         "it replaces the old one (`ternpe verify`; 0 skips it; default: %(default)s)")
+
+    vf = sub.add_parser("verify", help="simulate the netlist inside an iCE40 bitstream against the golden outputs",
+                        description="Unpack an iCE40 bitstream (iceunpack), recover the netlist of the configured "
+                                    "fabric with its block RAM contents, SPRAMs and DSPs (icebox_vlog, Debian's "
+                                    "fpga-icestorm), and simulate it with Icarus behind a bit-level UART at the "
+                                    "bitstream's own baud divisor: the export id (INFO), then every golden input "
+                                    "through the host-link protocol. Reports bit-exact, or each mismatch. This "
+                                    "checks the file you flash, after synthesis, placement, routing and packing. "
+                                    "ECP5 bitstreams cannot be turned back into a netlist (no tool does it).",
+                        epilog="examples:\n  ternpe verify bitstreams/icebreaker/digits.bin --export exports/digits\n"
+                               "  ternpe verify bitstreams/upduino/mnist.bin --export exports/mnist --samples 4\n\n"
+                               "The board, clock and baud rate come from the build report beside the bitstream.\n"
+                               "Icarus runs the recovered netlist at about 1,600 cycles/s: a digits sample (8x8)\n"
+                               "takes about 10 s, an MNIST sample (28x28, 784 bytes over the UART) about a minute.\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    vf.add_argument("bitstream", help="an iCE40 .bin written by `ternpe build`")
+    vf.add_argument("--export", required=True, help="the export the bitstream was built from")
+    vf.add_argument("--board", default=None, help="icebreaker or upduino (default: from the build report)")
+    vf.add_argument("--samples", type=int, default=None, help="golden inputs to run (default: all)")
+    vf.add_argument("--work-dir", default=None, help="where the netlist and the simulation go "
+                                                     "(default: build/verify/<bitstream name>)")
 
     fl = sub.add_parser("flash", help="program a board with a bitstream",
                         description="Program a bitstream into a board with iceprog (iCE40 boards, when "
@@ -220,6 +253,14 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--sim", action="store_true", help="talk to the simulated board instead of a serial port")
     rn.add_argument("--images", nargs="*", default=[], help="PNG/JPEG files (grey, resized to the network input)")
     rn.add_argument("--golden", type=int, default=0, help="also run the first N golden inputs and compare")
+    rn.add_argument("--eval", type=int, nargs="?", const=0, default=None, metavar="N",
+                    help="stream the first N test images (all when N is left out); report accuracy, inferences/s "
+                         "and disagreements with the integer model")
+    rn.add_argument("--data-dir", default=None, help="with --eval: where the data set's files are (full MNIST, "
+                                                     "CIFAR-10); the built-in ones need none")
+    rn.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                    help="with --sim: Verilator (fast; compiles the board once, cached) or amaranth.sim "
+                         "(default: %(default)s)")
     return p
 
 
@@ -273,7 +314,10 @@ def _cmd_sim(a) -> int:
 
 def _cmd_build(a) -> int:
     from ternpe.flow.build import build
-    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe)
+    if a.verify_samples < 0:
+        raise ValueError(f"--verify-samples must be >= 0, not {a.verify_samples}")
+    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe,
+              verify_samples=a.verify_samples)
     res = r["resources"]
     print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s), PE {r['geometry']}")
     print(f"  clock {r['clock_mhz']:.2f} MHz (fmax {r['fmax_mhz']:.2f} MHz, timing met)")
@@ -283,7 +327,25 @@ def _cmd_build(a) -> int:
     print(f"  {r['cycles_per_inference']} cycles per inference (throughput {r['throughput_cycles']} with the next image "
           f"loading meanwhile): {r['inferences_per_s_compute']:,.0f} inferences/s "
           f"compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
+    if r["verified"]:
+        print(f"  verified: the netlist unpacked from the bitstream is bit-exact on {r['verified']['samples']} golden "
+              f"input(s) (`ternpe verify` runs them all)")
     return 0
+
+
+def _cmd_verify(a) -> int:
+    from ternpe.flow.verify import verify_bitstream
+    r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir)
+    for m in r["mismatches"][:10]:
+        where = "export id" if m["sample"] is None else f"sample {m['sample']} {m['what']}"
+        print(f"  MISMATCH {where}: board {m['board']}, golden {m['golden']}")
+    if r["ok"]:
+        print(f"ternpe verify: {a.bitstream}: bit-exact on {r['samples']} golden input(s) (logits, class and "
+              f"{r['cycles']} cycles each; export id matches), {r['sim_seconds']:.0f} s of simulation")
+        return 0
+    print(f"ternpe verify: {a.bitstream}: {len(r['mismatches'])} mismatch(es) in {r['samples']} golden input(s); "
+          f"the simulation is in {r['work_dir']}", file=sys.stderr)
+    return 1
 
 
 def _cmd_flash(a) -> int:
@@ -294,7 +356,7 @@ def _cmd_flash(a) -> int:
 
 def _cmd_run(a) -> int:
     import time
-    from ternpe.host import Board, SerialTransport, load_images
+    from ternpe.host import Board, SerialTransport, evaluate, load_images
     from ternpe.image import load_export
     from ternpe.link import LinkFormat
     ex = load_export(a.export)
@@ -303,14 +365,19 @@ def _cmd_run(a) -> int:
     n_golden = len(ex.golden["inputs"])
     if not 0 <= a.golden <= n_golden:
         raise ValueError(f"--golden {a.golden}: the export holds {n_golden} golden inputs (0..{n_golden})")
-    if not a.images and not a.golden:
-        raise ValueError("nothing to run: give --images FILE... or --golden N")
-    # images are read before the board is touched: a bad file fails at once
+    if not a.images and not a.golden and a.eval is None:
+        raise ValueError("nothing to run: give --images FILE..., --golden N or --eval [N]")
+    # images (and the test set) are read before the board is touched: a bad file fails at once
     images = load_images(a.images, tuple(ex.manifest["input"]["shape"]), log=print) if a.images else []
+    if a.eval is not None:
+        evx, evy, source = _eval_set(ex, a.eval, a.data_dir)
     if a.sim:
-        from ternpe.flow.simboard import SimTransport
-        t = SimTransport(ex)
-        where = "the simulated board"
+        if a.simulator == "verilator":
+            from ternpe.flow.vboard import VerilatorTransport as Transport
+        else:
+            from ternpe.flow.simboard import SimTransport as Transport
+        t = Transport(ex)
+        where = f"the simulated board ({a.simulator})"
     else:
         from ternpe.hw.boards import BOARDS
         if a.board is not None and a.board not in BOARDS:
@@ -335,8 +402,45 @@ def _cmd_run(a) -> int:
             bad += not same
             line += "  logits == golden" if same else "  LOGITS DIFFER from golden"
         print(line)
-    print(f"ternpe run: {len(todo)} images on {where}" + (f", {bad} differ from golden" if a.golden else ""))
+    if todo:
+        print(f"ternpe run: {len(todo)} images on {where}" + (f", {bad} differ from golden" if a.golden else ""))
+    if a.eval is not None:
+        from tqdm import tqdm
+        ref = ex.run(evx)[-1]
+        r = evaluate(b, evx, evy, ref, progress=lambda n: tqdm(range(n), desc="ternpe run --eval", unit="img",
+                                                                 leave=False))
+        for d in r["disagreements"][:20]:
+            print(f"  DISAGREES image {d['image']}: board class {d['board_class']} logits {d['board']}, integer "
+                  f"model class {d['integer_class']} logits {d['integer_model']}")
+        for e in r["errors"][:20]:
+            print(f"  LINK ERROR image {e['image']}: {e['error']}")
+        acc = (f"accuracy {100 * r['accuracy']:.2f} % (the integer model: {100 * r['integer_accuracy']:.2f} %), "
+               if "accuracy" in r else "")
+        print(f"ternpe run --eval: {r['images']} images of {source} on {where}: {acc}"
+              f"{r['inferences_per_s']:,.1f} inferences/s as the host sees them, {len(r['disagreements'])} "
+              f"disagreement(s) with the integer model, {len(r['errors'])} link error(s); "
+              f"{b.stats['retries']} retries")
+        bad += len(r["disagreements"]) + len(r["errors"])
     return 1 if bad else 0
+
+
+def _eval_set(ex, n: int, data_dir):
+    """The images ``--eval`` streams: the export's test split (its data set, recorded in the
+    manifest), else its golden inputs. Returns ``(images, labels or None, description)``."""
+    if n < 0:
+        raise ValueError(f"--eval {n}: give a number of images >= 1, or nothing for all")
+    shape = tuple(ex.manifest["input"]["shape"])
+    name = ex.manifest.get("meta", {}).get("dataset")
+    if name:
+        from ternpe.model.data import load_dataset
+        ds = load_dataset(name, data_dir)
+        x, y, source = ds.x_test, ds.y_test, f"the {name} test split"
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"the {name} images are {tuple(x.shape[1:])}, the export takes {shape}: "
+                             f"--data-dir must hold the data set the export was trained on")
+    else:
+        x, y, source = ex.golden["inputs"], ex.golden.get("labels"), "the golden inputs"
+    return (x[:n], None if y is None else y[:n], source) if n else (x, y, source)
 
 
 def _cmd_generate(a) -> int:
@@ -376,7 +480,7 @@ def main(argv=None) -> int:
     from ternpe.contract import ContractError
     try:
         return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate, "sim": _cmd_sim,
-                "build": _cmd_build, "flash": _cmd_flash, "run": _cmd_run}[args.command](args)
+                "build": _cmd_build, "verify": _cmd_verify, "flash": _cmd_flash, "run": _cmd_run}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:     # ToolError, CosimError are RuntimeErrors      # ContractError, DatasetError, ExportError are ValueErrors
         msg = str(err)
         if not isinstance(err, ContractError) and "\n" not in msg:

