@@ -47,9 +47,12 @@ class TrainConfig:
     lr_ternary: float = 0.01
     weight_decay: float = 1e-4
     seed: int = 0
+    device: str = "auto"
 
     def validate(self):
         errs = []
+        if self.device not in ("auto", "cpu", "cuda"):
+            errs.append(f"--device must be auto, cpu or cuda, not {self.device!r}")
         if self.method not in METHODS:
             errs.append(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.arch not in ARCHS and not is_layer_spec(self.arch):

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .distributed import all_max
+
 __all__ = ["ternarize", "ternary_codes", "TernaryConv2d", "TernaryLinear", "ActQuant", "weight_layers"]
 
 
@@ -112,7 +114,7 @@ class ActQuant(nn.Module):
             return x
         if self.training:
             with torch.no_grad():
-                m = x.detach().max()
+                m = all_max(x.detach().max())      # one clip across the ranks of a multi-process run
                 if float(self.clip) == 0.0:
                     self.clip.copy_(m)
                 else:

@@ -39,6 +39,7 @@ from ternpe.cycles import cycle_model, tile_cycles
 from ternpe.files import check_out_dir, replace_dir
 from .config import TrainConfig
 from .data import Dataset, load_dataset
+from .distributed import check_in_step, cross_entropy_share, is_main, rank, setup, sync_batchnorm, world_size
 from .fold import calibrate_activations, fold
 from .nets import SeqNet, build_net
 from .penalty import group_lasso, group_norms, shrink_factors, wpc_penalty
@@ -214,9 +215,14 @@ def _lr_factor(steps: int):
 
 
 def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", history=None, log=print,
-           lam=None, specs=None):
-    """Train ``epochs`` epochs; returns the final lambda (adapted when ``cfg.target_speedup``)."""
+           lam=None, specs=None, model=None):
+    """Train ``epochs`` epochs; returns the final lambda (adapted when ``cfg.target_speedup``).
+
+    ``model`` is what runs the forward pass: ``net`` itself, or its DistributedDataParallel
+    wrapper in a multi-process run, where each rank takes its share of every global batch."""
     lam = cfg.lam if lam is None else lam
+    model = net if model is None else model
+    world, me = world_size(), rank()
     if epochs == 0:
         return lam
     xtr, ytr, xte, yte = data
@@ -226,16 +232,20 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + len(history or []))
     adapt = bool(penalty and cfg.target_speedup and specs is not None)
     dense = cycle_model(specs, groups.geometry)["total"] if adapt else 0
-    bar = tqdm(range(epochs), desc=desc, leave=False, disable=None)
+    bar = tqdm(range(epochs), desc=desc, leave=False, disable=None if is_main() else True)
     for ep in bar:
         net.train()
         perm = torch.randperm(len(xtr), generator=gen)
         tot_loss = tot_pen = 0.0
         for i in range(0, len(xtr), cfg.batch):
             idx = perm[i:i + cfg.batch]
-            if len(idx) < 2:
+            if len(idx) < 2 * world:
                 continue
-            loss = F.cross_entropy(net(xtr[idx]), ytr[idx])
+            if world == 1:
+                loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            else:
+                mine = idx[me::world]
+                loss = cross_entropy_share(model(xtr[mine]), ytr[mine], len(idx))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -251,8 +261,9 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
             else:
                 pen = torch.zeros(())
             sched.step()
-            tot_loss += float(loss.detach()) * len(idx)
+            tot_loss += float(loss.detach()) * len(idx)       # a rank's share: its own estimate
             tot_pen += float(pen.detach()) * len(idx)
+        check_in_step(net)
         acc = accuracy(net, xte, yte)
         rec = {"phase": desc, "epoch": ep, "loss": tot_loss / len(xtr), "penalty": tot_pen / len(xtr),
                "test_accuracy": acc, "group_density": 1.0, "lam": lam}
@@ -294,22 +305,32 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     cfg.validate()
     if out is not None:
         out = check_out(out)
+    dev = _device(cfg.device)
+    distributed = setup(dev)
+    if not is_main():
+        log = _silent
     t0 = time.time()
     geometry = ArrayGeometry.parse(cfg.pe)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     ds = dataset if dataset is not None else load_dataset(cfg.dataset, cfg.data_dir)
-    data = _tensors(ds)
+    data = tuple(t.to(dev) for t in _tensors(ds))
     net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last,
-                    width=cfg.width)
+                    width=cfg.width).to(dev)
+    model = None
+    if distributed:
+        net = sync_batchnorm(net).to(dev)
+        model = torch.nn.parallel.DistributedDataParallel(net)
     groups = _Groups(net, geometry, cfg.cost)      # validates the tiling of every layer up front
     seq = isinstance(net, SeqNet)
     specs = net.specs() if seq else None
     history: list = []
     log(f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
         f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}, cost {cfg.cost}"
-        + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else ""))
-    kw = dict(groups=groups, history=history, log=log, specs=specs)
+        + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else "")
+        + (f", {world_size()} processes ({'nccl' if dev == 'cuda' else 'gloo'})" if distributed else "")
+        + (", on CUDA" if dev == "cuda" else ""))
+    kw = dict(groups=groups, history=history, log=log, specs=specs, model=model)
 
     _set_modes(net, ternary=False, quant_acts=False)
     cached = pathlib.Path(float_cache) / f"{_float_key(cfg, ds.name)}.pt" if float_cache else None
@@ -346,6 +367,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         groups.prune()       # final ternarization may zero more tiles; the hardware skips them too
 
     acc = accuracy(net, data[2], data[3])
+    net = net.cpu()                 # folding, statistics and the saved run are on the CPU
+    data = tuple(t.cpu() for t in data)
     metrics = {"method": m, "dataset": ds.name, "arch": cfg.arch, "pe": str(geometry), "cost": cfg.cost,
                "input_shape": list(ds.shape), "classes": ds.classes, "float_accuracy": float_accuracy, "accuracy": acc}
     stats = group_stats(net, geometry, float_model=m == "float")
@@ -387,9 +410,25 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         f"{ia if ia is None else round(ia, 4)} "
         f"| tile density {stats['group_density']:.3f} | CR {stats['compression_rate']:.1f}x "
         f"| storage {metrics['storage_compression']:.1f}x{cyc_txt} | {metrics['train_seconds']:.0f} s")
-    if out is not None:
-        save_run(out, cfg, net, metrics, history)
+    if distributed:
+        metrics["processes"] = world_size()
+    if out is not None and is_main():
+        save_run(out, cfg, net, metrics, history)       # rank 0 only
     return net, metrics
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _device(name: str) -> str:
+    """``--device``: auto takes CUDA when there is a GPU, else the CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch (this torch build or this machine has "
+                         "none); use --device cpu")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def check_out(out) -> pathlib.Path:

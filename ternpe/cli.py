@@ -32,6 +32,12 @@ examples:
   ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
   ternpe train --arch c16,p,c32,p,c32,fc10 --dataset mnist --target-speedup 3 --out runs/mine
   ternpe train --arch resnet20 --dataset cifar10 --data-dir ~/data/cifar10 --first-last fp
+  ternpe train --workers 2 --out runs/ddp                   # 2 processes (torch DDP, gloo on CPU)
+  torchrun --nproc_per_node 4 -m ternpe.cli train --device cuda --arch resnet20 ...
+
+several processes: --workers N launches torchrun; every rank takes its share of each
+--batch (the global batch), batch norm statistics and the activation clip are all-reduced,
+the weights are checked equal on every rank after each epoch, rank 0 writes the run.
 
 a run directory holds model.pt, metrics.json, history.json, training.png and
 tilemaps/<layer>.png (kept tiles black).
@@ -147,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs-finetune", type=int, default=d["epochs_finetune"], help="masked fine-tuning epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
     t.add_argument("--seed", type=int, default=d["seed"], help="random seed; a run is reproducible from it (default: %(default)s)")
+    t.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when torch sees a GPU, else the CPU (default: %(default)s)")
+    t.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="train on N processes with torch DistributedDataParallel, launched through torchrun "
+                        "(gloo on the CPU, nccl on CUDA; default: %(default)s)")
     t.add_argument("--out", default="runs/digits", help="run directory (default: %(default)s)")
 
     e = sub.add_parser("export", help="export ROM images and golden vectors of a trained run",
@@ -449,19 +460,47 @@ def _cmd_generate(a) -> int:
     return 0
 
 
-def _cmd_train(a) -> int:
+def _cmd_train(a, argv) -> int:
     from ternpe.model.train import TrainConfig, train
+    if a.workers < 1:
+        raise ValueError(f"--workers must be >= 1, not {a.workers}")
+    if a.workers > 1:
+        return _launch_workers(a.workers, argv)
     cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
                       lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, tau=a.tau, r=a.r, t=a.t,
                       first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
-                      epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed)
+                      epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
+                      device=a.device)
+    from ternpe.model.distributed import is_main, teardown
     try:
         train(cfg, a.out)
     except KeyboardInterrupt:
         print(f"ternpe train: interrupted; nothing was written to {a.out}", file=sys.stderr)
         return 130
-    print(f"run written to {a.out} (metrics.json, tilemaps/, training.png)")
+    finally:
+        main_rank = is_main()
+        teardown()
+    if main_rank:
+        print(f"run written to {a.out} (metrics.json, tilemaps/, training.png)")
     return 0
+
+
+def _launch_workers(n: int, argv: list) -> int:
+    """``ternpe train --workers N ...`` = ``torchrun --standalone --nproc_per_node N -m ternpe.cli train ...``."""
+    import subprocess
+    rest, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok == "--workers":
+            skip = True
+        elif not tok.startswith("--workers="):
+            rest.append(tok)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "ternpe.cli", *rest]
+    print(f"ternpe train: {n} processes: torchrun --standalone --nproc_per_node={n} -m ternpe.cli "
+          f"{' '.join(rest)}", flush=True)
+    return subprocess.run(cmd).returncode
 
 
 def _cmd_export(a) -> int:
@@ -476,10 +515,13 @@ def _train_epilog() -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     from ternpe.contract import ContractError
     try:
-        return {"train": _cmd_train, "export": _cmd_export, "generate": _cmd_generate, "sim": _cmd_sim,
+        if args.command == "train":
+            return _cmd_train(args, argv)
+        return {"export": _cmd_export, "generate": _cmd_generate, "sim": _cmd_sim,
                 "build": _cmd_build, "verify": _cmd_verify, "flash": _cmd_flash, "run": _cmd_run}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:     # ToolError, CosimError are RuntimeErrors      # ContractError, DatasetError, ExportError are ValueErrors
         msg = str(err)
