@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_OK,
-                   STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
+from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM,
+                   STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
 
 __all__ = ["evaluate", "Board", "SerialTransport", "load_images"]
 
@@ -99,7 +99,9 @@ class Board:
             if status == STATUS_OK:
                 return decode_reply(data, self.fmt, cmd)
             last = LinkError(STATUS.get(status, f"unknown status {status}"))
-            if status not in (STATUS_BUSY, STATUS_TIMEOUT, STATUS_CHECKSUM):
+            # this host sends only commands the board knows: "unknown command" to its SEQ is a
+            # command byte broken on the line, so it is retried like a bad checksum
+            if status not in (STATUS_BUSY, STATUS_TIMEOUT, STATUS_CHECKSUM, STATUS_COMMAND):
                 raise last
         raise LinkError(f"no valid reply after {self.retries + 1} attempts; the last: {last}")
 
