@@ -149,6 +149,12 @@ def recover_netlist(asc: pathlib.Path) -> str:
         with warnings.catch_warnings():           # icebox's regexes raise SyntaxWarnings on Python 3.12+
             warnings.simplefilter("ignore")
             import icebox
+            # icebox_vlog reads SHIFTREG_DIV_MODE of a CORE-type PLL (the UPduino's, fed by the HF
+            # oscillator) as one bit, but the UltraPlus database has it as _0/_1: alias bit 0 (the
+            # value only names a parameter of the simulated PLL, which ignores it)
+            for db in icebox.pllinfo_db.values():
+                if "SHIFTREG_DIV_MODE" not in db and "SHIFTREG_DIV_MODE_0" in db:
+                    db["SHIFTREG_DIV_MODE"] = db["SHIFTREG_DIV_MODE_0"]
             sys.argv = ["icebox_vlog", "-l", "-s", str(asc)]
             with contextlib.redirect_stdout(out):
                 g = runpy.run_path(str(script), run_name="__main__")

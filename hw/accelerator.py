@@ -75,6 +75,9 @@ def _plans(ex) -> list:
         raise GenerateError(f"array {ex.geometry}: the hardware needs P and G powers of two with P <= G")
     for i, l in enumerate(ex.layers):
         s = l.spec
+        if s.residual is not None:
+            raise GenerateError(f"layer {s.name}: a residual add (ResNet); the contract, the integer model and the "
+                                f"export define it, the hardware does not run it yet (sequential networks only)")
         window = window_mode(s, ex.geometry)
         if window and i > 0:
             raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "

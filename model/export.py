@@ -11,7 +11,6 @@ from ternpe.files import check_out_dir, replace_dir
 from ternpe.image import ExportError, load_export, write_export
 from .data import load_dataset
 from .fold import calibrate_activations, fold
-from .nets import SeqNet
 from .train import _tensors, load_run
 
 __all__ = ["export_run"]
@@ -20,9 +19,8 @@ __all__ = ["export_run"]
 def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
     out = check_out_dir(out, markers=("manifest.json",), what="export", noun="an export", error=ExportError)
     net, cfg, metrics = load_run(run_dir)
-    if not isinstance(net, SeqNet):
-        raise ExportError(f"{run_dir}: --arch {cfg.arch} has residual additions; the integer model and the "
-                          f"hardware cover sequential networks (--arch cnn or mlp)")
+    if not hasattr(net, "units"):
+        raise ExportError(f"{run_dir}: --arch {cfg.arch} does not fold into the integer model")
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     calibrate_activations(net, _tensors(ds)[0])      # no-op for a trained ternary run
     im = fold(net)

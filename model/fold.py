@@ -1,4 +1,5 @@
-"""Fold a trained :class:`~model.nets.SeqNet` into the integer model the hardware computes.
+"""Fold a trained network (:class:`~model.nets.SeqNet`, :class:`~model.nets.ResNet20`) into the
+integer model the hardware computes.
 
 Per block, with ``s_in`` the step of the incoming activations (1/255 for the input pixels):
 
@@ -7,7 +8,11 @@ Per block, with ``s_in`` the step of the incoming activations (1/255 for the inp
 * conv/fc is an integer accumulation (additions only for ternary weights);
 * batch-norm, the weight scale and the activation steps fold into one per-channel requantizer,
   ``clamp((acc * mult + bias) >> shift, 0, 2**act_bits - 1)`` (ReLU and rounding included);
-* the last layer keeps signed logits in units of ``logit_scale``.
+* the last layer keeps signed logits in units of ``logit_scale``;
+* a residual layer's shortcut (the unsigned input of an earlier layer, at that layer's input
+  step) enters its requantizer at ``res_mult = step_shortcut / step_out``;
+* an average pool before the classifier becomes the classifier repeated at every pixel, with
+  the 1/HW in its requantizer.
 
 Everything after folding is :func:`ternpe.contract.run_integer_network`; nothing here is used
 at inference time.
@@ -19,9 +24,9 @@ import dataclasses
 
 import numpy as np
 import torch
+from torch import nn
 
-from ternpe.contract import ContractError, requant_params, run_integer_network
-from .nets import SeqNet
+from ternpe.contract import ContractError, gap_fc_weights, requant_params, run_integer_network
 from .ternary import ActQuant, ternary_codes
 
 __all__ = ["IntegerModel", "fold", "INPUT_SCALE", "LOGIT_RESOLUTION"]
@@ -52,9 +57,9 @@ class IntegerModel:
         return all(s.ternary for s in self.specs)
 
 
-def calibrate_activations(net: SeqNet, x: torch.Tensor, batch: int = 256) -> None:
+def calibrate_activations(net: nn.Module, x: torch.Tensor, batch: int = 256) -> None:
     """Set the clip of every not-yet-calibrated activation quantizer from data (BN frozen)."""
-    acts = [b.act for b in net.blocks if isinstance(b.act, ActQuant) and float(b.act.clip) == 0.0]
+    acts = [a for a in net.modules() if isinstance(a, ActQuant) and float(a.clip) == 0.0]
     if not acts:
         return
     net.eval()
@@ -74,14 +79,17 @@ def calibrate_activations(net: SeqNet, x: torch.Tensor, batch: int = 256) -> Non
         a.eval()
 
 
-def fold(net: SeqNet) -> IntegerModel:
-    if not isinstance(net, SeqNet):
-        raise ContractError("only sequential networks (--arch cnn or mlp) fold into the integer model")
+def fold(net: nn.Module) -> IntegerModel:
+    """The integer model of a network that lists its layers (:meth:`SeqNet.units`,
+    :meth:`ResNet20.units`)."""
+    if not hasattr(net, "units"):
+        raise ContractError(f"{type(net).__name__} does not fold into the integer model")
     specs, weights, requants = [], [], []
     s_in = INPUT_SCALE
+    steps = []                 # the step of every layer's input (a shortcut's scale)
     logit_scale = 1.0
-    for spec, b in zip(net.specs(), net.blocks):
-        lin = b.lin
+    for spec, lin, bn, act, positions in net.units():
+        steps.append(s_in)
         w = lin.weight.detach().double() * lin.mask.double()
         if lin.mode == "ternary":
             codes, alpha, _ = ternary_codes(lin.weight.detach().double(), lin.mask.double(), lin.t)
@@ -94,21 +102,23 @@ def fold(net: SeqNet) -> IntegerModel:
             shape = (-1,) + (1,) * (w.dim() - 1)
             w_int = np.round(w.numpy() / w_scale.reshape(shape)).astype(np.int64)
             spec = dataclasses.replace(spec, weight_bits=8)
+        if positions > 1:           # average pool + fc: the fc repeated at every pixel, 1/HW in the scale
+            w_int = gap_fc_weights(w_int, positions)
         if spec.relu:
-            bn = b.bn
             k = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
             c = (bn.bias.detach().double() - bn.running_mean.double() * torch.from_numpy(k)).numpy()
-            s_out = b.act.step
+            s_out = act.step
             if s_out <= 0:
                 raise ContractError(f"layer {spec.name}: activation range not calibrated")
-            rq = requant_params(k * w_scale * s_in / s_out, c / s_out)
+            res = None if spec.residual is None else steps[spec.residual] / s_out
+            rq = requant_params(k * w_scale * s_in / s_out, c / s_out, res_real=res)
             s_in = s_out
         else:
             bias = lin.bias.detach().double().numpy() if lin.bias is not None else np.zeros(spec.cout)
             logit_scale = float(w_scale.max()) * s_in / LOGIT_RESOLUTION
             if logit_scale == 0:
                 logit_scale = 1.0
-            rq = requant_params(w_scale * s_in / logit_scale, bias / logit_scale)
+            rq = requant_params(w_scale * s_in / (positions * logit_scale), bias / logit_scale)
         specs.append(spec)
         weights.append(w_int)
         requants.append(rq)

@@ -3,8 +3,8 @@ spec (``c16,p,c32,p,c32,fc10``), and the CIFAR-10 ResNet-20.
 
 The MLP, the CNN and layer-spec networks are sequences of blocks the hardware runs one after the other; each block
 is described by a :class:`ternpe.contract.LayerSpec`, so the integer model and the export come
-straight from :meth:`SeqNet.specs`. ResNet-20 trains here (ternary, pruned, WPC) but its residual
-additions are outside the integer model and the hardware.
+straight from :meth:`SeqNet.specs`. ResNet-20's residual adds and average pool are in the
+contract and the integer model too (:meth:`ResNet20.specs`); the hardware does not run them yet.
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ class SeqNet(nn.Module):
     def specs(self) -> list:
         return list(self._specs)
 
+    def units(self) -> list:
+        """``(spec, weight layer, batch norm, activation quantizer, positions)`` per block."""
+        return [(s, b.lin, b.bn if s.relu else None, b.act if s.relu else None, 1)
+                for s, b in zip(self._specs, self.blocks)]
+
     def block_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``i`` alone (fc blocks flatten a 4-d input in ``(h, w, c)`` order)."""
         s, b = self._specs[i], self.blocks[i]
@@ -98,42 +103,64 @@ class SeqNet(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, cin, cout, stride, t, h):
+    """A basic block: conv-BN-ReLU, conv-BN, + shortcut, ReLU, each ReLU output quantized as the
+    integer model holds it. ``source`` is the index (in :meth:`ResNet20.specs`) of the layer
+    whose input is the shortcut: this block's first conv."""
+
+    def __init__(self, name, cin, cout, stride, t, h, w, act_bits, source):
         super().__init__()
         self.c1 = TernaryConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, t=t)
         self.b1 = nn.BatchNorm2d(cout)
+        self.a1 = ActQuant(act_bits)
         self.c2 = TernaryConv2d(cout, cout, 3, stride=1, padding=1, bias=False, t=t)
         self.b2 = nn.BatchNorm2d(cout)
-        self.c1.spec = LayerSpec("conv", "conv", cin, cout, in_h=h, in_w=h, k=3, stride=stride, pad=1)
-        self.c2.spec = LayerSpec("conv", "conv", cout, cout, in_h=h // stride, in_w=h // stride, k=3, pad=1)
+        self.a2 = ActQuant(act_bits)
         self.pad = cout - cin if stride != 1 or cin != cout else 0
+        self.c1.spec = LayerSpec(f"{name}c1", "conv", cin, cout, in_h=h, in_w=w, k=3, stride=stride, pad=1)
+        self.c2.spec = LayerSpec(f"{name}c2", "conv", cout, cout, in_h=self.c1.spec.conv_h,
+                                 in_w=self.c1.spec.conv_w, k=3, pad=1, residual=source,
+                                 shortcut="pad" if self.pad else "identity")
 
     def forward(self, x):
-        y = F.relu(self.b1(self.c1(x)))
+        y = self.a1(F.relu(self.b1(self.c1(x))))
         y = self.b2(self.c2(y))
         sc = x
         if self.pad:       # option A shortcut: subsample and zero-pad channels (no weights)
             sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(y + sc)
+        return self.a2(F.relu(y + sc))
 
 
 class ResNet20(nn.Module):
-    """He et al.'s CIFAR-10 ResNet-20 (3 stages x 3 basic blocks, option A shortcuts)."""
+    """He et al.'s CIFAR-10 ResNet-20 (3 stages x 3 basic blocks, option A shortcuts: the
+    zero-padded identity of the paper's CIFAR code), global average pool, fc.
 
-    def __init__(self, shape, classes: int, t: float, first_last: str = "ternary"):
+    :meth:`specs` is the integer model's layer list: conv1, then two convs per block (the second
+    with ``residual`` naming the first, whose input is the shortcut), then the classifier as an
+    fc over the flattened last map with its weights repeated at every pixel
+    (:func:`ternpe.contract.gap_fc_weights`: the average pool's 1/HW folds into its requantizer).
+    """
+
+    def __init__(self, shape, classes: int, t: float, first_last: str = "ternary", act_bits: int = 8):
         super().__init__()
         h, w, c = shape
+        if h % 4 or w % 4:
+            raise ContractError(f"resnet20 halves the map twice: input height and width must be multiples of 4, "
+                                f"got {h}x{w}")
+        self.act_bits = act_bits
         self.conv1 = TernaryConv2d(c, 16, 3, padding=1, bias=False, t=t)
         self.conv1.spec = LayerSpec("conv1", "conv", c, 16, in_h=h, in_w=w, k=3, pad=1)
         self.bn1 = nn.BatchNorm2d(16)
-        blocks, cin, size = [], 16, h
+        self.a0 = ActQuant(act_bits)
+        blocks, cin, hh, ww = [], 16, h, w
         for stage, cout in enumerate((16, 32, 64)):
             for i in range(3):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(_Block(cin, cout, stride, t, size))
-                size //= stride
+                blk = _Block(f"s{stage + 1}b{i + 1}", cin, cout, stride, t, hh, ww, act_bits, source=1 + 2 * len(blocks))
+                blocks.append(blk)
+                hh, ww = blk.c2.spec.out_h, blk.c2.spec.out_w
                 cin = cout
         self.layers = nn.Sequential(*blocks)
+        self.positions = hh * ww
         self.fc = TernaryLinear(64, classes, t=t)
         self.fc.spec = LayerSpec("fc", "fc", 64, classes, relu=False)
         for i, m in enumerate([mod for mod in self.modules() if hasattr(mod, "spec")]):
@@ -143,13 +170,26 @@ class ResNet20(nn.Module):
             for m in (self.conv1, self.fc):
                 m.spec = dataclasses.replace(m.spec, weight_bits=8)
 
-    def specs(self):
-        raise ContractError("resnet20 has residual additions: the integer model, the export and the "
-                            "hardware cover sequential networks (--arch cnn or mlp)")
+    def units(self) -> list:
+        """``(spec, weight layer, batch norm, activation quantizer, positions)`` per layer of the
+        integer model; ``positions`` > 1 for the classifier behind the average pool."""
+        out = [(self.conv1.spec, self.conv1, self.bn1, self.a0, 1)]
+        for b in self.layers:
+            out += [(b.c1.spec, b.c1, b.b1, b.a1, 1), (b.c2.spec, b.c2, b.b2, b.a2, 1)]
+        fc = dataclasses.replace(self.fc.spec, cin=self.positions * self.fc.spec.cin)
+        return out + [(fc, self.fc, None, None, self.positions)]
+
+    def specs(self) -> list:
+        return [u[0] for u in self.units()]
 
     def forward(self, x, taps=None):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layers(x)
+        x = self.a0(F.relu(self.bn1(self.conv1(x))))
+        if taps is not None:
+            taps.append(x)
+        for b in self.layers:
+            x = b(x)
+            if taps is not None:
+                taps.append(x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
 
@@ -167,7 +207,7 @@ def build_net(arch: str, shape, classes: int, *, act_bits: int, t: float, first_
     if arch == "resnet20":
         if width is not None:
             raise ContractError("--width applies to --arch cnn and mlp, not resnet20")
-        return ResNet20(shape, classes, t, first_last)
+        return ResNet20(shape, classes, t, first_last, act_bits=act_bits)
     if width is not None:
         raise ContractError("--width applies to --arch cnn and mlp; a layer spec gives every width itself")
     return SeqNet(spec_specs(arch, shape, classes, first_last), act_bits, t)

@@ -41,7 +41,7 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import check_in_step, cross_entropy_share, is_main, rank, setup, sync_batchnorm, world_size
 from .fold import calibrate_activations, fold
-from .nets import SeqNet, build_net
+from .nets import build_net
 from .penalty import group_lasso, group_norms, shrink_factors, wpc_penalty
 from .ternary import ActQuant, ternary_codes, weight_layers
 
@@ -181,11 +181,19 @@ def cycle_stats(specs, geometry: ArrayGeometry, layers: list) -> dict:
     :func:`group_stats` gives them), from the accelerator's own cycle model, beside the dense
     network's: ``cycles``, ``dense_cycles``, ``speedup``, and the same per layer."""
     rows = [np.asarray(l["tile_map"], np.int64).sum(axis=1) for l in layers]
+    rows = _hw_rows(rows, specs, [len(l["tile_map"][0]) for l in layers], geometry)
     sparse, dense = cycle_model(specs, geometry, rows), cycle_model(specs, geometry)
     per = [{"name": a["name"], "cycles": a["cycles"], "dense_cycles": b["cycles"],
             "speedup": b["cycles"] / a["cycles"]} for a, b in zip(sparse["layers"], dense["layers"])]
     return {"cycles": sparse["total"], "dense_cycles": dense["total"], "speedup": dense["total"] / sparse["total"],
             "layers": per}
+
+
+def _hw_rows(rows: list, specs, cols: list, geometry: ArrayGeometry) -> list:
+    """Kept tiles per row of the trained layers, as the hardware's layers hold them: a
+    classifier behind an average pool (ResNet-20) is repeated at every pixel, so each of its
+    tiles is that many hardware tiles."""
+    return [r * (TileLayout(s, geometry).cols // c) for r, s, c in zip(rows, specs, cols)]
 
 
 def _float_bits(net: nn.Module) -> int:
@@ -253,7 +261,8 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
                 groups.shrink(penalty, opt.param_groups[0]["lr"] * lam, cfg.tau, cfg.r)
                 if adapt:
                     # pruning is for good: stop pulling the moment the masks reach the target
-                    sp = dense / cycle_model(specs, groups.geometry, groups.mask_rows())["total"]
+                    rows = _hw_rows(groups.mask_rows(), specs, [l.cols for l in groups.layouts], groups.geometry)
+                    sp = dense / cycle_model(specs, groups.geometry, rows)["total"]
                     if sp >= cfg.target_speedup:
                         lam = 0.0
                 with torch.no_grad():
@@ -322,7 +331,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         net = sync_batchnorm(net).to(dev)
         model = torch.nn.parallel.DistributedDataParallel(net)
     groups = _Groups(net, geometry, cfg.cost)      # validates the tiling of every layer up front
-    seq = isinstance(net, SeqNet)
+    seq = hasattr(net, "units")             # folds into the integer model: cycles, integer accuracy
     specs = net.specs() if seq else None
     history: list = []
     log(f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "

@@ -30,7 +30,7 @@ __all__ = [
     "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
     "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
     "RequantParams", "requant_params", "requantize", "conv_accumulate", "maxpool2x2",
-    "run_integer_network", "image_bits", "parse_layers", "LAYER_SPEC_HELP",
+    "run_integer_network", "shortcut_map", "gap_fc_weights", "image_bits", "parse_layers", "LAYER_SPEC_HELP",
 ]
 
 #: 2-bit ternary weight codes: two's complement of the weight, ``0b10`` is never used.
@@ -122,6 +122,13 @@ class LayerSpec:
     ``(h, w, c)`` order, so it is a 1 x 1 convolution over a 1 x 1 map with ``cin = h*w*c``).
     Every layer but the last ends in ReLU and requantization to unsigned ``act_bits``;
     the last yields signed logits. ``pool`` is 2 for a 2 x 2 / stride 2 max-pool after it.
+
+    ``residual`` (a residual block's second conv) names the layer whose *input* map is added
+    before the ReLU: the add happens inside the requantizer, ``(acc * mult + bias + sc *
+    res_mult) >> shift`` (see :class:`RequantParams`), so both branches meet at the output's
+    scale in integer arithmetic and are clamped once. ``shortcut`` says how that map becomes
+    ``sc``: ``"identity"`` (same shape), or ``"pad"`` (ResNet option A: every second row and
+    column, and the channels zero-padded equally before and after up to ``cout``).
     """
 
     name: str
@@ -136,6 +143,8 @@ class LayerSpec:
     pool: int = 0
     relu: bool = True
     weight_bits: int = 2
+    residual: int | None = None
+    shortcut: str = "identity"
 
     def __post_init__(self):
         if self.kind not in ("conv", "fc"):
@@ -154,6 +163,13 @@ class LayerSpec:
         if self.conv_h < 1 or self.conv_w < 1:
             raise ContractError(f"layer {self.name}: a {self.k}x{self.k} kernel does not fit a "
                                 f"{self.in_h}x{self.in_w} map with padding {self.pad}")
+        if self.shortcut not in ("identity", "pad"):
+            raise ContractError(f"layer {self.name}: shortcut must be 'identity' or 'pad', not {self.shortcut!r}")
+        if self.residual is not None:
+            if operator.index(self.residual) < 0:
+                raise ContractError(f"layer {self.name}: residual must name an earlier layer (>= 0)")
+            if self.kind != "conv" or not self.relu or self.pool:
+                raise ContractError(f"layer {self.name}: a residual add ends a conv layer with ReLU and no pool")
         if self.pool and (self.conv_h % 2 or self.conv_w % 2):
             raise ContractError(f"layer {self.name}: 2x2 max-pool needs an even map, "
                                 f"got {self.conv_h}x{self.conv_w}")
@@ -379,29 +395,37 @@ class RequantParams:
     ``>>`` is an arithmetic shift (floor division by ``2**shift``); the round-half-up offset is
     folded into ``bias``. ``mult``, ``bias`` and ``shift`` are per channel: one shift per layer
     would leave channels with a small scale only a few significant bits of multiplier. For the
-    logits layer (``relu=False``) there is no clamp.
+    logits layer (``relu=False``) there is no clamp. A residual layer adds ``sc * res_mult``
+    (``sc`` the unsigned shortcut activation) before the shift: the two branches meet at the
+    output's scale.
     """
 
     mult: np.ndarray   # int64 [cout], fits MULT_BITS signed
     bias: np.ndarray   # int64 [cout]
     shift: np.ndarray  # int64 [cout], 0..MAX_SHIFT
+    res_mult: np.ndarray | None = None   # int64 [cout], fits MULT_BITS signed: the shortcut's weight
 
     def bias_bits(self) -> int:
         return signed_bits(min(int(self.bias.min()), 0), max(int(self.bias.max()), 0))
 
 
-def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = MULT_BITS) -> RequantParams:
-    """Integer constants for ``y = m_real * acc + b_real`` (then round, ReLU, clamp).
+def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = MULT_BITS,
+                   res_real=None) -> RequantParams:
+    """Integer constants for ``y = m_real * acc + b_real`` (then round, ReLU, clamp), and with
+    ``res_real`` for ``y = m_real * acc + b_real + res_real * sc`` (a residual add).
 
-    Each channel's shift is the largest that keeps its ``|mult|`` within ``mult_bits`` signed
-    bits (and at most ``MAX_SHIFT``), so every multiplier keeps ``mult_bits - 1`` significant bits.
+    Each channel's shift is the largest that keeps its ``|mult|`` (and ``|res_mult|``) within
+    ``mult_bits`` signed bits (and at most ``MAX_SHIFT``), so the larger multiplier keeps
+    ``mult_bits - 1`` significant bits.
     """
     m_real = np.asarray(m_real, np.float64)
     b_real = np.asarray(b_real, np.float64)
-    if not (np.isfinite(m_real).all() and np.isfinite(b_real).all()):
+    r_real = None if res_real is None else np.broadcast_to(np.asarray(res_real, np.float64), m_real.shape)
+    if not (np.isfinite(m_real).all() and np.isfinite(b_real).all()
+            and (r_real is None or np.isfinite(r_real).all())):
         raise ContractError("requantization scale or bias is not finite (a diverged model?)")
     limit = (1 << (mult_bits - 1)) - 1
-    mag = np.abs(m_real)
+    mag = np.abs(m_real) if r_real is None else np.maximum(np.abs(m_real), np.abs(r_real))
     with np.errstate(divide="ignore"):
         shift = np.where(mag > 0, np.floor(np.log2(limit / np.where(mag > 0, mag, 1))), MAX_SHIFT)
     shift = np.clip(shift, 0, MAX_SHIFT).astype(np.int64)
@@ -411,12 +435,19 @@ def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = M
         raise ContractError(f"requantization scale {mag.max():g} does not fit {mult_bits} signed bits")
     half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
     bias = (np.round(b_real * scale) + half).astype(np.int64)
-    return RequantParams(mult=mult, bias=bias, shift=shift)
+    res = None if r_real is None else np.round(r_real * scale).astype(np.int64)
+    return RequantParams(mult=mult, bias=bias, shift=shift, res_mult=res)
 
 
-def requantize(acc: np.ndarray, rq: RequantParams, *, relu: bool, act_bits: int) -> np.ndarray:
-    """Apply :class:`RequantParams` to accumulators ``[..., cout]`` (channels last)."""
-    y = (np.asarray(acc, np.int64) * rq.mult + rq.bias) >> rq.shift
+def requantize(acc: np.ndarray, rq: RequantParams, *, relu: bool, act_bits: int, shortcut=None) -> np.ndarray:
+    """Apply :class:`RequantParams` to accumulators ``[..., cout]`` (channels last); a residual
+    layer's ``shortcut`` (unsigned activations of the same shape) is added at its ``res_mult``."""
+    y = np.asarray(acc, np.int64) * rq.mult + rq.bias
+    if shortcut is not None:
+        if rq.res_mult is None:
+            raise ContractError("a shortcut needs a requantizer with res_mult")
+        y = y + np.asarray(shortcut, np.int64) * rq.res_mult
+    y = y >> rq.shift
     if relu:
         y = np.clip(y, 0, (1 << act_bits) - 1)
     return y
@@ -449,6 +480,32 @@ def conv_accumulate(x: np.ndarray, w: np.ndarray, layer: LayerSpec) -> np.ndarra
     return acc
 
 
+def shortcut_map(x: np.ndarray, layer: LayerSpec) -> np.ndarray:
+    """The shortcut a residual ``layer`` adds: its source map ``x`` ``[N, H, W, C]`` as is
+    (``identity``), or every second row and column with the channels zero-padded equally before
+    and after up to ``layer.cout`` (``pad``: ResNet option A). Must match the layer's output."""
+    x = np.asarray(x, np.int64)
+    if x.ndim != 4:
+        raise ContractError(f"layer {layer.name}: a shortcut comes from an activation map, not a vector")
+    if layer.shortcut == "pad":
+        extra = layer.cout - x.shape[3]
+        if extra < 0:
+            raise ContractError(f"layer {layer.name}: a pad shortcut cannot drop channels ({x.shape[3]} > {layer.cout})")
+        x = np.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+    want = (layer.conv_h, layer.conv_w, layer.cout)
+    if tuple(x.shape[1:]) != want:
+        raise ContractError(f"layer {layer.name}: shortcut map {tuple(x.shape[1:])} does not match its output {want}")
+    return x
+
+
+def gap_fc_weights(w: np.ndarray, positions: int) -> np.ndarray:
+    """A global average pool then an fc ``w`` ``[cout, C]``, as one fc over the flattened
+    ``(h, w, c)`` map: ``w`` repeated at every one of the ``positions`` pixels. The 1/positions
+    of the average goes into the layer's requantizer; the sum over pixels is the fc's own
+    accumulation, so the hardware runs it as any fc."""
+    return np.tile(np.asarray(w, np.int64), (1, positions))
+
+
 def maxpool2x2(x: np.ndarray) -> np.ndarray:
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
@@ -461,13 +518,19 @@ def run_integer_network(x: np.ndarray, layers: Sequence[LayerSpec], weights: Seq
     ``x`` is ``[N, H, W, C]`` unsigned pixels of ``act_bits``. Activation maps are channels last;
     an fc layer flattens its input in ``(h, w, c)`` order.
     """
-    outs = []
+    outs, inputs = [], []
     a = np.asarray(x, np.int64)
     if a.min(initial=0) < 0 or a.max(initial=0) >= (1 << act_bits):
         raise ContractError(f"input pixels must be unsigned {act_bits}-bit integers")
-    for layer, w, rq in zip(layers, weights, requants, strict=True):
+    for i, (layer, w, rq) in enumerate(zip(layers, weights, requants, strict=True)):
+        inputs.append(a)
         acc = conv_accumulate(a, w, layer)
-        a = requantize(acc, rq, relu=layer.relu, act_bits=act_bits)
+        sc = None
+        if layer.residual is not None:
+            if not layer.residual < i:
+                raise ContractError(f"layer {layer.name}: residual {layer.residual} is not an earlier layer")
+            sc = shortcut_map(inputs[layer.residual], layer)
+        a = requantize(acc, rq, relu=layer.relu, act_bits=act_bits, shortcut=sc)
         if layer.pool:
             a = maxpool2x2(a)
         outs.append(a)

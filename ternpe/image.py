@@ -96,8 +96,8 @@ class ExportedLayer:
         return lay.weights_from_tiles(full)
 
     def channel_requant(self) -> RequantParams:
-        c = self.spec.cout
-        return RequantParams(self.requant.mult[:c], self.requant.bias[:c], self.requant.shift[:c])
+        c, rq = self.spec.cout, self.requant
+        return RequantParams(rq.mult[:c], rq.bias[:c], rq.shift[:c], None if rq.res_mult is None else rq.res_mult[:c])
 
 
 @dataclasses.dataclass
@@ -159,6 +159,13 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         acc_bits = accumulator_bits(spec, act_bits)
         bias_bits = RequantParams(mult, bias, shift).bias_bits()
         names = {k: f"{spec.name}.{k}.hex" for k in ("weights", "rowptr", "cols", "mult", "bias", "shift")}
+        if spec.residual is not None:
+            if rq.res_mult is None:
+                raise ExportError(f"layer {spec.name}: a residual layer needs the shortcut's multiplier (res_mult)")
+            res = np.zeros(n_ch, np.int64)
+            res[:spec.cout] = rq.res_mult
+            names["res_mult"] = f"{spec.name}.res_mult.hex"
+            write_hex(out / names["res_mult"], res, MULT_BITS)
         write_hex(out / names["weights"], pack_tile_words(kept, geometry), geometry.word_bits)
         write_hex(out / names["rowptr"], rowptr, unsigned_bits(lay.count))
         write_hex(out / names["cols"], cols, unsigned_bits(lay.cols - 1))
@@ -182,7 +189,8 @@ def write_export(out, *, geometry: ArrayGeometry, act_bits: int, specs, weights,
         "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
         "formats": {"act_bits": act_bits, "weight_code": {"0": "00", "+1": "01", "-1": "11"},
                     "mult_bits": MULT_BITS,
-                    "requant": "y = clamp((acc * mult + bias) >>> shift, 0, 2**act_bits - 1); last layer unclamped",
+                    "requant": "y = clamp((acc * mult + bias [+ shortcut * res_mult]) >>> shift, 0, 2**act_bits - 1); "
+                               "last layer unclamped",
                     "logit_scale": logit_scale},
         "input": {"shape": list(g["inputs"].shape[1:]), "dtype": "uint8", "layout": "HWC"},
         "layers": layers_json,
@@ -262,7 +270,8 @@ def widen(ex: Export, geometry: ArrayGeometry) -> Export:
         kept, rowptr, cols = _csr(lay.tile_array(l.dense_weights()))
         n_ch = lay.rows * geometry.P
         rq = l.channel_requant()
-        pad = [np.concatenate([v, np.zeros(n_ch - len(v), np.int64)]) for v in (rq.mult, rq.bias, rq.shift)]
+        pad = [None if v is None else np.concatenate([v, np.zeros(n_ch - len(v), np.int64)])
+               for v in (rq.mult, rq.bias, rq.shift, rq.res_mult)]
         layers.append(ExportedLayer(l.spec, lay, kept, rowptr, cols, RequantParams(*pad), l.acc_bits, l.bias_bits))
     manifest = {**ex.manifest, "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
                 "trained_geometry": {"P": g0.P, "G": g0.G}}
@@ -330,7 +339,10 @@ def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Ex
     for lj in manifest["layers"]:
         fields = {k: lj[k] for k in ("name", "kind", "cin", "cout", "in_h", "in_w", "k", "stride", "pad",
                                      "pool", "relu", "weight_bits")}
+        fields.update({k: lj[k] for k in ("residual", "shortcut") if k in lj})
         spec = LayerSpec(**fields)
+        if spec.residual is not None and not spec.residual < len(layers):
+            raise ExportError(f"layer {spec.name}: residual {spec.residual} is not an earlier layer")
         lay = TileLayout(spec, geo)
         expect_in = (spec.in_h, spec.in_w, spec.cin) if spec.kind == "conv" else (spec.cin,)
         got_in = prev_shape if spec.kind == "conv" else (int(np.prod(prev_shape)),)
@@ -372,7 +384,14 @@ def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Ex
         if not len(mult) == len(bias) == len(shift) == lay.rows * geo.P:
             raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
                               f"shifts for {lay.rows * geo.P} channels")
-        rq = RequantParams(mult, bias, shift)
+        res = None
+        if spec.residual is not None:
+            if "res_mult" not in f:
+                raise ExportError(f"layer {spec.name}: a residual layer without its res_mult file")
+            res = np.array(read_hex(path / f["res_mult"], MULT_BITS, signed=True), np.int64)
+            if len(res) != len(mult):
+                raise ExportError(f"layer {spec.name}: {len(res)} shortcut multipliers for {len(mult)} channels")
+        rq = RequantParams(mult, bias, shift, res)
         _derived(spec.name, "bias_bits", lj["bias_bits"], rq.bias_bits())
         if (shift > MAX_SHIFT).any():
             raise ExportError(f"layer {spec.name}: a requantizer shift is over {MAX_SHIFT}")
