@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    augment: bool = False
 
     def validate(self):
         errs = []
@@ -92,6 +93,9 @@ class TrainConfig:
             errs.append("--epochs-float, --epochs-ternary and --epochs-finetune are all 0: nothing would be trained")
         if self.batch < 1:
             errs.append("--batch must be >= 1")
+        for f in ("lr", "lr_ternary"):
+            if not (getattr(self, f) > 0 and math.isfinite(getattr(self, f))):
+                errs.append(f"--{f.replace('_', '-')} must be a number > 0, not {getattr(self, f)}")
         if errs:
             raise ValueError("; ".join(errs))
         ArrayGeometry.parse(self.pe)

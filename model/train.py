@@ -249,11 +249,12 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
             idx = perm[i:i + cfg.batch]
             if len(idx) < 2 * world:
                 continue
+            mine = idx if world == 1 else idx[me::world]
+            xb = _augment(xtr[mine], len(idx), slice(me, None, world), gen) if cfg.augment else xtr[mine]
             if world == 1:
-                loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+                loss = F.cross_entropy(model(xb), ytr[idx])
             else:
-                mine = idx[me::world]
-                loss = cross_entropy_share(model(xtr[mine]), ytr[mine], len(idx))
+                loss = cross_entropy_share(model(xb), ytr[mine], len(idx))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -296,10 +297,24 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
     return lam
 
 
+def _augment(x: torch.Tensor, n: int, mine: slice, gen: torch.Generator) -> torch.Tensor:
+    """The standard CIFAR augmentation: a random shift of up to 4 pixels (zero-padded) and a
+    random horizontal flip per image. The draws are made for the whole global batch of ``n``
+    (every rank draws the same), and ``mine`` picks this rank's images."""
+    shifts = torch.randint(-4, 5, (n, 2), generator=gen)[mine]
+    flips = (torch.rand(n, generator=gen) < 0.5)[mine]
+    h, w = x.shape[2], x.shape[3]
+    xp = F.pad(x, (4, 4, 4, 4))
+    out = torch.stack([xp[i, :, 4 + dy:4 + dy + h, 4 + dx:4 + dx + w] for i, (dy, dx) in enumerate(shifts.tolist())])
+    out[flips.to(out.device)] = out[flips.to(out.device)].flip(3)
+    return out
+
+
 def _float_key(cfg: TrainConfig, ds_name: str) -> str:
     """Everything the float phase depends on (the method does not)."""
     return "-".join(str(v) for v in (ds_name, cfg.data_dir and pathlib.Path(cfg.data_dir).name, cfg.arch, cfg.width,
                                        cfg.first_last, cfg.act_bits, cfg.t, cfg.pe, cfg.epochs_float, cfg.lr, cfg.batch,
+                                       cfg.augment,
                                        cfg.weight_decay, cfg.seed, torch.get_num_threads())).replace("/", "_")
 
 

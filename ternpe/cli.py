@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     import dataclasses
     from ternpe.model.config import COSTS, TrainConfig
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
+    t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, synthetic-rgb32 (CIFAR-shaped, generated), mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
     t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
     t.add_argument("--arch", default=d["arch"], help="cnn (sized for an iCE40 UP5K), mlp, resnet20, or a layer spec "
                    "of your own, e.g. c16,p,c32,p,c32,fc10 (see below) (default: %(default)s)")
@@ -153,6 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs-finetune", type=int, default=d["epochs_finetune"], help="masked fine-tuning epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
     t.add_argument("--seed", type=int, default=d["seed"], help="random seed; a run is reproducible from it (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=d["lr"], help="learning rate of the float phase (default: %(default)s)")
+    t.add_argument("--lr-ternary", type=float, default=d["lr_ternary"],
+                   help="learning rate of the ternary, penalty and fine-tune phases (default: %(default)s)")
+    t.add_argument("--augment", action="store_true",
+                   help="random 4-pixel shifts and horizontal flips (the standard CIFAR-10 augmentation)")
     t.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when torch sees a GPU, else the CPU (default: %(default)s)")
     t.add_argument("--workers", type=int, default=1, metavar="N",
@@ -470,7 +475,7 @@ def _cmd_train(a, argv) -> int:
                       lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, tau=a.tau, r=a.r, t=a.t,
                       first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
                       epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
-                      device=a.device)
+                      device=a.device, lr=a.lr, lr_ternary=a.lr_ternary, augment=a.augment)
     from ternpe.model.distributed import is_main, teardown
     try:
         train(cfg, a.out)

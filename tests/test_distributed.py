@@ -25,10 +25,12 @@ def _train(out, *extra, workers=1):
     return json.loads((out / "metrics.json").read_text()), torch.load(out / "model.pt", weights_only=False)
 
 
-def test_one_step_on_two_processes_is_the_single_process_step(tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_one_step_on_two_processes_is_the_single_process_step(tmp_path, augment):
     """One global batch of the whole training set: the DDP step (each rank half the batch, batch
-    norm statistics summed over both) equals the single-process step to float rounding."""
-    args = ("--method", "float", "--epochs-float", "1", "--batch", "4096")
+    norm statistics summed over both; with --augment, each image shifted and flipped as the
+    single process does it) equals the single-process step to float rounding."""
+    args = ("--method", "float", "--epochs-float", "1", "--batch", "4096", *(["--augment"] if augment else []))
     m1, a = _train(tmp_path / "one", *args)
     m2, b = _train(tmp_path / "two", *args, workers=2)
     assert m2["processes"] == 2 and "processes" not in m1
