@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ternpe-installed
 JOBS   ?= 2
 
-.PHONY: all setup demo sim test bench bitstreams clean help
+.PHONY: all setup demo sim test formal bench bitstreams clean help
 
 all: help
 
@@ -19,6 +19,7 @@ help:
 	@echo "make bitstreams   build the demo's bitstreams for all four boards"
 	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
 	@echo "make test    run the test suite"
+	@echo "make formal  the formal proofs (SymbiYosys): PE accumulator, output stream, host link, with the slow ones"
 	@echo "make bench   print the method table (digits and MNIST, 3 seeds) and the hardware figures of the demo"
 	@echo "make setup   create .venv and install everything (done by the targets above)"
 
@@ -64,6 +65,11 @@ sim: setup
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
+
+# the formal proofs, with the slow ones (larger networks, minutes) that make test skips; one
+# solver at a time
+formal: setup
+	TERNPE_FORMAL_ALL=1 $(BIN)/python -m pytest -q tests/test_formal.py
 
 bench: setup
 	$(BIN)/python bench/methods.py

