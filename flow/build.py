@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from ternpe.link import CMD_INFER, reply_length, request_length
-from ternpe.tools import check_tool_vars, require, tool_env
+from ternpe.tools import ToolError, check_tool_vars, require, tool_env
 from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
 from .generate import prepare
@@ -90,6 +90,13 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     if board_name == "orangecrab":
         tools.append("dfu-suffix")          # amaranth-boards appends the DFU suffix to the bitstream
     require(*tools, env=env)
+    if board.family == "ice40" and verify_samples:
+        from .verify import check_tools
+        try:
+            check_tools()       # before minutes of synthesis, not after
+        except ToolError as e:
+            raise ToolError(f"{e}; the build verifies its bitstream (ternpe verify): install it, or build with "
+                            f"--verify-samples 0") from None
     check_tool_vars("YOSYS", *(("NEXTPNR_ICE40", "ICEPACK") if board.family == "ice40" else ("NEXTPNR_ECP5", "ECPPACK")),
                     env=env)
     platform = board.platform_class()()
@@ -145,9 +152,14 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     met = bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock)
     verified = None
     if met and board.family == "ice40" and verify_samples:
-        from .verify import verify_bitstream
-        verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
-                                    cycles=cycle_model(ex)["total"], samples=verify_samples, work_dir=bdir / "verify", log=log)
+        from .verify import VerifyError, verify_bitstream
+        try:
+            verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
+                                        cycles=cycle_model(ex)["total"], samples=verify_samples,
+                                        work_dir=bdir / "verify", log=log)
+        except VerifyError as e:     # the bitstream could not be checked: kept, but not as the good one
+            verified = {"ok": False, "samples": verify_samples,
+                        "mismatches": [{"sample": None, "what": "verification", "board": str(e), "golden": None}]}
     dest, rpath = artefact_paths(out, name, board.bitstream_ext, met, verified is None or verified["ok"])
     model = cycle_model(ex)
     cycles = model["total"]

@@ -3,7 +3,7 @@ behind the same bit-level UART model as :class:`ternpe.flow.simboard.SimTranspor
 
 :class:`VerilatorTransport` has SimTransport's interface and timing: the same writes give the same
 bytes at the same clock counts (``tests/test_vboard.py`` holds the two against each other), a few
-hundred times faster, so a link fuzz of 10,000 frames takes minutes instead of hours.
+hundred times faster, so a link fuzz of 10,000 frames takes about 25 s instead of hours.
 
 The model and the harness are built once (``make -j1``, 15-30 s) into
 ``build/vboard/<hash>/libvboard.so`` (the hash is of the Verilog, the harness and the Verilator

@@ -5,8 +5,9 @@ fabric (``icebox_vlog``, Debian's fpga-icestorm): every LUT, carry, flip-flop an
 its contents, as the bitstream configures them. ``icebox_vlog`` does not write the UltraPlus hard
 blocks, so they are added here from the IceStorm database: each SB_SPRAM256KA and SB_MAC16 whose
 ports are routed, with the MAC16's configuration bits read from the bitstream. The PLL becomes a
-simulation clock (its settings are checked against the board's). Icarus then runs the netlist
-behind a bit-level UART at the bitstream's own baud divisor: the testbench asks the board for its
+simulation clock. Icarus then runs the netlist
+behind a bit-level UART at the bitstream's own baud divisor (the PLL's dividers are read from the
+bitstream and must give the clock the divisor assumes): the testbench asks the board for its
 export id (INFO) and sends every golden input through the host-link protocol; the replies are
 parsed by the host runtime's parser and compared with the golden logits, class and cycle count.
 
@@ -32,6 +33,7 @@ import warnings
 
 from ternpe.link import (CMD_INFER, CMD_INFO, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info,
                          export_id, reply_length)
+from ternpe.files import check_out_dir
 from ternpe.tools import ToolError, require, tool_env
 
 __all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "ICESTORM_PYTHON"]
@@ -46,10 +48,17 @@ class VerifyError(RuntimeError):
 
 
 def _icebox_vlog() -> pathlib.Path:
-    vlog = shutil.which("icebox_vlog")
-    if vlog is None or not (ICESTORM_PYTHON / "icebox.py").exists():
-        raise ToolError(f"icebox_vlog not found: {HOW_TO_INSTALL}")
+    vlog = require("icebox_vlog", env=tool_env())["icebox_vlog"]
+    if not (ICESTORM_PYTHON / "icebox.py").exists():
+        raise ToolError(f"icebox_vlog is there but not IceStorm's python library ({ICESTORM_PYTHON}): {HOW_TO_INSTALL}")
     return pathlib.Path(vlog)
+
+
+def check_tools() -> None:
+    """Raise :class:`ToolError` unless everything verify needs is installed (``ternpe build``
+    asks before synthesis, not after)."""
+    _icebox_vlog()
+    require("iverilog", "vvp", env=tool_env())
 
 
 def unpack(bitstream: pathlib.Path, asc: pathlib.Path) -> None:
@@ -164,7 +173,10 @@ def recover_netlist(asc: pathlib.Path) -> str:
         sys.argv = argv
         sys.path.remove(str(ICESTORM_PYTHON))
     text = out.getvalue()
-    wires, blocks = _hard_blocks(g, icebox)
+    try:
+        wires, blocks = _hard_blocks(g, icebox)
+    except (KeyError, IndexError, AttributeError) as e:
+        raise VerifyError(f"the IceStorm database does not describe this device's SPRAM/MAC16 blocks: {e!r}") from e
     head, sep, tail = text.rpartition("endmodule")
     decl = "".join(f"wire {w};\n" for w in wires)
     text = head + decl + "\n".join(blocks) + sep + tail
@@ -195,7 +207,6 @@ module TERNPE_SIM_PLL (input PACKAGEPIN, input REFERENCECLK, output PLLOUTCORE, 
   assign PLLOUTCORE = tb.clk;
   assign SDO = 1'b0;
   integer n = 0;
-  initial $display("PLL DIVR=%0d DIVF=%0d DIVQ=%0d", DIVR, DIVF, DIVQ);
   always @(posedge tb.clk) begin n <= n + 1; if (n == 16) LOCK <= 1; end
 endmodule
 """
@@ -256,6 +267,18 @@ endmodule
 """
 
 
+def _pll_settings(netlist: str) -> dict:
+    """DIVR, DIVF, DIVQ of the (one) PLL the bitstream configures, from the recovered netlist."""
+    m = re.search(r"TERNPE_SIM_PLL #\((.*?)\) PLL_", netlist, re.S)
+    if m is None:
+        raise VerifyError("the bitstream configures no PLL: not a ternpe board build?")
+    out = {}
+    for k in ("DIVR", "DIVF", "DIVQ"):
+        v = re.search(rf"\.{k}\((\d+)'b([01]+)\)", m.group(1))
+        out[k] = int(v.group(2), 2) if v else None
+    return out
+
+
 def _uart_pins(board) -> tuple:
     """The (rx, tx) package pins of the board's host UART, as ``pin_<n>`` port names."""
     if board.uart_pins:
@@ -284,7 +307,7 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     the board reports the export's id and every reply equals the golden logits and class, and
     its cycle count equals the cycle model's."""
     from ternpe.hw.accelerator import cycle_model, output_bits
-    from ternpe.hw.boards import BOARDS
+    from ternpe.hw.boards import BOARDS, ice40_pll
     from ternpe.hw.uart import divisor as uart_divisor
     from ternpe.image import load_export
 
@@ -320,7 +343,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:       # nothing is written until the bitstream unpacks
         unpack(bitstream, pathlib.Path(tmp) / "design.asc")
-        work = pathlib.Path(work_dir or pathlib.Path("build") / "verify" / bitstream.stem)
+        work = pathlib.Path(work_dir or pathlib.Path("build") / "verify" / board_name / bitstream.stem)
+        check_out_dir(work, markers=("tb.v", "result.json"), what="verify", noun="a verify run", error=VerifyError)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         shutil.copy(pathlib.Path(tmp) / "design.asc", work / "design.asc")
@@ -329,6 +353,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     log(f"verify: {bitstream} unpacked and its netlist recovered ({len(netlist) // 1024} KiB, "
         f"{netlist.count('SB_RAM40_4K')} BRAM, {netlist.count('SB_SPRAM256KA')} SPRAM, "
         f"{netlist.count('SB_MAC16')} MAC16) in {time.time() - t0:.1f} s")
+    pll = _pll_settings(netlist)
+    want_pll = ice40_pll(board.clk_in_hz, clock_hz)
     rx, tx = _uart_pins(board)
     for pin in (rx, tx):
         if not re.search(rf"\b(input|output|inout) {pin}\b", netlist):
@@ -358,8 +384,12 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
             replies[cur].append(int(tok, 16))
 
     result = {"bitstream": str(bitstream), "board": board_name, "export": str(export_dir), "samples": n,
-              "work_dir": str(work),
+              "work_dir": str(work), "pll": pll,
               "divisor": div, "sim_seconds": round(time.time() - t1, 1), "mismatches": []}
+    if pll != {k: want_pll[k] for k in ("DIVR", "DIVF", "DIVQ")}:
+        result["mismatches"].append({"sample": None, "what": "PLL (DIVR, DIVF, DIVQ)", "board": pll,
+                                     "golden": {k: want_pll[k] for k in ("DIVR", "DIVF", "DIVQ")},
+                                     "note": f"the clock is not {clock_hz / 1e6:g} MHz, so the baud rate is wrong"})
     info = _one_reply(fmt, replies.get(0, b""), 0, CMD_INFO)
     want_id = export_id(ex.manifest)
     result["export_id_ok"] = isinstance(info, dict) and info.get("export_id") == want_id

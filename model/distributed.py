@@ -51,12 +51,12 @@ def setup(device: str) -> bool:
     if n <= 1 or dist.is_initialized():
         return dist.is_initialized()
     backend = "nccl" if device == "cuda" else "gloo"
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
         dist.init_process_group(backend)
     except Exception as e:          # a missing rendezvous, a port in use: say so in one line
         raise DistributedError(f"could not join the {n}-process group ({backend}): {e}") from e
-    if device == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", n))))
     return True
 
@@ -131,7 +131,9 @@ def sync_batchnorm(net: nn.Module) -> nn.Module:
 
 def all_max(t: torch.Tensor) -> torch.Tensor:
     """``t``'s maximum over every rank (in place); ``t`` itself in a single process."""
-    if world_size() > 1:
+    # (NCCL reduces CUDA tensors only: a CPU tensor after training, when the quantizers are
+    # calibrated on the folded CPU model, stays this rank's own; every rank sees the same data)
+    if world_size() > 1 and (t.is_cuda or dist.get_backend() != "nccl"):
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 

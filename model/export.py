@@ -40,7 +40,7 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
     golden = {"inputs": x, "labels": ds.y_test[:samples], "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1)}
     golden.update({f"layer{i}": o for i, o in enumerate(outs)})
     geometry = ArrayGeometry.parse(cfg.pe)
-    meta = {"run": str(run_dir), "dataset": cfg.dataset, "arch": cfg.arch, "width": cfg.width, "method": cfg.method,
+    meta = {"run": str(run_dir), "dataset": cfg.dataset, "data_dir": cfg.data_dir, "arch": cfg.arch, "width": cfg.width, "method": cfg.method,
             "cost": cfg.cost, "lam": cfg.lam, "seed": cfg.seed, "cycles": metrics.get("cycles"),
             "speedup": metrics.get("speedup"),
             "integer_accuracy": metrics.get("integer_accuracy"), "float_accuracy": metrics.get("float_accuracy")}

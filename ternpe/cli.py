@@ -105,7 +105,7 @@ streams its golden inputs.
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ternpe",
+        prog="ternpe", allow_abbrev=False,
         description="Ternary, addition-only, PE-wise-sparse neural-network accelerators for open FPGAs.",
         epilog="the demo flow:\n  ternpe train --out runs/digits\n  ternpe export runs/digits --out exports/digits\n"
                "  ternpe generate exports/digits --out build/digits/rtl\n"
@@ -119,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    t = sub.add_parser("train", help="train a ternary PE-wise-pruned network on the CPU",
-                       description="Train a ternary network with PE-wise structured pruning on the CPU, "
+    t = sub.add_parser("train", help="train a ternary PE-wise-pruned network (CPU, or CUDA when there is a GPU)",
+                       allow_abbrev=False,
+                       description="Train a ternary network with PE-wise structured pruning (on the CPU, or on "
+                                   "CUDA GPUs; one process or several), "
                                    "fold it into the integer model, and report accuracy and compression.",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     import dataclasses
@@ -211,7 +213,10 @@ def _parser() -> argparse.ArgumentParser:
                         description="Build the accelerator of an export, with its UART host link, a PLL and "
                                     "status LEDs, into a bitstream for a board (Yosys, nextpnr and "
                                     "icepack/ecppack from the venv). Checks the memories fit before synthesis; "
-                                    "fails when timing does not close at the board's clock.",
+                                    "fails when timing does not close at the board's clock. An iCE40 bitstream is "
+                                    "then verified (`ternpe verify` on --verify-samples golden inputs) before it "
+                                    "replaces the old one; a failed one is kept as <export>.timing-failed.bin or "
+                                    "<export>.verify-failed.bin.",
                         epilog=_BUILD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     bd.add_argument("export", help="export directory written by `ternpe export`")
     bd.add_argument("--board", required=True, help=boards)
@@ -245,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     vf.add_argument("--board", default=None, help="icebreaker or upduino (default: from the build report)")
     vf.add_argument("--samples", type=int, default=None, help="golden inputs to run (default: all)")
     vf.add_argument("--work-dir", default=None, help="where the netlist and the simulation go "
-                                                     "(default: build/verify/<bitstream name>)")
+                                                     "(default: build/verify/<board>/<bitstream name>; an existing directory must be an earlier verify run's)")
 
     fl = sub.add_parser("flash", help="program a board with a bitstream",
                         description="Program a bitstream into a board with iceprog (iCE40 boards, when "
@@ -256,12 +261,13 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("bitstream")
     fl.add_argument("--board", required=True, help=boards)
     fl.add_argument("--force", action="store_true", help="flash even when the build report is missing or says "
-                                                         "timing failed (the board may compute wrong answers)")
+                                                         "timing or verification failed (the board may compute "
+                                                         "wrong answers)")
 
     rn = sub.add_parser("run", help="classify images on a board (or on the simulated board)",
                         description="Send images to a board over the UART host link and print the class and the "
                                     "logits of each. With --sim the same host code talks to the simulated board "
-                                    "(amaranth.sim, bit-level UART).",
+                                    "(the board's Verilog on Verilator, or amaranth.sim; a bit-level UART).",
                         epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     rn.add_argument("--export", required=True, help="the export the bitstream was built from")
     rn.add_argument("--board", default=None, help=boards + " (sets the baud rate)")
@@ -353,7 +359,7 @@ def _cmd_verify(a) -> int:
     from ternpe.flow.verify import verify_bitstream
     r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir)
     for m in r["mismatches"][:10]:
-        where = "export id" if m["sample"] is None else f"sample {m['sample']} {m['what']}"
+        where = m["what"] if m["sample"] is None else f"sample {m['sample']} {m['what']}"
         print(f"  MISMATCH {where}: board {m['board']}, golden {m['golden']}")
     if r["ok"]:
         print(f"ternpe verify: {a.bitstream}: bit-exact on {r['samples']} golden input(s) (logits, class and "
@@ -392,7 +398,7 @@ def _cmd_run(a) -> int:
             from ternpe.flow.vboard import VerilatorTransport as Transport
         else:
             from ternpe.flow.simboard import SimTransport as Transport
-        t = Transport(ex)
+        t = Transport(ex, **({"log": print} if a.simulator == "verilator" else {}))
         where = f"the simulated board ({a.simulator})"
     else:
         from ternpe.hw.boards import BOARDS
@@ -444,11 +450,14 @@ def _eval_set(ex, n: int, data_dir):
     """The images ``--eval`` streams: the export's test split (its data set, recorded in the
     manifest), else its golden inputs. Returns ``(images, labels or None, description)``."""
     if n < 0:
-        raise ValueError(f"--eval {n}: give a number of images >= 1, or nothing for all")
+        raise ValueError(f"--eval {n}: give a number of images >= 1, or no number (or 0) for all")
     shape = tuple(ex.manifest["input"]["shape"])
     name = ex.manifest.get("meta", {}).get("dataset")
     if name:
         from ternpe.model.data import load_dataset
+        if ex.manifest["meta"].get("data_dir") and data_dir is None:
+            raise ValueError(f"--eval: the export was trained on {name} read from files "
+                             f"({ex.manifest['meta']['data_dir']}); give --data-dir")
         ds = load_dataset(name, data_dir)
         x, y, source = ds.x_test, ds.y_test, f"the {name} test split"
         if tuple(x.shape[1:]) != shape:
@@ -469,13 +478,25 @@ def _cmd_train(a, argv) -> int:
     from ternpe.model.train import TrainConfig, train
     if a.workers < 1:
         raise ValueError(f"--workers must be >= 1, not {a.workers}")
-    if a.workers > 1:
-        return _launch_workers(a.workers, argv)
     cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
                       lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, tau=a.tau, r=a.r, t=a.t,
                       first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
                       epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
                       device=a.device, lr=a.lr, lr_ternary=a.lr_ternary, augment=a.augment)
+    if a.workers > 1:
+        import os
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--workers inside a torchrun process: launch either torchrun or --workers, not both")
+        # everything that can be refused is refused here, before any process starts
+        from ternpe.model.train import _device, check_out
+        cfg.validate()
+        check_out(a.out)
+        dev = _device(cfg.device)
+        if dev == "cuda":
+            import torch
+            if a.workers > torch.cuda.device_count():
+                raise ValueError(f"--workers {a.workers} with --device cuda: torch sees {torch.cuda.device_count()} GPU(s)")
+        return _launch_workers(a.workers, argv)
     from ternpe.model.distributed import is_main, teardown
     try:
         train(cfg, a.out)
@@ -505,7 +526,11 @@ def _launch_workers(n: int, argv: list) -> int:
            "-m", "ternpe.cli", *rest]
     print(f"ternpe train: {n} processes: torchrun --standalone --nproc_per_node={n} -m ternpe.cli "
           f"{' '.join(rest)}", flush=True)
-    return subprocess.run(cmd).returncode
+    code = subprocess.run(cmd).returncode
+    if code:
+        print(f"ternpe train: a worker process failed (exit {code}); its message is above", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_export(a) -> int:

@@ -137,7 +137,6 @@ def evaluate(board: Board, images: np.ndarray, labels, reference_logits: np.ndar
     (``reference_logits``, what the hardware must compute) and, when ``labels`` is given, score
     accuracy. Returns counts, accuracies, the host's inferences/s (requests, link and board
     together, wall clock) and every disagreement (there should be none)."""
-    import time
     n = len(images)
     ref_cls = np.argmax(reference_logits, axis=1)
     out = {"images": n, "disagreements": [], "errors": [], "board_classes": []}

@@ -127,3 +127,43 @@ def test_host_refuses_bad_input_and_bad_replies(board):
         decode_reply(b"tp" + body + bytes([checksum(body) ^ 1]), fmt, CMD_INFER)
     with pytest.raises(LinkError, match="no reply"):
         t.read_some(timeout=500)
+
+
+class _ScriptedPort:
+    """A serial port that answers each request with the next scripted reply (given the SEQ)."""
+
+    def __init__(self, replies):
+        self.replies, self.sent = list(replies), []
+
+    def write(self, data):
+        self.sent.append(bytes(data))
+
+    def read_some(self, timeout=None):
+        seq = self.sent[-1][2]
+        return self.replies.pop(0)(seq)
+
+    def discard_input(self):
+        pass
+
+    def quiet(self):
+        pass
+
+
+def _reply(status, seq, payload=b""):
+    body = bytes([status, seq]) + payload
+    return b"tp" + body + bytes([-sum(body) & 0xFF])
+
+
+def test_an_unknown_command_reply_to_our_seq_is_retried():
+    """The host sends only known commands: 'unknown command' to its own SEQ is a command byte
+    broken on the line, retried like a bad checksum (then the good answer is returned)."""
+    from ternpe.link import STATUS_COMMAND, LinkFormat
+    fmt = LinkFormat(input_bytes=4, classes=3, logit_bytes=2, export_id=0x12345678)
+    info = (0x12345678).to_bytes(4, "little") + (4).to_bytes(2, "little") + bytes([3, 2])
+    port = _ScriptedPort([lambda seq: _reply(STATUS_COMMAND, seq), lambda seq: _reply(0, seq, info)])
+    b = Board(port, fmt)
+    assert b.info()["export_id"] == 0x12345678
+    assert b.stats["retries"] == 1 and len(port.sent) == 2 and port.sent[0][2] != port.sent[1][2]
+    port = _ScriptedPort([lambda seq: _reply(STATUS_COMMAND, seq)] * 4)
+    with pytest.raises(LinkError, match="no valid reply after 4 attempts.*does not know the command"):
+        Board(port, fmt).info()
