@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["rank", "world_size", "is_main", "setup", "teardown", "SyncBatchNorm1d", "SyncBatchNorm2d",
+__all__ = ["rank", "world_size", "is_main", "cuda_devices", "setup", "teardown", "SyncBatchNorm1d", "SyncBatchNorm2d",
            "sync_batchnorm", "all_max", "check_in_step", "DistributedError"]
 
 
@@ -42,6 +42,11 @@ def rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def cuda_devices() -> int:
+    """GPUs torch sees (0 on a CPU-only build or machine)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def setup(device: str) -> bool:

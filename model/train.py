@@ -422,7 +422,11 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         metrics["exportable"] = False
         bias_bits = [MULT_BITS + accumulator_bits(l.spec, cfg.act_bits) for l in groups.layers]
     nnz = [layer["nonzero_tiles"] for layer in stats["layers"]]
-    bits = image_bits([l.spec for l in groups.layers], geometry, nnz, bias_bits, act_bits=cfg.act_bits,
+    stored = [l.spec for l in groups.layers]
+    if seq:       # as the export stores it: a classifier behind an average pool, at every pixel
+        nnz = [n * (TileLayout(s, geometry).count // lay.count) for n, s, lay in zip(nnz, specs, groups.layouts)]
+        stored = specs
+    bits = image_bits(stored, geometry, nnz, bias_bits, act_bits=cfg.act_bits,
                       weight_bits=[layer["weight_bits"] for layer in stats["layers"]])
     metrics["stored_bits"] = bits
     metrics["float_bits"] = _float_bits(net)

@@ -493,9 +493,9 @@ def _cmd_train(a, argv) -> int:
         check_out(a.out)
         dev = _device(cfg.device)
         if dev == "cuda":
-            import torch
-            if a.workers > torch.cuda.device_count():
-                raise ValueError(f"--workers {a.workers} with --device cuda: torch sees {torch.cuda.device_count()} GPU(s)")
+            from ternpe.model.distributed import cuda_devices
+            if a.workers > cuda_devices():
+                raise ValueError(f"--workers {a.workers} with --device cuda: torch sees {cuda_devices()} GPU(s)")
         return _launch_workers(a.workers, argv)
     from ternpe.model.distributed import is_main, teardown
     try:
