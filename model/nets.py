@@ -163,6 +163,7 @@ class ResNet20(nn.Module):
         self.positions = hh * ww
         self.fc = TernaryLinear(64, classes, t=t)
         self.fc.spec = LayerSpec("fc", "fc", 64, classes, relu=False)
+        self.fc.repeats = self.positions          # the hardware runs it at every pixel of the last map
         for i, m in enumerate([mod for mod in self.modules() if hasattr(mod, "spec")]):
             m.penalized = i > 0 and m is not self.fc
         self.fc.penalized = first_last == "ternary"

@@ -79,7 +79,9 @@ class _Groups:
         cycles over the mean cycles of all penalized groups (``cycles``)."""
         if cost == "groups":
             return [1.0] * len(self.layers)
-        cyc = [float(tile_cycles(m.spec, self.geometry)) for m in self.layers]
+        # a layer the hardware repeats (ResNet's classifier behind the average pool, at every
+        # pixel) costs its tile's cycles that many times
+        cyc = [float(tile_cycles(m.spec, self.geometry)) * getattr(m, "repeats", 1) for m in self.layers]
         pen = [(c, lay.count) for m, c, lay in zip(self.layers, cyc, self.layouts) if m.penalized]
         mean = sum(c * n for c, n in pen) / max(1, sum(n for _, n in pen)) if pen else 1.0
         return [c / mean for c in cyc]

@@ -174,3 +174,15 @@ def test_generate_says_the_hardware_does_not_run_residual_layers_yet(resnet, tmp
                          **{f"layer{i}": o for i, o in enumerate(outs)}})
     with pytest.raises(GenerateError, match="residual add"):
         generate(tmp_path / "e", tmp_path / "v")
+
+
+def test_the_pooled_classifier_costs_its_tiles_at_every_pixel(resnet):
+    """--cost cycles weighs a classifier tile by the 64 copies the hardware runs."""
+    from ternpe.cycles import tile_cycles
+    from ternpe.model.train import _Groups
+    net, _, _ = resnet
+    g = _Groups(net, ArrayGeometry.parse("1x16"), "cycles")
+    fc, last = g.layers[-1], g.layers[-2]
+    assert fc.repeats == 64
+    want = 64 * tile_cycles(fc.spec, g.geometry) / tile_cycles(last.spec, g.geometry)
+    assert g.weights[-1] / g.weights[-2] == pytest.approx(want)
