@@ -13,7 +13,24 @@ from amaranth.sim import Simulator
 from ternpe.hw.boardcore import BoardCore
 from ternpe.link import LinkError, encode_infer
 
-__all__ = ["SimTransport", "fuzz_link"]
+__all__ = ["SimTransport", "fuzz_link", "reply_timeout", "quiet_clocks"]
+
+
+def reply_timeout(export, core: BoardCore) -> int:
+    """Clocks a simulated read waits by default: the longest a well-behaved exchange can take
+    (a whole request and reply on the line, the inference, the board's timeout and quiet
+    period), twice over. Both simulated boards use it."""
+    from ternpe.hw.accelerator import cycle_model
+    from ternpe.link import CMD_INFER, reply_length, request_length
+    fmt = core.link.format
+    line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * core.divisor
+    return 2 * (line + cycle_model(export)["latency"] + core.link.timeout_cycles + core.link.quiet_cycles)
+
+
+def quiet_clocks(core: BoardCore) -> int:
+    """Clocks a host waits after a broken request: the board's quiet period twice over, and two
+    byte times."""
+    return 2 * core.link.quiet_cycles + 20 * core.divisor
 
 
 class SimTransport:
@@ -26,13 +43,7 @@ class SimTransport:
     def __init__(self, export, *, divisor: int = 4, timeout_cycles: int = 4000):
         self.core = BoardCore(export, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
-        # the longest a well-behaved exchange can take: a whole request and reply on the line,
-        # the inference, the board's timeout and quiet period; twice over
-        from ternpe.hw.accelerator import cycle_model
-        from ternpe.link import CMD_INFER, reply_length, request_length
-        fmt = self.core.link.format
-        line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * divisor
-        self.reply_timeout = 2 * (line + cycle_model(export)["latency"] + timeout_cycles + self.core.link.quiet_cycles)
+        self.reply_timeout = reply_timeout(export, self.core)
         self.period = 1e-7
         self.to_board = collections.deque()
         self.from_board = bytearray()
@@ -104,7 +115,7 @@ class SimTransport:
 
     def quiet(self) -> None:
         """Wait out the board's quiet period after a broken request (twice over), then discard input."""
-        self.idle(2 * self.core.link.quiet_cycles + 20 * self.divisor)
+        self.idle(quiet_clocks(self.core))
         self.from_board.clear()
 
     def idle(self, clocks: int) -> None:

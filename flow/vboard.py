@@ -26,6 +26,7 @@ from ternpe.link import LinkError
 from ternpe.tools import require, tool_env
 
 from .cosim import VERILATOR_ARGS
+from .simboard import quiet_clocks, reply_timeout
 
 __all__ = ["VerilatorTransport", "VerilatorBuildError", "build_library"]
 
@@ -236,12 +237,7 @@ class VerilatorTransport:
         from amaranth.back import verilog
         self.core = BoardCore(export, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
-        # SimTransport's bound on a well-behaved exchange (the tests hold the two equal)
-        from ternpe.hw.accelerator import cycle_model
-        from ternpe.link import CMD_INFER, reply_length, request_length
-        fmt = self.core.link.format
-        line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * divisor
-        self.reply_timeout = 2 * (line + cycle_model(export)["latency"] + timeout_cycles + self.core.link.quiet_cycles)
+        self.reply_timeout = reply_timeout(export, self.core)
         self.library = build_library(verilog.convert(self.core, name="boardcore", emit_src=False), build_dir, log=log)
         self._so = _load(self.library)
         self._h = self._so.vb_create(divisor)
@@ -281,7 +277,7 @@ class VerilatorTransport:
 
     def quiet(self) -> None:
         """Wait out the board's quiet period after a broken request (twice over), then discard input."""
-        self.idle(2 * self.core.link.quiet_cycles + 20 * self.divisor)
+        self.idle(quiet_clocks(self.core))
         self.discard_input()
 
     def idle(self, clocks: int) -> None:
