@@ -34,13 +34,12 @@ import warnings
 from ternpe.link import (CMD_INFER, CMD_INFO, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info,
                          export_id, reply_length)
 from ternpe.files import check_out_dir
-from ternpe.tools import ToolError, require, tool_env
+from ternpe.tools import HOW_TO_INSTALL, ToolError, require, tool_env
 
 __all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "ICESTORM_PYTHON"]
 
 #: where Debian's fpga-icestorm keeps icebox.py (icebox_vlog imports it)
 ICESTORM_PYTHON = pathlib.Path("/usr/share/fpga-icestorm/python")
-HOW_TO_INSTALL = "install Debian's fpga-icestorm (sudo apt-get install fpga-icestorm; make setup does it when it can)"
 
 
 class VerifyError(RuntimeError):
@@ -50,7 +49,7 @@ class VerifyError(RuntimeError):
 def _icebox_vlog() -> pathlib.Path:
     vlog = require("icebox_vlog", env=tool_env())["icebox_vlog"]
     if not (ICESTORM_PYTHON / "icebox.py").exists():
-        raise ToolError(f"icebox_vlog is there but not IceStorm's python library ({ICESTORM_PYTHON}): {HOW_TO_INSTALL}")
+        raise ToolError(f"icebox_vlog is there but not IceStorm's python library ({ICESTORM_PYTHON}): {HOW_TO_INSTALL['icebox_vlog']}")
     return pathlib.Path(vlog)
 
 
@@ -66,7 +65,7 @@ def unpack(bitstream: pathlib.Path, asc: pathlib.Path) -> None:
     env = tool_env()
     tool = shutil.which("iceunpack", path=env["PATH"]) or shutil.which("yowasp-iceunpack", path=env["PATH"])
     if tool is None:
-        raise ToolError(f"iceunpack not found: {HOW_TO_INSTALL}")
+        raise ToolError(f"iceunpack not found: {HOW_TO_INSTALL['iceunpack']}")
     # YoWASP tools see a private /tmp: run with paths relative to a common directory
     data = bitstream.read_bytes()
     work = asc.parent

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
 
 from ternpe.contract import ArrayGeometry
 from ternpe.files import check_out_dir, replace_dir
-from ternpe.image import ExportError, load_export, write_export
+from ternpe.image import ExportError, golden_vectors, load_export, write_export
 from .data import load_dataset
 from .fold import calibrate_activations, fold
 from .train import _tensors, load_run
@@ -37,8 +36,7 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
         samples = len(ds.x_test)
     x = ds.x_test[:samples]
     outs = im.run(x)
-    golden = {"inputs": x, "labels": ds.y_test[:samples], "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1)}
-    golden.update({f"layer{i}": o for i, o in enumerate(outs)})
+    golden = golden_vectors(x, ds.y_test[:samples], outs)
     geometry = ArrayGeometry.parse(cfg.pe)
     meta = {"run": str(run_dir), "dataset": cfg.dataset, "data_dir": cfg.data_dir, "arch": cfg.arch, "width": cfg.width, "method": cfg.method,
             "cost": cfg.cost, "lam": cfg.lam, "seed": cfg.seed, "cycles": metrics.get("cycles"),

@@ -37,7 +37,7 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, MAX_SHIFT, MULT_
                        accumulator_bits, pack_tile_words, run_integer_network,
                        unpack_tile_words, unsigned_bits)
 
-__all__ = ["FORMAT_VERSION", "manifest_digest", "write_manifest", "ExportError", "ExportedLayer", "Export", "write_export", "rewrite_export",
+__all__ = ["FORMAT_VERSION", "manifest_digest", "write_manifest", "ExportError", "ExportedLayer", "Export", "write_export", "golden_vectors", "rewrite_export",
            "with_tile_density", "load_export", "widen", "densified",
            "read_hex", "write_hex"]
 
@@ -216,6 +216,13 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def golden_vectors(inputs, labels, outs: list) -> dict:
+    """The golden arrays of an export: the inputs, their labels, every layer's integer output
+    (``outs``, as :func:`run_integer_network` gives them), the logits and the classes."""
+    return {"inputs": inputs, "labels": labels, "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1),
+            **{f"layer{k}": o for k, o in enumerate(outs)}}
+
+
 def rewrite_export(src, dst, weights) -> "Export":
     """A copy of export ``src`` at ``dst`` with other integer weights (torch layout, one array
     per layer; the requantizers are kept) and golden outputs recomputed by the integer model.
@@ -224,8 +231,7 @@ def rewrite_export(src, dst, weights) -> "Export":
     specs = [l.spec for l in ex.layers]
     requants = [l.channel_requant() for l in ex.layers]
     outs = run_integer_network(ex.golden["inputs"], specs, weights, requants, act_bits=ex.act_bits)
-    golden = {"inputs": ex.golden["inputs"], "labels": ex.golden["labels"], "logits": outs[-1],
-              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
+    golden = golden_vectors(ex.golden["inputs"], ex.golden["labels"], outs)
     write_export(dst, geometry=ex.geometry, act_bits=ex.act_bits, specs=specs, weights=weights, requants=requants,
                  golden=golden, logit_scale=ex.manifest["formats"]["logit_scale"],
                  meta={**ex.manifest.get("meta", {}), "rewritten_from": str(src)})

@@ -15,7 +15,7 @@ import numpy as np
 
 from .contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool2x2, parse_layers, requant_params, requantize,
                        run_integer_network)
-from .image import load_export, write_export
+from .image import golden_vectors, load_export, write_export
 
 __all__ = ["parse_layers", "random_export", "random_specs"]
 
@@ -69,8 +69,7 @@ def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float =
         if spec.pool:
             a = maxpool2x2(a)
     outs = run_integer_network(x, specs, weights, requants, act_bits=act_bits)
-    golden = {"inputs": x.astype(np.uint8), "labels": np.zeros(samples, np.int64), "logits": outs[-1],
-              "classes": np.argmax(outs[-1], 1), **{f"layer{k}": o for k, o in enumerate(outs)}}
+    golden = golden_vectors(x.astype(np.uint8), np.zeros(samples, np.int64), outs)
     write_export(out, geometry=geometry, act_bits=act_bits, specs=specs, weights=weights, requants=requants,
                  golden=golden, logit_scale=1.0, meta={"random": {"layers": layers, "seed": seed, "density": density}})
     return load_export(out)

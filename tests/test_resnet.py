@@ -129,14 +129,13 @@ def test_resnet_folds_block_by_block(resnet):
 
 def test_resnet_export_round_trip_and_cycles(resnet, tmp_path):
     from ternpe.cycles import cycle_model
-    from ternpe.image import ExportError, load_export, write_export, write_manifest
+    from ternpe.image import ExportError, golden_vectors, load_export, write_export, write_manifest
     from ternpe.model.fold import fold
     net, metrics, ds = resnet
     im = fold(net)
     x = ds.x_test[:6]
     outs = im.run(x)
-    golden = {"inputs": x, "labels": ds.y_test[:6], "logits": outs[-1], "classes": np.argmax(outs[-1], axis=1),
-              **{f"layer{i}": o for i, o in enumerate(outs)}}
+    golden = golden_vectors(x, ds.y_test[:6], outs)
     write_export(tmp_path / "e", geometry=ArrayGeometry.parse("1x16"), act_bits=8, specs=im.specs, weights=im.weights,
                  requants=im.requants, golden=golden, logit_scale=im.logit_scale)
     ex = load_export(tmp_path / "e")        # reruns the integer model from the image: residuals round-trip
@@ -162,7 +161,7 @@ def test_resnet_export_round_trip_and_cycles(resnet, tmp_path):
 def test_generate_says_the_hardware_does_not_run_residual_layers_yet(resnet, tmp_path):
     from ternpe.flow.generate import generate
     from ternpe.model.fold import fold
-    from ternpe.image import write_export
+    from ternpe.image import golden_vectors, write_export
     from ternpe.hw.accelerator import GenerateError
     net, _, ds = resnet
     im = fold(net)
@@ -170,8 +169,7 @@ def test_generate_says_the_hardware_does_not_run_residual_layers_yet(resnet, tmp
     outs = im.run(x)
     write_export(tmp_path / "e", geometry=ArrayGeometry.parse("1x16"), act_bits=8, specs=im.specs, weights=im.weights,
                  requants=im.requants, logit_scale=im.logit_scale,
-                 golden={"inputs": x, "labels": ds.y_test[:2], "logits": outs[-1], "classes": np.argmax(outs[-1], 1),
-                         **{f"layer{i}": o for i, o in enumerate(outs)}})
+                 golden=golden_vectors(x, ds.y_test[:2], outs))
     with pytest.raises(GenerateError, match="residual add"):
         generate(tmp_path / "e", tmp_path / "v")
 
