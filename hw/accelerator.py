@@ -38,7 +38,8 @@ from ternpe import cycles
 from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, signed_bits, unsigned_bits
 from ternpe.cycles import argmax_cycles, broadcast_register, drain_cycles, ops_per_position, rows_per_group, window_mode
 from .array import PEArray
-from .controller import Controller, OpTag, write_elements
+from .actmem import layer_bases, write_bases, act_regions
+from .controller import Controller, OpTag, has_residual, shortcut_constants, write_elements
 from .input import InputBuffer, input_memories
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer, tile_program
@@ -76,8 +77,7 @@ def _plans(ex) -> list:
     for i, l in enumerate(ex.layers):
         s = l.spec
         if s.residual is not None:
-            raise GenerateError(f"layer {s.name}: a residual add (ResNet); the contract, the integer model and the "
-                                f"export define it, the hardware does not run it yet (sequential networks only)")
+            _check_shortcut(ex, i)
         window = window_mode(s, ex.geometry)
         if window and i > 0:
             raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "
@@ -129,20 +129,47 @@ def cycle_model(ex, *, drain: int | None = None) -> dict:
                               [np.diff(l.rowptr) for l in ex.layers], drain=drain)
 
 
-def act_regions(ex) -> dict:
-    """Words of the activation memory's two ping-pong regions: layer ``i`` writes region
-    ``i % 2``, each as large as the largest output written there."""
-    G = ex.geometry.G
-    words = [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]]
-    buf = [max([1] + words[b::2]) for b in (0, 1)]
-    return {"buffers": buf, "depth": buf[0] + buf[1]}
+def _check_shortcut(ex, i: int):
+    """A residual layer the hardware runs: its shortcut is a map in the activation memory whose
+    ``P`` channels of every output row lie in one memory word (read in the requantizer's cycle)."""
+    s, g = ex.layers[i].spec, ex.geometry
+    src = s.residual
+    if src < 1 or src >= i:
+        raise GenerateError(f"layer {s.name}: its shortcut is the input of layer {src}; the hardware reads a "
+                            f"shortcut from the activation memory, so it must be the output of a hidden layer "
+                            f"(add a conv before the first residual block)")
+    a = ex.layers[src - 1].spec
+    if a.kind != "conv":
+        raise GenerateError(f"layer {s.name}: its shortcut must be a map, {a.name} is an fc layer")
+    ih, iw, ic = a.out_h, a.out_w, a.cout
+    want = ((ih + 1) // 2, (iw + 1) // 2) if s.shortcut == "pad" else (ih, iw)
+    if want != (s.conv_h, s.conv_w) or ic > s.cout or (s.shortcut == "identity" and ic != s.cout):
+        raise GenerateError(f"layer {s.name}: a {s.shortcut} shortcut of {a.name}'s {ih}x{iw}x{ic} output does not "
+                            f"match its {s.conv_h}x{s.conv_w}x{s.cout} output")
+    for r, lanes in enumerate(shortcut_lanes(s, ic, g.P)):
+        lo, hi = lanes
+        if lo == hi:
+            continue
+        first = r * g.P + lo - (s.cout - ic) // 2 if s.shortcut == "pad" else r * g.P + lo
+        for pix in range(s.out_h * s.out_w):
+            e = pix * ic if s.shortcut == "identity" else ((pix // s.out_w) * 2 * iw + (pix % s.out_w) * 2) * ic
+            if (e + first) // g.G != (e + first + hi - lo - 1) // g.G:
+                raise GenerateError(
+                    f"layer {s.name}: the shortcut of output channels {r * g.P}..{r * g.P + g.P - 1} spans two "
+                    f"activation words of {a.name}'s output (channels are zero-padded by {(s.cout - ic) // 2}); "
+                    f"the requantizers read one word per row: choose P dividing that offset (--pe 1x{g.G} works)")
 
 
-def _bases(ex):
-    """Per layer: (read base, write base); layer 0 reads the input buffer."""
-    b0 = act_regions(ex)["buffers"][0]
-    wb = [0 if i % 2 == 0 else b0 for i in range(len(ex.layers))]
-    return [(0 if i == 0 else wb[i - 1], wb[i]) for i in range(len(ex.layers))]
+def shortcut_lanes(spec, src_channels: int, P: int) -> list:
+    """Per tile row of a residual layer: the lanes ``[lo, hi)`` of its ``P`` output channels
+    that take a shortcut channel (a pad shortcut's outer channels are zero)."""
+    off = (spec.cout - src_channels) // 2 if spec.shortcut == "pad" else 0
+    out = []
+    for r in range(-(-spec.cout // P)):
+        lo = min(max(off - r * P, 0), P)
+        hi = max(min(off + src_channels - r * P, P), lo)
+        out.append((lo, hi))
+    return out
 
 
 def memory_shapes(ex) -> dict:
@@ -159,6 +186,9 @@ def memory_shapes(ex) -> dict:
             "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
                                       sum(l.layout.rows for l in ex.layers)),
             "activations": (g.G * ex.act_bits, act_regions(ex)["depth"]),
+            # a residual network reads its shortcut through a second port: a second copy
+            **({"activations (shortcut port)": (g.G * ex.act_bits, act_regions(ex)["depth"])}
+               if has_residual(ex) else {}),
             **input_memories(ex.layers[0].spec, g.G, ex.act_bits, plans[0].window)}
 
 
@@ -211,6 +241,7 @@ class Accelerator(wiring.Component):
         self.bias_bits = max(l.bias_bits for l in ex.layers)
         self.classes = ex.layers[-1].spec.cout
         self.out_bits = output_bits(ex)
+        self.residual = has_residual(ex)
         super().__init__({
             "input": In(stream.Signature(unsigned(A))),
             "output": Out(stream.Signature(signed(self.out_bits))),
@@ -236,10 +267,17 @@ class Accelerator(wiring.Component):
                                                            index_in_logic=self.index_in_logic)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
         m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram, adv_delay=3)
+        sc_consts = shortcut_constants(ex, write_bases(ex)) if self.residual else None
+        sc_bits = 0
+        if sc_consts:
+            hi = act_regions(ex)["depth"] * g.G + max(max(c["sc_px"], c["sc_py"]) for c in sc_consts) + g.G
+            lo = min(c["sc_init"] for c in sc_consts)
+            sc_bits = signed_bits(lo, hi)
         m.submodules.ctrl = ctrl = Controller(
             export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
             list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),
-            read_bases=[rb for rb, _ in _bases(ex)], drain=self.drain_cycles)
+            read_bases=[rb for rb, _ in layer_bases(ex)], drain=self.drain_cycles, shortcut=sc_consts,
+            sc_bits=sc_bits)
         m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry),
                      ctrl.win_ok.eq(inb.win_ok), inb.win_adv.eq(ctrl.win_adv)]
         wiring.connect(m, wiring.flipped(self.input), inb.input)
@@ -270,6 +308,9 @@ class Accelerator(wiring.Component):
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
         r_act, r_w = Signal(g.G * A), Signal(g.word_bits)
         m.d.sync += [s2.eq(s1), r_act.eq(a_rd.data), r_w.eq(wb.word)]
+        if self.residual:
+            self._shortcut_tags(m, op, s1, s2)
+        self._act_mem = act_mem
         if self.plans[0].window:
             m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
             first = inb.win_word
@@ -287,6 +328,32 @@ class Accelerator(wiring.Component):
         self._tags = [s2.tag]
         return a_wr
 
+    def _shortcut_tags(self, m, op, s1, s2):
+        """Where the shortcut of an op's row is (residual networks), filled into its tag in two
+        stages after the op register: ``s1`` adds the row's first shortcut channel to the
+        controller's pixel counter, ``s2`` takes the word and the lane rotation."""
+        ex, g = self.export, self.export.geometry
+        lg = max(1, _log2(g.G))
+        first, rot_c, mask_c = Signal(16, name="sc_first_c"), Signal(lg, name="sc_rot_c"), Signal(g.P, name="sc_mask_c")
+        with m.Switch(op.tag.layer):
+            for i, l in enumerate(ex.layers):
+                s = l.spec
+                if s.residual is None:
+                    continue
+                ic = ex.layers[s.residual - 1].spec.cout
+                with m.Case(i):
+                    with m.Switch(op.tag.r):
+                        for r, (lo, hi) in enumerate(shortcut_lanes(s, ic, g.P)):
+                            off = (s.cout - ic) // 2 if s.shortcut == "pad" else 0
+                            with m.Case(r):
+                                # an empty row reads the pixel's first channel (a real address), masked
+                                m.d.comb += [first.eq(r * g.P + lo if hi > lo else off),
+                                             rot_c.eq((r * g.P) % g.G),
+                                             mask_c.eq(sum(1 << p for p in range(lo, hi)))]
+        e_first, rot, mask = Signal.like(op.sc, name="sc_e1"), Signal(lg, name="sc_rot1"), Signal(g.P, name="sc_mask1")
+        m.d.sync += [e_first.eq(op.sc + first), rot.eq(op.sc[:lg] + rot_c), mask.eq(mask_c)]
+        m.d.sync += [s2.tag.sc_word.eq(e_first >> lg), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
+
     def _requantize(self, m, arr):
         """Requantizer constants (one ROM word of ``P`` channels per tile row) and the requantizers."""
         ex, P, L = self.export, self.export.geometry.P, len(self.export.layers)
@@ -297,10 +364,17 @@ class Accelerator(wiring.Component):
             tags.append(tg)
         rows_all = [l.layout.rows for l in ex.layers]
         rq_base = [sum(rows_all[:i]) for i in range(L)]
-        rq_layout = data.ArrayLayout(data.StructLayout({"mult": signed(MULT_BITS), "bias": signed(self.bias_bits),
-                                                         "shift": unsigned(SHIFT_BITS)}), P)
-        rq_init = [rq_layout.const([{"mult": int(l.requant.mult[r * P + p]), "bias": int(l.requant.bias[r * P + p]),
-                                     "shift": int(l.requant.shift[r * P + p])} for p in range(P)]).as_value().value
+        fields = {"mult": signed(MULT_BITS), "bias": signed(self.bias_bits), "shift": unsigned(SHIFT_BITS)}
+        if self.residual:
+            fields["res_mult"] = signed(MULT_BITS)
+
+        def word(l, c):
+            w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c])}
+            if self.residual:
+                w["res_mult"] = 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])
+            return w
+        rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
+        rq_init = [rq_layout.const([word(l, r * P + p) for p in range(P)]).as_value().value
                    for l in ex.layers for r in range(l.layout.rows)]
         m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
         rq_rd = rqrom.read_port()
@@ -308,13 +382,26 @@ class Accelerator(wiring.Component):
         m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
         at_res = tags[-1]
         rq_words = data.View(rq_layout, rq_rd.data)
-        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=self.act_bits)
-                    for _ in range(P)]
+        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=self.act_bits,
+                                residual=self.residual) for _ in range(P)]
         for p, rq in enumerate(requants):
             m.submodules[f"requant{p}"] = rq
             m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
                          rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
                          rq.clamp.eq(at_res.layer != L - 1)]
+        if self.residual:
+            # the shortcut: its word is read two stages ahead of the result and registered (no
+            # logic after a block RAM output); the row's P lanes are rotated out of it and masked
+            G, A = self.export.geometry.G, self.act_bits
+            sc_rd = self._act_mem.read_port()
+            sc_word = Signal(G * A)
+            m.d.comb += sc_rd.addr.eq(tags[-3].sc_word)
+            m.d.sync += sc_word.eq(sc_rd.data)
+            lanes = Array(sc_word[n * A:(n + 1) * A] for n in range(G))
+            lg = max(1, _log2(G))
+            for p, rq in enumerate(requants):
+                lane = lanes[(at_res.sc_rot + p)[:lg]] if G > 1 else lanes[0]
+                m.d.comb += [rq.sc.eq(Mux(at_res.sc_mask[p], lane, 0)), rq.res_mult.eq(rq_words[p].res_mult)]
         for n in range(Requantizer.latency):
             tg = Signal(tag_layout, name=f"tag_r{n}")
             m.d.sync += tg.eq(tags[-1])
@@ -345,7 +432,7 @@ class Accelerator(wiring.Component):
         # the element index of the result's pixel, counted in the activation memory itself (from the
         # layer's write base x G): restarts with a layer, steps by cout per pixel. e_next holds the
         # next pixel's index ahead, so the write address is one add (+ the row's channels).
-        bases_e = [wbase * G for _, wbase in _bases(ex)]
+        bases_e = [wbase * G for _, wbase in layer_bases(ex)]
         depth_e = act_regions(ex)["depth"] * G + write_elements(ex) + 1
         e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
         first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
@@ -388,7 +475,7 @@ class Accelerator(wiring.Component):
         m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
         wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
         word = w_idx >> _log2(G)
-        wbase = Array(Const(wbase, 24) for _, wbase in _bases(ex))[tq.layer]
+        wbase = Array(Const(wbase, 24) for _, wbase in layer_bases(ex))[tq.layer]
         m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
         m.d.comb += [act_wr.addr.eq(word), act_wr.data.eq(wdata), act_wr.en.eq(Mux(w_en, lane_mask, 0))]

@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
 from ternpe.cycles import gather_cycles
+from .actmem import act_regions
 from .weights import TileEntry
 
 __all__ = ["OpTag", "Op", "Controller", "write_elements"]
@@ -43,8 +44,20 @@ def OpTag(export) -> data.StructLayout:
     ``pix_first``: the op is in its pixel's first row; ``layer_first``: in the layer's first pixel
     (the write-back counts pixels from these, so no address travels down the pipeline)."""
     ls = export.layers
-    return data.StructLayout({"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
-                              "q": 2, "last_q": 1, "pix_first": 1, "layer_first": 1})
+    fields = {"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
+              "q": 2, "last_q": 1, "pix_first": 1, "layer_first": 1}
+    if has_residual(export):
+        # filled in after the op register (the controller leaves them zero): the shortcut's word,
+        # the lane of the row's channel 0 in it, and which of the P lanes take a shortcut channel
+        G, P = export.geometry.G, export.geometry.P
+        fields.update({"sc_word": unsigned_bits(max(1, sc_words(export) - 1)),
+                       "sc_rot": max(1, (G - 1).bit_length()), "sc_mask": P})
+    return data.StructLayout(fields)
+
+
+def sc_words(export) -> int:
+    """Words of the activation memory (the range of a shortcut read)."""
+    return act_regions(export)["depth"]
 
 
 def act_addr_shape(export, read_bases) -> tuple:
@@ -60,14 +73,42 @@ def act_addr_shape(export, read_bases) -> tuple:
     return unsigned_bits(max(-lo, hi)) + 1, unsigned_bits(hi)
 
 
-def Op(export, word_addr_bits: int, col_bits: int, addr_bits: int = 24) -> data.StructLayout:
+def has_residual(export) -> bool:
+    return any(l.spec.residual is not None for l in export.layers)
+
+
+def Op(export, word_addr_bits: int, col_bits: int, addr_bits: int = 24, sc_bits: int = 0) -> data.StructLayout:
     """One op: read the activation word ``act_addr + col`` (zero when ``inb`` is low: padding)
     and add it under weight word ``word_addr`` (zero when ``empty``: a row without tiles);
-    ``clear`` starts a sum, ``last`` ends it; ``j`` is the word of the tile (window mode)."""
+    ``clear`` starts a sum, ``last`` ends it; ``j`` is the word of the tile (window mode).
+    A network with residual layers adds ``sc``: the element of the activation memory where
+    the shortcut of this output pixel's channel 0 would be (see :func:`shortcut_constants`)."""
     max_words = max(l.layout.words_per_tile for l in export.layers)
-    return data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": addr_bits,
-                              "col": col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits,
-                              "tag": OpTag(export)})
+    fields = {"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": addr_bits,
+              "col": col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits, "tag": OpTag(export)}
+    if sc_bits:
+        fields["sc"] = signed(sc_bits)
+    return data.StructLayout(fields)
+
+
+def shortcut_constants(export, write_bases) -> list:
+    """Per layer, the steps of the shortcut counter: ``sc_init`` (element of output pixel 0's
+    shortcut, less the channel offset of a pad shortcut), ``sc_px`` (next pixel), ``sc_py``
+    (next row). Zero for a layer without a residual add. ``write_bases[k]``: the first word
+    of layer ``k``'s output."""
+    G = export.geometry.G
+    out = []
+    for l in export.layers:
+        s = l.spec
+        if s.residual is None:
+            out.append({"sc_init": 0, "sc_px": 0, "sc_py": 0})
+            continue
+        a = export.layers[s.residual - 1].spec
+        ic, sub = a.cout, 2 if s.shortcut == "pad" else 1
+        off = (s.cout - ic) // 2 if s.shortcut == "pad" else 0
+        out.append({"sc_init": write_bases[s.residual - 1] * G - off, "sc_px": sub * ic,
+                    "sc_py": sub * a.out_w * ic})
+    return out
 
 
 def _layer_constants(spec, layout, G: int, read_base: int) -> dict:
@@ -117,16 +158,21 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
-                 word_addr_bits: int, read_bases, drain: int):
+                 word_addr_bits: int, read_bases, drain: int, shortcut=None, sc_bits: int = 0):
         self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
         self.n_layers = len(export.layers)
         self.addr_bits = act_addr_shape(export, read_bases)
         self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
                        for l, b in zip(export.layers, read_bases)]
+        self.sc_bits = sc_bits if shortcut else 0
+        if shortcut:
+            for c, sc in zip(self.consts, shortcut):
+                c.update(sc)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "op": Out(Op(export, word_addr_bits, col_bits, self.addr_bits[1])), "win_ok": In(1), "win_adv": Out(1),
+            "op": Out(Op(export, word_addr_bits, col_bits, self.addr_bits[1], self.sc_bits)),
+            "win_ok": In(1), "win_adv": Out(1),
         })
 
     def _may_stall(self) -> bool:
@@ -193,6 +239,10 @@ class Controller(wiring.Component):
         c = self._constant_registers(m, next_layer, setup_load)
         m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty),
                      op.col.eq(entry.col), op.j.eq(j)]
+        # the shortcut counter (residual networks): element of this pixel's shortcut, stepped like pix_addr
+        sc = [Signal(signed(self.sc_bits), name=n) for n in ("sc_pix", "sc_row")] if self.sc_bits else None
+        if sc:
+            m.d.comb += op.sc.eq(sc[0])
 
         qdy, qdx = Mux(q[1], c["s"], 0), Mux(q[0], c["s"], 0)
         iy, ix = Signal(pos), Signal(pos)
@@ -219,6 +269,8 @@ class Controller(wiring.Component):
                              py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
                              pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
                              oy0.eq(-c["pad"]), ox0.eq(-c["pad"])]
+                if sc:
+                    m.d.sync += [sc[0].eq(c["sc_init"]), sc[1].eq(c["sc_init"])]
                 with m.If(~c["window"] | self.win_ok):
                     m.d.comb += self.win_adv.eq(c["window"])
                     m.next = "RUN"
@@ -227,7 +279,7 @@ class Controller(wiring.Component):
                 self._run(m, entry=entry, op=op, c=c, t=t, t_row=t_row, t_next=t_next, t_inc=t_inc,
                           t_row_inc=t_row_inc, j_last=j_last, q_last=q_last, wa=wa, wa_row=wa_row, j=j, q=q,
                           ky=ky, kx=kx, k_addr=k_addr, px=px, py=py, pix_addr=pix_addr, row_addr=row_addr,
-                          ox0=ox0, oy0=oy0, drain=drain)
+                          ox0=ox0, oy0=oy0, drain=drain, sc=sc)
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)
@@ -242,7 +294,7 @@ class Controller(wiring.Component):
         return m
 
     def _run(self, m, *, entry, op, c, t, t_row, t_next, t_inc, t_row_inc, j_last, q_last, wa, wa_row, j, q,
-             ky, kx, k_addr, px, py, pix_addr, row_addr, ox0, oy0, drain):
+             ky, kx, k_addr, px, py, pix_addr, row_addr, ox0, oy0, drain, sc):
         """One cycle of the op loop (state ``RUN``): issue an op and step the counters."""
         m.d.comb += [self.busy.eq(1), t_next.eq(t)]
         end_entry = entry.empty | j_last
@@ -286,10 +338,14 @@ class Controller(wiring.Component):
                     with m.If(px != c["out_w1"]):
                         m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
                                      ox0.eq(ox0 + c["step"])]
+                        if sc:
+                            m.d.sync += sc[0].eq(sc[0] + c["sc_px"])
                     with m.Elif(py != c["out_h1"]):
                         m.d.sync += [px.eq(0), py.eq(py + 1), pix_addr.eq(row_addr + c["pystep"]),
                                      row_addr.eq(row_addr + c["pystep"]), ox0.eq(-c["pad"]),
                                      oy0.eq(oy0 + c["step"])]
+                        if sc:
+                            m.d.sync += [sc[0].eq(sc[1] + c["sc_py"]), sc[1].eq(sc[1] + c["sc_py"])]
                     with m.Else():
                         m.d.sync += drain.eq(0)
                         m.next = "DRAIN"

@@ -18,8 +18,11 @@ __all__ = ["Requantizer", "requant_out_bits", "ACC_BITS_PER_MULTIPLIER"]
 ACC_BITS_PER_MULTIPLIER = 15
 
 
-def requant_out_bits(acc_bits: int, bias_bits: int) -> int:
-    """Width of ``acc * mult + bias`` (and of the unclamped output, the logits)."""
+def requant_out_bits(acc_bits: int, bias_bits: int, sc_bits: int = 0) -> int:
+    """Width of ``acc * mult + bias`` (and of the unclamped output, the logits); with a shortcut
+    of ``sc_bits`` unsigned bits, of ``acc * mult + bias + sc * res_mult``."""
+    if sc_bits:
+        return max(acc_bits + MULT_BITS, bias_bits, sc_bits + 1 + MULT_BITS) + 2
     return max(acc_bits + MULT_BITS, bias_bits) + 1
 
 
@@ -42,24 +45,31 @@ class Requantizer(wiring.Component):
     shift : In(unsigned(SHIFT_BITS))
     clamp : In(1)
         ReLU + saturate to ``[0, 2**act_bits - 1]`` (hidden layers); off for logits.
+    sc : In(unsigned(act_bits)), res_mult : In(signed(MULT_BITS))
+        With ``residual``: the shortcut activation and its multiplier, added as ``sc * res_mult``
+        beside the accumulator's partial products (one more multiplier).
     out : Out(signed(out_bits))
         ``out_bits = acc_bits + MULT_BITS + 1`` holds any unclamped logit.
     out_valid : Out(1)
     """
 
-    def __init__(self, *, acc_bits: int, bias_bits: int, act_bits: int):
+    def __init__(self, *, acc_bits: int, bias_bits: int, act_bits: int, residual: bool = False):
         self.acc_bits = operator.index(acc_bits)
         self.bias_bits = operator.index(bias_bits)
         self.act_bits = operator.index(act_bits)
-        super().__init__({
+        self.residual = bool(residual)
+        ports = {
             "valid": In(1), "acc": In(signed(self.acc_bits)), "mult": In(signed(MULT_BITS)),
             "bias": In(signed(self.bias_bits)), "shift": In(unsigned(SHIFT_BITS)), "clamp": In(1),
             "out": Out(signed(self.out_bits)), "out_valid": Out(1),
-        })
+        }
+        if self.residual:
+            ports.update({"sc": In(unsigned(self.act_bits)), "res_mult": In(signed(MULT_BITS))})
+        super().__init__(ports)
 
     @property
     def out_bits(self) -> int:
-        return requant_out_bits(self.acc_bits, self.bias_bits)
+        return requant_out_bits(self.acc_bits, self.bias_bits, self.act_bits if self.residual else 0)
 
     latency = REQUANT_LATENCY
 
@@ -87,7 +97,13 @@ class Requantizer(wiring.Component):
             m.d.sync += part.eq(piece * mult)
             parts.append((lo, part))
         m.d.sync += [bias[0].eq(bias[2]), shift[0].eq(shift[3]), clamp[0].eq(clamp[4]), valid[0].eq(valid[4])]
-        prod = Signal(signed(A + MULT_BITS))
+        if self.residual:
+            sc, rmul = Signal.like(self.sc), Signal.like(self.res_mult)
+            m.d.sync += [sc.eq(self.sc), rmul.eq(self.res_mult)]
+            part = Signal(signed(self.act_bits + 1 + MULT_BITS), name="part_sc")
+            m.d.sync += part.eq(sc * rmul)
+            parts.append((0, part))
+        prod = Signal(signed(self.out_bits - 1 if self.residual else A + MULT_BITS))
         m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), bias[1].eq(bias[0]), shift[1].eq(shift[0]),
                      clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
         # stage 3: + bias (one carry chain)

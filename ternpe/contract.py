@@ -561,9 +561,27 @@ def image_bits(layers: Iterable[LayerSpec], geometry: ArrayGeometry, nonzero: It
 
 #: The layer-spec syntax, for --help and error messages.
 LAYER_SPEC_HELP = ("comma-separated layers: cN = conv with N filters (3x3, pad 1; cNk5 = 5x5, cNs2 = stride 2), "
+                   "cNr = a conv that adds the previous conv's input (a residual block's second conv: identity "
+                   "shortcut, or ResNet option A when the map halves or the channels grow), "
                    "p = 2x2 max-pool after the previous conv, fcN = fully connected with N outputs; "
                    "the classifier fc<classes> is appended when the spec does not end in it. "
                    "Example: c16,p,c32,p,c32,fc10")
+
+
+def _residual_of(text: str, item: str, specs: list, cout: int, oh: int, ow: int) -> dict:
+    """``residual``/``shortcut`` of a ``cNr`` layer: the input of the conv before it, as is when
+    the shapes match, else option A (subsampled, channels zero-padded)."""
+    if not specs or specs[-1].kind != "conv" or specs[-1].pool:
+        raise ContractError(f"layer spec {text!r}: {item!r} adds the input of the conv before it; it must follow "
+                            f"a conv without a pool (e.g. c16,c16r)")
+    prev = specs[-1]
+    if (prev.in_h, prev.in_w, prev.cin) == (oh, ow, cout):
+        return {"residual": len(specs) - 1, "shortcut": "identity"}
+    if ((prev.in_h + 1) // 2, (prev.in_w + 1) // 2) == (oh, ow) and prev.cin <= cout:
+        return {"residual": len(specs) - 1, "shortcut": "pad"}
+    raise ContractError(f"layer spec {text!r}: {item!r} outputs {oh}x{ow}x{cout}; its shortcut, the "
+                        f"{prev.in_h}x{prev.in_w}x{prev.cin} input of {prev.name}, must be that shape (identity) "
+                        f"or halve to that map with at most {cout} channels (option A, e.g. c32s2,c32r)")
 
 
 def parse_layers(text: str, shape, classes: int) -> list:
@@ -585,13 +603,13 @@ def parse_layers(text: str, shape, classes: int) -> list:
             specs.append(LayerSpec(**d))      # refuses an odd map, naming the layer
             h, w = specs[-1].out_h, specs[-1].out_w
             continue
-        m = re.fullmatch(r"c(\d+)(?:k(\d+))?(?:s(\d+))?|fc(\d+)", item)
+        m = re.fullmatch(r"c(\d+)(?:k(\d+))?(?:s(\d+))?(r)?|fc(\d+)", item)
         if m is None:
-            raise ContractError(f"layer spec {text!r}: {item!r} is not cN[kK][sS], p or fcN; {LAYER_SPEC_HELP}")
-        if m.group(4):
+            raise ContractError(f"layer spec {text!r}: {item!r} is not cN[kK][sS][r], p or fcN; {LAYER_SPEC_HELP}")
+        if m.group(5):
             n_fc += 1
-            specs.append(LayerSpec(f"fc{n_fc}", "fc", h * w * c, int(m.group(4))))
-            h, w, c = 1, 1, int(m.group(4))
+            specs.append(LayerSpec(f"fc{n_fc}", "fc", h * w * c, int(m.group(5))))
+            h, w, c = 1, 1, int(m.group(5))
         else:
             if specs and specs[-1].kind == "fc":
                 raise ContractError(f"layer spec {text!r}: a conv ({item!r}) cannot follow an fc layer")
@@ -599,8 +617,12 @@ def parse_layers(text: str, shape, classes: int) -> list:
             k, s = int(m.group(2) or 3), int(m.group(3) or 1)
             if k < 1 or s < 1 or int(m.group(1)) < 1:
                 raise ContractError(f"layer spec {text!r}: {item!r} needs N, K and S >= 1")
+            res = {}
+            if m.group(4):
+                res = _residual_of(text, item, specs, int(m.group(1)), (h + 2 * (k // 2) - k) // s + 1,
+                                   (w + 2 * (k // 2) - k) // s + 1)
             specs.append(LayerSpec(f"conv{n_conv}", "conv", c, int(m.group(1)), in_h=h, in_w=w, k=k, stride=s,
-                                   pad=k // 2))
+                                   pad=k // 2, **res))
             h, w, c = specs[-1].out_h, specs[-1].out_w, specs[-1].cout
     if specs[-1].kind != "fc" or specs[-1].cout != classes:
         if specs[-1].kind == "fc" and n_fc and items[-1].startswith("fc") and specs[-1].cout != classes:

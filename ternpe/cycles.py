@@ -87,9 +87,13 @@ def window_mode(spec: LayerSpec, geometry: ArrayGeometry) -> bool:
 def rows_per_group(geometry: ArrayGeometry, spec: LayerSpec, last: bool) -> int:
     """Tile rows written together. The last layer (logits, kept in registers) is one group. In a
     hidden layer whose channels fill whole activation words (``cout % G == 0``), the ``G/P``
-    rows of a word are a group; otherwise every row is its own group."""
+    rows of a word are a group; otherwise every row is its own group. A residual layer's rows are
+    each their own group: a row without tiles still goes through the requantizer (its output
+    depends on the shortcut, not only on the bias), so it costs one op."""
     if last:
         return TileLayout(spec, geometry).rows
+    if spec.residual is not None:
+        return 1
     return geometry.G // geometry.P if spec.cout % geometry.G == 0 else 1
 
 

@@ -14,15 +14,16 @@ import re
 import numpy as np
 
 from .contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool2x2, parse_layers, requant_params, requantize,
-                       run_integer_network)
+                       run_integer_network, shortcut_map)
 from .image import golden_vectors, load_export, write_export
 
 __all__ = ["parse_layers", "random_export", "random_specs"]
 
 
-def random_specs(rng: np.random.Generator, G: int) -> tuple:
+def random_specs(rng: np.random.Generator, G: int, *, residual: bool = False) -> tuple:
     """A random small network the hardware admits: ``(shape, spec text)``. Hidden widths are
-    multiples of ``G`` (a hidden layer's input channels must fill whole words)."""
+    multiples of ``G`` (a hidden layer's input channels must fill whole words). ``residual``:
+    usually one residual block (identity or option A) before the classifier."""
     size = int(rng.choice([6, 8, 10, 12]))
     cin = int(rng.choice([1, 2, 3]))
     width = lambda: int(rng.choice([G, 2 * G]))
@@ -31,6 +32,10 @@ def random_specs(rng: np.random.Generator, G: int) -> tuple:
         parts.append("p")
     if rng.random() < 0.6:
         parts.append(f"c{width()}{rng.choice(['', 'k1'])}{'s2' if rng.random() < 0.3 else ''}")
+    if residual and rng.random() < 0.8:
+        # a residual block: identity, or option A after a stride-2 conv that doubles the channels
+        c = int(re.findall(r"c(\d+)", ",".join(parts))[-1])
+        parts += [f"c{c}", f"c{c}r"] if rng.random() < 0.5 or size < 8 else [f"c{2 * c}s2", f"c{2 * c}r"]
     if rng.random() < 0.5:
         parts.append(f"fc{width()}")
     parts.append(f"fc{int(rng.choice([3, 5, 10]))}")
@@ -47,8 +52,9 @@ def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float =
     specs = parse_layers(layers, shape, classes)
     x = rng.integers(0, 1 << act_bits, (samples, *shape))
     a = x.astype(np.int64)
-    weights, requants = [], []
+    weights, requants, inputs = [], [], []
     for spec in specs:
+        inputs.append(a)
         lay = TileLayout(spec, geometry)
         w = rng.choice([-1, 0, 1], size=spec.weight_shape, p=[0.35, 0.3, 0.35]).astype(np.int64)
         tiles = lay.tile_array(w)
@@ -62,10 +68,15 @@ def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float =
         top = (1 << act_bits) - 1
         m_real = (top / 4) / spread * rng.uniform(0.5, 1.5, spec.cout)
         b_real = (top / 3) - flat.mean(axis=0) * m_real
-        rq = requant_params(m_real, b_real)
+        sc = r_real = None
+        if spec.residual is not None:
+            sc = shortcut_map(inputs[spec.residual], spec)
+            r_real = rng.uniform(0.3, 0.8, spec.cout)
+            b_real = b_real - sc.reshape(-1, spec.cout).mean(axis=0) * r_real
+        rq = requant_params(m_real, b_real, res_real=r_real)
         weights.append(w)
         requants.append(rq)
-        a = requantize(acc, rq, relu=spec.relu, act_bits=act_bits)
+        a = requantize(acc, rq, relu=spec.relu, act_bits=act_bits, shortcut=sc)
         if spec.pool:
             a = maxpool2x2(a)
     outs = run_integer_network(x, specs, weights, requants, act_bits=act_bits)
