@@ -79,6 +79,8 @@ VERILATOR_NETWORKS = [
     ("rgb-32x32-5x5", (32, 32, 3), "c16k5,p,c16,p,fc10", "4x16", None),
     ("stride-2-1x1-hidden-fc", (10, 10, 2), "c16,c32s2,c32k1,fc16,fc5", "2x16", None),
     ("widened-4x", (8, 8, 1), "c16,p,c32,p,fc10", "2x16", "8x16"),
+    ("residual-blocks-16x16", (16, 16, 3), "c16,c16,c16r,c32s2,c32r,c32,c32r,fc10", "4x16", None),
+    ("residual-option-a-widened", (8, 8, 3), "c8,c8,c8r,c16s2,c16r,fc5", "1x8", "8x8"),
 ]
 
 
@@ -95,3 +97,13 @@ def test_networks_on_verilator(tmp_path, name, shape, layers, pe, wide):
         assert r["ok"] and all(x["ok"] for x in r["layers"]) and r["class"] == r["want_class"]
     model_ex = widen(ex, ArrayGeometry.parse(wide)) if wide else ex
     assert res["cycles"] == [cycle_model(model_ex)["total"]] * 2
+
+
+def test_residual_network_on_icarus(tmp_path):
+    """The shortcut's second read port and its lane rotation on the event-driven simulator too."""
+    from ternpe.randnet import random_export
+    ex = random_export(tmp_path / "export", shape=(8, 8, 2), layers="c16,p,c16,c16r,c32s2,c32r,fc5", pe="2x16",
+                       density=0.5, samples=2, seed=12)
+    res = run_cosim(ex.path, simulator="icarus", build_dir=tmp_path / "sim")
+    assert [r["ok"] and all(x["ok"] for x in r["layers"]) for r in res["results"]] == [True, True]
+    assert res["cycles"] == [cycle_model(ex)["total"]] * 2

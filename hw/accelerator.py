@@ -182,7 +182,7 @@ def memory_shapes(ex) -> dict:
     bias_bits = max(l.bias_bits for l in ex.layers)
     plans = _plans(ex)
     return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
-            "tile list": (col_bits + row_bits + 3, sum(len(p.entries) for p in progs)),
+            "tile list": (col_bits + row_bits + 6, sum(len(p.entries) for p in progs)),
             "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
                                       sum(l.layout.rows for l in ex.layers)),
             "activations": (g.G * ex.act_bits, act_regions(ex)["depth"]),

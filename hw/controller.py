@@ -22,7 +22,7 @@ gathering it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -165,6 +165,8 @@ class Controller(wiring.Component):
         self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
                        for l, b in zip(export.layers, read_bases)]
         self.sc_bits = sc_bits if shortcut else 0
+        for c, p in zip(self.consts, programs):      # flags (last, empty, end) of the layer's first entry
+            c["f0"] = p.entries[0][2] | p.entries[0][3] << 1 | p.entries[0][4] << 2
         if shortcut:
             for c, sc in zip(self.consts, shortcut):
                 c.update(sc)
@@ -237,7 +239,13 @@ class Controller(wiring.Component):
         # per-layer constants: registered when the layer is entered (from IDLE or from a drain)
         setup_load, next_layer = Signal(), Signal(range(L + 1))
         c = self._constant_registers(m, next_layer, setup_load)
-        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(entry.empty),
+        # the flags of entry t in registers: stepped with t from the list word's next_* flags, the
+        # row's first entry's (fl_row) or the layer's first entry's (c_f0), never waiting on a read
+        flags = data.StructLayout({"last": 1, "empty": 1, "end": 1})
+        fl, fl_row = Signal(flags, name="fl"), Signal(flags, name="fl_row")
+        nfl = Signal(flags, name="fl_next")
+        m.d.comb += nfl.eq(Cat(entry.next_last, entry.next_empty, entry.next_end))
+        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(fl.empty),
                      op.col.eq(entry.col), op.j.eq(j)]
         # the shortcut counter (residual networks): element of this pixel's shortcut, stepped like pix_addr
         sc = [Signal(signed(self.sc_bits), name=n) for n in ("sc_pix", "sc_row")] if self.sc_bits else None
@@ -268,7 +276,7 @@ class Controller(wiring.Component):
                              q_last.eq(c["nq1"] == 0),
                              py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
                              pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
-                             oy0.eq(-c["pad"]), ox0.eq(-c["pad"])]
+                             oy0.eq(-c["pad"]), ox0.eq(-c["pad"]), fl.eq(c["f0"]), fl_row.eq(c["f0"])]
                 if sc:
                     m.d.sync += [sc[0].eq(c["sc_init"]), sc[1].eq(c["sc_init"])]
                 with m.If(~c["window"] | self.win_ok):
@@ -279,7 +287,7 @@ class Controller(wiring.Component):
                 self._run(m, entry=entry, op=op, c=c, t=t, t_row=t_row, t_next=t_next, t_inc=t_inc,
                           t_row_inc=t_row_inc, j_last=j_last, q_last=q_last, wa=wa, wa_row=wa_row, j=j, q=q,
                           ky=ky, kx=kx, k_addr=k_addr, px=px, py=py, pix_addr=pix_addr, row_addr=row_addr,
-                          ox0=ox0, oy0=oy0, drain=drain, sc=sc)
+                          ox0=ox0, oy0=oy0, drain=drain, sc=sc, fl=fl, fl_row=fl_row, nfl=nfl)
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)
@@ -294,9 +302,10 @@ class Controller(wiring.Component):
         return m
 
     def _run(self, m, *, entry, op, c, t, t_row, t_next, t_inc, t_row_inc, j_last, q_last, wa, wa_row, j, q,
-             ky, kx, k_addr, px, py, pix_addr, row_addr, ox0, oy0, drain, sc):
+             ky, kx, k_addr, px, py, pix_addr, row_addr, ox0, oy0, drain, sc, fl, fl_row, nfl):
         """One cycle of the op loop (state ``RUN``): issue an op and step the counters."""
         m.d.comb += [self.busy.eq(1), t_next.eq(t)]
+        entry = fl                              # the flags; the column and row come from the list
         end_entry = entry.empty | j_last
         last_pixel = (px == c["out_w1"]) & (py == c["out_h1"])
         end_pixel = end_entry & entry.last & q_last & entry.end
@@ -320,21 +329,22 @@ class Controller(wiring.Component):
             m.d.sync += [j.eq(0), kx.eq(0), ky.eq(0), k_addr.eq(0), j_last.eq(c["words1"] == 0)]
             with m.If(~entry.last):             # next tile of this row
                 m.d.comb += t_next.eq(t_inc)
-                m.d.sync += [t.eq(t_inc), t_inc.eq(t_inc + 1), wa.eq(wa_after)]
+                m.d.sync += [t.eq(t_inc), t_inc.eq(t_inc + 1), wa.eq(wa_after), fl.eq(nfl)]
             with m.Elif(~q_last):               # same row, next pool position
                 m.d.comb += t_next.eq(t_row)
                 m.d.sync += [q.eq(q + 1), q_last.eq(q + 1 == c["nq1"]), t.eq(t_row), t_inc.eq(t_row_inc),
-                             wa.eq(wa_row)]
+                             wa.eq(wa_row), fl.eq(fl_row)]
             with m.Else():
                 m.d.sync += [q.eq(0), q_last.eq(c["nq1"] == 0)]
                 with m.If(~entry.end):          # next row of output channels
                     m.d.comb += t_next.eq(t_inc)
                     m.d.sync += [t.eq(t_inc), t_row.eq(t_inc), t_inc.eq(t_inc + 1), t_row_inc.eq(t_inc + 1),
-                                 wa.eq(wa_after), wa_row.eq(wa_after)]
+                                 wa.eq(wa_after), wa_row.eq(wa_after), fl.eq(nfl), fl_row.eq(nfl)]
                 with m.Else():                  # next output pixel
                     m.d.comb += t_next.eq(c["list"])
                     m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), t_inc.eq(c["list"] + 1),
-                                 t_row_inc.eq(c["list"] + 1), wa.eq(c["wbase"]), wa_row.eq(c["wbase"])]
+                                 t_row_inc.eq(c["list"] + 1), wa.eq(c["wbase"]), wa_row.eq(c["wbase"]),
+                                 fl.eq(c["f0"]), fl_row.eq(c["f0"])]
                     with m.If(px != c["out_w1"]):
                         m.d.sync += [px.eq(px + 1), pix_addr.eq(pix_addr + c["pxstep"]),
                                      ox0.eq(ox0 + c["step"])]

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import ArrayGeometry, pack_tile_words, unsigned_bits
 from ternpe.cycles import rows_per_group
 
-__all__ = ["TileEntry", "LayerProgram", "tile_program", "SparseTileWeightBuffer"]
+__all__ = ["TileEntry", "LayerProgram", "tile_program", "entry_words", "SparseTileWeightBuffer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,21 @@ def tile_program(layer, *, rows_per_group: int) -> LayerProgram:
 
 
 def TileEntry(col_bits: int, row_bits: int) -> data.StructLayout:
-    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits), "last": 1, "empty": 1, "end": 1})
+    """One tile-list word: the tile's column and row, its flags, and the flags of the entry after
+    it in the list (``next_*``), so the controller holds the flags of the entry it walks to in a
+    register instead of waiting on the list's read."""
+    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits), "last": 1, "empty": 1, "end": 1,
+                              "next_last": 1, "next_empty": 1, "next_end": 1})
+
+
+def entry_words(layout, entries) -> list:
+    """The tile-list ROM image of ``entries`` (``(col, row, last, empty, end)`` in list order)."""
+    out = []
+    for i, (c, r, l, e, n) in enumerate(entries):
+        nl, ne, nn = entries[i + 1][2:5] if i + 1 < len(entries) else (0, 0, 0)
+        out.append(layout.const({"col": c, "row": r, "last": l, "empty": e, "end": n, "next_last": nl,
+                                 "next_empty": ne, "next_end": nn}).as_value().value)
+    return out
 
 
 class SparseTileWeightBuffer(wiring.Component):
@@ -109,8 +123,7 @@ class SparseTileWeightBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layout = TileEntry(self.col_bits, self.row_bits)
-        init = [layout.const({"col": c, "row": r, "last": l, "empty": e, "end": n}).as_value().value
-                for p in self.programs for (c, r, l, e, n) in p.entries]
+        init = entry_words(layout, [e for p in self.programs for e in p.entries])
         m.submodules.index = index = Memory(shape=layout.size, depth=max(1, len(init)), init=init)
         m.submodules.rom = rom = Memory(shape=self.geometry.word_bits, depth=max(1, self.n_words),
                                         init=[w for p in self.programs for w in p.words])

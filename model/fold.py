@@ -79,6 +79,13 @@ def calibrate_activations(net: nn.Module, x: torch.Tensor, batch: int = 256) -> 
         a.eval()
 
 
+def _requant(spec, m_real, b_real, res_real=None):
+    try:
+        return requant_params(m_real, b_real, res_real=res_real)
+    except ContractError as e:
+        raise ContractError(f"layer {spec.name}: {e}") from None
+
+
 def fold(net: nn.Module) -> IntegerModel:
     """The integer model of a network that lists its layers (:meth:`SeqNet.units`,
     :meth:`ResNet20.units`)."""
@@ -102,6 +109,7 @@ def fold(net: nn.Module) -> IntegerModel:
             shape = (-1,) + (1,) * (w.dim() - 1)
             w_int = np.round(w.numpy() / w_scale.reshape(shape)).astype(np.int64)
             spec = dataclasses.replace(spec, weight_bits=8)
+        dead = ~np.asarray(w_int).reshape(spec.cout, -1).any(axis=1)
         if positions > 1:           # average pool + fc: the fc repeated at every pixel, 1/HW in the scale
             w_int = gap_fc_weights(w_int, positions)
         if spec.relu:
@@ -111,14 +119,17 @@ def fold(net: nn.Module) -> IntegerModel:
             if s_out <= 0:
                 raise ContractError(f"layer {spec.name}: activation range not calibrated")
             res = None if spec.residual is None else steps[spec.residual] / s_out
-            rq = requant_params(k * w_scale * s_in / s_out, c / s_out, res_real=res)
+            # a pruned-away filter's accumulator is always 0: its multiplier is moot, and its
+            # batch norm (no variance left) would make it huge
+            m_real = np.where(dead, 0.0, k * w_scale * s_in / s_out)
+            rq = _requant(spec, m_real, c / s_out, res)
             s_in = s_out
         else:
             bias = lin.bias.detach().double().numpy() if lin.bias is not None else np.zeros(spec.cout)
             logit_scale = float(w_scale.max()) * s_in / LOGIT_RESOLUTION
             if logit_scale == 0:
                 logit_scale = 1.0
-            rq = requant_params(w_scale * s_in / (positions * logit_scale), bias / logit_scale)
+            rq = _requant(spec, np.where(dead, 0.0, w_scale * s_in / (positions * logit_scale)), bias / logit_scale)
         specs.append(spec)
         weights.append(w_int)
         requants.append(rq)

@@ -86,20 +86,40 @@ class SeqNet(nn.Module):
         return [(s, b.lin, b.bn if s.relu else None, b.act if s.relu else None, 1)
                 for s, b in zip(self._specs, self.blocks)]
 
-    def block_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Block ``i`` alone (fc blocks flatten a 4-d input in ``(h, w, c)`` order)."""
+    def block_forward(self, i: int, x: torch.Tensor, shortcut: torch.Tensor | None = None) -> torch.Tensor:
+        """Block ``i`` alone (fc blocks flatten a 4-d input in ``(h, w, c)`` order); a residual
+        block adds ``shortcut`` (the input of the layer its spec names) before the ReLU."""
         s, b = self._specs[i], self.blocks[i]
         if s.kind == "fc" and x.dim() == 4:
             x = x.permute(0, 2, 3, 1).flatten(1)       # (h, w, c) order, as the contract says
-        x = b.act(F.relu(b.bn(b.lin(x)))) if s.relu else b.lin(x)
+        if not s.relu:
+            return b.lin(x)
+        y = b.bn(b.lin(x))
+        if s.residual is not None:
+            if shortcut is None:
+                raise ValueError(f"layer {s.name} adds a shortcut: pass the input of layer {s.residual}")
+            y = y + shortcut_tensor(shortcut, s.cout, s.shortcut == "pad")
+        x = b.act(F.relu(y))
         return F.max_pool2d(x, 2) if s.pool else x
 
     def forward(self, x, taps: list | None = None):
-        for i in range(len(self._specs)):
-            x = self.block_forward(i, x)
+        inputs = []
+        for i, s in enumerate(self._specs):
+            inputs.append(x)
+            x = self.block_forward(i, x, None if s.residual is None else inputs[s.residual])
             if taps is not None:
                 taps.append(x)
         return x
+
+
+def shortcut_tensor(x: torch.Tensor, cout: int, pad: bool) -> torch.Tensor:
+    """A residual block's shortcut in NCHW: ``x`` as is, or ResNet option A (every second row and
+    column, the channels zero-padded equally before and after up to ``cout``), as
+    :func:`ternpe.contract.shortcut_map` defines it."""
+    if not pad:
+        return x
+    extra = cout - x.shape[1]
+    return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, extra // 2, extra - extra // 2))
 
 
 class _Block(nn.Module):
@@ -124,10 +144,7 @@ class _Block(nn.Module):
     def forward(self, x):
         y = self.a1(F.relu(self.b1(self.c1(x))))
         y = self.b2(self.c2(y))
-        sc = x
-        if self.pad:       # option A shortcut: subsample and zero-pad channels (no weights)
-            sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return self.a2(F.relu(y + sc))
+        return self.a2(F.relu(y + shortcut_tensor(x, self.c2.spec.cout, bool(self.pad))))
 
 
 class ResNet20(nn.Module):

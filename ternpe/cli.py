@@ -320,10 +320,16 @@ def _cmd_sim(a) -> int:
     print(f"{'class':<12} {cls_ok:>4}/{len(samples):<5}  {'PASS' if cls_ok == len(samples) else 'FAIL'}")
     cyc = res["cycles"]
     if cyc:
+        from ternpe.flow.generate import prepare
+        from ternpe.hw.accelerator import cycle_model
+        model = cycle_model(prepare(a.export, pe=a.pe)[0])["total"]
         per_s = res["clocks"] / res["wall_s"] if res["wall_s"] else float("nan")
-        print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}; "
+        print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}"
+              f" ({'= the cycle model' if set(cyc) == {model} else 'the cycle model says ' + str(model)}); "
               f"{per_s:,.0f} simulated clock cycles per wall second on {a.simulator} "
               f"({res['wall_s']:.1f} s simulating, {res['total_s']:.1f} s with generation and build)")
+        if set(cyc) != {model} and not failure:
+            failure = f"cycles per inference {sorted(set(cyc))} differ from the cycle model's {model}"
     if a.waves:
         waves = sorted(p for ext in ("*.fst", "*.vcd") for p in (pathlib.Path(build) / a.simulator).glob(ext))
         print("waveforms: " + (", ".join(map(str, waves)) if waves else "none written"))

@@ -32,7 +32,7 @@ def random_specs(rng: np.random.Generator, G: int, *, residual: bool = False) ->
         parts.append("p")
     if rng.random() < 0.6:
         parts.append(f"c{width()}{rng.choice(['', 'k1'])}{'s2' if rng.random() < 0.3 else ''}")
-    if residual and rng.random() < 0.8:
+    if residual:
         # a residual block: identity, or option A after a stride-2 conv that doubles the channels
         c = int(re.findall(r"c(\d+)", ",".join(parts))[-1])
         parts += [f"c{c}", f"c{c}r"] if rng.random() < 0.5 or size < 8 else [f"c{2 * c}s2", f"c{2 * c}r"]

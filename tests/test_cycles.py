@@ -16,12 +16,12 @@ from ternpe.randnet import random_export, random_specs
 GEOMETRIES = ["1x16", "2x16", "4x16", "1x8", "8x8"]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 def test_ops_follow_the_controllers_tile_program(tmp_path, seed):
     rng = np.random.default_rng(seed)
     pe = GEOMETRIES[seed % len(GEOMETRIES)]
     g = ArrayGeometry.parse(pe)
-    shape, layers = random_specs(rng, g.G)
+    shape, layers = random_specs(rng, g.G, residual=seed >= 5)
     ex = random_export(tmp_path / "e", shape=shape, layers=layers, pe=pe, density=float(rng.uniform(0.1, 0.9)),
                        seed=seed)
     n = len(ex.layers)
@@ -63,6 +63,18 @@ def test_an_empty_row_group_costs_one_op_per_position():
     rows[1] = [0] * 16 + [1] * 16                     # the first word group has no tile at all
     per_pos = cycles.ops_per_position(rows[1], TileLayout(conv2, g).words_per_tile, rpg)
     assert per_pos == 1 + 16 * 9
+
+
+def test_an_empty_row_of_a_residual_layer_costs_one_op():
+    """Its output is the requantized shortcut, not a constant: every row is its own group."""
+    g = ArrayGeometry(1, 16)
+    s = parse_layers("c16,c16,c16r,fc10", (8, 8, 1), 10)
+    assert s[2].residual == 1 and cycles.rows_per_group(g, s[2], False) == 1
+    assert cycles.rows_per_group(g, s[1], False) == 16
+    rows = [cycles.dense_row_tiles(x, g) for x in s]
+    full = cycles.cycle_model(s, g, rows)["total"]
+    rows[2] = [0] + [1] * 15
+    assert full - cycles.cycle_model(s, g, rows)["total"] == 64 * (9 - 1)
 
 
 def test_the_model_refuses_mismatched_rows():

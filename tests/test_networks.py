@@ -19,6 +19,9 @@ NETWORKS = {
     "stride-2": ((10, 10, 1), "c16,c32s2,fc10", "2x16"),
     "no-pool-hidden-fc": ((6, 6, 3), "c8,c8,fc16,fc5", "2x8"),
     "5x5-kernels": ((12, 12, 1), "c16k5,p,c16k5,p,fc10", "4x16"),
+    "residual-identity": ((8, 8, 3), "c16,c16,c16r,fc10", "2x16"),
+    "residual-option-a-narrow-pe": ((8, 8, 3), "c8,c8,c8r,c16s2,c16r,fc5", "1x8"),
+    "residual-option-a-wide-pe": ((8, 8, 2), "c16,p,c16,c16r,c32s2,c32r,c32,c32r,fc10", "16x16"),
 }
 
 
@@ -47,6 +50,19 @@ def test_random_networks(seed, tmp_path):
     shape, layers = random_specs(rng, G)
     ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{P}x{G}", density=float(rng.uniform(0.2, 1)),
                        seed=seed)
+    check(ex)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_residual_networks(seed, tmp_path):
+    """Residual blocks (identity and option A) at random places, widths, geometries and densities:
+    the shortcut read, its channel padding and the empty rows that still pass the requantizer."""
+    rng = np.random.default_rng(200 + seed)
+    G = int(rng.choice([8, 16]))
+    P = int(rng.choice([1, 2, 4, 8]))
+    shape, layers = random_specs(rng, G, residual=True)
+    ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{min(P, G)}x{G}",
+                       density=float(rng.uniform(0.2, 1)), seed=seed)
     check(ex)
 
 

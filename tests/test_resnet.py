@@ -158,20 +158,37 @@ def test_resnet_export_round_trip_and_cycles(resnet, tmp_path):
         load_export(tmp_path / "e")
 
 
-def test_generate_says_the_hardware_does_not_run_residual_layers_yet(resnet, tmp_path):
-    from ternpe.flow.generate import generate
+def test_resnet20_runs_on_the_accelerator_and_the_up5k_refuses_it(resnet, tmp_path):
+    """The trained ResNet-20 on the Verilator board (its Verilog behind the UART host link):
+    bit-exact logits and class, cycles = the model's (every layer through the debug taps is
+    checked in .ci/run: `make resnet20`). The UP5K says which memories do not fit."""
+    from ternpe.flow.generate import prepare
+    from ternpe.flow.resources import FitError
+    from ternpe.flow.vboard import VerilatorTransport
+    from ternpe.host import Board
+    from ternpe.hw.accelerator import cycle_model, memory_bits
     from ternpe.model.fold import fold
-    from ternpe.image import golden_vectors, write_export
-    from ternpe.hw.accelerator import GenerateError
-    net, _, ds = resnet
+    from ternpe.image import golden_vectors, load_export, write_export
+    net, metrics, ds = resnet
     im = fold(net)
     x = ds.x_test[:2]
     outs = im.run(x)
     write_export(tmp_path / "e", geometry=ArrayGeometry.parse("1x16"), act_bits=8, specs=im.specs, weights=im.weights,
                  requants=im.requants, logit_scale=im.logit_scale,
                  golden=golden_vectors(x, ds.y_test[:2], outs))
-    with pytest.raises(GenerateError, match="residual add"):
-        generate(tmp_path / "e", tmp_path / "v")
+    ex = load_export(tmp_path / "e")
+    bits = memory_bits(ex)
+    assert bits["activations (shortcut port)"] == bits["activations"]
+    t = VerilatorTransport(ex, build_dir=tmp_path / "vboard")
+    board = Board(t, t.core.link.format)
+    for k in range(2):
+        r = board.infer(x[k])
+        assert r["logits"] == ex.golden["logits"][k].tolist() and r["class"] == int(ex.golden["classes"][k])
+        assert r["cycles"] == cycle_model(ex)["total"] == metrics["cycles"]
+    t.close()
+    with pytest.raises(FitError, match=r"does not fit up5k:\n  bram: needs \d+, up5k has 30\n.*activations"):
+        prepare(tmp_path / "e", device="up5k")
+    assert prepare(tmp_path / "e", device="ecp5-85f")[1]["bram"] <= 208
 
 
 def test_the_pooled_classifier_costs_its_tiles_at_every_pixel(resnet):
@@ -184,3 +201,76 @@ def test_the_pooled_classifier_costs_its_tiles_at_every_pixel(resnet):
     assert fc.repeats == 64
     want = 64 * tile_cycles(fc.spec, g.geometry) / tile_cycles(last.spec, g.geometry)
     assert g.weights[-1] / g.weights[-2] == pytest.approx(want)
+
+
+def test_cnr_in_a_layer_spec_is_a_residual_block():
+    from ternpe.contract import parse_layers
+    s = parse_layers("c16,c16,c16r,c32s2,c32r,fc10", (8, 8, 3), 10)
+    assert [(x.residual, x.shortcut) for x in s] == [(None, "identity")] * 2 + [(1, "identity"), (None, "identity"),
+                                                                                  (3, "pad"), (None, "identity")]
+    for bad, why in [("c16,p,c16r", "must follow a conv without a pool"), ("c16r", "must follow a conv"),
+                     ("c16,c16,c32r", "halve to that map"), ("c16,c16,c8r", "halve to that map")]:
+        with pytest.raises(ContractError, match=why):
+            parse_layers(bad, (8, 8, 3), 10)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_activation_regions_never_overwrite_a_map_still_to_be_read(seed):
+    """Over random residual networks: the region a layer writes holds no map a later layer reads
+    (its input, or a shortcut); a network without residual blocks keeps its two ping-pong regions."""
+    from ternpe.contract import parse_layers
+    from ternpe.hw.actmem import act_regions, layer_bases
+    from ternpe.randnet import random_specs
+    from types import SimpleNamespace
+    rng = np.random.default_rng(seed)
+    G = int(rng.choice([8, 16]))
+    shape, text = random_specs(rng, G, residual=seed % 4 != 0)
+    specs = parse_layers(text, shape, int(text.rsplit("fc", 1)[1]))
+    g = ArrayGeometry(1, G)
+    ex = SimpleNamespace(layers=[SimpleNamespace(spec=s) for s in specs], geometry=g)
+    reg, bases = act_regions(ex), layer_bases(ex)
+    n = len(specs)
+    words = [-(-s.out_h * s.out_w * s.cout // G) for s in specs]
+    span = {k: range(bases[k][1], bases[k][1] + words[k]) for k in range(n - 1)}
+    for i in range(n - 1):
+        readers = {k: max([k + 1] + [j for j, s in enumerate(specs) if s.residual == k + 1]) for k in range(i)}
+        for k, last in readers.items():
+            if last > i:                           # map k is read after layer i writes
+                assert not set(span[i]) & set(span[k]), (text, i, k)
+    assert max(bases[k][1] + words[k] for k in range(n - 1)) <= reg["depth"]
+    if all(s.residual is None for s in specs):
+        assert reg["slots"] == [i % 2 for i in range(n - 1)]
+    else:
+        assert len(reg["buffers"]) == 3
+
+
+def test_a_residual_layer_spec_trains_folds_and_runs(tmp_path):
+    """--arch with cNr: SeqNet adds the (quantized) shortcut before the ReLU, as the integer model does;
+    each block fed the integer model's own input and shortcut matches it."""
+    from ternpe.model.data import synthetic
+    from ternpe.model.fold import INPUT_SCALE, fold
+    from ternpe.model.train import TrainConfig, train
+    torch.set_num_threads(1)
+    ds = synthetic(n=96, size=8, classes=4, channels=3, name="synthetic")
+    cfg = TrainConfig(dataset="synthetic", arch="c16,c16,c16r,c32s2,c32r,fc4", epochs_float=2, epochs_ternary=1,
+                      epochs_finetune=1, seed=0)
+    net, metrics = train(cfg, tmp_path / "run", dataset=ds, log=lambda *a: None)
+    net.eval()
+    im = fold(net)
+    assert [s.residual for s in im.specs] == [None, None, 1, None, 3, None]
+    x = ds.x_test[:16]
+    outs = im.run(x)
+    steps = [INPUT_SCALE] + [b.act.step for b in net.blocks[:-1]]
+    ins = [x] + outs[:-1]
+
+    def f(a, step):
+        return torch.from_numpy(a.astype(np.float64) * step).float().permute(0, 3, 1, 2)
+    for i, s in enumerate(im.specs[:-1]):
+        with torch.no_grad():
+            sc = None if s.residual is None else f(ins[s.residual], steps[s.residual])
+            ref = net.block_forward(i, f(ins[i], steps[i]), sc).double().numpy().transpose(0, 2, 3, 1)
+        diff = np.abs(outs[i] - np.round(ref / steps[i + 1]))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.98, (s.name, diff.max(), (diff == 0).mean())
+        assert outs[i].max() > 8, f"{s.name} is (nearly) all zero: nothing compared"
+    with pytest.raises(ValueError, match="adds a shortcut"):
+        net.block_forward(2, f(ins[2], steps[2]))
