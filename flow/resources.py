@@ -42,6 +42,11 @@ COEFFICIENTS = {
 }
 
 
+#: Words of one weight-ROM bank: one block RAM deep at the weights' width (ECP5 DP16KD 512 x 36,
+#: iCE40 SB_RAM40_4K 256 x 16); each bank's output is registered before the banks are muxed.
+WEIGHT_BANK = {"ecp5": 512, "ice40": 256}
+
+
 def features(ex) -> tuple:
     """(lanes, pes) of the accelerator of ``ex`` (see the module docstring)."""
     from ternpe.hw.accelerator import output_bits
@@ -74,10 +79,11 @@ def uses_spram(ex, device: Device | str) -> bool:
 
 def accelerator_options(ex, device: Device | str) -> dict:
     """The :class:`~ternpe.hw.accelerator.Accelerator` options for ``device``: SPRAM input banks
-    (UP5K), and on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
-    controller's one-cycle loop)."""
+    (UP5K), on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
+    controller's one-cycle loop), and the weight ROM's bank depth."""
     dev = _device(device)
-    return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5"}
+    return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5",
+            "weight_bank": WEIGHT_BANK[dev.family]}
 
 
 def memory_plan(ex, device: Device | str, options: dict | None = None) -> dict:

@@ -139,13 +139,14 @@ async def weight_buffer(dut):
     col_bits, row_bits, n_entries = cfg["col_bits"], cfg["row_bits"], cfg["entries"]
     await _clock(dut, idle)
     got_words, got_entries = [], []
-    for a in range(max(len(words), n_entries)):
+    # a new address every cycle; a word arrives after the second clock edge, an entry after the first
+    for a in range(max(len(words) + 1, n_entries)):
         await FallingEdge(dut.clk)
         dut.word_addr.value = min(a, max(len(words) - 1, 0))
         dut.entry_addr.value = min(a, n_entries - 1)
         await RisingEdge(dut.clk)
         await ReadOnly()
-        if a < len(words):
+        if 1 <= a < len(words) + 1:
             got_words.append(int(dut.word.value))
         if a < n_entries:
             e = int(dut.entry.value)

@@ -43,7 +43,7 @@ def test_requantizer(sim, tmp_path):
 @pytest.mark.parametrize("sim", SIMS)
 def test_weight_buffer_reads_back_the_rom_image(sim, cosim_export, tmp_path):
     ex = cosim_export("2x8", "trained")
-    wb = SparseTileWeightBuffer(geometry=ex.geometry, layers=ex.layers)
+    wb = SparseTileWeightBuffer(geometry=ex.geometry, layers=ex.layers, bank_depth=16)     # several banks
     cfg = {"export": str(ex.path), "col_bits": wb.col_bits, "row_bits": wb.row_bits,
            "entries": sum(len(p.entries) for p in wb.programs)}
     _run(wb, "weights", "weight_buffer", cfg, sim, tmp_path)

@@ -208,6 +208,8 @@ class Accelerator(wiring.Component):
         Put the input banks in iCE40 UP5K SPRAMs (see :func:`ternpe.flow.resources.memory_plan`).
     index_in_logic : bool
         The tile list as a LUT ROM (ECP5: faster than its block RAM's output).
+    weight_bank : int
+        Words per bank of the weight ROM (a power of two: one block RAM deep on the device).
 
     Members
     -------
@@ -227,9 +229,11 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False):
+    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, weight_bank: int = 512):
         self.export = ex = export
-        self.spram, self.index_in_logic = spram, index_in_logic
+        self.spram, self.index_in_logic, self.weight_bank = spram, index_in_logic, weight_bank
+        if not _is_pow2(weight_bank):
+            raise GenerateError(f"weight_bank must be a power of two, not {weight_bank}")
         try:
             self.plans = _plans(ex)
         except GenerateError:
@@ -264,7 +268,8 @@ class Accelerator(wiring.Component):
         m = Module()
         ex, g = self.export, self.export.geometry
         m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers,
-                                                           index_in_logic=self.index_in_logic)
+                                                           index_in_logic=self.index_in_logic,
+                                                           bank_depth=self.weight_bank)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
         m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram, adv_delay=3)
         sc_consts = shortcut_constants(ex, write_bases(ex)) if self.residual else None
@@ -298,7 +303,7 @@ class Accelerator(wiring.Component):
         m.d.sync += op.eq(ctrl.op)
         addr = Signal(len(op.act_addr))
         m.d.comb += [addr.eq(op.act_addr + op.col), a_rd.addr.eq(addr), inb.rd_addr.eq(addr),
-                     wb.word_addr.eq(op.word_addr)]
+                     wb.word_addr.eq(ctrl.op.word_addr)]    # a cycle ahead: the ROM's banks are registered
         # stage 1: memory data arrives and is registered as it is (block RAM outputs are slow: no
         # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
         # terms (a padding read or an empty row zeroes the weight codes, not the activations)

@@ -142,19 +142,23 @@ def export(quick_run):
     return load_export(quick_run["export"])
 
 
-def test_weight_buffer_reads_back_the_rom_image(export):
-    dut = SparseTileWeightBuffer(geometry=export.geometry, layers=export.layers)
+@pytest.mark.parametrize("bank", [8, 64, 512])
+def test_weight_buffer_reads_back_the_rom_image(export, bank):
+    """Every word, two cycles after its address (the bank's block RAM, then its output register),
+    from one bank or many."""
+    dut = SparseTileWeightBuffer(geometry=export.geometry, layers=export.layers, bank_depth=bank)
     expect = [w for l in export.layers for w in pack_tile_words(l.tiles, export.geometry)]
     got = []
 
     async def bench(ctx):
-        for a in range(len(expect)):
-            ctx.set(dut.word_addr, a)
-            await ctx.tick()
-            got.append(ctx.get(dut.word))
+        for a in range(len(expect) + 1):          # a new address every cycle: the pipeline is full
+            ctx.set(dut.word_addr, min(a, len(expect) - 1))
+            await ctx.tick()                      # the word of the address set a cycle earlier
+            if a >= 1:
+                got.append(ctx.get(dut.word))
 
     _run(dut, bench)
-    assert got == expect
+    assert len(expect) > 8 and got == expect
     entries = sum(len(p.entries) for p in dut.programs)
     # an empty row has an entry only when every row of its group (G/P rows; the last layer: all) is empty
     g = export.geometry
