@@ -42,9 +42,10 @@ COEFFICIENTS = {
 }
 
 
-#: Words of one weight-ROM bank: one block RAM deep at the weights' width (ECP5 DP16KD 512 x 36,
-#: iCE40 SB_RAM40_4K 256 x 16); each bank's output is registered before the banks are muxed.
-WEIGHT_BANK = {"ecp5": 512, "ice40": 256}
+#: Words of one bank of the weight ROM and of the activation memory: one block RAM deep at a wide
+#: word (ECP5 DP16KD 512 x 36, iCE40 SB_RAM40_4K 256 x 16); each bank's output is registered
+#: before the banks are muxed.
+RAM_BANK = {"ecp5": 512, "ice40": 256}
 
 
 def features(ex) -> tuple:
@@ -83,7 +84,7 @@ def accelerator_options(ex, device: Device | str) -> dict:
     controller's one-cycle loop), and the weight ROM's bank depth."""
     dev = _device(device)
     return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5",
-            "weight_bank": WEIGHT_BANK[dev.family]}
+            "ram_bank": RAM_BANK[dev.family]}
 
 
 def memory_plan(ex, device: Device | str, options: dict | None = None) -> dict:

@@ -208,8 +208,9 @@ class Accelerator(wiring.Component):
         Put the input banks in iCE40 UP5K SPRAMs (see :func:`ternpe.flow.resources.memory_plan`).
     index_in_logic : bool
         The tile list as a LUT ROM (ECP5: faster than its block RAM's output).
-    weight_bank : int
-        Words per bank of the weight ROM (a power of two: one block RAM deep on the device).
+    ram_bank : int
+        Words per bank of the weight ROM and the activation memory (a power of two: one block RAM
+        deep on the device); a bank's read data is registered before the banks are muxed.
 
     Members
     -------
@@ -229,11 +230,11 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, weight_bank: int = 512):
+    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, ram_bank: int = 512):
         self.export = ex = export
-        self.spram, self.index_in_logic, self.weight_bank = spram, index_in_logic, weight_bank
-        if not _is_pow2(weight_bank):
-            raise GenerateError(f"weight_bank must be a power of two, not {weight_bank}")
+        self.spram, self.index_in_logic, self.ram_bank = spram, index_in_logic, ram_bank
+        if not _is_pow2(ram_bank):
+            raise GenerateError(f"ram_bank must be a power of two, not {ram_bank}")
         try:
             self.plans = _plans(ex)
         except GenerateError:
@@ -269,7 +270,7 @@ class Accelerator(wiring.Component):
         ex, g = self.export, self.export.geometry
         m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers,
                                                            index_in_logic=self.index_in_logic,
-                                                           bank_depth=self.weight_bank)
+                                                           bank_depth=self.ram_bank)
         m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
         m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram, adv_delay=3)
         sc_consts = shortcut_constants(ex, write_bases(ex)) if self.residual else None
@@ -296,13 +297,16 @@ class Accelerator(wiring.Component):
         """The op register, the memory reads and the registered operands of the array."""
         ex, g, A = self.export, self.export.geometry, self.act_bits
         regions = act_regions(ex)
-        m.submodules.act = act_mem = Memory(shape=g.G * A, depth=regions["depth"], init=[])
-        a_rd, a_wr = act_mem.read_port(), act_mem.write_port(granularity=A)
+        D = self.ram_bank
+        self._act_banks = banks = []
+        for b in range(0, regions["depth"], D):
+            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, regions["depth"] - b), init=[])
+            banks.append(mem)
         # the op register: the controller's counters end here, the memories start here
         op = Signal.like(ctrl.op)
         m.d.sync += op.eq(ctrl.op)
         addr = Signal(len(op.act_addr))
-        m.d.comb += [addr.eq(op.act_addr + op.col), a_rd.addr.eq(addr), inb.rd_addr.eq(addr),
+        m.d.comb += [addr.eq(op.act_addr + op.col), inb.rd_addr.eq(addr),
                      wb.word_addr.eq(ctrl.op.word_addr)]    # a cycle ahead: the ROM's banks are registered
         # stage 1: memory data arrives and is registered as it is (block RAM outputs are slow: no
         # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
@@ -311,11 +315,11 @@ class Accelerator(wiring.Component):
                                   "tag": OpTag(ex)})
         s1, s2 = Signal(late), Signal(late)
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
-        r_act, r_w = Signal(g.G * A), Signal(g.word_bits)
-        m.d.sync += [s2.eq(s1), r_act.eq(a_rd.data), r_w.eq(wb.word)]
+        r_w = Signal(g.word_bits)
+        r_act = self._banked_read(m, addr, "act")       # registered in its bank, muxed on the way on
+        m.d.sync += [s2.eq(s1), r_w.eq(wb.word)]
         if self.residual:
             self._shortcut_tags(m, op, s1, s2)
-        self._act_mem = act_mem
         if self.plans[0].window:
             m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
             first = inb.win_word
@@ -331,7 +335,26 @@ class Accelerator(wiring.Component):
         m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
                      arr.act.eq(act), arr.weights.eq(weights)]
         self._tags = [s2.tag]
-        return a_wr
+        return banks
+
+    def _banked_read(self, m, addr, name):
+        """A read port on every bank of the activation memory at ``addr``: each bank's data is
+        registered as it leaves the block RAM, and the banks are muxed after that register. The
+        result holds the word of ``addr`` two cycles later (combinational from registers)."""
+        D, banks = self.ram_bank, self._act_banks
+        lg = _log2(D)
+        regs = []
+        for i, mem in enumerate(banks):
+            rp = mem.read_port()
+            q = Signal(mem.shape, name=f"{name}_bank{i}")
+            m.d.comb += rp.addr.eq(addr[:max(1, (mem.depth - 1).bit_length())])
+            m.d.sync += q.eq(rp.data)
+            regs.append(q)
+        if len(regs) == 1:
+            return regs[0]
+        sel = [Signal(range(len(regs)), name=f"{name}_sel{n}") for n in range(2)]
+        m.d.sync += [sel[0].eq(addr >> lg), sel[1].eq(sel[0])]
+        return Array(regs)[sel[1]]
 
     def _shortcut_tags(self, m, op, s1, s2):
         """Where the shortcut of an op's row is (residual networks), filled into its tag in two
@@ -357,7 +380,7 @@ class Accelerator(wiring.Component):
                                              mask_c.eq(sum(1 << p for p in range(lo, hi)))]
         e_first, rot, mask = Signal.like(op.sc, name="sc_e1"), Signal(lg, name="sc_rot1"), Signal(g.P, name="sc_mask1")
         m.d.sync += [e_first.eq(op.sc + first), rot.eq(op.sc[:lg] + rot_c), mask.eq(mask_c)]
-        m.d.sync += [s2.tag.sc_word.eq(e_first >> lg), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
+        m.d.sync += [s2.tag.sc_word.eq(e_first >> _log2(g.G)), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
 
     def _requantize(self, m, arr):
         """Requantizer constants (one ROM word of ``P`` channels per tile row) and the requantizers."""
@@ -398,10 +421,11 @@ class Accelerator(wiring.Component):
             # the shortcut: its word is read two stages ahead of the result and registered (no
             # logic after a block RAM output); the row's P lanes are rotated out of it and masked
             G, A = self.export.geometry.G, self.act_bits
-            sc_rd = self._act_mem.read_port()
-            sc_word = Signal(G * A)
-            m.d.comb += sc_rd.addr.eq(tags[-3].sc_word)
-            m.d.sync += sc_word.eq(sc_rd.data)
+            if len(tags) >= 4:      # read a stage earlier and register the banks' mux too
+                sc_word = Signal(G * A)
+                m.d.sync += sc_word.eq(self._banked_read(m, tags[-4].sc_word, "sc"))
+            else:                   # a 1-lane array: the pipeline is too short for that stage
+                sc_word = self._banked_read(m, tags[-3].sc_word, "sc")
             lanes = Array(sc_word[n * A:(n + 1) * A] for n in range(G))
             lg = max(1, _log2(G))
             for p, rq in enumerate(requants):
@@ -483,7 +507,11 @@ class Accelerator(wiring.Component):
         wbase = Array(Const(wbase, 24) for _, wbase in layer_bases(ex))[tq.layer]
         m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
-        m.d.comb += [act_wr.addr.eq(word), act_wr.data.eq(wdata), act_wr.en.eq(Mux(w_en, lane_mask, 0))]
+        lg = _log2(self.ram_bank)
+        for i, mem in enumerate(act_wr):
+            wp = mem.write_port(granularity=A)
+            m.d.comb += [wp.addr.eq(word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wdata),
+                         wp.en.eq(Mux(w_en & ((word >> lg) == i), lane_mask, 0))]
         return logits
 
     def _sequence(self, m, ctrl, inb, logits):

@@ -66,6 +66,28 @@ def test_random_residual_networks(seed, tmp_path):
     check(ex)
 
 
+@pytest.mark.parametrize("pe,bank", [("1x1", 16), ("1x2", 4), ("2x8", 8), ("4x16", 16), ("8x8", 512)])
+def test_memories_in_many_banks_and_short_pipelines(pe, bank, tmp_path):
+    """The weight ROM and the activation memory split into banks of ``bank`` words (registered,
+    then muxed), down to 1-lane arrays whose pipeline is too short to register the shortcut's mux."""
+    G = ArrayGeometry.parse(pe).G
+    ex = random_export(tmp_path / "n", shape=(6, 6, 1), layers=f"c{G},c{G},c{G}r,c{2 * G}s2,c{2 * G}r,fc3", pe=pe,
+                       density=0.7, seed=bank)
+    acc = Accelerator(ex, ram_bank=bank)
+    res = simulate(acc, ex.golden["inputs"][:2])
+    assert res["logits"].tolist() == ex.golden["logits"][:2].tolist()
+    assert res["cycles"].tolist() == [cycle_model(ex)["total"]] * 2
+    words = sum(len(p.words) for p in acc_programs(ex))
+    assert bank >= 512 or words > 2 * bank, "the test must span several banks"
+
+
+def acc_programs(ex):
+    from ternpe.hw.weights import tile_program
+    from ternpe.cycles import rows_per_group
+    n = len(ex.layers)
+    return [tile_program(l, rows_per_group=rows_per_group(ex.geometry, l.spec, i == n - 1)) for i, l in enumerate(ex.layers)]
+
+
 @pytest.mark.parametrize("factor", [2, 4])
 def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
     """--pe P'xG at generate time: the same export on a wider array. A wide tile is skipped only
