@@ -6,7 +6,8 @@ all use it, so they never disagree.
 Memories are exact: each memory's (width, depth) comes from
 :func:`ternpe.hw.accelerator.memory_shapes` and is packed into the family's block shapes.
 Multipliers are exact too: one requantizer per PE multiplies the accumulator by a 16-bit
-constant, one hardware multiplier per 15 accumulator bits (a 20-bit accumulator takes two).
+constant, one hardware multiplier per 15 accumulator bits (a 20-bit accumulator takes two),
+and a residual network one more for the shortcut.
 Logic cells and flip-flops are a linear model fitted by least squares to real nextpnr runs
 (``bench/resources.py`` re-runs them and prints the error); its features are the array's lanes
 ``P*G*(act_bits+1)`` (the adder trees) and the PEs ``P*(acc_bits+out_bits)`` (accumulators,
@@ -130,7 +131,8 @@ def estimate(ex, device: Device | str) -> dict:
     plan = memory_plan(ex, dev, opts)
     per = {k: n for k, (w, d, kind, n) in plan.items()}
     acc = max(l.acc_bits for l in ex.layers)
-    dsp = ex.geometry.P * math.ceil(acc / ACC_BITS_PER_MULTIPLIER)
+    residual = any(l.spec.residual is not None for l in ex.layers)      # the shortcut's multiplier
+    dsp = ex.geometry.P * (math.ceil(acc / ACC_BITS_PER_MULTIPLIER) + residual)
     return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
             "bram": sum(n for *_, kind, n in plan.values() if kind == "bram"),
             "spram": sum(n for *_, kind, n in plan.values() if kind == "spram"), "dsp": dsp,

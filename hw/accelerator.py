@@ -337,24 +337,28 @@ class Accelerator(wiring.Component):
         self._tags = [s2.tag]
         return banks
 
-    def _banked_read(self, m, addr, name):
+    def _banked_read(self, m, addr, name, regs: int = 1):
         """A read port on every bank of the activation memory at ``addr``: each bank's data is
-        registered as it leaves the block RAM, and the banks are muxed after that register. The
-        result holds the word of ``addr`` two cycles later (combinational from registers)."""
+        registered ``regs`` times as it leaves the block RAM (a second register lets the first sit
+        beside the block RAM), and the banks are muxed after that. The result holds the word of
+        ``addr`` ``1 + regs`` cycles later (combinational from registers)."""
         D, banks = self.ram_bank, self._act_banks
         lg = _log2(D)
-        regs = []
+        outs = []
         for i, mem in enumerate(banks):
             rp = mem.read_port()
-            q = Signal(mem.shape, name=f"{name}_bank{i}")
             m.d.comb += rp.addr.eq(addr[:max(1, (mem.depth - 1).bit_length())])
-            m.d.sync += q.eq(rp.data)
-            regs.append(q)
-        if len(regs) == 1:
-            return regs[0]
-        sel = [Signal(range(len(regs)), name=f"{name}_sel{n}") for n in range(2)]
-        m.d.sync += [sel[0].eq(addr >> lg), sel[1].eq(sel[0])]
-        return Array(regs)[sel[1]]
+            q = rp.data
+            for k in range(regs):
+                r = Signal(mem.shape, name=f"{name}_bank{i}" + "_r" * k)
+                m.d.sync += r.eq(q)
+                q = r
+            outs.append(q)
+        if len(outs) == 1:
+            return outs[0]
+        sel = [Signal(range(len(outs)), name=f"{name}_sel{n}") for n in range(regs + 1)]
+        m.d.sync += [sel[0].eq(addr >> lg)] + [b.eq(a) for a, b in zip(sel, sel[1:])]
+        return Array(outs)[sel[-1]]
 
     def _shortcut_tags(self, m, op, s1, s2):
         """Where the shortcut of an op's row is (residual networks), filled into its tag in two
@@ -421,11 +425,14 @@ class Accelerator(wiring.Component):
             # the shortcut: its word is read two stages ahead of the result and registered (no
             # logic after a block RAM output); the row's P lanes are rotated out of it and masked
             G, A = self.export.geometry.G, self.act_bits
-            if len(tags) >= 4:      # read a stage earlier and register the banks' mux too
-                sc_word = Signal(G * A)
-                m.d.sync += sc_word.eq(self._banked_read(m, tags[-4].sc_word, "sc"))
-            else:                   # a 1-lane array: the pipeline is too short for that stage
-                sc_word = self._banked_read(m, tags[-3].sc_word, "sc")
+            # as early as the pipeline allows (from s2, where the address is known): two registers
+            # after each bank and one after their mux; a 1- or 2-lane array has fewer stages
+            early = min(len(tags), 5)
+            sc_word = self._banked_read(m, tags[-early].sc_word, "sc", regs=1 + (early == 5))
+            if early >= 4:
+                reg = Signal(G * A, name="sc_word")
+                m.d.sync += reg.eq(sc_word)
+                sc_word = reg
             lanes = Array(sc_word[n * A:(n + 1) * A] for n in range(G))
             lg = max(1, _log2(G))
             for p, rq in enumerate(requants):
