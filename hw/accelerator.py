@@ -300,7 +300,9 @@ class Accelerator(wiring.Component):
         D = self.ram_bank
         self._act_banks = banks = []
         for b in range(0, regions["depth"], D):
-            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, regions["depth"] - b), init=[])
+            # a layer never reads the region it writes (nor does a shortcut): see _banked_read
+            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, regions["depth"] - b), init=[],
+                                                        attrs={"no_rw_check": 1})
             banks.append(mem)
         # the op register: the controller's counters end here, the memories start here
         op = Signal.like(ctrl.op)
@@ -346,11 +348,16 @@ class Accelerator(wiring.Component):
         lg = _log2(D)
         outs = []
         for i, mem in enumerate(banks):
-            rp = mem.read_port()
+            # an asynchronous port and a register without reset after it, which Yosys merges into
+            # the block RAM's synchronous read with collisions as don't-care (no_rw_check: a
+            # layer never reads what it writes in the same cycle). Amaranth's own synchronous
+            # port would ask for the old data on a collision, which Yosys emulates with a
+            # bypass mux between the block RAM and the next register.
+            rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(addr[:max(1, (mem.depth - 1).bit_length())])
             q = rp.data
-            for k in range(regs):
-                r = Signal(mem.shape, name=f"{name}_bank{i}" + "_r" * k)
+            for k in range(regs + 1):
+                r = Signal(mem.shape, name=f"{name}_bank{i}" + "_r" * k, reset_less=True)
                 m.d.sync += r.eq(q)
                 q = r
             outs.append(q)

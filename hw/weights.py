@@ -137,7 +137,7 @@ class SparseTileWeightBuffer(wiring.Component):
             rom = Memory(shape=self.geometry.word_bits, depth=min(D, len(words) - b), init=words[b:b + D])
             m.submodules[f"rom{b // D}"] = rom
             wp = rom.read_port()
-            q = Signal(self.geometry.word_bits, name=f"bank{b // D}")
+            q = Signal(self.geometry.word_bits, name=f"bank{b // D}", reset_less=True)   # no reset mux after the RAM
             m.d.comb += wp.addr.eq(self.word_addr[:max(1, (min(D, len(words) - b) - 1).bit_length())])
             m.d.sync += q.eq(wp.data)
             outs.append(q)

@@ -58,7 +58,7 @@ CASES = [
      "needs a pruning method"),
     (["train", *QUICK, "--method", "magic", "--out", "{d}/r"], 1, "--method must be one of"),
     (["train", *QUICK, "--arch", "vgg", "--out", "{d}/r"], 1, "--arch must be one of"),
-    (["train", *QUICK, "--arch", "c16,q", "--out", "{d}/r"], 1, "'q' is not cN[kK][sS], p or fcN"),
+    (["train", *QUICK, "--arch", "c16,q", "--out", "{d}/r"], 1, "'q' is not cN[kK][sS][r], p or fcN"),
     (["train", *QUICK, "--arch", "c20,c16,fc4", "--out", "{d}/r"], 1, "multiple of G"),
     (["train", *QUICK, "--dataset", "imagenet", "--out", "{d}/r"], 1, "--dataset must be one of"),
     (["train", *QUICK, "--lam", "-1", "--out", "{d}/r"], 1, "--lam must be"),
