@@ -13,6 +13,7 @@ import math
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import time
 
@@ -139,6 +140,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
                                      f"narrower array (--pe auto picks one that fits) or a larger board")
                 raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{text[-3000:]}")
             if seed is not None:
+                shutil.copyfile(bdir / "top.tim", bdir / f"top.seed{seed}.tim")     # each seed's timing report
                 f = _parse_nextpnr((bdir / "top.tim").read_text(), board.family)["fmax_mhz"] or 0.0
                 seeds.append((seed, f))
                 if f >= clock:
