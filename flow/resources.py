@@ -86,7 +86,7 @@ def accelerator_options(ex, device: Device | str) -> dict:
     controller's one-cycle loop), and the weight ROM's bank depth."""
     dev = _device(device)
     return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5",
-            "ram_bank": RAM_BANK[dev.family]}
+            "ram_bank": RAM_BANK[dev.family], "write_reg": dev.family == "ecp5"}
 
 
 def memory_plan(ex, device: Device | str, options: dict | None = None) -> dict:

@@ -17,8 +17,9 @@ reads what this one wrote.
 
 The image goes to the :class:`~ternpe.hw.input.InputBuffer` (two slots: the next image streams
 in while this one computes). Hidden activations live channels-last, ``G`` lanes of
-``act_bits`` per word, in one simple-dual-port memory (one read, one write per cycle) of two
-ping-pong regions. A first layer with fewer input channels than lanes (``cin < G``) runs in
+``act_bits`` per word, in one simple-dual-port memory (one read, one write per cycle), placed by
+:mod:`~ternpe.hw.actmem`: ping-pong regions, or a sequential network's maps each overlapping the
+one before it where no word still to be read is overwritten. A first layer with fewer input channels than lanes (``cin < G``) runs in
 window mode: its lanes are filled from the input buffer's patch registers, so its lanes stay
 busy without an im2col copy of the image.
 """
@@ -42,7 +43,7 @@ from .actmem import layer_bases, write_bases, act_regions
 from .controller import Controller, OpTag, has_residual, shortcut_constants, write_elements
 from .input import InputBuffer, input_memories
 from .requant import Requantizer
-from .weights import SparseTileWeightBuffer, tile_program
+from .weights import SparseTileWeightBuffer, TileEntry, tile_program
 
 __all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
            "output_bits", "argmax_cycles"]
@@ -182,7 +183,7 @@ def memory_shapes(ex) -> dict:
     bias_bits = max(l.bias_bits for l in ex.layers)
     plans = _plans(ex)
     return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
-            "tile list": (col_bits + row_bits + 6, sum(len(p.entries) for p in progs)),
+            "tile list": (TileEntry(col_bits, row_bits).size, sum(len(p.entries) for p in progs)),
             "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
                                       sum(l.layout.rows for l in ex.layers)),
             "activations": (g.G * ex.act_bits, act_regions(ex)["depth"]),
@@ -211,6 +212,9 @@ class Accelerator(wiring.Component):
     ram_bank : int
         Words per bank of the weight ROM and the activation memory (a power of two: one block RAM
         deep on the device); a bank's read data is registered before the banks are muxed.
+    write_reg : bool
+        Register the activation write (address, data, lane enables) once more (ECP5: its block
+        RAMs lie far from the write-back logic). The drain covers it: the cycles do not change.
 
     Members
     -------
@@ -230,9 +234,10 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, ram_bank: int = 512):
+    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, ram_bank: int = 512,
+                 write_reg: bool = False):
         self.export = ex = export
-        self.spram, self.index_in_logic, self.ram_bank = spram, index_in_logic, ram_bank
+        self.spram, self.index_in_logic, self.ram_bank, self.write_reg = spram, index_in_logic, ram_bank, write_reg
         if not _is_pow2(ram_bank):
             raise GenerateError(f"ram_bank must be a power of two, not {ram_bank}")
         try:
@@ -521,11 +526,18 @@ class Accelerator(wiring.Component):
         wbase = Array(Const(wbase, 24) for _, wbase in layer_bases(ex))[tq.layer]
         m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
+        # with write_reg the write is registered once more: the address arithmetic and the route
+        # to a far block RAM get a cycle each (the drain has the slack: the cycle model is the same)
         lg = _log2(self.ram_bank)
+        w_word, w_data = Signal.like(word, name="w_word"), Signal.like(wdata, name="w_data")
+        w_lanes = [Signal(G, name=f"w_en{i}") for i in range(len(act_wr))]
+        dom = m.d.sync if self.write_reg else m.d.comb
+        dom += [w_word.eq(word), w_data.eq(wdata)]
         for i, mem in enumerate(act_wr):
             wp = mem.write_port(granularity=A)
-            m.d.comb += [wp.addr.eq(word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wdata),
-                         wp.en.eq(Mux(w_en & ((word >> lg) == i), lane_mask, 0))]
+            dom += w_lanes[i].eq(Mux(w_en & ((word >> lg) == i), lane_mask, 0))
+            m.d.comb += [wp.addr.eq(w_word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(w_data),
+                         wp.en.eq(w_lanes[i])]
         return logits
 
     def _sequence(self, m, ctrl, inb, logits):

@@ -4,11 +4,20 @@ Layer ``i`` (not the last) writes its output into a region that holds no map sti
 the lowest free one. A sequential network alternates two regions (ping-pong); a residual
 block's input stays for its shortcut, so a ResNet takes three. Both the generator and the
 controller's tag layout (the width of a shortcut address) read this plan.
+
+A sequential network may do better: a convolution reads its input map in raster order and
+writes its output in raster order, so its output can start a few words *below* its input and
+overlap it, each output pixel landing only on input words that no later output pixel reads
+(:func:`overlap_limit`). The plan is then one base per map (:func:`chain_bases`), taken when it
+needs fewer words than the two regions: MNIST's 14x14x16 and 7x7x32 maps take 199 words, not
+294, and fit eight iCE40 block RAMs instead of sixteen.
 """
 
 from __future__ import annotations
 
-__all__ = ["act_regions", "write_bases", "layer_bases"]
+import itertools
+
+__all__ = ["act_regions", "write_bases", "layer_bases", "overlap_limit", "chain_bases"]
 
 
 def last_use(ex) -> list:
@@ -36,23 +45,99 @@ def slots(ex) -> list:
     return slots
 
 
+def _words(ex) -> list:
+    G = ex.geometry.G
+    return [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]]
+
+
+def overlap_limit(ex, i: int) -> int | None:
+    """The largest ``d`` such that hidden layer ``i`` (``i >= 1``) may write its output map from
+    word ``d`` relative to its input map's first word: every word output pixel ``p`` writes lies
+    below every input word that pixel ``p`` or any later pixel reads, so the write lands only on
+    words no longer needed (a write of pixel ``p`` follows its reads, and every read of an earlier
+    pixel). ``d`` is negative: the output starts below the input. ``None`` when the layer's reads
+    are not a raster walk of whole words (a fully connected layer, a residual add, channels that
+    are not whole activation words)."""
+    G = ex.geometry.G
+    s = ex.layers[i].spec
+    if (i == 0 or i >= len(ex.layers) - 1 or s.kind != "conv" or s.residual is not None
+            or s.cin % G or s.cout % G):
+        return None
+    cw, co = s.cin // G, s.cout // G
+    step = (2 if s.pool else 1) * s.stride
+
+    def first_read(py, px):                    # the lowest input word output pixel (py, px) reads
+        return (max(0, py * step - s.pad) * s.in_w + max(0, px * step - s.pad)) * cw
+
+    d = None
+    for py in range(s.out_h):
+        later_rows = first_read(py + 1, 0) if py + 1 < s.out_h else None
+        for px in range(s.out_w):
+            low = first_read(py, px) if later_rows is None else min(first_read(py, px), later_rows)
+            top = (py * s.out_w + px + 1) * co - 1          # the highest word pixel p writes
+            d = low - top - 1 if d is None else min(d, low - top - 1)
+    return d
+
+
+def chain_bases(ex, *, exhaustive_upto: int = 9) -> tuple | None:
+    """``(bases, depth)`` of a network without residual blocks, every map placed relative to the
+    one before it: just above it, just below it, or overlapping it from below as far as
+    :func:`overlap_limit` allows; the placement of fewest words (every combination for up to
+    ``exhaustive_upto`` steps, then greedily). Only the input of a layer is live while it
+    runs, so only neighbouring maps constrain each other. ``None`` for a residual network."""
+    if any(l.spec.residual is not None for l in ex.layers):
+        return None
+    words = _words(ex)
+    if len(words) <= 1:
+        return [0] * len(words), max(words + [1])
+    options = []
+    for i in range(1, len(words)):
+        opts = {words[i - 1], -words[i]}
+        d = overlap_limit(ex, i)
+        if d is not None and d > -words[i]:
+            opts.add(d)
+        options.append(sorted(opts))
+
+    def span(offsets):
+        b, lo, hi = 0, 0, words[0]
+        bases = [0]
+        for o, w in zip(offsets, words[1:]):
+            b += o
+            bases.append(b)
+            lo, hi = min(lo, b), max(hi, b + w)
+        return hi - lo, [x - lo for x in bases]
+
+    if len(options) <= exhaustive_upto:
+        depth, bases = min(span(c) for c in itertools.product(*options))
+    else:
+        chosen = []
+        for opts in options:
+            chosen.append(min(opts, key=lambda o: span(chosen + [o])[0]))
+        depth, bases = span(chosen)
+    return bases, depth
+
+
 def act_regions(ex) -> dict:
     """Words of the activation memory's regions: layer ``i`` writes region ``slots[i]``
-    (:func:`slots`), each region as large as the largest output written there."""
-    G = ex.geometry.G
-    words = [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]]
+    (:func:`slots`), each region as large as the largest output written there; ``bases`` is
+    every hidden layer's first word. A network without residual blocks takes the
+    :func:`chain_bases` placement instead when it needs fewer words (``slots`` is then None)."""
+    words = _words(ex)
     where = slots(ex)
     n = max(where, default=0) + 1
     buf = [max([1] + [w for w, s in zip(words, where) if s == b]) for b in range(n)]
     buf += [1] * (2 - len(buf))
-    return {"buffers": buf, "depth": sum(buf), "slots": where}
+    start = [sum(buf[:b]) for b in range(len(buf))]
+    plan = {"buffers": buf, "depth": sum(buf), "slots": where, "bases": [start[s] for s in where]}
+    chain = chain_bases(ex)
+    if chain is not None and chain[1] < plan["depth"]:
+        plan = {"buffers": None, "depth": chain[1], "slots": None, "bases": chain[0]}
+    return plan
 
 
 def write_bases(ex) -> list:
     """Per hidden layer, the first word of its output in the activation memory."""
-    reg = act_regions(ex)
-    start = [sum(reg["buffers"][:b]) for b in range(len(reg["buffers"]))]
-    return [start[s] for s in reg["slots"]]
+    return act_regions(ex)["bases"]
 
 
 def layer_bases(ex):

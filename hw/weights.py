@@ -62,20 +62,21 @@ def tile_program(layer, *, rows_per_group: int) -> LayerProgram:
 
 
 def TileEntry(col_bits: int, row_bits: int) -> data.StructLayout:
-    """One tile-list word: the tile's column and row, its flags, and the flags of the entry after
-    it in the list (``next_*``), so the controller holds the flags of the entry it walks to in a
-    register instead of waiting on the list's read."""
-    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits), "last": 1, "empty": 1, "end": 1,
+    """One tile-list word: the tile's column and row, and the flags of the entry after it in the
+    list (``next_*``), so the controller holds the flags of the entry it walks to in a register
+    instead of waiting on the list's read. An entry's own flags are not stored: the controller
+    has them already (from the entry before it, or per row and per layer in registers)."""
+    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits),
                               "next_last": 1, "next_empty": 1, "next_end": 1})
 
 
 def entry_words(layout, entries) -> list:
     """The tile-list ROM image of ``entries`` (``(col, row, last, empty, end)`` in list order)."""
     out = []
-    for i, (c, r, l, e, n) in enumerate(entries):
+    for i, (c, r, *_) in enumerate(entries):
         nl, ne, nn = entries[i + 1][2:5] if i + 1 < len(entries) else (0, 0, 0)
-        out.append(layout.const({"col": c, "row": r, "last": l, "empty": e, "end": n, "next_last": nl,
-                                 "next_empty": ne, "next_end": nn}).as_value().value)
+        out.append(layout.const({"col": c, "row": r, "next_last": nl, "next_empty": ne,
+                                 "next_end": nn}).as_value().value)
     return out
 
 
