@@ -117,6 +117,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
         from tqdm import tqdm
         it = tqdm(steps, desc=f"ternpe build {board_name}", unit="step", leave=False)
     clock = top.clock_hz / 1e6
+    acc = top.core.link.acc
     seeds = []
     for cmd in it:
         argv = shlex.split(cmd)
@@ -157,19 +158,19 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
         from .verify import VerifyError, verify_bitstream
         try:
             verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
-                                        cycles=cycle_model(ex)["total"], samples=verify_samples,
+                                        cycles=acc.cycle_model()["total"], samples=verify_samples,
                                         work_dir=bdir / "verify", log=log)
         except VerifyError as e:     # the bitstream could not be checked: kept, but not as the good one
             verified = {"ok": False, "samples": verify_samples,
                         "mismatches": [{"sample": None, "what": "verification", "board": str(e), "golden": None}]}
     dest, rpath = artefact_paths(out, name, board.bitstream_ext, met, verified is None or verified["ok"])
-    model = cycle_model(ex)
+    model = acc.cycle_model()                  # the board's pipeline: its drain may be the device's own
     cycles = model["total"]
     fmt = top.core.link.format
     report = {
         "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
         "latency_cycles": model["latency"], "throughput_cycles": model["throughput"],
-        "dense_cycles": cycle_model(densified(ex))["total"],
+        "dense_cycles": cycle_model(densified(ex), drain=acc.drain_cycles)["total"],
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
         "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),

@@ -151,11 +151,11 @@ async def weight_buffer(dut):
         if a < n_entries:
             e = int(dut.entry.value)
             got_entries.append((e & ((1 << col_bits) - 1), e >> col_bits & ((1 << row_bits) - 1),
-                                *(e >> (col_bits + row_bits + b) & 1 for b in range(6))))
-    # each entry carries the flags (last, empty, end) of the entry after it
-    for a, b in zip(got_entries, got_entries[1:]):
-        assert a[5:8] == b[2:5], f"entry {got_entries.index(a)}: next-entry flags {a[5:8]} != {b[2:5]}"
-    got_entries = [e[:5] for e in got_entries]
+                                *(e >> (col_bits + row_bits + b) & 1 for b in range(3))))
+    # each entry carries the flags (last, empty, end) of the entry after it, not its own: the first
+    # entry's are the controller's constant, every other's are its predecessor's next-entry flags
+    flags = [tuple(cfg["first_flags"])] + [e[2:5] for e in got_entries[:-1]]
+    got_entries = [e[:2] + f for e, f in zip(got_entries, flags)]
     bad = [i for i, (a, b) in enumerate(zip(got_words, words)) if a != b]
     assert len(got_words) == len(words) and not bad, f"weight word {bad[:1]} differs from the ROM image"
     # the tile list, layer by layer (split at the end flags), must name exactly the CSR's tiles

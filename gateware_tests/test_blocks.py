@@ -45,6 +45,6 @@ def test_weight_buffer_reads_back_the_rom_image(sim, cosim_export, tmp_path):
     ex = cosim_export("2x8", "trained")
     wb = SparseTileWeightBuffer(geometry=ex.geometry, layers=ex.layers, bank_depth=16)     # several banks
     cfg = {"export": str(ex.path), "col_bits": wb.col_bits, "row_bits": wb.row_bits,
-           "entries": sum(len(p.entries) for p in wb.programs)}
+           "entries": sum(len(p.entries) for p in wb.programs), "first_flags": list(wb.programs[0].entries[0][2:5])}
     _run(wb, "weights", "weight_buffer", cfg, sim, tmp_path)
     assert load_export(ex.path).layers      # the export itself is intact after the run

@@ -212,9 +212,16 @@ class Accelerator(wiring.Component):
     ram_bank : int
         Words per bank of the weight ROM and the activation memory (a power of two: one block RAM
         deep on the device); a bank's read data is registered before the banks are muxed.
-    write_reg : bool
-        Register the activation write (address, data, lane enables) once more (ECP5: its block
-        RAMs lie far from the write-back logic). The drain covers it: the cycles do not change.
+    write_reg : int
+        Register stages on the activation write (ECP5: its block RAMs lie far from the write-back
+        logic): 1 registers address, data and per-bank lane enables; 2 registers the address and
+        data first and decides the bank from the registered address. Each stage adds a cycle to
+        every layer's drain (:attr:`drain_cycles`, which the cycle model takes).
+    operand_reg : bool
+        The operand register of a wide array (:func:`~ternpe.cycles.broadcast_register`) on any
+        array: after the memory banks' registers and muxes, before the PEs, so the register that
+        follows a block RAM can sit beside it (ECP5). One more cycle of drain on an array that did
+        not have it.
 
     Members
     -------
@@ -235,9 +242,12 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, ram_bank: int = 512,
-                 write_reg: bool = False):
+                 write_reg: int = 0, operand_reg: bool = False):
         self.export = ex = export
-        self.spram, self.index_in_logic, self.ram_bank, self.write_reg = spram, index_in_logic, ram_bank, write_reg
+        self.spram, self.index_in_logic, self.ram_bank = spram, index_in_logic, ram_bank
+        self.write_reg, self.operand_reg = int(write_reg), bool(operand_reg)
+        if self.write_reg not in (0, 1, 2):
+            raise GenerateError(f"write_reg must be 0, 1 or 2 stages, not {write_reg}")
         if not _is_pow2(ram_bank):
             raise GenerateError(f"ram_bank must be a power of two, not {ram_bank}")
         try:
@@ -262,7 +272,10 @@ class Accelerator(wiring.Component):
 
     @property
     def drain_cycles(self) -> int:
-        return drain_cycles(self.export.geometry)
+        """The contract's drain, plus a cycle per register stage these options add to the path
+        from the memories to the next layer's first read."""
+        g = self.export.geometry
+        return drain_cycles(g) + self.write_reg + (self.operand_reg and not broadcast_register(g))
 
     def cycle_model(self) -> dict:
         return cycle_model(self.export, drain=self.drain_cycles)
@@ -335,7 +348,7 @@ class Accelerator(wiring.Component):
             m.d.sync += first.eq(inb.rd_data)
         act = Mux(s2.tag.layer == 0, first, r_act)
         weights = Mux(s2.inb & ~s2.empty, r_w, 0)
-        if broadcast_register(g):
+        if broadcast_register(g) or self.operand_reg:
             s3, act_r, w_r = Signal(late), Signal(g.G * A), Signal(g.word_bits)
             m.d.sync += [s3.eq(s2), act_r.eq(act), w_r.eq(weights)]
             s2, act, weights = s3, act_r, w_r
@@ -526,17 +539,22 @@ class Accelerator(wiring.Component):
         wbase = Array(Const(wbase, 24) for _, wbase in layer_bases(ex))[tq.layer]
         m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
-        # with write_reg the write is registered once more: the address arithmetic and the route
-        # to a far block RAM get a cycle each (the drain has the slack: the cycle model is the same)
+        # write_reg stages on the write: the address arithmetic, the bank decision and the route
+        # to a far block RAM get a cycle each (each adds a cycle of drain: see drain_cycles)
         lg = _log2(self.ram_bank)
-        w_word, w_data = Signal.like(word, name="w_word"), Signal.like(wdata, name="w_data")
+        w_en_d, w_word, w_data, w_mask = w_en, word, wdata, lane_mask
+        if self.write_reg == 2:
+            w_en_d, w_word, w_data = Signal(name="w_en_r"), Signal.like(word, name="w_word_r"), Signal.like(wdata, name="w_data_r")
+            w_mask = Signal(G, name="w_mask_r")
+            m.d.sync += [w_en_d.eq(w_en), w_word.eq(word), w_data.eq(wdata), w_mask.eq(lane_mask)]
+        a_word, a_data = Signal.like(word, name="w_word"), Signal.like(wdata, name="w_data")
         w_lanes = [Signal(G, name=f"w_en{i}") for i in range(len(act_wr))]
         dom = m.d.sync if self.write_reg else m.d.comb
-        dom += [w_word.eq(word), w_data.eq(wdata)]
+        dom += [a_word.eq(w_word), a_data.eq(w_data)]
         for i, mem in enumerate(act_wr):
             wp = mem.write_port(granularity=A)
-            dom += w_lanes[i].eq(Mux(w_en & ((word >> lg) == i), lane_mask, 0))
-            m.d.comb += [wp.addr.eq(w_word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(w_data),
+            dom += w_lanes[i].eq(Mux(w_en_d & ((w_word >> lg) == i), w_mask, 0))
+            m.d.comb += [wp.addr.eq(a_word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(a_data),
                          wp.en.eq(w_lanes[i])]
         return logits
 

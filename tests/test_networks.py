@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ternpe.contract import ArrayGeometry
+from ternpe.cycles import drain_cycles
 from ternpe.hw.accelerator import Accelerator, cycle_model
 from ternpe.image import widen
 from ternpe.randnet import random_export, random_specs
@@ -66,18 +67,26 @@ def test_random_residual_networks(seed, tmp_path):
     check(ex)
 
 
-@pytest.mark.parametrize("pe,bank", [("1x1", 16), ("1x2", 4), ("2x8", 8), ("4x16", 16), ("8x8", 512)])
-def test_memories_in_many_banks_and_short_pipelines(pe, bank, tmp_path):
+@pytest.mark.parametrize("pe,bank,write_reg,operand_reg", [("1x1", 16, 2, True), ("1x2", 4, 1, False),
+                                                         ("2x8", 8, 2, True), ("4x16", 16, 2, True),
+                                                         ("1x16", 32, 1, True), ("8x8", 512, 0, False)])
+def test_memories_in_many_banks_and_short_pipelines(pe, bank, write_reg, operand_reg, tmp_path):
     """The weight ROM and the activation memory split into banks of ``bank`` words (registered,
-    then muxed), with the activation write registered once more, down to 1-lane arrays whose
-    pipeline is too short to register the shortcut's mux: the cycles stay the model's."""
-    G = ArrayGeometry.parse(pe).G
+    then muxed), with the activation write registered once or twice more and an operand register
+    before the PEs (the ECP5 options), down to 1-lane arrays whose pipeline is too short to
+    register the shortcut's mux: bit-exact, and the cycles are the model's with the drain these
+    options add (a cycle per stage, none for the operand register of a wide array, which has it)."""
+    g = ArrayGeometry.parse(pe)
+    G = g.G
     ex = random_export(tmp_path / "n", shape=(6, 6, 1), layers=f"c{G},c{G},c{G}r,c{2 * G}s2,c{2 * G}r,fc3", pe=pe,
                        density=0.7, seed=bank)
-    acc = Accelerator(ex, ram_bank=bank, write_reg=bank != 512)      # the ECP5 options, and the iCE40's
+    acc = Accelerator(ex, ram_bank=bank, write_reg=write_reg, operand_reg=operand_reg)
+    extra = write_reg + (operand_reg and g.P < 4)
+    assert acc.drain_cycles == drain_cycles(g) + extra
     res = simulate(acc, ex.golden["inputs"][:2])
     assert res["logits"].tolist() == ex.golden["logits"][:2].tolist()
-    assert res["cycles"].tolist() == [cycle_model(ex)["total"]] * 2
+    assert res["cycles"].tolist() == [cycle_model(ex, drain=drain_cycles(g) + extra)["total"]] * 2
+    assert extra == 0 or cycle_model(ex, drain=acc.drain_cycles)["total"] > cycle_model(ex)["total"]
     words = sum(len(p.words) for p in acc_programs(ex))
     assert bank >= 512 or words > 2 * bank, "the test must span several banks"
 
