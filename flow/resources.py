@@ -84,8 +84,8 @@ def accelerator_options(ex, device: Device | str) -> dict:
     """The :class:`~ternpe.hw.accelerator.Accelerator` options for ``device``: SPRAM input banks
     (UP5K), on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
     controller's one-cycle loop), the weight ROM's bank depth, and on ECP5 two register stages on
-    the activation write and an operand register before the PEs (its block RAMs lie far from the
-    logic; three cycles more of drain per layer)."""
+    the activation write and a second register after each activation bank (its block RAMs lie
+    far from the logic; three cycles more of drain per layer)."""
     dev = _device(device)
     return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5",
             "ram_bank": RAM_BANK[dev.family], "write_reg": 2 if dev.family == "ecp5" else 0,

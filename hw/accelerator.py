@@ -218,10 +218,11 @@ class Accelerator(wiring.Component):
         data first and decides the bank from the registered address. Each stage adds a cycle to
         every layer's drain (:attr:`drain_cycles`, which the cycle model takes).
     operand_reg : bool
-        The operand register of a wide array (:func:`~ternpe.cycles.broadcast_register`) on any
-        array: after the memory banks' registers and muxes, before the PEs, so the register that
-        follows a block RAM can sit beside it (ECP5). One more cycle of drain on an array that did
-        not have it.
+        Each activation bank's data registered twice before the banks are muxed (the weights and
+        the input word wait a stage with it), so the register that follows a block RAM can sit
+        beside it while the next one goes to the PEs (ECP5, whose block RAMs lie far from the
+        logic): one more cycle of drain. The requantizer constants are then read a stage earlier
+        and registered as they leave their block RAM (no cycle added).
 
     Members
     -------
@@ -275,7 +276,7 @@ class Accelerator(wiring.Component):
         """The contract's drain, plus a cycle per register stage these options add to the path
         from the memories to the next layer's first read."""
         g = self.export.geometry
-        return drain_cycles(g) + self.write_reg + (self.operand_reg and not broadcast_register(g))
+        return drain_cycles(g) + self.write_reg + self.operand_reg
 
     def cycle_model(self) -> dict:
         return cycle_model(self.export, drain=self.drain_cycles)
@@ -336,7 +337,9 @@ class Accelerator(wiring.Component):
         s1, s2 = Signal(late), Signal(late)
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
         r_w = Signal(g.word_bits)
-        r_act = self._banked_read(m, addr, "act")       # registered in its bank, muxed on the way on
+        # registered in its bank (twice with operand_reg: the first register beside its block RAM),
+        # muxed on the way on
+        r_act = self._banked_read(m, addr, "act", regs=2 if self.operand_reg else 1)
         m.d.sync += [s2.eq(s1), r_w.eq(wb.word)]
         if self.residual:
             self._shortcut_tags(m, op, s1, s2)
@@ -346,9 +349,13 @@ class Accelerator(wiring.Component):
         else:
             first = Signal(g.G * A)
             m.d.sync += first.eq(inb.rd_data)
+        if self.operand_reg:                # everything else waits the activation's extra register
+            s_d, w_d, first_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d"), Signal(g.G * A, name="first_d")
+            m.d.sync += [s_d.eq(s2), w_d.eq(r_w), first_d.eq(first)]
+            s2, r_w, first = s_d, w_d, first_d
         act = Mux(s2.tag.layer == 0, first, r_act)
         weights = Mux(s2.inb & ~s2.empty, r_w, 0)
-        if broadcast_register(g) or self.operand_reg:
+        if broadcast_register(g):
             s3, act_r, w_r = Signal(late), Signal(g.G * A), Signal(g.word_bits)
             m.d.sync += [s3.eq(s2), act_r.eq(act), w_r.eq(weights)]
             s2, act, weights = s3, act_r, w_r
@@ -435,10 +442,17 @@ class Accelerator(wiring.Component):
                    for l in ex.layers for r in range(l.layout.rows)]
         m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
         rq_rd = rqrom.read_port()
-        pre = tags[-2]
+        # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
+        # leave the block RAM, which may lie far from the requantizers; no cycle is added
+        early = 3 if self.operand_reg and len(tags) >= 3 else 2
+        pre = tags[-early]
         m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
         at_res = tags[-1]
-        rq_words = data.View(rq_layout, rq_rd.data)
+        rq_data = rq_rd.data
+        if early == 3:
+            rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
+            m.d.sync += rq_data.eq(rq_rd.data)
+        rq_words = data.View(rq_layout, rq_data)
         requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=self.act_bits,
                                 residual=self.residual) for _ in range(P)]
         for p, rq in enumerate(requants):

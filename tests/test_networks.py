@@ -26,12 +26,12 @@ NETWORKS = {
 }
 
 
-def check(ex, n=2, **kw):
-    acc = Accelerator(ex)
+def check(ex, n=2, options=None, **kw):
+    acc = Accelerator(ex, **(options or {}))
     res = simulate(acc, ex.golden["inputs"][:n], **kw)
     assert res["logits"].tolist() == ex.golden["logits"][:n].tolist()
     assert res["classes"].tolist() == ex.golden["classes"][:n].tolist()
-    model = cycle_model(ex)
+    model = cycle_model(ex, drain=acc.drain_cycles)
     assert res["cycles"].tolist() == [model["total"]] * n
     return res, model
 
@@ -41,6 +41,22 @@ def test_network_bit_exact_and_cycles_follow_the_model(name, tmp_path):
     shape, layers, pe = NETWORKS[name]
     ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, seed=len(name))
     check(ex)
+
+
+# the ECP5 options (flow.resources.accelerator_options), with banks of 16 words so that even these
+# small networks spread their weights and activations over several banks
+ECP5_OPTIONS = {"index_in_logic": True, "ram_bank": 16, "write_reg": 2, "operand_reg": True}
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_network_with_the_ecp5_pipeline(name, tmp_path):
+    """Every named network with the ECP5 build's options: the tile list in LUTs, banked memories,
+    two write stages and two registers after each activation bank; the cycles are the model's
+    with the 3 cycles of drain per layer these add."""
+    shape, layers, pe = NETWORKS[name]
+    ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, seed=len(name) + 1)
+    _, model = check(ex, options=ECP5_OPTIONS)
+    assert model["total"] == cycle_model(ex, drain=drain_cycles(ex.geometry) + 3)["total"]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -72,16 +88,16 @@ def test_random_residual_networks(seed, tmp_path):
                                                          ("1x16", 32, 1, True), ("8x8", 512, 0, False)])
 def test_memories_in_many_banks_and_short_pipelines(pe, bank, write_reg, operand_reg, tmp_path):
     """The weight ROM and the activation memory split into banks of ``bank`` words (registered,
-    then muxed), with the activation write registered once or twice more and an operand register
-    before the PEs (the ECP5 options), down to 1-lane arrays whose pipeline is too short to
+    then muxed), with the activation write registered once or twice more and the activation read
+    registered twice in its bank (the ECP5 options), down to 1-lane arrays whose pipeline is too short to
     register the shortcut's mux: bit-exact, and the cycles are the model's with the drain these
-    options add (a cycle per stage, none for the operand register of a wide array, which has it)."""
+    options add (a cycle per stage)."""
     g = ArrayGeometry.parse(pe)
     G = g.G
     ex = random_export(tmp_path / "n", shape=(6, 6, 1), layers=f"c{G},c{G},c{G}r,c{2 * G}s2,c{2 * G}r,fc3", pe=pe,
                        density=0.7, seed=bank)
     acc = Accelerator(ex, ram_bank=bank, write_reg=write_reg, operand_reg=operand_reg)
-    extra = write_reg + (operand_reg and g.P < 4)
+    extra = write_reg + operand_reg
     assert acc.drain_cycles == drain_cycles(g) + extra
     res = simulate(acc, ex.golden["inputs"][:2])
     assert res["logits"].tolist() == ex.golden["logits"][:2].tolist()
