@@ -15,7 +15,9 @@ needs fewer words than the two regions: MNIST's 14x14x16 and 7x7x32 maps take 19
 
 from __future__ import annotations
 
+import functools
 import itertools
+from types import SimpleNamespace
 
 __all__ = ["act_regions", "write_bases", "layer_bases", "overlap_limit", "chain_bases"]
 
@@ -121,7 +123,18 @@ def act_regions(ex) -> dict:
     """Words of the activation memory's regions: layer ``i`` writes region ``slots[i]``
     (:func:`slots`), each region as large as the largest output written there; ``bases`` is
     every hidden layer's first word. A network without residual blocks takes the
-    :func:`chain_bases` placement instead when it needs fewer words (``slots`` is then None)."""
+    :func:`chain_bases` placement instead when it needs fewer words (``slots`` is then None).
+
+    The plan depends only on the layer specs and ``G``, and generating an accelerator asks for
+    it many times (memory shapes, controller, write-back), while a deep chain's search takes a
+    tenth of a second: it is computed once per network and handed out as a copy."""
+    plan = _plan(tuple(l.spec for l in ex.layers), ex.geometry.G)
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in plan.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(specs: tuple, G: int) -> dict:
+    ex = SimpleNamespace(layers=[SimpleNamespace(spec=s) for s in specs], geometry=SimpleNamespace(G=G))
     words = _words(ex)
     where = slots(ex)
     n = max(where, default=0) + 1
