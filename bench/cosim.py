@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=8)
     args = ap.parse_args(argv)
     from ternpe.hw.accelerator import Accelerator
+    from ternpe.hw.plan import plan_accelerator
     from ternpe.flow.cosim import run_cosim
     from ternpe.flow.sim import simulate
     from ternpe.image import load_export
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     n = min(args.samples, len(ex.golden["inputs"]))
     rows = []
     t0 = time.perf_counter()
-    acc = Accelerator(ex)
+    acc = Accelerator(plan_accelerator(ex))
     t1 = time.perf_counter()
     res = simulate(acc, ex.golden["inputs"][:n])
     wall = time.perf_counter() - t1

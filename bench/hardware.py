@@ -42,8 +42,8 @@ def occupancy_table(ex, model) -> list:
 
 def ideal_work(ex) -> int:
     """Op cycles on non-zero tile words (the cycle model's busy ops): the ideal cost of ``ex``."""
-    from ternpe.hw.accelerator import cycle_model
-    return sum(layer["busy_ops"] for layer in cycle_model(ex)["layers"])
+    from ternpe.hw.plan import plan_accelerator
+    return sum(layer["busy_ops"] for layer in plan_accelerator(ex).cycles["layers"])
 
 
 def synth_ice40(export_dir, workdir) -> dict:
@@ -69,21 +69,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-synth", action="store_true", help="skip the Yosys run")
     ap.add_argument("--no-sim", action="store_true", help="skip the amaranth.sim check of the cycle count")
     args = ap.parse_args(argv)
-    from ternpe.hw.accelerator import Accelerator, cycle_model
+    from ternpe.hw.accelerator import Accelerator
+    from ternpe.hw.plan import plan_accelerator
     from ternpe.flow.sim import simulate
     from ternpe.image import load_export, with_tile_density
     if not (pathlib.Path(args.export) / "manifest.json").exists():
         print(f"bench/hardware.py: {args.export} is not an export; run `make demo` first", file=sys.stderr)
         return 1
     ex = load_export(args.export)
-    model = cycle_model(ex)
+    plan = plan_accelerator(ex)
+    model = plan.cycles
     print(f"## {args.export}: array {ex.geometry}, drain {model['drain']} cycles per layer\n")
     print("| layer | non-zero tiles | ops | cycles | lane occupancy |\n|---|---|---|---|---|")
     for r in occupancy_table(ex, model):
         print(f"| {r['layer']} | {r['tiles']} | {r['ops']} | {r['cycles']} | {100 * r['occupancy']:.1f}% |")
     if not args.no_sim:
         t0 = time.perf_counter()
-        res = simulate(Accelerator(ex), ex.golden["inputs"][:1])
+        res = simulate(Accelerator(plan), ex.golden["inputs"][:1])
         dt = time.perf_counter() - t0
         ok = list(res["logits"][0]) == list(ex.golden["logits"][0])
         print(f"\namaranth.sim, one golden image: {int(res['cycles'][0])} cycles (model {model['total']}), "
@@ -93,23 +95,24 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         variants = [(f"{d:.2f}", with_tile_density(ex.path, pathlib.Path(tmp) / f"d{d}", d)) for d in (1.0, 0.75, 0.5, 0.25)]
         variants.insert(1, ("export", ex))
-        dense_cycles, dense_work = cycle_model(variants[0][1])["total"], ideal_work(variants[0][1])
+        dense_cycles, dense_work = plan_accelerator(variants[0][1]).cycles["total"], ideal_work(variants[0][1])
         for name, v in variants:
-            c = cycle_model(v)["total"]
+            c = plan_accelerator(v).cycles["total"]
             got, ideal = c / dense_cycles, ideal_work(v) / dense_work
             nz = sum(l.nonzero_tiles for l in v.layers)
             print(f"| {name} | {nz} | {c} | {got:.3f} | {ideal:.3f} | {100 * (got / ideal - 1):+.1f}% |")
     print("\n| array (--pe) | cycles | latency | throughput | speedup vs trained array | vs dense at that array |")
     print("|---|---|---|---|---|---|")
     from ternpe.contract import ArrayGeometry
-    from ternpe.image import densified, widen
+    from ternpe.image import widen
     base = model["total"]
     p = ex.geometry.P
     while p <= ex.geometry.G:
         w = widen(ex, ArrayGeometry(p, ex.geometry.G))
-        mw = cycle_model(w)
+        pw = plan_accelerator(w)
+        mw = pw.cycles
         print(f"| {p}x{ex.geometry.G} | {mw['total']} | {mw['latency']} | {mw['throughput']} | "
-              f"{base / mw['total']:.2f}x | {cycle_model(densified(w))['total'] / mw['total']:.2f}x |")
+              f"{base / mw['total']:.2f}x | {pw.speedup:.2f}x |")
         p *= 2
     if not args.no_synth:
         t0 = time.perf_counter()

@@ -34,6 +34,7 @@ def main(argv=None):
                     help="where to write the counts (default: %(default)s; '' for nowhere)")
     a = ap.parse_args(argv)
     from tqdm.auto import trange
+    from ternpe.hw.plan import plan_accelerator
     from ternpe.flow.simboard import SimTransport, fuzz_link
     from ternpe.host import Board
     from ternpe.link import export_id
@@ -43,9 +44,9 @@ def main(argv=None):
         t0 = time.time()
         if a.simulator == "verilator":
             from ternpe.flow.vboard import VerilatorTransport
-            t = VerilatorTransport(ex, divisor=2, timeout_cycles=400, build_dir=ROOT / "build" / "vboard", log=print)
+            t = VerilatorTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400, build_dir=ROOT / "build" / "vboard", log=print)
         else:
-            t = SimTransport(ex, divisor=2, timeout_cycles=400)
+            t = SimTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)
         setup = time.time() - t0
         b = Board(t, t.core.link.format)
         t0 = time.time()

@@ -19,10 +19,9 @@ import time
 
 from ternpe.link import CMD_INFER, reply_length, request_length
 from ternpe.tools import ToolError, check_tool_vars, require, tool_env
-from ternpe.hw.accelerator import GenerateError, cycle_model
 from ternpe.hw.boards import BOARDS, BoardTop
+from ternpe.hw.plan import GenerateError
 from .generate import prepare
-from ternpe.image import densified
 
 __all__ = ["BuildError", "build", "artefact_paths", "publish"]
 
@@ -78,10 +77,10 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     if clock_mhz is not None and not (clock_mhz > 0 and clock_mhz < 1e4):
         raise BuildError(f"--clock {clock_mhz}: give the accelerator clock in MHz, above 0 (the board's default "
                          f"is {board.clock_hz / 1e6:g} MHz)")
-    ex, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
+    plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
     try:
-        top = BoardTop(ex, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None, **fits["options"])
+        top = BoardTop(plan, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None)
     except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
         raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
                          f"{board.clock_hz / 1e6:g} MHz)") from None
@@ -117,7 +116,6 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
         from tqdm import tqdm
         it = tqdm(steps, desc=f"ternpe build {board_name}", unit="step", leave=False)
     clock = top.clock_hz / 1e6
-    acc = top.core.link.acc
     seeds = []
     for cmd in it:
         argv = shlex.split(cmd)
@@ -158,19 +156,20 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
         from .verify import VerifyError, verify_bitstream
         try:
             verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
-                                        cycles=acc.cycle_model()["total"], samples=verify_samples,
+                                        plan=plan, samples=verify_samples,
                                         work_dir=bdir / "verify", log=log)
         except VerifyError as e:     # the bitstream could not be checked: kept, but not as the good one
             verified = {"ok": False, "samples": verify_samples,
                         "mismatches": [{"sample": None, "what": "verification", "board": str(e), "golden": None}]}
     dest, rpath = artefact_paths(out, name, board.bitstream_ext, met, verified is None or verified["ok"])
-    model = acc.cycle_model()                  # the board's pipeline: its drain may be the device's own
+    model = plan.cycles                        # the board's pipeline: its drain may be the device's own
     cycles = model["total"]
     fmt = top.core.link.format
     report = {
-        "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(ex.geometry),
+        "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(plan.geometry),
+        "plan": plan.summary(),
         "latency_cycles": model["latency"], "throughput_cycles": model["throughput"],
-        "dense_cycles": cycle_model(densified(ex), drain=acc.drain_cycles)["total"],
+        "dense_cycles": plan.dense_cycles,
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
         "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),

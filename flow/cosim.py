@@ -1,8 +1,10 @@
 """Co-simulation of the generated Verilog with cocotb, on Icarus Verilog or Verilator.
 
 ``run_cosim`` generates the Verilog of an export (exactly what ``ternpe generate`` writes),
-builds it for the simulator through ``cocotb_tools.runner``, runs the testbench of
-``ternpe.gateware_tests.tb_top`` and returns its per-sample, per-layer results.
+builds it for the simulator through ``cocotb_tools.runner``, runs the testbench
+:mod:`ternpe.flow.cosimbench` and returns its per-sample, per-layer results. The Verilog is that of
+the plan ``ternpe build`` synthesizes for the same array and device, so a co-simulation checks the
+design that is flashed, cycle for cycle.
 """
 
 from __future__ import annotations
@@ -53,13 +55,12 @@ def _environ(env):
         os.environ.update(old)
 
 
-def build_verilog(export_dir, out_dir, *, toplevel="ternpe_top", pe: str | None = None,
-                  device: str | None = None) -> pathlib.Path:
+def build_verilog(export_dir, out_dir, *, pe: str | None = None, device: str | None = None) -> pathlib.Path:
     """Generate the accelerator's Verilog (``ternpe generate``, array ``pe``, the memory plan of
-    ``device``) into ``out_dir``."""
+    ``device``) into ``out_dir``; returns the path of ``ternpe_top.v``."""
     from .generate import generate
     generate(export_dir, out_dir, pe=pe, device=device, log=lambda *a: None)
-    return pathlib.Path(out_dir) / f"{toplevel}.v"
+    return pathlib.Path(out_dir) / "ternpe_top.v"
 
 
 def check_simulator(simulator: str) -> dict:
@@ -112,39 +113,45 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True, netlist=False, pe=None) -> dict:
-    """Simulate the export's accelerator on its golden inputs. Returns ``{"results": [per sample],
-    "cycles": [...], "wall_s": ..., "simulator": ..., "build_s": ...}``; raises :class:`CosimError`
-    naming the first differing layer when the hardware differs. ``taps=False`` compares logits
-    and class only (no per-cycle watch of the debug taps: faster)."""
+              verilog=None, taps=True, netlist=False, pe=None, device=None) -> dict:
+    """Simulate the export's accelerator (on the array ``pe``, with ``device``'s options: the
+    design ``ternpe build`` makes for that device) on its golden inputs. Returns ``{"results":
+    [per sample], "cycles": [...], "model_cycles": the plan's, "wall_s": ..., "simulator": ...,
+    "build_s": ...}``; raises :class:`CosimError` naming the first differing layer when the
+    hardware differs. ``taps=False`` compares logits and class only (no per-cycle watch of the
+    debug taps: faster). ``verilog``: simulate these sources instead (a netlist, a corrupted
+    design), still against the plan of ``pe`` and ``device``."""
+    from .generate import generate, prepare
     check_simulator(simulator)
     build_dir = pathlib.Path(build_dir).resolve()
     t0 = time.perf_counter()
+    from ternpe.image import load_export
+    # given sources (a corrupted design) may come with an export that does not reproduce its golden
+    ex = load_export(export_dir, check_golden=verilog is None)
+    plan, _ = prepare(ex, pe=pe, device=device, check_logic=False)
     if verilog is None:
-        sources = [build_verilog(export_dir, build_dir / "rtl", pe=pe)]
+        sources = [generate(plan.export, build_dir / "rtl", plan=plan, log=lambda *a: None) / "ternpe_top.v"]
     elif isinstance(verilog, (list, tuple)):
         sources = [pathlib.Path(v) for v in verilog]
     else:
         sources = [pathlib.Path(verilog)]
     results = build_dir / f"{testcase}.json"
     results.unlink(missing_ok=True)
-    from ternpe.image import load_export
-    from ternpe.hw.accelerator import cycle_model
-    ex = load_export(export_dir, check_golden=False)
-    n_in = int(ex.golden["inputs"][0].size)
+    n_in = int(plan.export.golden["inputs"][0].size)
     # a generous bound: stalls make streams slower, never 4x the model plus the input
-    max_cycles = 4 * (cycle_model(ex)["total"] + n_in * 10) + 1000
+    max_cycles = 4 * (plan.cycles["total"] + n_in * 10) + 1000
     cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
            "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
            "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps}
     xml = run_verilog(sources, "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
-                      test_module="ternpe.gateware_tests.tb_top", testcase=testcase,
+                      test_module="ternpe.flow.cosimbench", testcase=testcase,
                       env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves, netlist=netlist)
     total = time.perf_counter() - t0
     if not results.exists():
         raise CosimError(f"the testbench wrote no results; see {xml.parent / 'sim.log'}")
     out = json.loads(results.read_text())
-    out.update(simulator=simulator, total_s=total, build_dir=str(build_dir))
+    out.update(simulator=simulator, total_s=total, build_dir=str(build_dir), model_cycles=plan.cycles["total"],
+               geometry=str(plan.geometry))
     bad = [r for r in out["results"] if not r["ok"]]
     if bad:
         raise CosimError(_describe(bad[0]), out)

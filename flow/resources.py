@@ -3,8 +3,9 @@ accelerator of an export takes on a device, as a function of the array ``P x G``
 accumulator width and the network. ``generate --device``, ``build --board`` and ``--pe auto``
 all use it, so they never disagree.
 
-Memories are exact: each memory's (width, depth) comes from
-:func:`ternpe.hw.accelerator.memory_shapes` and is packed into the family's block shapes.
+Everything is read from the accelerator's plan (:class:`ternpe.hw.plan.AcceleratorPlan`), built
+once per array. Memories are exact: each memory's (width, depth) comes from
+``plan.memory_shapes`` and is packed into the family's block shapes.
 Multipliers are exact too: one requantizer per PE multiplies the accumulator by a 16-bit
 constant, one hardware multiplier per 15 accumulator bits (a 20-bit accumulator takes two),
 and a residual network one more for the shortcut.
@@ -22,13 +23,14 @@ from __future__ import annotations
 import math
 
 from ternpe.contract import ArrayGeometry
-from ternpe.hw.accelerator import GenerateError
-from ternpe.hw.requant import ACC_BITS_PER_MULTIPLIER
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
+from ternpe.hw.plan import AcceleratorOptions, AcceleratorPlan, GenerateError, MemoryName, plan_accelerator
+from ternpe.hw.requant import ACC_BITS_PER_MULTIPLIER
+from ternpe.hw.spram import fits_spram
+from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
-           "estimate", "check_fit",
-           "auto_geometry", "format_plan"]
+           "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "format_plan"]
 
 
 class FitError(GenerateError):
@@ -50,12 +52,10 @@ COEFFICIENTS = {
 RAM_BANK = {"ecp5": 512, "ice40": 1 << 20}
 
 
-def features(ex) -> tuple:
-    """(lanes, pes) of the accelerator of ``ex`` (see the module docstring)."""
-    from ternpe.hw.accelerator import output_bits
-    g, A = ex.geometry, ex.act_bits
-    acc = max(l.acc_bits for l in ex.layers)
-    return g.P * g.G * (A + 1), g.P * (acc + output_bits(ex))
+def features(plan: AcceleratorPlan) -> tuple:
+    """(lanes, pes) of the accelerator of ``plan`` (see the module docstring)."""
+    g = plan.geometry
+    return g.P * g.G * (plan.act_bits + 1), g.P * (plan.acc_bits + plan.out_bits)
 
 
 def _device(device: Device | str) -> Device:
@@ -67,46 +67,49 @@ def block_rams(family: str, width: int, depth: int) -> int:
     return min(math.ceil(width / w) * math.ceil(max(depth, 1) / d) for w, d in BRAM_SHAPES[family])
 
 
-def uses_spram(ex, device: Device | str) -> bool:
+def uses_spram(plan: AcceleratorPlan, device: Device | str) -> bool:
     """On a device with SPRAM (iCE40 UP5K), the input banks of a window-mode first layer go to one
     SPRAM each: they are written after configuration anyway, and the block RAMs stay free for
     the weights and activations, which need initial contents or 128-bit reads."""
-    from ternpe.hw.accelerator import _plans, memory_shapes
-    from ternpe.hw.spram import fits_spram
     dev = _device(device)
-    if not dev.spram or not _plans(ex)[0].window:
+    if not dev.spram or not plan.window:
         return False
-    banks = [v for k, v in memory_shapes(ex).items() if k.startswith("input bank")]
-    return len(banks) <= dev.spram and all(fits_spram(w, d, ex.act_bits) for w, d in banks)
+    banks = [v for k, v in plan.memory_shapes.items() if MemoryName.is_input_bank(k)]
+    return len(banks) <= dev.spram and all(fits_spram(w, d, plan.act_bits) for w, d in banks)
 
 
-def accelerator_options(ex, device: Device | str) -> dict:
-    """The :class:`~ternpe.hw.accelerator.Accelerator` options for ``device``: SPRAM input banks
+def accelerator_options(plan: AcceleratorPlan, device: Device | str) -> AcceleratorOptions:
+    """The :class:`~ternpe.hw.plan.AcceleratorOptions` for ``device``: SPRAM input banks
     (UP5K), on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
     controller's one-cycle loop), the weight ROM's bank depth, and on ECP5 two register stages on
     the activation write and a second register after each activation bank (its block RAMs lie
     far from the logic; three cycles more of drain per layer)."""
     dev = _device(device)
-    return {"spram": uses_spram(ex, dev), "index_in_logic": dev.family == "ecp5",
-            "ram_bank": RAM_BANK[dev.family], "write_reg": 2 if dev.family == "ecp5" else 0,
-            "operand_reg": dev.family == "ecp5"}
+    ecp5 = dev.family == "ecp5"
+    return AcceleratorOptions(spram=uses_spram(plan, dev), index_in_logic=ecp5, ram_bank=RAM_BANK[dev.family],
+                              write_reg=2 if ecp5 else 0, operand_reg=ecp5)
 
 
-def memory_plan(ex, device: Device | str, options: dict | None = None) -> dict:
+def plan_for_device(export, device: Device | str) -> AcceleratorPlan:
+    """The plan of ``export``'s accelerator (on the export's array) with ``device``'s options."""
+    base = plan_accelerator(export)
+    return base.with_options(accelerator_options(base, device))
+
+
+def memory_plan(plan: AcceleratorPlan, device: Device | str) -> dict:
     """``{memory: (width, depth, kind, blocks)}``: which memory holds what, in how many blocks
-    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``), under :func:`accelerator_options`."""
-    from ternpe.hw.accelerator import memory_shapes
+    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``), under the plan's options."""
     dev = _device(device)
-    opts = accelerator_options(ex, dev) if options is None else options
-    plan = {}
-    for k, (w, d) in memory_shapes(ex).items():
-        if opts["spram"] and k.startswith("input bank"):
-            plan[k] = (w, d, "spram", 1)
-        elif opts["index_in_logic"] and k == "tile list":
-            plan[k] = (w, d, "lut", 0)
+    opts = plan.options
+    out = {}
+    for k, (w, d) in plan.memory_shapes.items():
+        if opts.spram and MemoryName.is_input_bank(k):
+            out[k] = (w, d, "spram", 1)
+        elif opts.index_in_logic and k == MemoryName.TILE_LIST:
+            out[k] = (w, d, "lut", 0)
         else:
-            plan[k] = (w, d, "bram", block_rams(dev.family, w, d))
-    return plan
+            out[k] = (w, d, "bram", block_rams(dev.family, w, d))
+    return out
 
 
 def format_plan(plan: dict, device: Device | str) -> str:
@@ -122,43 +125,43 @@ def format_plan(plan: dict, device: Device | str) -> str:
     return "\n".join(lines)
 
 
-def estimate(ex, device: Device | str) -> dict:
-    """Resources of the accelerator of ``ex`` on ``device``: ``{lut, ff, bram, spram, dsp,
+def estimate(plan: AcceleratorPlan, device: Device | str) -> dict:
+    """Resources of the accelerator of ``plan`` on ``device``: ``{lut, ff, bram, spram, dsp,
     per_memory}`` (the host link and UART of a board top included in lut/ff)."""
     dev = _device(device)
-    f = features(ex)
+    f = features(plan)
     co = COEFFICIENTS[dev.family]
     lut = co["lut"][0] + sum(c * x for c, x in zip(co["lut"][1:], f))
     # an iCE40 logic cell is a LUT and a flip-flop: nextpnr counts cells, so there is no FF figure
     ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f)) if "ff" in co else None
-    opts = accelerator_options(ex, dev)
-    plan = memory_plan(ex, dev, opts)
-    per = {k: n for k, (w, d, kind, n) in plan.items()}
-    acc = max(l.acc_bits for l in ex.layers)
-    residual = any(l.spec.residual is not None for l in ex.layers)      # the shortcut's multiplier
-    dsp = ex.geometry.P * (math.ceil(acc / ACC_BITS_PER_MULTIPLIER) + residual)
+    mems = memory_plan(plan, dev)
+    # one multiplier per 15 accumulator bits per requantizer, and one for a residual network's shortcut
+    dsp = plan.geometry.P * (math.ceil(plan.acc_bits / ACC_BITS_PER_MULTIPLIER) + plan.residual)
     return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
-            "bram": sum(n for *_, kind, n in plan.values() if kind == "bram"),
-            "spram": sum(n for *_, kind, n in plan.values() if kind == "spram"), "dsp": dsp,
-            "per_memory": per, "plan": plan, "options": opts}
+            "bram": sum(n for *_, kind, n in mems.values() if kind == "bram"),
+            "spram": sum(n for *_, kind, n in mems.values() if kind == "spram"), "dsp": dsp,
+            "per_memory": {k: n for k, (w, d, kind, n) in mems.items()}, "plan": mems,
+            "options": plan.options.as_dict()}
 
 
-def _over(est: dict, dev: Device, logic: bool = True) -> list:
-    have = dev.as_dict()
+def over_budget(est: dict, device: Device | str, logic: bool = True) -> list:
+    """The resources of an :func:`estimate` that ``device`` does not have enough of
+    (``logic=False``: memories and multipliers only)."""
+    have = _device(device).as_dict()
     keys = ("lut", "ff", "bram", "spram", "dsp") if logic else ("bram", "spram", "dsp")
     return [k for k in keys if est[k] is not None and est[k] > have[k]]
 
 
-def check_fit(ex, device: Device | str, *, logic: bool = True) -> dict:
+def check_fit(plan: AcceleratorPlan, device: Device | str, *, logic: bool = True) -> dict:
     """:func:`estimate`, or :class:`FitError` naming every resource that does not fit
     (``logic=False``: memories and multipliers only)."""
     dev = _device(device)
-    est = estimate(ex, dev)
-    over = _over(est, dev, logic)
+    est = estimate(plan, dev)
+    over = over_budget(est, dev, logic)
     if not over:
         return est
     have = dev.as_dict()
-    g = ex.geometry
+    ex, g = plan.export, plan.geometry
     lines = [f"the accelerator of {ex.path.name} at PE {g} does not fit {dev.name}:"]
     for k in over:
         lines.append(f"  {k}: needs {est[k]}, {dev.name} has {have[k]}")
@@ -166,7 +169,7 @@ def check_fit(ex, device: Device | str, *, logic: bool = True) -> dict:
         parts = ", ".join(f"{k} {v}" for k, v in est["per_memory"].items())
         big = max(ex.layers, key=lambda l: l.nonzero_tiles * l.layout.words_per_tile)
         lines.append(f"  block RAMs by memory: {parts}")
-        if est["per_memory"].get("weights", 0) >= max(est["per_memory"].values()):
+        if est["per_memory"].get(MemoryName.WEIGHTS, 0) >= max(est["per_memory"].values()):
             lines.append(f"  fix: prune more (a larger --lam; {big.spec.name} keeps {big.nonzero_tiles} tiles) "
                          f"or a device with more block RAM")
         else:
@@ -180,19 +183,18 @@ def check_fit(ex, device: Device | str, *, logic: bool = True) -> dict:
     raise FitError("\n".join(lines))
 
 
-def auto_geometry(ex, device: Device | str) -> ArrayGeometry:
-    """The widest array ``P' x G`` (``P'`` a power-of-two multiple of the trained ``P``, at most
-    ``G``) whose accelerator fits ``device``."""
-    from ternpe.image import widen
+def auto_geometry(ex, device: Device | str) -> AcceleratorPlan:
+    """The plan of the widest array ``P' x G`` (``P'`` a power-of-two multiple of the trained
+    ``P``, at most ``G``) whose accelerator fits ``device``, with the device's options."""
     dev = _device(device)
     g = ex.geometry
     best = None
     p = g.P
     while p <= g.G:
-        cand = ArrayGeometry(p, g.G)
-        if not _over(estimate(widen(ex, cand), dev), dev):
+        cand = plan_for_device(widen(ex, ArrayGeometry(p, g.G)), dev)
+        if not over_budget(estimate(cand, dev), dev):
             best = cand
         p *= 2
     if best is None:
-        check_fit(ex, dev)          # raises with the numbers
+        check_fit(plan_for_device(ex, dev), dev)          # raises with the numbers
     return best

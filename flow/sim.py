@@ -19,7 +19,7 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool =
     """
     res = {"logits": [], "classes": [], "cycles": []}
     clocks = [0]
-    n_out = acc.classes + 1
+    n_out = acc.plan.classes + 1
     flats = [np.asarray(img).reshape(-1) for img in images]
 
     async def feed(ctx):

@@ -16,15 +16,14 @@ from ternpe.link import LinkError, encode_infer
 __all__ = ["SimTransport", "fuzz_link", "reply_timeout", "quiet_clocks"]
 
 
-def reply_timeout(export, core: BoardCore) -> int:
+def reply_timeout(core: BoardCore) -> int:
     """Clocks a simulated read waits by default: the longest a well-behaved exchange can take
     (a whole request and reply on the line, the inference, the board's timeout and quiet
     period), twice over. Both simulated boards use it."""
-    from ternpe.hw.accelerator import cycle_model
     from ternpe.link import CMD_INFER, reply_length, request_length
     fmt = core.link.format
     line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * core.divisor
-    return 2 * (line + cycle_model(export)["latency"] + core.link.timeout_cycles + core.link.quiet_cycles)
+    return 2 * (line + core.link.plan.cycles["latency"] + core.link.timeout_cycles + core.link.quiet_cycles)
 
 
 def quiet_clocks(core: BoardCore) -> int:
@@ -34,16 +33,17 @@ def quiet_clocks(core: BoardCore) -> int:
 
 
 class SimTransport:
-    """A serial port whose other end is :class:`BoardCore` in amaranth.sim.
+    """A serial port whose other end is :class:`BoardCore` in amaranth.sim, built from ``plan``
+    (:class:`~ternpe.hw.plan.AcceleratorPlan`: the array and device options of the board simulated).
 
     ``divisor`` clocks per bit (small, so simulations are short); ``timeout`` of :meth:`read` is
     in simulated clock cycles.
     """
 
-    def __init__(self, export, *, divisor: int = 4, timeout_cycles: int = 4000):
-        self.core = BoardCore(export, divisor=divisor, timeout_cycles=timeout_cycles)
+    def __init__(self, plan, *, divisor: int = 4, timeout_cycles: int = 4000):
+        self.core = BoardCore(plan, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
-        self.reply_timeout = reply_timeout(export, self.core)
+        self.reply_timeout = reply_timeout(self.core)
         self.period = 1e-7
         self.to_board = collections.deque()
         self.from_board = bytearray()

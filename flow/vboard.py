@@ -233,11 +233,11 @@ class VerilatorTransport:
     #: clocks run between checks for the bytes a read waits for (SimTransport's step)
     CHUNK = 256
 
-    def __init__(self, export, *, divisor: int = 4, timeout_cycles: int = 4000, build_dir=None, log=None):
+    def __init__(self, plan, *, divisor: int = 4, timeout_cycles: int = 4000, build_dir=None, log=None):
         from amaranth.back import verilog
-        self.core = BoardCore(export, divisor=divisor, timeout_cycles=timeout_cycles)
+        self.core = BoardCore(plan, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
-        self.reply_timeout = reply_timeout(export, self.core)
+        self.reply_timeout = reply_timeout(self.core)
         self.library = build_library(verilog.convert(self.core, name="boardcore", emit_src=False), build_dir, log=log)
         self._so = _load(self.library)
         self._h = self._so.vb_create(divisor)

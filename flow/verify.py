@@ -295,18 +295,19 @@ def _cells_sim() -> pathlib.Path:
 
 
 def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, clock_hz: float | None = None,
-                     baud: int | None = None, cycles: int | None = None, samples: int | None = None, work_dir=None,
+                     baud: int | None = None, plan=None, samples: int | None = None, work_dir=None,
                      log=print) -> dict:
     """Simulate the netlist recovered from ``bitstream`` on the golden inputs of ``export_dir``
     (the first ``samples``, default all).
 
-    The board, clock, baud rate and cycles per inference come from the arguments, else from the build report beside
-    the bitstream (``<name>.report.json``), else from the board's defaults. Returns
+    The board, clock, baud rate and the accelerator's plan (its array, so its cycles per inference) come from the
+    arguments, else from the build report beside the bitstream (``<name>.report.json``), else from the board's
+    defaults (the array the export was trained for). Returns
     ``{"ok", "samples", "mismatches": [...], "export_id_ok", "cycles", ...}``; ``ok`` only when
     the board reports the export's id and every reply equals the golden logits and class, and
     its cycle count equals the cycle model's."""
-    from ternpe.hw.accelerator import cycle_model, output_bits
     from ternpe.hw.boards import BOARDS, ice40_pll
+    from .generate import prepare
     from ternpe.hw.uart import divisor as uart_divisor
     from ternpe.image import load_export
 
@@ -333,11 +334,12 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     ex = load_export(export_dir)
     require("iverilog", "vvp")
     div = uart_divisor(clock_hz, baud)
-    fmt = LinkFormat.of(ex, output_bits(ex))
+    if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
+        pe = (report.get("plan") or {}).get("geometry") or report.get("geometry")
+        plan = prepare(ex, pe=pe, device=board.device, check_logic=False)[0]
+    fmt = LinkFormat.of(ex, plan.out_bits)
     n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
-    model = cycle_model(ex)
-    # the build's own figure when there is one (a build with --pe runs a wider array)
-    latency, latency_total = model["latency"], cycles or report.get("cycles_per_inference", model["total"])
+    latency, latency_total = plan.cycles["latency"], plan.cycles["total"]
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:       # nothing is written until the bitstream unpacks

@@ -9,6 +9,7 @@ from ternpe.contract import signed_bits
 from ternpe.flow.cosim import run_verilog
 from ternpe.hw.pe import TernaryPE
 from ternpe.hw.requant import Requantizer
+from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
 from ternpe.hw.weights import SparseTileWeightBuffer
 from ternpe.image import load_export
 
@@ -43,7 +44,7 @@ def test_requantizer(sim, tmp_path):
 @pytest.mark.parametrize("sim", SIMS)
 def test_weight_buffer_reads_back_the_rom_image(sim, cosim_export, tmp_path):
     ex = cosim_export("2x8", "trained")
-    wb = SparseTileWeightBuffer(geometry=ex.geometry, layers=ex.layers, bank_depth=16)     # several banks
+    wb = SparseTileWeightBuffer(plan_accelerator(ex, AcceleratorOptions(ram_bank=16)))     # several banks
     cfg = {"export": str(ex.path), "col_bits": wb.col_bits, "row_bits": wb.row_bits,
            "entries": sum(len(p.entries) for p in wb.programs), "first_flags": list(wb.programs[0].entries[0][2:5])}
     _run(wb, "weights", "weight_buffer", cfg, sim, tmp_path)

@@ -10,7 +10,8 @@ import pytest
 from ternpe.contract import pack_tile_words, unpack_tile_words
 from amaranth.back import verilog
 
-from ternpe.hw.accelerator import Accelerator, cycle_model
+from ternpe.hw.accelerator import Accelerator
+from ternpe.hw.plan import plan_accelerator
 from ternpe.flow.cosim import CosimError, run_cosim
 from ternpe.image import load_export, write_hex, write_manifest
 
@@ -25,7 +26,7 @@ def test_golden_samples_bit_exact(cosim_export, tmp_path, sim, pe, level):
     assert len(res["results"]) == 3
     for r in res["results"]:
         assert r["ok"] and all(x["ok"] for x in r["layers"]) and r["class"] == r["want_class"]
-    assert res["cycles"] == [cycle_model(ex)["total"]] * 3
+    assert res["cycles"] == [plan_accelerator(ex).cycles["total"]] * 3 == [res["model_cycles"]] * 3
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
@@ -34,7 +35,7 @@ def test_stream_stalls_change_nothing(cosim_export, tmp_path, sim):
     ex = cosim_export("2x8", "trained")
     res = run_cosim(ex.path, simulator=sim, build_dir=tmp_path, samples=3, valid_gap=0.4, ready_gap=0.6, seed=7)
     assert all(r["ok"] for r in res["results"])
-    assert res["cycles"] == [cycle_model(ex)["total"]] * 3     # compute cycles do not depend on the streams
+    assert res["cycles"] == [plan_accelerator(ex).cycles["total"]] * 3     # compute cycles do not depend on the streams
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
@@ -68,7 +69,7 @@ def test_a_flipped_rom_code_fails_and_names_the_layer(cosim_export, tmp_path):
     # `ternpe generate` refuses an export that does not reproduce its golden; build this one directly
     v = tmp_path / "rtl" / "ternpe_top.v"
     v.parent.mkdir()
-    v.write_text(verilog.convert(Accelerator(corrupt), name="ternpe_top", emit_src=False))
+    v.write_text(verilog.convert(Accelerator(plan_accelerator(corrupt)), name="ternpe_top", emit_src=False))
     with pytest.raises(CosimError, match=r"layer conv2 is the first that differs"):
         run_cosim(bad, simulator="icarus", build_dir=tmp_path / "sim", samples=3, golden_dir=ex.path, verilog=v)
 
@@ -82,6 +83,8 @@ VERILATOR_NETWORKS = [
     ("residual-blocks-16x16", (16, 16, 3), "c16,c16,c16r,c32s2,c32r,c32,c32r,fc10", "4x16", None),
     ("residual-option-a-widened", (8, 8, 3), "c8,c8,c8r,c16s2,c16r,fc5", "1x8", "8x8"),
 ]
+#: these also as the ECP5 board builds them (ternpe sim --device): its memory-path registers
+ECP5_CASES = {"widened-4x", "residual-blocks-16x16"}
 
 
 @pytest.mark.parametrize("name,shape,layers,pe,wide", VERILATOR_NETWORKS, ids=[n[0] for n in VERILATOR_NETWORKS])
@@ -96,7 +99,13 @@ def test_networks_on_verilator(tmp_path, name, shape, layers, pe, wide):
     for r in res["results"]:
         assert r["ok"] and all(x["ok"] for x in r["layers"]) and r["class"] == r["want_class"]
     model_ex = widen(ex, ArrayGeometry.parse(wide)) if wide else ex
-    assert res["cycles"] == [cycle_model(model_ex)["total"]] * 2
+    assert res["cycles"] == [plan_accelerator(model_ex).cycles["total"]] * 2 == [res["model_cycles"]] * 2
+    if name in ECP5_CASES:          # the design an ECP5 build synthesizes: 3 more cycles of drain per layer
+        res = run_cosim(ex.path, simulator="verilator", build_dir=tmp_path / "sim-ecp5", pe=wide, device="ecp5-85f",
+                        taps=False)
+        assert all(r["ok"] for r in res["results"])
+        assert res["cycles"] == [res["model_cycles"]] * 2
+        assert res["model_cycles"] == plan_accelerator(model_ex).cycles["total"] + 3 * len(ex.layers)
 
 
 def test_residual_network_on_icarus(tmp_path):
@@ -106,4 +115,4 @@ def test_residual_network_on_icarus(tmp_path):
                        density=0.5, samples=2, seed=12)
     res = run_cosim(ex.path, simulator="icarus", build_dir=tmp_path / "sim")
     assert [r["ok"] and all(x["ok"] for x in r["layers"]) for r in res["results"]] == [True, True]
-    assert res["cycles"] == [cycle_model(ex)["total"]] * 2
+    assert res["cycles"] == [plan_accelerator(ex).cycles["total"]] * 2

@@ -35,167 +35,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe import cycles
-from ternpe.contract import MULT_BITS, SHIFT_BITS, ContractError, requantize, signed_bits, unsigned_bits
-from ternpe.cycles import argmax_cycles, broadcast_register, drain_cycles, ops_per_position, rows_per_group, window_mode
+from ternpe.contract import MULT_BITS, SHIFT_BITS, requantize
+from ternpe.cycles import broadcast_register, rows_per_group
 from .array import PEArray
-from .actmem import layer_bases, write_bases, act_regions
-from .controller import Controller, OpTag, has_residual, shortcut_constants, write_elements
-from .input import InputBuffer, input_memories
+from .controller import Controller, OpTag
+from .input import InputBuffer
+from .plan import AcceleratorPlan, GenerateError, shortcut_lanes, write_elements
 from .requant import Requantizer
-from .weights import SparseTileWeightBuffer, TileEntry, tile_program
+from .weights import SparseTileWeightBuffer
 
-__all__ = ["GenerateError", "Accelerator", "cycle_model", "drain_cycles", "memory_bits", "memory_shapes",
-           "output_bits", "argmax_cycles"]
-
-
-class GenerateError(ContractError):
-    """An export the hardware cannot run as asked; the message names layer, resource, numbers."""
+__all__ = ["GenerateError", "Accelerator"]
 
 
 def _log2(n: int) -> int:
     return n.bit_length() - 1
-
-
-def _is_pow2(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    window: bool          # first layer gathered from the input patch
-    nq: int               # pool positions per output pixel
-    ops_pp: int           # ops of one output pixel
-    ops: int              # cycles of the op loop without stalls
-
-
-def _plans(ex) -> list:
-    G, P = ex.geometry.G, ex.geometry.P
-    plans = []
-    n = len(ex.layers)
-    if not _is_pow2(G) or not _is_pow2(P) or P > G:
-        raise GenerateError(f"array {ex.geometry}: the hardware needs P and G powers of two with P <= G")
-    for i, l in enumerate(ex.layers):
-        s = l.spec
-        if s.residual is not None:
-            _check_shortcut(ex, i)
-        window = window_mode(s, ex.geometry)
-        if window and i > 0:
-            raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "
-                                f"the first layer (widen the layer or choose a smaller G)")
-        if window and s.stride != 1:
-            raise GenerateError(f"layer {s.name}: window mode (cin < G) needs stride 1, not {s.stride}")
-        if i < n - 1:
-            if not s.relu:
-                raise GenerateError(f"layer {s.name}: only the last layer may be without ReLU")
-            if s.cout % P:
-                raise GenerateError(f"layer {s.name}: {s.cout} output channels is not a multiple of P={P}")
-        else:
-            if s.relu or (s.out_h, s.out_w) != (1, 1) or s.pool:
-                raise GenerateError(f"layer {s.name}: the last layer must produce logits "
-                                    f"(no ReLU, a 1x1 output, no pool)")
-        nq = 4 if s.pool else 1
-        ops_pp = nq * ops_per_position(np.diff(l.rowptr), l.layout.words_per_tile,
-                                       rows_per_group(ex.geometry, s, i == n - 1))
-        plans.append(_Plan(window, nq, ops_pp, s.out_h * s.out_w * ops_pp))
-    return plans
-
-
-def logit_bits(ex) -> int:
-    """Width that holds every logit: per channel ``(acc * mult + bias) >> shift`` at the extremes
-    of the accumulator (``+-fan_in * (2**act_bits - 1)``), from the export's own constants."""
-    last = ex.layers[-1]
-    s = last.spec
-    amax = s.cin * s.k * s.k * ((1 << ex.act_bits) - 1)
-    rq = last.channel_requant()
-    lo = hi = 0
-    for mult, bias, shift in zip(rq.mult.tolist(), rq.bias.tolist(), rq.shift.tolist()):
-        for acc in (-amax, amax):
-            y = (acc * mult + bias) >> shift
-            lo, hi = min(lo, y), max(hi, y)
-    return signed_bits(lo, hi)
-
-
-def output_bits(ex) -> int:
-    """Width of the output stream: a logit, or the class index."""
-    return max(logit_bits(ex), unsigned_bits(ex.layers[-1].spec.cout) + 1)
-
-
-def cycle_model(ex, *, drain: int | None = None) -> dict:
-    """Cycles per inference of the accelerator of ``ex``: :func:`ternpe.cycles.cycle_model` (the
-    one model training uses too) over the export's tile rows. The tests hold it equal to the
-    simulated ``cycles`` counter."""
-    _plans(ex)            # the export must be one the hardware runs
-    return cycles.cycle_model([l.spec for l in ex.layers], ex.geometry,
-                              [np.diff(l.rowptr) for l in ex.layers], drain=drain)
-
-
-def _check_shortcut(ex, i: int):
-    """A residual layer the hardware runs: its shortcut is a map in the activation memory whose
-    ``P`` channels of every output row lie in one memory word (read in the requantizer's cycle)."""
-    s, g = ex.layers[i].spec, ex.geometry
-    src = s.residual
-    if src < 1 or src >= i:
-        raise GenerateError(f"layer {s.name}: its shortcut is the input of layer {src}; the hardware reads a "
-                            f"shortcut from the activation memory, so it must be the output of a hidden layer "
-                            f"(add a conv before the first residual block)")
-    a = ex.layers[src - 1].spec
-    if a.kind != "conv":
-        raise GenerateError(f"layer {s.name}: its shortcut must be a map, {a.name} is an fc layer")
-    ih, iw, ic = a.out_h, a.out_w, a.cout
-    want = ((ih + 1) // 2, (iw + 1) // 2) if s.shortcut == "pad" else (ih, iw)
-    if want != (s.conv_h, s.conv_w) or ic > s.cout or (s.shortcut == "identity" and ic != s.cout):
-        raise GenerateError(f"layer {s.name}: a {s.shortcut} shortcut of {a.name}'s {ih}x{iw}x{ic} output does not "
-                            f"match its {s.conv_h}x{s.conv_w}x{s.cout} output")
-    for r, lanes in enumerate(shortcut_lanes(s, ic, g.P)):
-        lo, hi = lanes
-        if lo == hi:
-            continue
-        first = r * g.P + lo - (s.cout - ic) // 2 if s.shortcut == "pad" else r * g.P + lo
-        for pix in range(s.out_h * s.out_w):
-            e = pix * ic if s.shortcut == "identity" else ((pix // s.out_w) * 2 * iw + (pix % s.out_w) * 2) * ic
-            if (e + first) // g.G != (e + first + hi - lo - 1) // g.G:
-                raise GenerateError(
-                    f"layer {s.name}: the shortcut of output channels {r * g.P}..{r * g.P + g.P - 1} spans two "
-                    f"activation words of {a.name}'s output (channels are zero-padded by {(s.cout - ic) // 2}); "
-                    f"the requantizers read one word per row: choose P dividing that offset (--pe 1x{g.G} works)")
-
-
-def shortcut_lanes(spec, src_channels: int, P: int) -> list:
-    """Per tile row of a residual layer: the lanes ``[lo, hi)`` of its ``P`` output channels
-    that take a shortcut channel (a pad shortcut's outer channels are zero)."""
-    off = (spec.cout - src_channels) // 2 if spec.shortcut == "pad" else 0
-    out = []
-    for r in range(-(-spec.cout // P)):
-        lo = min(max(off - r * P, 0), P)
-        hi = max(min(off + src_channels - r * P, P), lo)
-        out.append((lo, hi))
-    return out
-
-
-def memory_shapes(ex) -> dict:
-    """(width, depth) of every memory the accelerator of ``ex`` instantiates."""
-    g = ex.geometry
-    n = len(ex.layers)
-    progs = [tile_program(l, rows_per_group=rows_per_group(g, l.spec, i == n - 1)) for i, l in enumerate(ex.layers)]
-    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
-    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
-    bias_bits = max(l.bias_bits for l in ex.layers)
-    plans = _plans(ex)
-    return {"weights": (g.word_bits, sum(len(p.words) for p in progs)),
-            "tile list": (TileEntry(col_bits, row_bits).size, sum(len(p.entries) for p in progs)),
-            "requantizer constants": (g.P * (MULT_BITS + bias_bits + SHIFT_BITS),
-                                      sum(l.layout.rows for l in ex.layers)),
-            "activations": (g.G * ex.act_bits, act_regions(ex)["depth"]),
-            # a residual network reads its shortcut through a second port: a second copy
-            **({"activations (shortcut port)": (g.G * ex.act_bits, act_regions(ex)["depth"])}
-               if has_residual(ex) else {}),
-            **input_memories(ex.layers[0].spec, g.G, ex.act_bits, plans[0].window)}
-
-
-def memory_bits(ex) -> dict:
-    """Bits of every memory the accelerator of ``ex`` instantiates (checked before synthesis)."""
-    return {k: w * d for k, (w, d) in memory_shapes(ex).items()}
 
 
 class Accelerator(wiring.Component):
@@ -203,26 +56,24 @@ class Accelerator(wiring.Component):
 
     Parameters
     ----------
-    export : ternpe.image.Export
-        A loaded, validated export; shapes, tile lists and memory sizes come from it.
-    spram : bool
-        Put the input banks in iCE40 UP5K SPRAMs (see :func:`ternpe.flow.resources.memory_plan`).
-    index_in_logic : bool
-        The tile list as a LUT ROM (ECP5: faster than its block RAM's output).
-    ram_bank : int
-        Words per bank of the weight ROM and the activation memory (a power of two: one block RAM
-        deep on the device); a bank's read data is registered before the banks are muxed.
-    write_reg : int
-        Register stages on the activation write (ECP5: its block RAMs lie far from the write-back
-        logic): 1 registers address, data and per-bank lane enables; 2 registers the address and
-        data first and decides the bank from the registered address. Each stage adds a cycle to
-        every layer's drain (:attr:`drain_cycles`, which the cycle model takes).
-    operand_reg : bool
-        Each activation bank's data registered twice before the banks are muxed (the weights and
-        the input word wait a stage with it), so the register that follows a block RAM can sit
-        beside it while the next one goes to the PEs (ECP5, whose block RAMs lie far from the
-        logic): one more cycle of drain. The requantizer constants are then read a stage earlier
-        and registered as they leave their block RAM (no cycle added).
+    plan : ternpe.hw.plan.AcceleratorPlan
+        What to build (:func:`ternpe.hw.plan.plan_accelerator`): the export on its array, and the
+        device's :class:`~ternpe.hw.plan.AcceleratorOptions`:
+
+        * ``spram``: the input banks in iCE40 UP5K SPRAMs;
+        * ``index_in_logic``: the tile list as a LUT ROM (ECP5: faster than its block RAM's output);
+        * ``ram_bank``: words per bank of the weight ROM and the activation memory (one block RAM
+          deep on the device); a bank's read data is registered before the banks are muxed;
+        * ``write_reg``: register stages on the activation write (ECP5: its block RAMs lie far from
+          the write-back logic): 1 registers address, data and per-bank lane enables; 2 registers
+          the address and data first and decides the bank from the registered address;
+        * ``operand_reg``: each activation bank's data registered twice before the banks are muxed
+          (the weights and the input word wait a stage with it), so the register that follows a
+          block RAM can sit beside it while the next one goes to the PEs; the requantizer
+          constants are then read a stage earlier and registered as they leave their block RAM.
+
+        Each register stage adds a cycle to every layer's drain (``plan.drain``), which the plan's
+        cycle model (``plan.cycles``) counts.
 
     Members
     -------
@@ -242,85 +93,45 @@ class Accelerator(wiring.Component):
         differs. Not driven for the last layer, whose results are the logits.
     """
 
-    def __init__(self, export, *, spram: bool = False, index_in_logic: bool = False, ram_bank: int = 512,
-                 write_reg: int = 0, operand_reg: bool = False):
-        self.export = ex = export
-        self.spram, self.index_in_logic, self.ram_bank = spram, index_in_logic, ram_bank
-        self.write_reg, self.operand_reg = int(write_reg), bool(operand_reg)
-        if self.write_reg not in (0, 1, 2):
-            raise GenerateError(f"write_reg must be 0, 1 or 2 stages, not {write_reg}")
-        if not _is_pow2(ram_bank):
-            raise GenerateError(f"ram_bank must be a power of two, not {ram_bank}")
-        try:
-            self.plans = _plans(ex)
-        except GenerateError:
-            self._MustUse__silence = True      # a rejected network is not an unused block
-            raise
-        g = ex.geometry
-        self.act_bits = A = ex.act_bits
-        self.acc_bits = max(l.acc_bits for l in ex.layers)
-        self.bias_bits = max(l.bias_bits for l in ex.layers)
-        self.classes = ex.layers[-1].spec.cout
-        self.out_bits = output_bits(ex)
-        self.residual = has_residual(ex)
+    def __init__(self, plan: AcceleratorPlan):
+        if not isinstance(plan, AcceleratorPlan):
+            raise TypeError(f"Accelerator takes an AcceleratorPlan (ternpe.hw.plan.plan_accelerator), "
+                            f"not {type(plan).__name__}")
+        self.plan = plan
+        ex, g = plan.export, plan.geometry
         super().__init__({
-            "input": In(stream.Signature(unsigned(A))),
-            "output": Out(stream.Signature(signed(self.out_bits))),
+            "input": In(stream.Signature(unsigned(plan.act_bits))),
+            "output": Out(stream.Signature(signed(plan.out_bits))),
             "cycles": Out(32), "busy": Out(1),
             "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_addr": Out(24),
-            "tap_mask": Out(g.G), "tap_data": Out(g.G * A),
+            "tap_mask": Out(g.G), "tap_data": Out(g.G * plan.act_bits),
         })
-
-    @property
-    def drain_cycles(self) -> int:
-        """The contract's drain, plus a cycle per register stage these options add to the path
-        from the memories to the next layer's first read."""
-        g = self.export.geometry
-        return drain_cycles(g) + self.write_reg + self.operand_reg
-
-    def cycle_model(self) -> dict:
-        return cycle_model(self.export, drain=self.drain_cycles)
-
-    def memory_bits(self) -> dict:
-        return memory_bits(self.export)
 
     def elaborate(self, platform):
         m = Module()
-        ex, g = self.export, self.export.geometry
-        m.submodules.weights = wb = SparseTileWeightBuffer(geometry=g, layers=ex.layers,
-                                                           index_in_logic=self.index_in_logic,
-                                                           bank_depth=self.ram_bank)
-        m.submodules.array = arr = PEArray(geometry=g, act_bits=self.act_bits, acc_bits=self.acc_bits)
-        m.submodules.inbuf = inb = InputBuffer(export=ex, window=self.plans[0].window, spram=self.spram, adv_delay=3)
-        sc_consts = shortcut_constants(ex, write_bases(ex)) if self.residual else None
-        sc_bits = 0
-        if sc_consts:
-            hi = act_regions(ex)["depth"] * g.G + max(max(c["sc_px"], c["sc_py"]) for c in sc_consts) + g.G
-            lo = min(c["sc_init"] for c in sc_consts)
-            sc_bits = signed_bits(lo, hi)
-        m.submodules.ctrl = ctrl = Controller(
-            export=ex, plans=self.plans, programs=wb.programs, col_bits=wb.col_bits, row_bits=wb.row_bits,
-            list_addr_bits=len(wb.entry_addr), word_addr_bits=len(wb.word_addr),
-            read_bases=[rb for rb, _ in layer_bases(ex)], drain=self.drain_cycles, shortcut=sc_consts,
-            sc_bits=sc_bits)
+        ex, g = self.plan.export, self.plan.geometry
+        m.submodules.weights = wb = SparseTileWeightBuffer(self.plan)
+        m.submodules.array = arr = PEArray(geometry=g, act_bits=self.plan.act_bits, acc_bits=self.plan.acc_bits)
+        m.submodules.inbuf = inb = InputBuffer(self.plan, adv_delay=3)
+        m.submodules.ctrl = ctrl = Controller(self.plan, list_addr_bits=len(wb.entry_addr),
+                                              word_addr_bits=len(wb.word_addr))
         m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry),
                      ctrl.win_ok.eq(inb.win_ok), inb.win_adv.eq(ctrl.win_adv)]
         wiring.connect(m, wiring.flipped(self.input), inb.input)
-        act_wr = self._operands(m, wb, arr, inb, ctrl)
-        requants, tq = self._requantize(m, arr)
+        act_wr, tags = self._operands(m, wb, arr, inb, ctrl)
+        requants, tq = self._requantize(m, arr, act_wr, tags)
         logits = self._write_back(m, wb, requants, tq, act_wr)
         self._sequence(m, ctrl, inb, logits)
         return m
 
     def _operands(self, m, wb, arr, inb, ctrl):
         """The op register, the memory reads and the registered operands of the array."""
-        ex, g, A = self.export, self.export.geometry, self.act_bits
-        regions = act_regions(ex)
-        D = self.ram_bank
-        self._act_banks = banks = []
-        for b in range(0, regions["depth"], D):
+        ex, g, A = self.plan.export, self.plan.geometry, self.plan.act_bits
+        depth, D = self.plan.act.depth, self.plan.options.ram_bank
+        banks = []
+        for b in range(0, depth, D):
             # a layer never reads the region it writes (nor does a shortcut): see _banked_read
-            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, regions["depth"] - b), init=[],
+            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, depth - b), init=[],
                                                         attrs={"no_rw_check": 1})
             banks.append(mem)
         # the op register: the controller's counters end here, the memories start here
@@ -333,23 +144,23 @@ class Accelerator(wiring.Component):
         # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
         # terms (a padding read or an empty row zeroes the weight codes, not the activations)
         late = data.StructLayout({"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "j": len(op.j),
-                                  "tag": OpTag(ex)})
+                                  "tag": OpTag(self.plan)})
         s1, s2 = Signal(late), Signal(late)
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
         r_w = Signal(g.word_bits)
         # registered in its bank (twice with operand_reg: the first register beside its block RAM),
         # muxed on the way on
-        r_act = self._banked_read(m, addr, "act", regs=2 if self.operand_reg else 1)
+        r_act = self._banked_read(m, banks, addr, "act", regs=2 if self.plan.options.operand_reg else 1)
         m.d.sync += [s2.eq(s1), r_w.eq(wb.word)]
-        if self.residual:
+        if self.plan.residual:
             self._shortcut_tags(m, op, s1, s2)
-        if self.plans[0].window:
+        if self.plan.window:
             m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
             first = inb.win_word
         else:
             first = Signal(g.G * A)
             m.d.sync += first.eq(inb.rd_data)
-        if self.operand_reg:                # everything else waits the activation's extra register
+        if self.plan.options.operand_reg:                # everything else waits the activation's extra register
             s_d, w_d, first_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d"), Signal(g.G * A, name="first_d")
             m.d.sync += [s_d.eq(s2), w_d.eq(r_w), first_d.eq(first)]
             s2, r_w, first = s_d, w_d, first_d
@@ -361,15 +172,14 @@ class Accelerator(wiring.Component):
             s2, act, weights = s3, act_r, w_r
         m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
                      arr.act.eq(act), arr.weights.eq(weights)]
-        self._tags = [s2.tag]
-        return banks
+        return banks, [s2.tag]
 
-    def _banked_read(self, m, addr, name, regs: int = 1):
+    def _banked_read(self, m, banks, addr, name, regs: int = 1):
         """A read port on every bank of the activation memory at ``addr``: each bank's data is
         registered ``regs`` times as it leaves the block RAM (a second register lets the first sit
         beside the block RAM), and the banks are muxed after that. The result holds the word of
         ``addr`` ``1 + regs`` cycles later (combinational from registers)."""
-        D, banks = self.ram_bank, self._act_banks
+        D = self.plan.options.ram_bank
         lg = _log2(D)
         outs = []
         for i, mem in enumerate(banks):
@@ -396,7 +206,7 @@ class Accelerator(wiring.Component):
         """Where the shortcut of an op's row is (residual networks), filled into its tag in two
         stages after the op register: ``s1`` adds the row's first shortcut channel to the
         controller's pixel counter, ``s2`` takes the word and the lane rotation."""
-        ex, g = self.export, self.export.geometry
+        ex, g = self.plan.export, self.plan.geometry
         lg = max(1, _log2(g.G))
         first, rot_c, mask_c = Signal(16, name="sc_first_c"), Signal(lg, name="sc_rot_c"), Signal(g.P, name="sc_mask_c")
         with m.Switch(op.tag.layer):
@@ -408,7 +218,7 @@ class Accelerator(wiring.Component):
                 with m.Case(i):
                     with m.Switch(op.tag.r):
                         for r, (lo, hi) in enumerate(shortcut_lanes(s, ic, g.P)):
-                            off = (s.cout - ic) // 2 if s.shortcut == "pad" else 0
+                            off = s.shortcut_offset(ic)
                             with m.Case(r):
                                 # an empty row reads the pixel's first channel (a real address), masked
                                 m.d.comb += [first.eq(r * g.P + lo if hi > lo else off),
@@ -418,23 +228,23 @@ class Accelerator(wiring.Component):
         m.d.sync += [e_first.eq(op.sc + first), rot.eq(op.sc[:lg] + rot_c), mask.eq(mask_c)]
         m.d.sync += [s2.tag.sc_word.eq(e_first >> _log2(g.G)), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
 
-    def _requantize(self, m, arr):
+    def _requantize(self, m, arr, banks, tags):
         """Requantizer constants (one ROM word of ``P`` channels per tile row) and the requantizers."""
-        ex, P, L = self.export, self.export.geometry.P, len(self.export.layers)
-        tags, tag_layout = self._tags, OpTag(ex)
+        ex, P, L = self.plan.export, self.plan.geometry.P, len(self.plan.export.layers)
+        tags, tag_layout = list(tags), OpTag(self.plan)
         for n in range(arr.latency):
             tg = Signal(tag_layout, name=f"tag_a{n}")
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
         rows_all = [l.layout.rows for l in ex.layers]
         rq_base = [sum(rows_all[:i]) for i in range(L)]
-        fields = {"mult": signed(MULT_BITS), "bias": signed(self.bias_bits), "shift": unsigned(SHIFT_BITS)}
-        if self.residual:
+        fields = {"mult": signed(MULT_BITS), "bias": signed(self.plan.bias_bits), "shift": unsigned(SHIFT_BITS)}
+        if self.plan.residual:
             fields["res_mult"] = signed(MULT_BITS)
 
         def word(l, c):
             w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c])}
-            if self.residual:
+            if self.plan.residual:
                 w["res_mult"] = 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])
             return w
         rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
@@ -444,7 +254,7 @@ class Accelerator(wiring.Component):
         rq_rd = rqrom.read_port()
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
-        early = 3 if self.operand_reg and len(tags) >= 3 else 2
+        early = 3 if self.plan.options.operand_reg and len(tags) >= 3 else 2
         pre = tags[-early]
         m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
         at_res = tags[-1]
@@ -453,21 +263,21 @@ class Accelerator(wiring.Component):
             rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
             m.d.sync += rq_data.eq(rq_rd.data)
         rq_words = data.View(rq_layout, rq_data)
-        requants = [Requantizer(acc_bits=self.acc_bits, bias_bits=self.bias_bits, act_bits=self.act_bits,
-                                residual=self.residual) for _ in range(P)]
+        requants = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits, act_bits=self.plan.act_bits,
+                                residual=self.plan.residual) for _ in range(P)]
         for p, rq in enumerate(requants):
             m.submodules[f"requant{p}"] = rq
             m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
                          rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
                          rq.clamp.eq(at_res.layer != L - 1)]
-        if self.residual:
+        if self.plan.residual:
             # the shortcut: its word is read two stages ahead of the result and registered (no
             # logic after a block RAM output); the row's P lanes are rotated out of it and masked
-            G, A = self.export.geometry.G, self.act_bits
+            G, A = self.plan.geometry.G, self.plan.act_bits
             # as early as the pipeline allows (from s2, where the address is known): two registers
             # after each bank and one after their mux; a 1- or 2-lane array has fewer stages
             early = min(len(tags), 5)
-            sc_word = self._banked_read(m, tags[-early].sc_word, "sc", regs=1 + (early == 5))
+            sc_word = self._banked_read(m, banks, tags[-early].sc_word, "sc", regs=1 + (early == 5))
             if early >= 4:
                 reg = Signal(G * A, name="sc_word")
                 m.d.sync += reg.eq(sc_word)
@@ -485,7 +295,7 @@ class Accelerator(wiring.Component):
 
     def _write_back(self, m, wb, requants, tq, act_wr):
         """Max-pool, the activation write (with constant rows filled in) and the logit registers."""
-        ex, g, A = self.export, self.export.geometry, self.act_bits
+        ex, g, A = self.plan.export, self.plan.geometry, self.plan.act_bits
         P, G, L = g.P, g.G, len(ex.layers)
         res_valid = requants[0].out_valid
         mx = [Signal(A, name=f"max{p}") for p in range(P)]
@@ -497,18 +307,18 @@ class Accelerator(wiring.Component):
                 m.d.sync += mx[p].eq(mx_new[p])
         # rows without tiles have constant outputs (the requantized bias); see tile_program
         last_l = ex.layers[-1]
-        const_logits = requantize(np.zeros(self.classes, np.int64), last_l.channel_requant(), relu=False,
+        const_logits = requantize(np.zeros(self.plan.classes, np.int64), last_l.channel_requant(), relu=False,
                                   act_bits=A)
-        empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.classes))}
-        lb = logit_bits(ex)
+        empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.plan.classes))}
+        lb = self.plan.logit_bits
         logits = [Signal(signed(lb), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
-                  for c in range(self.classes)]
+                  for c in range(self.plan.classes)]
         fill_mask, fill_data = Signal(G), Signal(G * A)
         # the element index of the result's pixel, counted in the activation memory itself (from the
         # layer's write base x G): restarts with a layer, steps by cout per pixel. e_next holds the
         # next pixel's index ahead, so the write address is one add (+ the row's channels).
-        bases_e = [wbase * G for _, wbase in layer_bases(ex)]
-        depth_e = act_regions(ex)["depth"] * G + write_elements(ex) + 1
+        bases_e = [wbase * G for _, wbase in self.plan.layer_bases]
+        depth_e = self.plan.act.depth * G + write_elements(ex) + 1
         e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
         first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
         after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
@@ -542,7 +352,7 @@ class Accelerator(wiring.Component):
                                 for row in range(l.layout.rows):
                                     with m.Case(row):
                                         for p in range(P):
-                                            if row * P + p < self.classes and row * P + p not in empty_last:
+                                            if row * P + p < self.plan.classes and row * P + p not in empty_last:
                                                 m.d.sync += logits[row * P + p].eq(requants[p].out[:lb])
         w_en = Signal()
         m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
@@ -550,20 +360,20 @@ class Accelerator(wiring.Component):
         m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
         wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
         word = w_idx >> _log2(G)
-        wbase = Array(Const(wbase, 24) for _, wbase in layer_bases(ex))[tq.layer]
+        wbase = Array(Const(wbase, 24) for _, wbase in self.plan.layer_bases)[tq.layer]
         m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
                      self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
         # write_reg stages on the write: the address arithmetic, the bank decision and the route
         # to a far block RAM get a cycle each (each adds a cycle of drain: see drain_cycles)
-        lg = _log2(self.ram_bank)
+        lg = _log2(self.plan.options.ram_bank)
         w_en_d, w_word, w_data, w_mask = w_en, word, wdata, lane_mask
-        if self.write_reg == 2:
+        if self.plan.options.write_reg == 2:
             w_en_d, w_word, w_data = Signal(name="w_en_r"), Signal.like(word, name="w_word_r"), Signal.like(wdata, name="w_data_r")
             w_mask = Signal(G, name="w_mask_r")
             m.d.sync += [w_en_d.eq(w_en), w_word.eq(word), w_data.eq(wdata), w_mask.eq(lane_mask)]
         a_word, a_data = Signal.like(word, name="w_word"), Signal.like(wdata, name="w_data")
         w_lanes = [Signal(G, name=f"w_en{i}") for i in range(len(act_wr))]
-        dom = m.d.sync if self.write_reg else m.d.comb
+        dom = m.d.sync if self.plan.options.write_reg else m.d.comb
         dom += [a_word.eq(w_word), a_data.eq(w_data)]
         for i, mem in enumerate(act_wr):
             wp = mem.write_port(granularity=A)
@@ -574,7 +384,7 @@ class Accelerator(wiring.Component):
 
     def _sequence(self, m, ctrl, inb, logits):
         """Start an inference when the input buffer holds an image; argmax; the output stream."""
-        classes = self.classes
+        classes = self.plan.classes
         cycles = Signal(32)
         counting = Signal()           # the argmax runs
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | counting)]

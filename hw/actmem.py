@@ -3,7 +3,8 @@
 Layer ``i`` (not the last) writes its output into a region that holds no map still to be read:
 the lowest free one. A sequential network alternates two regions (ping-pong); a residual
 block's input stays for its shortcut, so a ResNet takes three. Both the generator and the
-controller's tag layout (the width of a shortcut address) read this plan.
+controller's tag layout (the width of a shortcut address) read this plan, which
+:func:`plan_activations` computes once per accelerator (:mod:`ternpe.hw.plan`).
 
 A sequential network may do better: a convolution reads its input map in raster order and
 writes its output in raster order, so its output can start a few words *below* its input and
@@ -15,44 +16,45 @@ needs fewer words than the two regions: MNIST's 14x14x16 and 7x7x32 maps take 19
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import itertools
-from types import SimpleNamespace
+from typing import Sequence
 
-__all__ = ["act_regions", "write_bases", "layer_bases", "overlap_limit", "chain_bases"]
+from ternpe.contract import LayerSpec, has_residual
+
+__all__ = ["ActivationPlan", "plan_activations", "last_use", "slots", "overlap_limit", "chain_bases"]
 
 
-def last_use(ex) -> list:
+def last_use(specs: Sequence[LayerSpec]) -> list:
     """Per layer ``k``: the last layer that reads ``k``'s output (the next layer, or a residual
     layer whose shortcut is that output: the input of the layer it names)."""
-    n = len(ex.layers)
+    n = len(specs)
     last = [k + 1 for k in range(n)]
-    for i, l in enumerate(ex.layers):
-        if l.spec.residual is not None:
-            k = l.spec.residual - 1
+    for i, s in enumerate(specs):
+        if s.residual is not None:
+            k = s.residual - 1
             if 0 <= k < n:
                 last[k] = max(last[k], i)
     return last
 
 
-def slots(ex) -> list:
+def slots(specs: Sequence[LayerSpec]) -> list:
     """Per hidden layer, the region of the activation memory it writes: the lowest region not
     holding a map still to be read. A sequential network alternates two (ping-pong); a residual
     block keeps its input for the shortcut, so ResNet takes three."""
-    last = last_use(ex)
-    slots = []
-    for i in range(len(ex.layers) - 1):
-        busy = {slots[k] for k in range(i) if last[k] >= i}
-        slots.append(min(set(range(i + 1)) - busy))
-    return slots
+    last = last_use(specs)
+    out = []
+    for i in range(len(specs) - 1):
+        busy = {out[k] for k in range(i) if last[k] >= i}
+        out.append(min(set(range(i + 1)) - busy))
+    return out
 
 
-def _words(ex) -> list:
-    G = ex.geometry.G
-    return [-(-l.spec.out_h * l.spec.out_w * l.spec.cout // G) for l in ex.layers[:-1]]
+def _words(specs: Sequence[LayerSpec], G: int) -> list:
+    return [-(-s.out_h * s.out_w * s.cout // G) for s in specs[:-1]]
 
 
-def overlap_limit(ex, i: int) -> int | None:
+def overlap_limit(specs: Sequence[LayerSpec], G: int, i: int) -> int | None:
     """The largest ``d`` such that hidden layer ``i`` (``i >= 1``) may write its output map from
     word ``d`` relative to its input map's first word: every word output pixel ``p`` writes lies
     below every input word that pixel ``p`` or any later pixel reads, so the write lands only on
@@ -60,9 +62,8 @@ def overlap_limit(ex, i: int) -> int | None:
     pixel). ``d`` is negative: the output starts below the input. ``None`` when the layer's reads
     are not a raster walk of whole words (a fully connected layer, a residual add, channels that
     are not whole activation words)."""
-    G = ex.geometry.G
-    s = ex.layers[i].spec
-    if (i == 0 or i >= len(ex.layers) - 1 or s.kind != "conv" or s.residual is not None
+    s = specs[i]
+    if (i == 0 or i >= len(specs) - 1 or s.kind != "conv" or s.residual is not None
             or s.cin % G or s.cout % G):
         return None
     cw, co = s.cin // G, s.cout // G
@@ -81,21 +82,21 @@ def overlap_limit(ex, i: int) -> int | None:
     return d
 
 
-def chain_bases(ex, *, exhaustive_upto: int = 9) -> tuple | None:
+def chain_bases(specs: Sequence[LayerSpec], G: int, *, exhaustive_upto: int = 9) -> tuple | None:
     """``(bases, depth)`` of a network without residual blocks, every map placed relative to the
     one before it: just above it, just below it, or overlapping it from below as far as
     :func:`overlap_limit` allows; the placement of fewest words (every combination for up to
     ``exhaustive_upto`` steps, then greedily). Only the input of a layer is live while it
     runs, so only neighbouring maps constrain each other. ``None`` for a residual network."""
-    if any(l.spec.residual is not None for l in ex.layers):
+    if has_residual(specs):
         return None
-    words = _words(ex)
+    words = _words(specs, G)
     if len(words) <= 1:
         return [0] * len(words), max(words + [1])
     options = []
     for i in range(1, len(words)):
         opts = {words[i - 1], -words[i]}
-        d = overlap_limit(ex, i)
+        d = overlap_limit(specs, G, i)
         if d is not None and d > -words[i]:
             opts.add(d)
         options.append(sorted(opts))
@@ -119,41 +120,40 @@ def chain_bases(ex, *, exhaustive_upto: int = 9) -> tuple | None:
     return bases, depth
 
 
-def act_regions(ex) -> dict:
-    """Words of the activation memory's regions: layer ``i`` writes region ``slots[i]``
-    (:func:`slots`), each region as large as the largest output written there; ``bases`` is
-    every hidden layer's first word. A network without residual blocks takes the
-    :func:`chain_bases` placement instead when it needs fewer words (``slots`` is then None).
+@dataclasses.dataclass(frozen=True)
+class ActivationPlan:
+    """Where every hidden layer's output lives in the activation memory.
 
-    The plan depends only on the layer specs and ``G``, and generating an accelerator asks for
-    it many times (memory shapes, controller, write-back), while a deep chain's search takes a
-    tenth of a second: it is computed once per network and handed out as a copy."""
-    plan = _plan(tuple(l.spec for l in ex.layers), ex.geometry.G)
-    return {k: (list(v) if isinstance(v, list) else v) for k, v in plan.items()}
+    ``bases[i]`` is hidden layer ``i``'s first word, ``depth`` the memory's words. With regions
+    (residual networks, or when no overlapping placement is smaller), ``slots[i]`` is the region
+    layer ``i`` writes and ``buffers`` the words of each region; both are ``None`` for a
+    :func:`chain_bases` placement."""
+
+    bases: tuple
+    depth: int
+    buffers: tuple | None
+    slots: tuple | None
+
+    @property
+    def layer_bases(self) -> tuple:
+        """Per layer: (read base, write base); layer 0 reads the input buffer, the last writes none."""
+        wb = self.bases + (0,)
+        return tuple((0 if i == 0 else wb[i - 1], wb[i]) for i in range(len(wb)))
 
 
-@functools.lru_cache(maxsize=64)
-def _plan(specs: tuple, G: int) -> dict:
-    ex = SimpleNamespace(layers=[SimpleNamespace(spec=s) for s in specs], geometry=SimpleNamespace(G=G))
-    words = _words(ex)
-    where = slots(ex)
+def plan_activations(specs: Sequence[LayerSpec], G: int) -> ActivationPlan:
+    """The regions of the activation memory: layer ``i`` writes region ``slots[i]``
+    (:func:`slots`), each region as large as the largest output written there. A network
+    without residual blocks takes the :func:`chain_bases` placement instead when it needs
+    fewer words."""
+    specs = list(specs)
+    words = _words(specs, G)
+    where = slots(specs)
     n = max(where, default=0) + 1
     buf = [max([1] + [w for w, s in zip(words, where) if s == b]) for b in range(n)]
     buf += [1] * (2 - len(buf))
     start = [sum(buf[:b]) for b in range(len(buf))]
-    plan = {"buffers": buf, "depth": sum(buf), "slots": where, "bases": [start[s] for s in where]}
-    chain = chain_bases(ex)
-    if chain is not None and chain[1] < plan["depth"]:
-        plan = {"buffers": None, "depth": chain[1], "slots": None, "bases": chain[0]}
-    return plan
-
-
-def write_bases(ex) -> list:
-    """Per hidden layer, the first word of its output in the activation memory."""
-    return act_regions(ex)["bases"]
-
-
-def layer_bases(ex):
-    """Per layer: (read base, write base); layer 0 reads the input buffer, the last writes none."""
-    wb = write_bases(ex) + [0]
-    return [(0 if i == 0 else wb[i - 1], wb[i]) for i in range(len(ex.layers))]
+    chain = chain_bases(specs, G)
+    if chain is not None and chain[1] < sum(buf):
+        return ActivationPlan(tuple(chain[0]), chain[1], None, None)
+    return ActivationPlan(tuple(start[s] for s in where), sum(buf), tuple(buf), tuple(where))

@@ -18,17 +18,27 @@ __all__ = ["BoardCore"]
 
 
 class BoardCore(wiring.Component):
-    """Members
+    """UART receiver and transmitter, the host link and the accelerator: a board without its pins.
+
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+        The accelerator.
+    divisor : int
+        Clocks per UART bit.
+    timeout_cycles : int
+        Longest gap between two bytes of a request.
+
+    Members
     -------
     rx : In(1)   serial line from the host (idle high)
     tx : Out(1)  serial line to the host
     busy, error : Out(1)   for LEDs
     """
 
-    def __init__(self, export, *, divisor: int, timeout_cycles: int, **accelerator_options):
+    def __init__(self, plan, *, divisor: int, timeout_cycles: int):
         self.divisor = divisor
-        self.link = HostLink(export, timeout_cycles=timeout_cycles, quiet_cycles=QUIET_BYTES * 10 * divisor,
-                             **accelerator_options)
+        self.link = HostLink(plan, timeout_cycles=timeout_cycles, quiet_cycles=QUIET_BYTES * 10 * divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

@@ -1,6 +1,6 @@
 """Boards: the accelerator with its host link, a PLL and LEDs, built to a bitstream with Yosys/nextpnr.
 
-Every board runs :class:`~ternpe.flow.simboard.BoardCore` (UART + host link + accelerator) in one
+Every board runs :class:`~ternpe.hw.boardcore.BoardCore` (UART + host link + accelerator) in one
 clock domain driven by a PLL. The clock of each board was chosen by measurement: the highest PLL
 frequency at which nextpnr closes timing on the digits demo (see the README's table);
 ``ternpe build --clock`` overrides it and the build fails when timing does not close.
@@ -103,18 +103,26 @@ def ecp5_pll(f_in: float, f_out: float) -> dict:
 
 
 class BoardTop(Elaboratable):
-    """The bitstream's top: PLL -> ``sync``, UART pins, LEDs, :class:`BoardCore`."""
+    """The bitstream's top: PLL -> ``sync``, UART pins, LEDs, :class:`BoardCore`.
 
-    def __init__(self, export, board: Board, *, clock_hz: float | None = None, baud: int | None = None,
-                 **accelerator_options):
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+        The accelerator, planned with the board's device options.
+    board : Board
+    clock_hz, baud : optional
+        The accelerator clock (the PLL's nearest) and the UART rate; the board's own by default.
+    """
+
+    def __init__(self, plan, board: Board, *, clock_hz: float | None = None, baud: int | None = None):
         self.board = board
         want = clock_hz or board.clock_hz
         self.pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, want)
         self.clock_hz = self.pll["f_out"]
         self.baud = baud or board.baud
         self.divisor = divisor(self.clock_hz, self.baud)
-        self.core = BoardCore(export, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05),
-                              **accelerator_options)
+        self.plan = plan
+        self.core = BoardCore(plan, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05))
 
     def elaborate(self, platform):
         m = Module()

@@ -28,44 +28,37 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
 from ternpe.cycles import gather_cycles
-from .actmem import act_regions
 from .weights import TileEntry
 
-__all__ = ["OpTag", "Op", "Controller", "write_elements"]
+__all__ = ["OpTag", "Op", "Controller"]
 
 
-def write_elements(export) -> int:
-    """Largest flattened ``(h, w, c)`` element index a layer's output can reach, plus one."""
-    return max(l.spec.out_h * l.spec.out_w * l.spec.cout for l in export.layers)
-
-
-def OpTag(export) -> data.StructLayout:
+class OpTag(data.StructLayout):
     """Where an op's result belongs; travels with the op through the array and the requantizers.
     ``pix_first``: the op is in its pixel's first row; ``layer_first``: in the layer's first pixel
-    (the write-back counts pixels from these, so no address travels down the pipeline)."""
-    ls = export.layers
-    fields = {"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
-              "q": 2, "last_q": 1, "pix_first": 1, "layer_first": 1}
-    if has_residual(export):
-        # filled in after the op register (the controller leaves them zero): the shortcut's word,
-        # the lane of the row's channel 0 in it, and which of the P lanes take a shortcut channel
-        G, P = export.geometry.G, export.geometry.P
-        fields.update({"sc_word": unsigned_bits(max(1, sc_words(export) - 1)),
-                       "sc_rot": max(1, (G - 1).bit_length()), "sc_mask": P})
-    return data.StructLayout(fields)
+    (the write-back counts pixels from these, so no address travels down the pipeline).
+
+    A residual network adds fields filled in after the op register (the controller leaves them
+    zero): the shortcut's word, the lane of the row's channel 0 in it, and which of the ``P``
+    lanes take a shortcut channel."""
+
+    def __init__(self, plan):
+        ls = plan.export.layers
+        fields = {"layer": range(len(ls) + 1), "r": range(max(l.layout.rows for l in ls)),
+                  "q": 2, "last_q": 1, "pix_first": 1, "layer_first": 1}
+        if plan.residual:
+            G, P = plan.geometry.G, plan.geometry.P
+            fields.update({"sc_word": unsigned_bits(max(1, plan.act.depth - 1)),
+                           "sc_rot": max(1, (G - 1).bit_length()), "sc_mask": P})
+        super().__init__(fields)
 
 
-def sc_words(export) -> int:
-    """Words of the activation memory (the range of a shortcut read)."""
-    return act_regions(export)["depth"]
-
-
-def act_addr_shape(export, read_bases) -> tuple:
+def act_addr_shape(plan) -> tuple:
     """(signed counter width, unsigned address width) of the input-address counters: they run a
     little outside the map (padding, masked by ``inb``)."""
     lo, hi = 0, 1
-    G = export.geometry.G
-    for l, base in zip(export.layers, read_bases):
+    G = plan.geometry.G
+    for l, (base, _) in zip(plan.export.layers, plan.layer_bases):
         s = l.spec
         cw = max(1, s.cin // G)
         lo = min(lo, base - (s.pad * s.in_w + s.pad) * cw)
@@ -73,42 +66,22 @@ def act_addr_shape(export, read_bases) -> tuple:
     return unsigned_bits(max(-lo, hi)) + 1, unsigned_bits(hi)
 
 
-def has_residual(export) -> bool:
-    return any(l.spec.residual is not None for l in export.layers)
-
-
-def Op(export, word_addr_bits: int, col_bits: int, addr_bits: int = 24, sc_bits: int = 0) -> data.StructLayout:
+class Op(data.StructLayout):
     """One op: read the activation word ``act_addr + col`` (zero when ``inb`` is low: padding)
     and add it under weight word ``word_addr`` (zero when ``empty``: a row without tiles);
     ``clear`` starts a sum, ``last`` ends it; ``j`` is the word of the tile (window mode).
     A network with residual layers adds ``sc``: the element of the activation memory where
-    the shortcut of this output pixel's channel 0 would be (see :func:`shortcut_constants`)."""
-    max_words = max(l.layout.words_per_tile for l in export.layers)
-    fields = {"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": addr_bits,
-              "col": col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits, "tag": OpTag(export)}
-    if sc_bits:
-        fields["sc"] = signed(sc_bits)
-    return data.StructLayout(fields)
+    the shortcut of this output pixel's channel 0 would be (see
+    :func:`~ternpe.hw.plan.shortcut_constants`)."""
 
-
-def shortcut_constants(export, write_bases) -> list:
-    """Per layer, the steps of the shortcut counter: ``sc_init`` (element of output pixel 0's
-    shortcut, less the channel offset of a pad shortcut), ``sc_px`` (next pixel), ``sc_py``
-    (next row). Zero for a layer without a residual add. ``write_bases[k]``: the first word
-    of layer ``k``'s output."""
-    G = export.geometry.G
-    out = []
-    for l in export.layers:
-        s = l.spec
-        if s.residual is None:
-            out.append({"sc_init": 0, "sc_px": 0, "sc_py": 0})
-            continue
-        a = export.layers[s.residual - 1].spec
-        ic, sub = a.cout, 2 if s.shortcut == "pad" else 1
-        off = (s.cout - ic) // 2 if s.shortcut == "pad" else 0
-        out.append({"sc_init": write_bases[s.residual - 1] * G - off, "sc_px": sub * ic,
-                    "sc_py": sub * a.out_w * ic})
-    return out
+    def __init__(self, plan, word_addr_bits: int, addr_bits: int):
+        max_words = max(l.layout.words_per_tile for l in plan.export.layers)
+        fields = {"valid": 1, "clear": 1, "last": 1, "inb": 1, "empty": 1, "act_addr": addr_bits,
+                  "col": plan.col_bits, "j": range(max(2, max_words)), "word_addr": word_addr_bits,
+                  "tag": OpTag(plan)}
+        if plan.sc_bits:
+            fields["sc"] = signed(plan.sc_bits)
+        super().__init__(fields)
 
 
 def _layer_constants(spec, layout, G: int, read_base: int) -> dict:
@@ -118,25 +91,24 @@ def _layer_constants(spec, layout, G: int, read_base: int) -> dict:
     cw = max(1, spec.cin // G)               # activation words per input pixel
     step = npool * s                         # input pixels between neighbouring output pixels
     return {"out_w1": spec.out_w - 1, "out_h1": spec.out_h - 1, "words1": layout.words_per_tile - 1,
-            "nq1": (4 if spec.pool else 1) - 1, "k1": k - 1, "cw": cw, "kwrap": (spec.in_w - (k - 1)) * cw,
+            "nq1": spec.pool_positions - 1, "k1": k - 1, "cw": cw, "kwrap": (spec.in_w - (k - 1)) * cw,
             "pxstep": step * cw, "pystep": step * spec.in_w * cw, "init": read_base - (pad * spec.in_w + pad) * cw,
             "qoff": [0, s * cw, s * spec.in_w * cw, (s * spec.in_w + s) * cw], "s": s, "step": step,
             "pad": pad, "in_h": spec.in_h, "in_w": spec.in_w}
 
 
 class Controller(wiring.Component):
-    """Parameters
+    """Sequences the layers of a network, one op per cycle (see the module docstring).
+
+    Parameters
     ----------
-    export : ternpe.image.Export
-    plans : list
-        Per layer: ``window`` (first layer gathered from the input patch) and ``nq`` (pool
-        positions), from the accelerator's checks.
-    programs : list of LayerProgram
-        The weight buffer's layout of every layer's tile list and weight words.
-    read_bases : list of int
-        Per layer, where its input starts in its memory (``op.act_addr`` is absolute).
-    drain : int
-        Cycles after a layer's last op before the next layer starts.
+    plan : ternpe.hw.plan.AcceleratorPlan
+        Per layer: window mode and pool positions (``plan.layers``), the tile list and weight
+        words (``plan.programs``), where its input starts (``plan.layer_bases``: ``op.act_addr``
+        is absolute), the drain after its last op (``plan.drain``) and, in a residual network,
+        the shortcut counters (``plan.shortcut``).
+    list_addr_bits, word_addr_bits : int
+        Widths of the weight buffer's tile-list and weight-word addresses.
 
     Members
     -------
@@ -157,23 +129,23 @@ class Controller(wiring.Component):
         Take the next patch: the ops issued from the next cycle on belong to it.
     """
 
-    def __init__(self, *, export, plans, programs, col_bits: int, row_bits: int, list_addr_bits: int,
-                 word_addr_bits: int, read_bases, drain: int, shortcut=None, sc_bits: int = 0):
-        self.export, self.plans, self.programs, self.drain = export, plans, programs, drain
-        self.n_layers = len(export.layers)
-        self.addr_bits = act_addr_shape(export, read_bases)
-        self.consts = [_layer_constants(l.spec, l.layout, export.geometry.G, b)
-                       for l, b in zip(export.layers, read_bases)]
-        self.sc_bits = sc_bits if shortcut else 0
-        for c, p in zip(self.consts, programs):      # flags (last, empty, end) of the layer's first entry
+    def __init__(self, plan, *, list_addr_bits: int, word_addr_bits: int):
+        ex = self.export = plan.export
+        self.plans, self.programs, self.drain = plan.layers, plan.programs, plan.drain
+        self.n_layers = len(ex.layers)
+        self.addr_bits = act_addr_shape(plan)
+        self.consts = [_layer_constants(l.spec, l.layout, ex.geometry.G, rb)
+                       for l, (rb, _) in zip(ex.layers, plan.layer_bases)]
+        self.sc_bits = plan.sc_bits
+        for c, p in zip(self.consts, self.programs):      # flags (last, empty, end) of the layer's first entry
             c["f0"] = p.entries[0][2] | p.entries[0][3] << 1 | p.entries[0][4] << 2
-        if shortcut:
-            for c, sc in zip(self.consts, shortcut):
+        if plan.shortcut:
+            for c, sc in zip(self.consts, plan.shortcut):
                 c.update(sc)
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
-            "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(col_bits, row_bits)),
-            "op": Out(Op(export, word_addr_bits, col_bits, self.addr_bits[1], self.sc_bits)),
+            "entry_addr": Out(list_addr_bits), "entry": In(TileEntry(plan.col_bits, plan.row_bits)),
+            "op": Out(Op(plan, word_addr_bits, self.addr_bits[1])),
             "win_ok": In(1), "win_adv": Out(1),
         })
 

@@ -30,16 +30,16 @@ import subprocess
 import time
 
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In
 
 from ternpe.contract import CODE_MINUS, CODE_PLUS, LayerSpec, accumulator_bits, signed_bits
 from ternpe.link import CMD_INFER, request_length
 from ternpe.tools import ToolError, tool_env
-from .accelerator import Accelerator, cycle_model
+from .accelerator import Accelerator
 from .hostlink import HostLink
-from .pe import TernaryPE
+from .pe import TernaryPE, check_pe_shape
 
 __all__ = ["FormalResult", "contract_acc_bits", "PEOverflowCheck", "OutputStreamCheck", "HostLinkResponseCheck",
            "hostlink_bound", "run_formal"]
@@ -52,17 +52,6 @@ def contract_acc_bits(lanes: int, act_bits: int, words: int) -> int:
     """The contract's accumulator width for a sum of ``words`` words of ``lanes`` lanes: that of
     a layer whose fan-in is ``words * lanes`` (:func:`ternpe.contract.accumulator_bits`)."""
     return accumulator_bits(LayerSpec("sum", "fc", cin=words * lanes, cout=1), act_bits)
-
-
-def _internal_signal(fragment: Fragment, name: str) -> Signal:
-    """The signal ``name`` a block's elaborated fragment assigns (for an inductive invariant
-    that must see a register the block does not export)."""
-    found = [s for stmts in fragment.statements.values() for st in stmts for s in st._lhs_signals()
-             if s.name == name]
-    if len(found) != 1:
-        raise LookupError(f"the harness needs the block's register {name!r}; found {len(found)} such signals "
-                          f"(was it renamed?)")
-    return found[0]
 
 
 class PEOverflowCheck(wiring.Component):
@@ -104,19 +93,19 @@ class PEOverflowCheck(wiring.Component):
         The PE's inputs, free.
     """
 
+    def __new__(cls, *, lanes: int, act_bits: int, words: int, acc_bits: int | None = None, **kwargs):
+        # checked before the harness exists, so a rejected one is never left unused
+        if words < 1:
+            raise ValueError(f"words must be >= 1, not {words}")
+        check_pe_shape(lanes, act_bits, contract_acc_bits(lanes, act_bits, words) if acc_bits is None else acc_bits)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, *, lanes: int, act_bits: int, words: int, acc_bits: int | None = None,
                  invariants: bool = True):
-        if words < 1:
-            self._MustUse__silence = True      # a rejected harness is not an unused one
-            raise ValueError(f"words must be >= 1, not {words}")
         self.lanes, self.act_bits, self.words = lanes, act_bits, words
         self.acc_bits = contract_acc_bits(lanes, act_bits, words) if acc_bits is None else acc_bits
         self.invariants = invariants
-        try:
-            self.pe = TernaryPE(lanes=lanes, act_bits=act_bits, acc_bits=self.acc_bits)
-        except ValueError:
-            self._MustUse__silence = True
-            raise
+        self.pe = TernaryPE(lanes=lanes, act_bits=act_bits, acc_bits=self.acc_bits)
         super().__init__({"valid": In(1), "clear": In(1), "last": In(1),
                           "act": In(data.ArrayLayout(unsigned(act_bits), lanes)),
                           "code": In(data.ArrayLayout(unsigned(2), lanes))})
@@ -140,9 +129,8 @@ class PEOverflowCheck(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pe, N, M = self.pe, self.words, self.term_max
-        frag = Fragment.get(pe, platform)
-        acc = _internal_signal(frag, "acc")
-        m.submodules.pe = frag
+        acc = pe.accumulator
+        m.submodules.pe = pe
         m.d.comb += [pe.valid.eq(self.valid), pe.clear.eq(self.clear), pe.last.eq(self.last),
                      pe.act.eq(self.act), pe.code.eq(self.code)]
         m.d.comb += Assume(~ResetSignal())
@@ -205,7 +193,7 @@ class OutputStreamCheck(wiring.Component):
 
     Parameters
     ----------
-    export : ternpe.image.Export
+    plan : ternpe.hw.plan.AcceleratorPlan
 
     Members
     -------
@@ -215,19 +203,17 @@ class OutputStreamCheck(wiring.Component):
         The output stream's ``ready``, free.
     """
 
-    def __init__(self, export):
-        self.acc = Accelerator(export)
-        super().__init__({"input": In(stream.Signature(unsigned(self.acc.act_bits))), "output_ready": In(1)})
-
-    def cycle_model(self) -> dict:
-        return self.acc.cycle_model()
+    def __init__(self, plan):
+        self.plan = plan
+        self.acc = Accelerator(plan)
+        super().__init__({"input": In(stream.Signature(unsigned(plan.act_bits))), "output_ready": In(1)})
 
     @property
     def bmc_depth(self) -> int:
         """Cycles from reset to the last output transfer of the first inference when the input
         streams in one pixel a cycle and the output is always ready (the cycle model's latency),
         plus a margin of 4."""
-        return self.cycle_model()["latency"] + 4
+        return self.plan.cycles["latency"] + 4
 
     def elaborate(self, platform):
         m = Module()
@@ -243,14 +229,14 @@ class OutputStreamCheck(wiring.Component):
         return m
 
 
-def hostlink_bound(export, *, timeout_cycles: int, quiet_cycles: int) -> int:
+def hostlink_bound(plan, *, timeout_cycles: int, quiet_cycles: int) -> int:
     """The bound ``B`` of :class:`HostLinkResponseCheck`: the longest of the link's three silent
     waits, plus 4 cycles for its registered stages (the timeout compare, the accelerator's reset,
     the input FIFO): a request byte (``timeout_cycles``, then a timeout reply), the quiet period
     after a non-ok reply (``quiet_cycles``, then idle), an inference (the cycle model's latency,
     from the first pixel in to the class out, then the logits are sent). Each wait ends with a
     byte sent or the link idle, so ``B`` is the maximum, not the sum, of the three."""
-    lat = cycle_model(export)["latency"]
+    lat = plan.cycles["latency"]
     return max(timeout_cycles, quiet_cycles, lat) + 4
 
 
@@ -275,7 +261,7 @@ class HostLinkResponseCheck(wiring.Component):
 
     Parameters
     ----------
-    export : ternpe.image.Export
+    plan : ternpe.hw.plan.AcceleratorPlan
     timeout_cycles, quiet_cycles : int
         The :class:`~ternpe.hw.hostlink.HostLink`'s.
     bound : int or None
@@ -287,9 +273,9 @@ class HostLinkResponseCheck(wiring.Component):
         The received bytes, free (``ready`` is the link's).
     """
 
-    def __init__(self, export, *, timeout_cycles: int, quiet_cycles: int, bound: int | None = None):
-        self.link = HostLink(export, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
-        self.bound = (hostlink_bound(export, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int, bound: int | None = None):
+        self.link = HostLink(plan, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+        self.bound = (hostlink_bound(plan, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
                       if bound is None else bound)
         self.request_bytes = request_length(self.link.format, CMD_INFER)
         super().__init__({"rx": In(stream.Signature(8))})

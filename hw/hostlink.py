@@ -25,7 +25,8 @@ __all__ = ["HostLink"]
 class HostLink(wiring.Component):
     """Parameters
     ----------
-    export : ternpe.image.Export
+    plan : ternpe.hw.plan.AcceleratorPlan
+        The accelerator behind the link.
     timeout_cycles : int
         Longest gap between two bytes of a request.
     quiet_cycles : int
@@ -43,12 +44,13 @@ class HostLink(wiring.Component):
         The last request failed (checksum, timeout, command); cleared by the next good one.
     """
 
-    def __init__(self, export, *, timeout_cycles: int, quiet_cycles: int = 64, **accelerator_options):
-        self.export = export
+    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int = 64):
+        self.plan = plan
+        self.export = plan.export
         self.timeout_cycles = timeout_cycles
         self.quiet_cycles = quiet_cycles
-        self.acc = Accelerator(export, **accelerator_options)
-        self.format = LinkFormat.of(export, self.acc.out_bits)
+        self.acc = Accelerator(plan)
+        self.format = LinkFormat.of(plan.export, plan.out_bits)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "busy": Out(1), "error": Out(1)})
 

@@ -29,31 +29,24 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
 from ternpe.cycles import patch_rows
+from .plan import input_memories
 from .spram import SinglePortRAM
 
-__all__ = ["InputBuffer", "input_memories"]
+__all__ = ["InputBuffer"]
 
 
 def _log2ceil(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
-def input_memories(spec, G: int, act_bits: int, window: bool) -> dict:
-    """``{name: (width, depth)}`` of the input buffer's memories (both slots)."""
-    if window:
-        R = patch_rows(spec)
-        depth = 2 << _log2ceil(-(-spec.in_h // R) * spec.in_w)
-        return {f"input bank {b}": (spec.cin * act_bits, depth) for b in range(R)}
-    words = -(-spec.in_h * spec.in_w * spec.cin // G)
-    return {"input": (G * act_bits, 2 << _log2ceil(words))}
-
-
 class InputBuffer(wiring.Component):
-    """Parameters
+    """The image, two slots deep: the next one streams in while this one is computed.
+
+    Parameters
     ----------
-    export : ternpe.image.Export
-    window : bool
-        Patch banks (window mode) or words.
+    plan : ternpe.hw.plan.AcceleratorPlan
+        Its first layer's window mode chooses patch banks or words; ``plan.options.spram`` puts
+        the banks in SPRAMs.
     adv_delay : int
         Cycles from ``win_adv`` to the first use of the new patch by ``win_sel``.
 
@@ -74,9 +67,9 @@ class InputBuffer(wiring.Component):
         patch (combinational).
     """
 
-    def __init__(self, *, export, window: bool, spram: bool = False, adv_delay: int = 2):
-        self.export, self.window, self.adv_delay = export, window, adv_delay
-        self.spram = spram
+    def __init__(self, plan, *, adv_delay: int = 2):
+        export = self.export = plan.export
+        self.window, self.spram, self.adv_delay = plan.window, plan.options.spram, adv_delay
         l0 = export.layers[0]
         self.spec, self.layout = l0.spec, l0.layout
         G, A = export.geometry.G, export.act_bits
@@ -264,7 +257,7 @@ class InputBuffer(wiring.Component):
         """The lanes of word ``win_j`` at pool position ``win_q``, picked from the current patch."""
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
         offs = self.layout.window_offsets()         # [words, G, (ky, kx, c)]
-        nq = 4 if s.pool else 1
+        nq = s.pool_positions
         words = self.layout.words_per_tile
         sel = Signal(range(4 * words))
         m.d.comb += sel.eq(self.win_q * words + self.win_j if words > 1 else self.win_q)

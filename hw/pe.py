@@ -11,9 +11,18 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import CODE_MINUS, CODE_PLUS
 from ternpe.cycles import pe_latency, tree_levels
 
-__all__ = ["TernaryPE"]
+__all__ = ["TernaryPE", "check_pe_shape"]
 
 
+def check_pe_shape(lanes: int, act_bits: int, acc_bits: int) -> None:
+    """Raise :class:`ValueError` unless a PE of ``lanes`` lanes of ``act_bits`` bits can sum one
+    word into an ``acc_bits``-bit accumulator."""
+    lanes, act_bits, acc_bits = operator.index(lanes), operator.index(act_bits), operator.index(acc_bits)
+    if lanes < 1 or act_bits < 1:
+        raise ValueError(f"lanes and act_bits must be >= 1, not {lanes}, {act_bits}")
+    need = act_bits + 1 + tree_levels(lanes)
+    if acc_bits < need:
+        raise ValueError(f"acc_bits {acc_bits} is narrower than one pass of the tree ({need} bits)")
 
 
 class TernaryPE(wiring.Component):
@@ -45,19 +54,22 @@ class TernaryPE(wiring.Component):
     code : In(ArrayLayout(unsigned(2), lanes))
     result : Out(signed(acc_bits))
     result_valid : Out(1)
+
+    Attributes
+    ----------
+    accumulator : Signal(signed(acc_bits))
+        The accumulator register (read by the formal harness's inductive invariants).
     """
+
+    def __new__(cls, *, lanes: int, act_bits: int, acc_bits: int, **kwargs):
+        check_pe_shape(lanes, act_bits, acc_bits)      # before the block exists: no unused block is left
+        return super().__new__(cls, src_loc_at=1)
 
     def __init__(self, *, lanes: int, act_bits: int, acc_bits: int):
         self.lanes = operator.index(lanes)
         self.act_bits = operator.index(act_bits)
         self.acc_bits = operator.index(acc_bits)
-        if self.lanes < 1 or self.act_bits < 1:
-            self._MustUse__silence = True
-            raise ValueError(f"lanes and act_bits must be >= 1, not {lanes}, {act_bits}")
-        need = self.act_bits + 1 + tree_levels(self.lanes)
-        if self.acc_bits < need:
-            self._MustUse__silence = True      # a rejected block is not an unused one
-            raise ValueError(f"acc_bits {acc_bits} is narrower than one pass of the tree ({need} bits)")
+        self.accumulator = Signal(signed(self.acc_bits), name="acc")
         super().__init__({
             "valid": In(1), "clear": In(1), "last": In(1),
             "act": In(data.ArrayLayout(unsigned(self.act_bits), self.lanes)),
@@ -100,7 +112,7 @@ class TernaryPE(wiring.Component):
                 nxt.append(s)
             level, n = nxt, n + 1
         tree = level[0]
-        acc = Signal(signed(self.acc_bits))
+        acc = self.accumulator
         v, c, l = flags[-1]           # aligned with `tree`
         acc_next = Signal(signed(self.acc_bits))
         with m.If(c):

@@ -9,10 +9,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe.contract import ArrayGeometry, pack_tile_words, unsigned_bits
-from ternpe.cycles import rows_per_group
+from ternpe.contract import pack_tile_words, unsigned_bits
 
-__all__ = ["TileEntry", "LayerProgram", "tile_program", "entry_words", "SparseTileWeightBuffer"]
+__all__ = ["TileEntry", "LayerProgram", "tile_program", "tile_entry_bits", "entry_words", "SparseTileWeightBuffer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +60,21 @@ def tile_program(layer, *, rows_per_group: int) -> LayerProgram:
     return LayerProgram(0, 0, [tuple(e) for e in entries], words, empty_rows, layer.layout.words_per_tile)
 
 
-def TileEntry(col_bits: int, row_bits: int) -> data.StructLayout:
+def tile_entry_bits(col_bits: int, row_bits: int) -> int:
+    """Bits of one tile-list word (:class:`TileEntry`): column, row and three flags."""
+    return col_bits + row_bits + 3
+
+
+class TileEntry(data.StructLayout):
     """One tile-list word: the tile's column and row, and the flags of the entry after it in the
     list (``next_*``), so the controller holds the flags of the entry it walks to in a register
     instead of waiting on the list's read. An entry's own flags are not stored: the controller
     has them already (from the entry before it, or per row and per layer in registers)."""
-    return data.StructLayout({"col": unsigned(col_bits), "row": unsigned(row_bits),
-                              "next_last": 1, "next_empty": 1, "next_end": 1})
+
+    def __init__(self, col_bits: int, row_bits: int):
+        super().__init__({"col": unsigned(col_bits), "row": unsigned(row_bits),
+                          "next_last": 1, "next_empty": 1, "next_end": 1})
+        assert self.size == tile_entry_bits(col_bits, row_bits)
 
 
 def entry_words(layout, entries) -> list:
@@ -85,9 +92,10 @@ class SparseTileWeightBuffer(wiring.Component):
 
     Parameters
     ----------
-    geometry : ArrayGeometry
-    layers : list of ExportedLayer
-        Every layer's non-zero tiles are stored back to back; pruned tiles take no word.
+    plan : ternpe.hw.plan.AcceleratorPlan
+        Every layer's non-zero tiles are stored back to back (``plan.programs``); pruned tiles
+        take no word. ``plan.options.ram_bank`` is the depth of a bank of the weight ROM;
+        ``plan.options.index_in_logic`` puts the tile list in LUTs.
 
     Members
     -------
@@ -98,7 +106,7 @@ class SparseTileWeightBuffer(wiring.Component):
         Weight word to read; ``word`` holds it two cycles later.
     word : Out(2*P*G)
 
-    The weight ROM is split into banks of ``bank_depth`` words (one block RAM deep), and each
+    The weight ROM is split into banks of ``ram_bank`` words (one block RAM deep), and each
     bank's output is registered before the banks are multiplexed: no logic and no long route
     follow a block RAM's clock-to-out (5.6 ns on ECP5), however many block RAMs the weights take.
 
@@ -107,23 +115,17 @@ class SparseTileWeightBuffer(wiring.Component):
     read-decide-read loop.
     """
 
-    def __init__(self, *, geometry: ArrayGeometry, layers, index_in_logic: bool = False, bank_depth: int = 512):
-        self.geometry = geometry
-        self.index_in_logic = index_in_logic
-        self.bank_depth = bank_depth
-        progs, lb, wb = [], 0, 0
-        for i, layer in enumerate(layers):
-            p = tile_program(layer, rows_per_group=rows_per_group(geometry, layer.spec, i == len(layers) - 1))
-            progs.append(dataclasses.replace(p, list_base=lb, word_base=wb))
-            lb += len(p.entries)
-            wb += len(p.words)
-        self.programs = progs
-        self.col_bits = unsigned_bits(max(l.layout.cols - 1 for l in layers))
-        self.row_bits = unsigned_bits(max(l.layout.rows - 1 for l in layers))
-        self.n_words = wb
+    def __init__(self, plan):
+        self.geometry = plan.geometry
+        self.index_in_logic = plan.options.index_in_logic
+        self.bank_depth = plan.options.ram_bank
+        self.programs = plan.programs
+        self.col_bits, self.row_bits = plan.col_bits, plan.row_bits
+        self.n_words = plan.weight_words
         super().__init__({
-            "entry_addr": In(unsigned_bits(max(lb - 1, 1))), "entry": Out(TileEntry(self.col_bits, self.row_bits)),
-            "word_addr": In(unsigned_bits(max(wb - 1, 1))), "word": Out(geometry.word_bits),
+            "entry_addr": In(unsigned_bits(max(plan.list_entries - 1, 1))),
+            "entry": Out(TileEntry(self.col_bits, self.row_bits)),
+            "word_addr": In(unsigned_bits(max(self.n_words - 1, 1))), "word": Out(self.geometry.word_bits),
         })
 
     def elaborate(self, platform):

