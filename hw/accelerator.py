@@ -1,4 +1,7 @@
-"""The accelerator top, generated from an export, and its analytic models (cycles, memories).
+"""The accelerator top: the blocks of an :class:`~ternpe.hw.plan.AcceleratorPlan`, joined.
+
+The plan (:mod:`ternpe.hw.plan`) holds every number (tile programs, memory shapes, activation
+placement, drain, cycle model); this module only elaborates it.
 
 Dataflow (one op per cycle, no stalls inside a layer)::
 
@@ -12,8 +15,10 @@ words. Each cycle it issues one op: a weight word address, an activation word ad
 flags ``clear`` (first word of a sum) / ``last`` (last word); the flags travel with the data, so
 rows and pixels switch without a bubble. A row whose tiles are all pruned costs nothing: its
 outputs are constants (the requantized bias), written with the other rows of its activation
-word. After a layer's last op the pipeline drains for ``drain_cycles`` before the next layer
-reads what this one wrote.
+word (:class:`~ternpe.hw.writeback.WriteBack`). After a layer's last op the pipeline drains
+for ``plan.drain`` cycles before the next layer reads what this one wrote. The last layer's
+results stay in registers (:class:`~ternpe.hw.writeback.LogitRegisters`), and
+:class:`~ternpe.hw.argmax.Argmax` streams them out with the class.
 
 The image goes to the :class:`~ternpe.hw.input.InputBuffer` (two slots: the next image streams
 in while this one computes). Hidden activations live channels-last, ``G`` lanes of
@@ -26,23 +31,21 @@ busy without an im2col copy of the image.
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ternpe.contract import MULT_BITS, SHIFT_BITS, requantize
-from ternpe.cycles import broadcast_register, rows_per_group
+from ternpe.contract import MULT_BITS, SHIFT_BITS
+from ternpe.cycles import broadcast_register
+from .argmax import Argmax
 from .array import PEArray
 from .controller import Controller, OpTag
 from .input import InputBuffer
-from .plan import AcceleratorPlan, GenerateError, shortcut_lanes, write_elements
+from .plan import AcceleratorPlan, GenerateError, shortcut_lanes
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer
+from .writeback import LogitRegisters, WriteBack
 
 __all__ = ["GenerateError", "Accelerator"]
 
@@ -120,7 +123,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.input), inb.input)
         act_wr, tags = self._operands(m, wb, arr, inb, ctrl)
         requants, tq = self._requantize(m, arr, act_wr, tags)
-        logits = self._write_back(m, wb, requants, tq, act_wr)
+        logits = self._write_back(m, requants, tq, act_wr)
         self._sequence(m, ctrl, inb, logits)
         return m
 
@@ -293,114 +296,36 @@ class Accelerator(wiring.Component):
             tags.append(tg)
         return requants, tags[-1]
 
-    def _write_back(self, m, wb, requants, tq, act_wr):
-        """Max-pool, the activation write (with constant rows filled in) and the logit registers."""
-        ex, g, A = self.plan.export, self.plan.geometry, self.plan.act_bits
-        P, G, L = g.P, g.G, len(ex.layers)
-        res_valid = requants[0].out_valid
-        mx = [Signal(A, name=f"max{p}") for p in range(P)]
-        mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
-        for p in range(P):
-            y = requants[p].out[:A]
-            m.d.comb += mx_new[p].eq(Mux((tq.q == 0) | (y > mx[p]), y, mx[p]))
-            with m.If(res_valid):
-                m.d.sync += mx[p].eq(mx_new[p])
-        # rows without tiles have constant outputs (the requantized bias); see tile_program
-        last_l = ex.layers[-1]
-        const_logits = requantize(np.zeros(self.plan.classes, np.int64), last_l.channel_requant(), relu=False,
-                                  act_bits=A)
-        empty_last = {c for r in wb.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, self.plan.classes))}
-        lb = self.plan.logit_bits
-        logits = [Signal(signed(lb), name=f"logit{c}", init=int(const_logits[c]) if c in empty_last else 0)
-                  for c in range(self.plan.classes)]
-        fill_mask, fill_data = Signal(G), Signal(G * A)
-        # the element index of the result's pixel, counted in the activation memory itself (from the
-        # layer's write base x G): restarts with a layer, steps by cout per pixel. e_next holds the
-        # next pixel's index ahead, so the write address is one add (+ the row's channels).
-        bases_e = [wbase * G for _, wbase in self.plan.layer_bases]
-        depth_e = self.plan.act.depth * G + write_elements(ex) + 1
-        e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
-        first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
-        after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
-        step = Array(Const(l.spec.cout, 16) for l in ex.layers)[tq.layer]
-        new_pix = res_valid & tq.pix_first & (tq.q == 0)
-        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, first_e, e_next), e_wb))
-        with m.If(new_pix):
-            m.d.sync += [e_wb.eq(e_now), e_next.eq(Mux(tq.layer_first, after_first, e_next + step))]
-        w_idx = Signal(len(e_wb) + 1)
-        m.d.comb += w_idx.eq(e_now + (tq.r << _log2(P)))
-        with m.Switch(tq.layer):
-            for i, l in enumerate(ex.layers):
-                s = l.spec
-                with m.Case(i):
-                    if i < L - 1:
-                        rpg = rows_per_group(g, l.spec, False)
-                        empty = set(wb.programs[i].empty_rows)
-                        if rpg > 1 and empty:
-                            const = requantize(np.zeros(s.cout, np.int64), l.channel_requant(), relu=True, act_bits=A)
-                            with m.Switch(tq.r >> _log2(rpg)):
-                                for gi in range(l.layout.rows // rpg):
-                                    lanes = [(lane, gi * G + lane) for lane in range(G)
-                                             if (gi * G + lane) // P in empty]
-                                    if lanes:
-                                        with m.Case(gi):
-                                            m.d.comb += [fill_mask.eq(sum(1 << ln for ln, _ in lanes)),
-                                                         fill_data.eq(sum(int(const[c]) << (ln * A) for ln, c in lanes))]
-                    else:
-                        with m.If(res_valid):
-                            with m.Switch(tq.r):
-                                for row in range(l.layout.rows):
-                                    with m.Case(row):
-                                        for p in range(P):
-                                            if row * P + p < self.plan.classes and row * P + p not in empty_last:
-                                                m.d.sync += logits[row * P + p].eq(requants[p].out[:lb])
-        w_en = Signal()
-        m.d.comb += w_en.eq(res_valid & tq.last_q & (tq.layer != L - 1))
-        lane_mask = Signal(G)
-        m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
-        wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
-        word = w_idx >> _log2(G)
-        wbase = Array(Const(wbase, 24) for _, wbase in self.plan.layer_bases)[tq.layer]
-        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
-                     self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
-        # write_reg stages on the write: the address arithmetic, the bank decision and the route
-        # to a far block RAM get a cycle each (each adds a cycle of drain: see drain_cycles)
-        lg = _log2(self.plan.options.ram_bank)
-        w_en_d, w_word, w_data, w_mask = w_en, word, wdata, lane_mask
-        if self.plan.options.write_reg == 2:
-            w_en_d, w_word, w_data = Signal(name="w_en_r"), Signal.like(word, name="w_word_r"), Signal.like(wdata, name="w_data_r")
-            w_mask = Signal(G, name="w_mask_r")
-            m.d.sync += [w_en_d.eq(w_en), w_word.eq(word), w_data.eq(wdata), w_mask.eq(lane_mask)]
-        a_word, a_data = Signal.like(word, name="w_word"), Signal.like(wdata, name="w_data")
-        w_lanes = [Signal(G, name=f"w_en{i}") for i in range(len(act_wr))]
-        dom = m.d.sync if self.plan.options.write_reg else m.d.comb
-        dom += [a_word.eq(w_word), a_data.eq(w_data)]
-        for i, mem in enumerate(act_wr):
+    def _write_back(self, m, requants, tq, banks):
+        """The results into the activation memory's banks (and the debug tap), or into the logits."""
+        A, lb = self.plan.act_bits, self.plan.logit_bits
+        valid = requants[0].out_valid
+        m.submodules.writeback = wr = WriteBack(self.plan)
+        m.submodules.logits = lg = LogitRegisters(self.plan)
+        m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tq), lg.valid.eq(valid), lg.tag.eq(tq)]
+        m.d.comb += [wr.y[p].eq(rq.out[:A]) for p, rq in enumerate(requants)]
+        m.d.comb += [lg.y[p].eq(rq.out[:lb]) for p, rq in enumerate(requants)]
+        m.d.comb += [self.tap_valid.eq(wr.tap_valid), self.tap_layer.eq(wr.tap_layer), self.tap_addr.eq(wr.tap_addr),
+                     self.tap_mask.eq(wr.tap_mask), self.tap_data.eq(wr.tap_data)]
+        for i, mem in enumerate(banks):
             wp = mem.write_port(granularity=A)
-            dom += w_lanes[i].eq(Mux(w_en_d & ((w_word >> lg) == i), w_mask, 0))
-            m.d.comb += [wp.addr.eq(a_word[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(a_data),
-                         wp.en.eq(w_lanes[i])]
-        return logits
+            m.d.comb += [wp.addr.eq(wr.wr_addr[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wr.wr_data),
+                         wp.en.eq(wr.wr_en[i])]
+        return lg.logits
 
     def _sequence(self, m, ctrl, inb, logits):
-        """Start an inference when the input buffer holds an image; argmax; the output stream."""
-        classes = self.plan.classes
+        """Start an inference when the input buffer holds an image; then the argmax and the output
+        stream; count the cycles from the start to the class."""
+        plan = self.plan
+        m.submodules.argmax = am = Argmax(classes=plan.classes, logit_bits=plan.logit_bits, out_bits=plan.out_bits)
+        m.d.comb += am.logits.eq(logits)
+        wiring.connect(m, am.output, wiring.flipped(self.output))
         cycles = Signal(32)
-        counting = Signal()           # the argmax runs
-        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | counting)]
-        with m.If(ctrl.busy | counting):
+        m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | am.busy)]
+        with m.If(ctrl.busy | am.busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.Elif(ctrl.start):
             m.d.sync += cycles.eq(0)
-        # argmax, two cycles a class: fetch (even) / compare the halves (odd) / update (even)
-        n = Signal(range(2 * classes + 3))
-        cand, cand_i = Signal.like(logits[0]), Signal(range(classes))
-        best, best_i = Signal.like(logits[0]), Signal(range(classes))
-        half = len(cand) // 2
-        hi_gt, hi_eq, lo_gt, cmp_i = Signal(), Signal(), Signal(), Signal(range(classes))
-        oi = Signal(range(classes + 1))
-        cur = Signal.like(logits[0])
-        m.d.comb += cur.eq(Array(logits)[oi] if classes > 1 else logits[0])
         with m.FSM(name="top"):
             with m.State("IDLE"):
                 with m.If(inb.ready):
@@ -408,28 +333,9 @@ class Accelerator(wiring.Component):
                     m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
-                    m.d.sync += n.eq(0)
-                    m.next = "ARGMAX"
-            with m.State("ARGMAX"):
-                m.d.comb += counting.eq(1)
-                m.d.sync += n.eq(n + 1)
-                k = n >> 1
-                with m.If(~n[0]):
-                    m.d.sync += [cand.eq(Array(logits)[k] if classes > 1 else logits[0]), cand_i.eq(k)]
-                    with m.If((n >= 2) & ((cmp_i == 0) | hi_gt | (hi_eq & lo_gt))):
-                        m.d.sync += [best.eq(cand), best_i.eq(cmp_i)]
-                with m.Else():
-                    m.d.sync += [hi_gt.eq(cand[half:].as_signed() > best[half:].as_signed()),
-                                 hi_eq.eq(cand[half:] == best[half:]), lo_gt.eq(cand[:half] > best[:half]),
-                                 cmp_i.eq(cand_i)]
-                with m.If(n == 2 * classes):
-                    m.d.sync += oi.eq(0)
-                    m.next = "OUTPUT"
-            with m.State("OUTPUT"):
-                m.d.comb += [self.output.valid.eq(1),
-                             self.output.payload.eq(Mux(oi == classes, best_i, cur))]
-                with m.If(self.output.ready):
-                    m.d.sync += oi.eq(oi + 1)
-                    with m.If(oi == classes):
-                        m.d.comb += inb.release.eq(1)
-                        m.next = "IDLE"
+                    m.d.comb += am.start.eq(1)
+                    m.next = "RESULT"
+            with m.State("RESULT"):
+                with m.If(am.done):
+                    m.d.comb += inb.release.eq(1)
+                    m.next = "IDLE"

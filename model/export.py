@@ -18,7 +18,7 @@ __all__ = ["export_run"]
 def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
     out = check_out_dir(out, markers=("manifest.json",), what="export", noun="an export", error=ExportError)
     net, cfg, metrics = load_run(run_dir)
-    if not hasattr(net, "units"):
+    if not net.folds:
         raise ExportError(f"{run_dir}: --arch {cfg.arch} does not fold into the integer model")
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     calibrate_activations(net, _tensors(ds)[0])      # no-op for a trained ternary run

@@ -89,7 +89,7 @@ def _requant(spec, m_real, b_real, res_real=None):
 def fold(net: nn.Module) -> IntegerModel:
     """The integer model of a network that lists its layers (:meth:`SeqNet.units`,
     :meth:`ResNet20.units`)."""
-    if not hasattr(net, "units"):
+    if not net.folds:
         raise ContractError(f"{type(net).__name__} does not fold into the integer model")
     specs, weights, requants = [], [], []
     s_in = INPUT_SCALE

@@ -44,6 +44,8 @@ def add_parser(sub) -> None:
                          "and disagreements with the integer model")
     rn.add_argument("--data-dir", default=None, help="with --eval: where the data set's files are (full MNIST, "
                                                      "CIFAR-10); the built-in ones need none")
+    rn.add_argument("--pe", default=None, help="with --sim: the array P'xG of the simulated board (auto: the widest "
+                                               "that fits --board's device; default: as trained)")
     rn.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
                     help="with --sim: Verilator (fast; compiles the board once, cached) or amaranth.sim "
                          "(default: %(default)s)")
@@ -53,9 +55,14 @@ def run(a) -> int:
     from ternpe.host import Board, load_images
     from ternpe.image import load_export
     from ternpe.link import LinkFormat
+    from ternpe.flow.generate import prepare
     ex = load_export(a.export)
-    from ternpe.hw.accelerator import output_bits
-    fmt = LinkFormat.of(ex, output_bits(ex))
+    if a.pe is not None and not a.sim:
+        raise ValueError("--pe sets the array of the simulated board (--sim); a real board runs the array of its "
+                         "bitstream")
+    # the simulated board is the one --board builds: its array and its device's options
+    plan = prepare(ex, pe=a.pe, device=_device(a) if a.sim else None)[0]
+    fmt = LinkFormat.of(ex, plan.out_bits)
     n_golden = len(ex.golden["inputs"])
     if not 0 <= a.golden <= n_golden:
         raise ValueError(f"--golden {a.golden}: the export holds {n_golden} golden inputs (0..{n_golden})")
@@ -65,7 +72,7 @@ def run(a) -> int:
     images = load_images(a.images, tuple(ex.manifest["input"]["shape"]), log=print) if a.images else []
     if a.eval is not None:
         evx, evy, source = _eval_set(ex, a.eval, a.data_dir)
-    t, where = _transport(a, ex)
+    t, where = _transport(a, plan)
     b = Board(t, fmt)
     b.check()
     todo = [(p, img) for p, img in zip(a.images, images)]
@@ -78,7 +85,17 @@ def run(a) -> int:
     return 1 if bad else 0
 
 
-def _transport(a, ex) -> tuple:
+def _device(a) -> str | None:
+    """The device of ``--board`` (None without one)."""
+    if a.board is None:
+        return None
+    from ternpe.hw.boards import BOARDS
+    if a.board not in BOARDS:
+        raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(sorted(BOARDS))}")
+    return BOARDS[a.board].device
+
+
+def _transport(a, plan) -> tuple:
     """The link to the board: the simulated board (``--sim``) or the serial port. Returns
     ``(transport, description)``."""
     if a.sim:
@@ -86,12 +103,12 @@ def _transport(a, ex) -> tuple:
             from ternpe.flow.vboard import VerilatorTransport as Transport
         else:
             from ternpe.flow.simboard import SimTransport as Transport
-        t = Transport(ex, **({"log": print} if a.simulator == "verilator" else {}))
-        return t, f"the simulated board ({a.simulator})"
+        t = Transport(plan, **({"log": print} if a.simulator == "verilator" else {}))
+        board = f" as built for {a.board}" if a.board else ""
+        return t, f"the simulated board{board} (PE {plan.geometry}, {a.simulator})"
     from ternpe.host import SerialTransport
     from ternpe.hw.boards import BOARDS
-    if a.board is not None and a.board not in BOARDS:
-        raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(sorted(BOARDS))}")
+    _device(a)                       # a known board
     if not a.port or a.board is None:
         raise ValueError("give --board and --port (e.g. --board icebreaker --port /dev/ttyUSB1), or --sim")
     return SerialTransport(a.port, BOARDS[a.board].baud), f"{a.board} on {a.port}"

