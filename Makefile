@@ -54,10 +54,13 @@ ifneq ($(BOARD),)
 	$(BIN)/python tools/summary.py runs/$(DATASET) bitstreams/$(BOARD)/$(DATASET).report.json
 endif
 
-# bitstreams of the demo for every board (bitstreams/<board>/$(DATASET).{bin,bit} + report.json)
+# bitstreams of the demo for every board (bitstreams/<board>/$(DATASET).{bin,bit} + report.json);
+# each iCE40 bitstream is verified on VERIFY_SAMPLES golden inputs (about a minute each for MNIST)
+VERIFY_SAMPLES ?= 2
 bitstreams: setup
 	@test -f exports/$(DATASET)/manifest.json || $(MAKE) demo DATASET=$(DATASET)
-	@for b in $(BOARDS); do $(BIN)/ternpe build exports/$(DATASET) --board $$b || exit 1; done
+	@for b in $(BOARDS); do $(BIN)/ternpe build exports/$(DATASET) --board $$b --verify-samples $(VERIFY_SAMPLES) \
+		|| exit 1; done
 
 # ResNet-20 (option A shortcuts) on the CIFAR-shaped synthetic set (32x32x3; CIFAR-10 itself: see
 # README), pruned to half the dense cycles or fewer; every layer co-simulated on Verilator; its
@@ -80,9 +83,10 @@ test: setup
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q
 
 # the formal proofs, with the slow ones (larger networks, minutes) that make test skips; one
-# solver at a time
+# solver at a time. FORMAL=slow runs only those (CI: make test has run the others)
+FORMAL ?= all
 formal: setup
-	TERNPE_FORMAL_ALL=1 $(BIN)/python -m pytest -q tests/test_formal.py
+	TERNPE_FORMAL_ALL=1 $(BIN)/python -m pytest -q tests/test_formal.py $(if $(filter slow,$(FORMAL)),-m formal_slow)
 
 bench: setup
 	$(BIN)/python bench/methods.py

@@ -21,8 +21,9 @@ from ternpe.tools import ToolError
 
 pytestmark = pytest.mark.xdist_group("formal")     # one worker: one solver at a time (make test: --dist loadgroup)
 
-slow = pytest.mark.skipif(not os.environ.get("TERNPE_FORMAL_ALL"),
-                          reason="slow proof: make formal (or TERNPE_FORMAL_ALL=1) runs it")
+slow = [pytest.mark.formal_slow,
+        pytest.mark.skipif(not os.environ.get("TERNPE_FORMAL_ALL"),
+                           reason="slow proof: make formal (or TERNPE_FORMAL_ALL=1) runs it")]
 
 #: (lanes, act_bits, words): odd and power-of-two lane counts, 1 to 16 lanes
 PE_CASES = [(1, 4, 3), (3, 5, 7), (4, 8, 9), (16, 8, 18)]
