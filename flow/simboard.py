@@ -11,7 +11,7 @@ import random
 from amaranth.sim import Simulator
 
 from ternpe.hw.boardcore import BoardCore
-from ternpe.link import LinkError, encode_infer
+from ternpe.link import UART_DATA_BITS, UART_FRAME_BITS, LinkError, encode_infer, wrap_seq
 
 __all__ = ["SimTransport", "fuzz_link", "reply_timeout", "quiet_clocks"]
 
@@ -22,14 +22,14 @@ def reply_timeout(core: BoardCore) -> int:
     period), twice over. Both simulated boards use it."""
     from ternpe.link import CMD_INFER, reply_length, request_length
     fmt = core.link.format
-    line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * 10 * core.divisor
+    line = (request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)) * UART_FRAME_BITS * core.divisor
     return 2 * (line + core.link.plan.cycles["latency"] + core.link.timeout_cycles + core.link.quiet_cycles)
 
 
 def quiet_clocks(core: BoardCore) -> int:
     """Clocks a host waits after a broken request: the board's quiet period twice over, and two
     byte times."""
-    return 2 * core.link.quiet_cycles + 20 * core.divisor
+    return 2 * core.link.quiet_cycles + 2 * UART_FRAME_BITS * core.divisor
 
 
 class SimTransport:
@@ -58,10 +58,10 @@ class SimTransport:
         levels = collections.deque()         # the rx line, one entry per clock
         recv, recv_timer, recv_bits = False, 0, []
         while True:
-            # host -> board: start bit, 8 data bits LSB first, stop bit, each d clocks
+            # host -> board: start bit, the data bits LSB first, stop bit, each d clocks
             if not levels and self.to_board:
                 b = self.to_board.popleft()
-                for bit in [0] + [b >> i & 1 for i in range(8)] + [1]:
+                for bit in [0] + [b >> i & 1 for i in range(UART_DATA_BITS)] + [1]:
                     levels.extend([bit] * d)
             ctx.set(self.core.rx, levels.popleft() if levels else 1)
             # board -> host: sample in the middle of each bit
@@ -74,9 +74,10 @@ class SimTransport:
                 if recv_timer == 0:
                     recv_bits.append(line)
                     recv_timer = d
-                    if len(recv_bits) == 9:          # 8 data bits and the stop bit
-                        if recv_bits[8]:
-                            self.from_board.append(sum(bit << i for i, bit in enumerate(recv_bits[:8])))
+                    if len(recv_bits) == UART_DATA_BITS + 1:      # the data bits and the stop bit
+                        data, stop = recv_bits[:UART_DATA_BITS], recv_bits[UART_DATA_BITS]
+                        if stop:
+                            self.from_board.append(sum(bit << i for i, bit in enumerate(data)))
                         recv = False
             await ctx.tick()
             self.clocks += 1
@@ -140,7 +141,7 @@ def fuzz_link(ex, t, b, *, frames: int, seed: int, progress=None) -> dict:
         # an injected request stands for an earlier request of this host (or noise): its SEQ is
         # never one the host is about to use (the next request and its retries). A request of
         # another host carrying the same SEQ could not be told apart by any protocol.
-        return (b.seq + 64 + rng.randrange(128)) % 255
+        return wrap_seq(b.seq + 64 + rng.randrange(128))
     counts = {"ok": 0, "error": 0, "wrong": 0}
     for _ in (progress or range)(frames):
         k = rng.randrange(n)

@@ -22,7 +22,7 @@ import subprocess
 import time
 
 from ternpe.hw.boardcore import BoardCore
-from ternpe.link import LinkError
+from ternpe.link import UART_DATA_BITS, UART_FRAME_BITS, LinkError
 from ternpe.tools import require, tool_env
 
 from .cosim import VERILATOR_ARGS
@@ -36,12 +36,16 @@ class VerilatorBuildError(RuntimeError):
 
 
 #: The UART model of ``SimTransport._uart``, clock for clock: the host's queued bytes go out on
-#: ``rx`` (start bit, 8 data bits LSB first, stop bit, ``divisor`` clocks each); ``tx`` is
-#: sampled in the middle of each bit and a byte is kept only if its stop bit is high. The line
+#: ``rx`` (:mod:`ternpe.link`'s frame: start bit, data bits LSB first, stop bit, ``divisor``
+#: clocks each); ``tx`` is sampled in the middle of each bit and a byte is kept only if its stop
+#: bit is high. The line
 #: step of clock ``k`` (set ``rx``, sample ``tx``) runs after ``k`` rising edges, as the
 #: amaranth testbench does after each ``tick``; so a byte written when ``k`` clocks have run
 #: starts on the line at clock ``k + 1`` (at clock 0 before the first run).
-HARNESS = r"""
+HARNESS = f"""
+#define UART_DATA_BITS {UART_DATA_BITS}
+#define UART_FRAME_BITS {UART_FRAME_BITS}
+""" + r"""
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -59,7 +63,7 @@ struct VBoard {
     bool started = false;
     std::deque<uint8_t> to_board;
     std::vector<uint8_t> from_board;
-    uint32_t frame = 0;         // host -> board: the 10 bits on the line, LSB first
+    uint32_t frame = 0;         // host -> board: the frame's bits on the line, LSB first
     uint64_t left = 0;          // clocks of the frame still to send
     bool recv = false;          // board -> host: inside a byte
     uint64_t recv_timer = 0;
@@ -68,13 +72,13 @@ struct VBoard {
 
     void line_step() {
         if (left == 0 && !to_board.empty()) {
-            frame = (1u << 9) | (uint32_t(to_board.front()) << 1);
+            frame = (1u << (UART_FRAME_BITS - 1)) | (uint32_t(to_board.front()) << 1);
             to_board.pop_front();
-            left = 10 * d;
+            left = UART_FRAME_BITS * d;
         }
         int level = 1;
         if (left) {
-            level = (frame >> ((10 * d - left) / d)) & 1;
+            level = (frame >> ((UART_FRAME_BITS * d - left) / d)) & 1;
             left--;
         }
         top->rx = level;
@@ -89,8 +93,8 @@ struct VBoard {
         } else if (--recv_timer == 0) {
             recv_shreg |= uint32_t(line) << recv_bits++;
             recv_timer = d;
-            if (recv_bits == 9) {                 // 8 data bits and the stop bit
-                if (recv_shreg >> 8 & 1) from_board.push_back(uint8_t(recv_shreg));
+            if (recv_bits == UART_DATA_BITS + 1) {    // the data bits and the stop bit
+                if (recv_shreg >> UART_DATA_BITS & 1) from_board.push_back(uint8_t(recv_shreg));
                 recv = false;
             }
         }

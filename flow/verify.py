@@ -31,8 +31,8 @@ import tempfile
 import time
 import warnings
 
-from ternpe.link import (CMD_INFER, CMD_INFO, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info,
-                         export_id, reply_length)
+from ternpe.link import (CMD_INFER, CMD_INFO, UART_DATA_BITS, UART_FRAME_BITS, LinkFormat, ReplyParser, decode_reply,
+                         encode_infer, encode_info, export_id, reply_length, wrap_seq)
 from ternpe.files import check_out_dir
 from ternpe.tools import HOW_TO_INSTALL, ToolError, require, tool_env
 
@@ -235,7 +235,7 @@ module tb;
   task send(input [7:0] b);
     begin
       rx = 0; repeat (D) @(posedge clk);
-      for (i = 0; i < 8; i = i + 1) begin rx = b[i]; repeat (D) @(posedge clk); end
+      for (i = 0; i < {UART_DATA_BITS}; i = i + 1) begin rx = b[i]; repeat (D) @(posedge clk); end
       rx = 1; repeat (D) @(posedge clk);
     end
   endtask
@@ -247,7 +247,7 @@ module tb;
       @(negedge tx);
       repeat (D / 2) @(posedge clk);
       if (tx == 0) begin
-        for (j = 0; j < 8; j = j + 1) begin repeat (D) @(posedge clk); byte_in[j] = tx; end
+        for (j = 0; j < {UART_DATA_BITS}; j = j + 1) begin repeat (D) @(posedge clk); byte_in[j] = tx; end
         repeat (D) @(posedge clk);
         if (tx == 1) begin $fdisplay(fd, "%02x", byte_in); got = got + 1; idle = 0; end
       end
@@ -362,9 +362,9 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
             raise VerifyError(f"{bitstream}: the bitstream has no I/O on {pin} ({board_name}'s UART): "
                               f"built for another board?")
     frames = [(encode_info(seq=0), reply_length(fmt, CMD_INFO))]
-    frames += [(encode_infer(ex.golden["inputs"][k].reshape(-1), seq=(k + 1) % 255), reply_length(fmt, CMD_INFER))
+    frames += [(encode_infer(ex.golden["inputs"][k].reshape(-1), seq=wrap_seq(k + 1)), reply_length(fmt, CMD_INFER))
                for k in range(n)]
-    line = max(len(f) + r for f, r in frames) * 10 * div
+    line = max(len(f) + r for f, r in frames) * UART_FRAME_BITS * div
     (work / "tb.v").write_text(_testbench(rx, tx, div, frames, reply_timeout=2 * (line + latency) + 1000))
     (work / "sim_pll.v").write_text(SIM_PLL)
     r = subprocess.run(["iverilog", "-g2012", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-o", "sim.vvp", "-s", "tb", "tb.v", "netlist.v", "sim_pll.v",
@@ -399,7 +399,7 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
                                      "board": info if isinstance(info, str) else f"{info['export_id']:#010x}",
                                      "golden": f"{want_id:#010x}"})
     for k in range(n):
-        got = _one_reply(fmt, replies.get(k + 1, b""), (k + 1) % 255, CMD_INFER)
+        got = _one_reply(fmt, replies.get(k + 1, b""), wrap_seq(k + 1), CMD_INFER)
         want = {"logits": [int(v) for v in ex.golden["logits"][k]], "class": int(ex.golden["classes"][k])}
         if isinstance(got, str):
             result["mismatches"].append({"sample": k, "what": "reply", "board": got, "golden": want})

@@ -10,7 +10,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ternpe.link import QUIET_BYTES
+from ternpe.link import QUIET_BYTES, UART_FRAME_BITS
 from .hostlink import HostLink
 from .uart import UARTRx, UARTTx
 
@@ -31,14 +31,18 @@ class BoardCore(wiring.Component):
 
     Members
     -------
-    rx : In(1)   serial line from the host (idle high)
-    tx : Out(1)  serial line to the host
-    busy, error : Out(1)   for LEDs
+    rx : In(1)
+        The serial line from the host (idle high).
+    tx : Out(1)
+        The serial line to the host.
+    busy, error : Out(1)
+        The host link's, for LEDs.
     """
 
     def __init__(self, plan, *, divisor: int, timeout_cycles: int):
         self.divisor = divisor
-        self.link = HostLink(plan, timeout_cycles=timeout_cycles, quiet_cycles=QUIET_BYTES * 10 * divisor)
+        self.link = HostLink(plan, timeout_cycles=timeout_cycles,
+                             quiet_cycles=QUIET_BYTES * UART_FRAME_BITS * divisor)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):

@@ -1,10 +1,16 @@
-"""8N1 UART receiver and transmitter, one clock domain, fixed divisor (clocks per bit)."""
+"""8N1 UART receiver and transmitter, one clock domain, fixed divisor (clocks per bit).
+
+The frame (a start bit, ``UART_DATA_BITS`` data bits least significant first, a stop bit:
+``UART_FRAME_BITS`` bit times) is :mod:`ternpe.link`'s, which the host and the simulated boards
+use too."""
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from ternpe.link import UART_DATA_BITS, UART_FRAME_BITS
 
 __all__ = ["UARTRx", "UARTTx", "divisor"]
 
@@ -18,11 +24,18 @@ def divisor(clk_hz: float, baud: int) -> int:
 
 
 class UARTRx(wiring.Component):
-    """Members
+    """UART receiver: bytes from the serial line, each sampled in the middle of its bits.
+
+    Parameters
+    ----------
+    divisor : int
+        Clocks per bit.
+
+    Members
     -------
     rx : In(1)
         The serial line (idle high). Synchronised here.
-    data : Out(stream.Signature(8))
+    data : Out(stream.Signature(UART_DATA_BITS))
         Received bytes; a byte not taken before the next one completes is dropped (``overrun``).
     frame_error : Out(1)
         Pulses when a stop bit is low (the byte is dropped).
@@ -30,7 +43,7 @@ class UARTRx(wiring.Component):
 
     def __init__(self, divisor: int):
         self.divisor = divisor
-        super().__init__({"rx": In(1, init=1), "data": Out(stream.Signature(8)), "frame_error": Out(1)})
+        super().__init__({"rx": In(1, init=1), "data": Out(stream.Signature(UART_DATA_BITS)), "frame_error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -38,8 +51,8 @@ class UARTRx(wiring.Component):
         sync0, rx = Signal(init=1), Signal(init=1)
         m.d.sync += [sync0.eq(self.rx), rx.eq(sync0)]
         timer = Signal(range(d + d // 2 + 1))
-        bits = Signal(range(9))
-        shreg = Signal(8)
+        bits = Signal(range(UART_DATA_BITS + 1))
+        shreg = Signal(UART_DATA_BITS)
         with m.If(self.data.ready):
             m.d.sync += self.data.valid.eq(0)
         with m.FSM():
@@ -51,7 +64,7 @@ class UARTRx(wiring.Component):
                 m.d.sync += timer.eq(timer - 1)
                 with m.If(timer == 0):
                     m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1), timer.eq(d - 1)]
-                    with m.If(bits == 7):
+                    with m.If(bits == UART_DATA_BITS - 1):
                         m.next = "STOP"
             with m.State("STOP"):
                 m.d.sync += timer.eq(timer - 1)
@@ -65,9 +78,16 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """Members
+    """UART transmitter: a byte at a time on the serial line, the next taken after its stop bit.
+
+    Parameters
+    ----------
+    divisor : int
+        Clocks per bit.
+
+    Members
     -------
-    data : In(stream.Signature(8))
+    data : In(stream.Signature(UART_DATA_BITS))
         Bytes to send.
     tx : Out(1)
         The serial line (idle high).
@@ -75,19 +95,19 @@ class UARTTx(wiring.Component):
 
     def __init__(self, divisor: int):
         self.divisor = divisor
-        super().__init__({"data": In(stream.Signature(8)), "tx": Out(1, init=1)})
+        super().__init__({"data": In(stream.Signature(UART_DATA_BITS)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         m = Module()
         d = self.divisor
         timer = Signal(range(d))
-        shreg = Signal(10)
-        bits = Signal(range(11))
+        shreg = Signal(UART_FRAME_BITS)
+        bits = Signal(range(UART_FRAME_BITS + 1))
         m.d.comb += self.data.ready.eq((bits == 0) & (timer == 0))
         with m.If(timer != 0):                  # the current bit (the stop bit too) lasts d cycles
             m.d.sync += timer.eq(timer - 1)
         with m.Elif(bits != 0):
             m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), bits.eq(bits - 1), timer.eq(d - 1)]
         with m.Elif(self.data.valid):
-            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), bits.eq(10)]
+            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), bits.eq(UART_FRAME_BITS)]     # start, data, stop
         return m

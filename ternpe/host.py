@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, SEQ_UNKNOWN, STATUS, STATUS_BUSY, STATUS_CHECKSUM,
-                   STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer, encode_info)
+from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
+                   STATUS_TIMEOUT, UART_FRAME_BITS, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer,
+                   encode_info, wrap_seq)
 
 __all__ = ["evaluate", "Board", "SerialTransport", "load_images"]
 
@@ -53,7 +54,7 @@ class SerialTransport:
         self.port.reset_input_buffer()
 
     def quiet(self) -> None:
-        time.sleep(2 * QUIET_BYTES * 10 / self.baud + 0.002)
+        time.sleep(2 * QUIET_BYTES * UART_FRAME_BITS / self.baud + 0.002)
         self.port.reset_input_buffer()
 
     def close(self) -> None:
@@ -75,7 +76,7 @@ class Board:
         self.stats = {"requests": 0, "retries": 0, "skipped": 0}
 
     def _next_seq(self) -> int:
-        self.seq = (self.seq + 1) % SEQ_UNKNOWN
+        self.seq = wrap_seq(self.seq + 1)
         return self.seq
 
     def _exchange(self, cmd: int, frame) -> dict:

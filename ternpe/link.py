@@ -17,8 +17,9 @@ Replies (board -> host)::
 ``SEQ`` is the answered request's (``SEQ_UNKNOWN`` when the request broke off before its
 ``SEQ``). ``STATUS`` 0 is success; then for ``CMD_INFER`` the payload is ``classes`` logits of
 ``logit_bytes`` bytes each (two's complement, little-endian), the class (1 byte) and the cycles
-of the inference (4 bytes, little-endian); for ``CMD_INFO`` it is the export id (4 bytes), the
-input bytes (2), the classes (1) and the logit bytes (1). Any other status has no payload:
+of the inference (``CYCLES_BYTES``, little-endian); for ``CMD_INFO`` it is the fields of
+``INFO_FIELDS`` (the export id, the input bytes, the classes and the logit bytes) packed into
+``INFO_BYTES`` little-endian bytes. Any other status has no payload:
 ``STATUS_CHECKSUM`` (the request's checksum was wrong; the inference was dropped),
 ``STATUS_TIMEOUT`` (the request stopped arriving mid-way), ``STATUS_COMMAND`` (unknown command)
 and ``STATUS_BUSY`` (the request began while the board was answering another; it was not
@@ -26,6 +27,9 @@ run). ``CHK`` makes the 8-bit sum of ``STATUS``, ``SEQ``, the payload and ``CHK`
 non-ok reply the board discards bytes until the line has been quiet for ``QUIET_BYTES`` byte
 times, so the rest of a broken request is never parsed as a new one. Bytes outside a request
 (anything before "TP") are ignored.
+
+Every byte goes over a UART, 8N1: ``UART_FRAME_BITS`` bit times a byte (a start bit, the
+``UART_DATA_BITS`` data bits least significant first, a stop bit).
 
 The host (:class:`ReplyParser`) finds the next "tp" in whatever it receives, checks the frame,
 and takes only the reply whose ``SEQ`` is the one it is waiting for: a stale reply, garbage or a
@@ -38,9 +42,10 @@ import dataclasses
 import hashlib
 import json
 
-__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES", "LinkError",
-           "LinkFormat", "ReplyParser", "checksum", "export_id", "encode_infer", "encode_info", "request_length",
-           "reply_length", "decode_reply"]
+__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES",
+           "UART_DATA_BITS", "UART_FRAME_BITS", "INFO_FIELDS", "INFO_BYTES", "CYCLES_BYTES", "LinkError",
+           "LinkFormat", "ReplyParser", "checksum", "export_id", "wrap_seq", "pack_info", "unpack_info",
+           "encode_infer", "encode_info", "request_length", "reply_length", "decode_reply"]
 
 REQ_MAGIC = b"TP"
 REP_MAGIC = b"tp"
@@ -50,11 +55,22 @@ STATUS = {STATUS_OK: "ok", STATUS_CHECKSUM: "the board saw a wrong request check
           STATUS_TIMEOUT: "the request stopped arriving mid-way (board timeout)",
           STATUS_COMMAND: "the board does not know the command",
           STATUS_BUSY: "the board was busy answering another request"}
-INFO_BYTES = 8
-#: The SEQ of a reply to a request that broke off before its SEQ arrived.
+#: The SEQ of a reply to a request that broke off before its SEQ arrived; requests are numbered
+#: below it (:func:`wrap_seq`).
 SEQ_UNKNOWN = 0xFF
 #: After a non-ok reply the board discards input until the line is quiet this many byte times.
 QUIET_BYTES = 16
+#: The UART's data bits; a byte on the line is these, a start bit and a stop bit.
+UART_DATA_BITS = 8
+UART_FRAME_BITS = 1 + UART_DATA_BITS + 1
+#: The body of an INFO reply, field by field: ``(name, bits)``, the first field in the least
+#: significant bits; the board fills a struct of this layout, the host unpacks with it
+#: (:func:`pack_info`, :func:`unpack_info`). The names are :class:`LinkFormat`'s.
+INFO_FIELDS = (("export_id", 32), ("input_bytes", 16), ("classes", 8), ("logit_bytes", 8))
+INFO_BYTES = sum(bits for _, bits in INFO_FIELDS) // 8
+assert INFO_BYTES * 8 == sum(bits for _, bits in INFO_FIELDS), "INFO is whole bytes"
+#: Bytes of the cycle count that ends an infer reply.
+CYCLES_BYTES = 4
 
 
 class LinkError(RuntimeError):
@@ -84,6 +100,36 @@ class LinkFormat:
         n_in = int(export.golden["inputs"][0].size)
         return cls(n_in, export.layers[-1].spec.cout, -(-out_bits // 8), export_id(export.manifest))
 
+    def info(self) -> dict:
+        """What an INFO reply carries: a value per field of ``INFO_FIELDS``."""
+        return {name: getattr(self, name) for name, _ in INFO_FIELDS}
+
+
+def wrap_seq(n: int) -> int:
+    """``n`` as a request's SEQ: requests are numbered ``0..SEQ_UNKNOWN - 1`` and wrap."""
+    return n % SEQ_UNKNOWN
+
+
+def pack_info(values: dict) -> bytes:
+    """The body of an INFO reply carrying ``values`` (a value per field of ``INFO_FIELDS``)."""
+    word, shift = 0, 0
+    for name, bits in INFO_FIELDS:
+        value = int(values[name])
+        if not 0 <= value < 1 << bits:
+            raise ValueError(f"INFO field {name} has {bits} bits: {value} does not fit")
+        word |= value << shift
+        shift += bits
+    return word.to_bytes(INFO_BYTES, "little")
+
+
+def unpack_info(body: bytes) -> dict:
+    """The fields of an INFO reply's body (``INFO_BYTES`` bytes), by name."""
+    word, out = int.from_bytes(body[:INFO_BYTES], "little"), {}
+    for name, bits in INFO_FIELDS:
+        out[name] = word & ((1 << bits) - 1)
+        word >>= bits
+    return out
+
 
 def _check_seq(seq: int) -> int:
     if not 0 <= seq < SEQ_UNKNOWN:
@@ -108,7 +154,7 @@ def request_length(fmt: LinkFormat, cmd: int) -> int:
 
 def reply_length(fmt: LinkFormat, cmd: int) -> int:
     """Bytes of a successful reply (magic, status, SEQ, payload, checksum)."""
-    payload = fmt.classes * fmt.logit_bytes + 1 + 4 if cmd == CMD_INFER else INFO_BYTES
+    payload = fmt.classes * fmt.logit_bytes + 1 + CYCLES_BYTES if cmd == CMD_INFER else INFO_BYTES
     return 2 + 2 + payload + 1
 
 
@@ -174,9 +220,8 @@ def decode_reply(data: bytes, fmt: LinkFormat | None, cmd: int) -> dict:
         raise LinkError(STATUS.get(status, f"unknown status {status}"))
     p = data[4:-1]
     if cmd == CMD_INFO:
-        return {"export_id": int.from_bytes(p[0:4], "little"), "input_bytes": int.from_bytes(p[4:6], "little"),
-                "classes": p[6], "logit_bytes": p[7]}
+        return unpack_info(p)
     L = fmt.logit_bytes
     logits = [int.from_bytes(p[i * L:(i + 1) * L], "little", signed=True) for i in range(fmt.classes)]
     k = fmt.classes * L
-    return {"logits": logits, "class": p[k], "cycles": int.from_bytes(p[k + 1:k + 5], "little")}
+    return {"logits": logits, "class": p[k], "cycles": int.from_bytes(p[k + 1:k + 1 + CYCLES_BYTES], "little")}

@@ -158,9 +158,9 @@ def _reply(status, seq, payload=b""):
 def test_an_unknown_command_reply_to_our_seq_is_retried():
     """The host sends only known commands: 'unknown command' to its own SEQ is a command byte
     broken on the line, retried like a bad checksum (then the good answer is returned)."""
-    from ternpe.link import STATUS_COMMAND, LinkFormat
+    from ternpe.link import STATUS_COMMAND, LinkFormat, pack_info
     fmt = LinkFormat(input_bytes=4, classes=3, logit_bytes=2, export_id=0x12345678)
-    info = (0x12345678).to_bytes(4, "little") + (4).to_bytes(2, "little") + bytes([3, 2])
+    info = pack_info(fmt.info())
     port = _ScriptedPort([lambda seq: _reply(STATUS_COMMAND, seq), lambda seq: _reply(0, seq, info)])
     b = Board(port, fmt)
     assert b.info()["export_id"] == 0x12345678

@@ -1,0 +1,398 @@
+"""The parts of the host link (:class:`~ternpe.hw.hostlink.HostLink` joins them): the request
+parser, the header spotter, the reply framer and the two reply bodies.
+
+The framing is :mod:`ternpe.link`'s. The bytes of the line come in on the parser while the link
+waits for a request, and on the spotter while it replies; the framer sends each reply from a
+header (status, SEQ) and, for ``STATUS_OK``, a body: the INFO struct or the inference's result.
+"""
+
+import operator
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ternpe.link import (CMD_INFER, CMD_INFO, CYCLES_BYTES, INFO_BYTES, INFO_FIELDS, REP_MAGIC, REQ_MAGIC, SEQ_UNKNOWN,
+                         STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkFormat)
+
+__all__ = ["Request", "ReplyHeader", "BodyByte", "INFO_LAYOUT", "RequestParser", "HeaderSpotter", "ReplyFramer",
+           "InfoSerializer", "ResultSerializer"]
+
+
+class Request(data.Struct):
+    """A request as parsed: ``STATUS_OK`` or why it failed, its SEQ, its command."""
+    status: 8
+    seq: 8
+    cmd: 8
+
+
+class ReplyHeader(data.Struct):
+    """The status of a reply and the SEQ of the request it answers."""
+    status: 8
+    seq: 8
+
+
+class BodyByte(data.Struct):
+    """A byte of a reply's body, and whether it is the body's last."""
+    data: 8
+    last: 1
+
+
+#: The body of an INFO reply (:data:`ternpe.link.INFO_FIELDS`), first field least significant.
+INFO_LAYOUT = data.StructLayout({name: unsigned(bits) for name, bits in INFO_FIELDS})
+
+
+def _check_counts(**counts) -> None:
+    """Each of ``counts`` is an integer of at least 1 (a ValueError names the first that is not)."""
+    for name, value in counts.items():
+        if operator.index(value) < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+
+
+class RequestParser(wiring.Component):
+    """Takes requests off the line: magic, SEQ, command, image, checksum, each byte in time.
+
+    Bytes before a request's magic are dropped. An infer request's image goes out on ``data`` as
+    it arrives; its checksum is known only at the end, so a request that breaks off raises
+    ``abort`` and what ``data`` carried must be dropped. Every request that ends, well or broken,
+    comes out on ``request`` once.
+
+    Parameters
+    ----------
+    input_bytes : int
+        Bytes of an infer request's image.
+    timeout_cycles : int
+        A request whose next byte has not come after this many cycles is given up:
+        ``STATUS_TIMEOUT``.
+    quiet_cycles : int
+        After ``flush``, bytes are dropped until none has come for this many cycles.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the line.
+    data : Out(stream.Signature(8))
+        The image of an infer request, byte by byte.
+    request : Out(stream.Signature(Request, always_ready=True))
+        A request that ended: ``STATUS_OK`` (checked), ``STATUS_CHECKSUM``, ``STATUS_TIMEOUT``
+        (``seq`` is ``SEQ_UNKNOWN`` if it broke off before its SEQ) or ``STATUS_COMMAND``.
+    abort : Out(1)
+        With a ``request`` of ``STATUS_CHECKSUM`` or ``STATUS_TIMEOUT``: drop what ``data`` carried.
+    flush : In(1)
+        When idle: drop bytes until the line has been quiet for ``quiet_cycles`` (the rest of a
+        broken request may still be arriving).
+    busy : Out(1)
+        A request, or the dropping after ``flush``, is under way.
+    """
+
+    rx: In(stream.Signature(8))
+    data: Out(stream.Signature(8))
+    request: Out(stream.Signature(Request, always_ready=True))
+    abort: Out(1)
+    flush: In(1)
+    busy: Out(1)
+
+    def __new__(cls, *, input_bytes: int, timeout_cycles: int, quiet_cycles: int):
+        # checked before the block exists: no unused block is left
+        _check_counts(input_bytes=input_bytes, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, input_bytes: int, timeout_cycles: int, quiet_cycles: int):
+        self.input_bytes = operator.index(input_bytes)
+        self.timeout_cycles = operator.index(timeout_cycles)
+        self.quiet_cycles = operator.index(quiet_cycles)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        rx, req = self.rx, self.request
+        took = rx.valid & rx.ready
+        timer = Signal(range(max(self.timeout_cycles, self.quiet_cycles) + 1))
+        seq, cmd = Signal(8, init=SEQ_UNKNOWN), Signal(8)
+        csum = Signal(8)              # the sum of the request from SEQ on
+        count = Signal(range(self.input_bytes + 1))
+        # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
+        timed_out = Signal()
+        m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~took)
+        # every byte is taken at once, but the image's: as fast as ``data`` takes them
+        m.d.comb += [rx.ready.eq(1), req.payload.seq.eq(seq), req.payload.cmd.eq(cmd),
+                     self.data.payload.eq(rx.payload)]
+
+        def end(status, abort=0):
+            m.d.comb += [req.valid.eq(1), req.payload.status.eq(status), self.abort.eq(abort)]
+            m.next = "IDLE"
+
+        def next_byte():
+            """A byte is due: count the gap, give the request up when it is too long."""
+            m.d.comb += self.busy.eq(1)
+            m.d.sync += timer.eq(timer + 1)
+            with m.If(took):
+                m.d.sync += timer.eq(0)
+            with m.Elif(timed_out):
+                end(STATUS_TIMEOUT, abort=1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.flush):
+                    m.d.sync += timer.eq(0)
+                    m.next = "DISCARD"
+                with m.Elif(rx.valid & (rx.payload == REQ_MAGIC[0])):
+                    m.d.sync += [timer.eq(0), seq.eq(SEQ_UNKNOWN)]
+                    m.next = "MAGIC1"
+            with m.State("MAGIC1"):
+                with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
+                    m.next = "SEQ"
+                with m.Elif(rx.valid & (rx.payload != REQ_MAGIC[0])):
+                    m.next = "IDLE"
+                next_byte()
+            with m.State("SEQ"):
+                with m.If(rx.valid):
+                    m.d.sync += [seq.eq(rx.payload), csum.eq(rx.payload)]
+                    m.next = "CMD"
+                next_byte()
+            with m.State("CMD"):
+                with m.If(rx.valid):
+                    m.d.sync += [cmd.eq(rx.payload), csum.eq(csum + rx.payload), count.eq(0)]
+                    with m.If(rx.payload == CMD_INFER):
+                        m.next = "DATA"
+                    with m.Elif(rx.payload == CMD_INFO):
+                        m.next = "CHECK"
+                    with m.Else():
+                        end(STATUS_COMMAND)
+                next_byte()
+            with m.State("DATA"):
+                m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
+                with m.If(took):
+                    m.d.sync += [csum.eq(csum + rx.payload), count.eq(count + 1)]
+                    with m.If(count == self.input_bytes - 1):
+                        m.next = "CHECK"
+                next_byte()
+            with m.State("CHECK"):
+                with m.If(rx.valid):
+                    good = (csum + rx.payload)[:8] == 0
+                    end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort=~good)
+                next_byte()
+            with m.State("DISCARD"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += timer.eq(timer + 1)
+                with m.If(rx.valid):
+                    m.d.sync += timer.eq(0)
+                with m.Elif(timer == self.quiet_cycles - 1):
+                    m.next = "IDLE"
+        return m
+
+
+class HeaderSpotter(wiring.Component):
+    """Spots a request header ("TP" SEQ) among bytes that arrive while a reply is sent.
+
+    Such a request cannot be run (the link has no room for a second image): it is answered
+    ``STATUS_BUSY`` with its SEQ after the reply, and the rest of it is dropped.
+
+    Members
+    -------
+    rx : In(stream.Signature(8, always_ready=True))
+        The bytes; every one is taken.
+    clear : In(1)
+        Forget a header seen in part (the reply is over).
+    found : Out(stream.Signature(8))
+        The SEQ of the header seen. Until it is taken, no other header is looked for.
+    """
+
+    rx: In(stream.Signature(8, always_ready=True))
+    clear: In(1)
+    found: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        rx, found = self.rx, self.found
+        seen = Signal(range(len(REQ_MAGIC) + 1))       # bytes of the magic seen
+        with m.If(found.ready):
+            m.d.sync += found.valid.eq(0)
+        with m.If(self.clear):
+            m.d.sync += seen.eq(0)
+        with m.Elif(rx.valid & ~found.valid):
+            with m.Switch(seen):
+                with m.Case(0):
+                    m.d.sync += seen.eq(rx.payload == REQ_MAGIC[0])
+                with m.Case(1):
+                    m.d.sync += seen.eq(Mux(rx.payload == REQ_MAGIC[1], 2, rx.payload == REQ_MAGIC[0]))
+                with m.Case(2):
+                    m.d.sync += [found.valid.eq(1), found.payload.eq(rx.payload), seen.eq(0)]
+        return m
+
+
+class ReplyFramer(wiring.Component):
+    """Frames replies: magic, status, SEQ, the body (``STATUS_OK`` only), the checksum.
+
+    Members
+    -------
+    header : In(stream.Signature(ReplyHeader))
+        The next reply's status and SEQ; taken when the framer is idle.
+    body : In(stream.Signature(BodyByte))
+        The body of a reply with ``STATUS_OK``, up to its ``last`` byte.
+    body_open : Out(1)
+        The body is being sent: its source may fetch what it sends.
+    tx : Out(stream.Signature(8))
+        The reply's bytes.
+    done : Out(1)
+        The reply's last byte, its checksum, is taken.
+    failed : Out(1)
+        The reply under way (from its second cycle) or the last one is not ``STATUS_OK``.
+    """
+
+    header: In(stream.Signature(ReplyHeader))
+    body: In(stream.Signature(BodyByte))
+    body_open: Out(1)
+    tx: Out(stream.Signature(8))
+    done: Out(1)
+    failed: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        tx, body = self.tx, self.body
+        status, seq = Signal(8), Signal(8)
+        csum = Signal(8)              # the sum of the reply from STATUS on
+
+        def send(byte, state, summed=True):
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
+            with m.If(tx.ready):
+                if summed:
+                    m.d.sync += csum.eq(csum + byte)
+                m.next = state
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.header.ready.eq(1)
+                with m.If(self.header.valid):
+                    m.d.sync += [status.eq(self.header.payload.status), seq.eq(self.header.payload.seq),
+                                 csum.eq(0)]
+                    m.next = "MAGIC0"
+            with m.State("MAGIC0"):
+                m.d.sync += self.failed.eq(status != STATUS_OK)
+                send(REP_MAGIC[0], "MAGIC1", summed=False)
+            with m.State("MAGIC1"):
+                send(REP_MAGIC[1], "STATUS", summed=False)
+            with m.State("STATUS"):
+                send(status, "SEQ")
+            with m.State("SEQ"):
+                with m.If(status == STATUS_OK):
+                    send(seq, "BODY")
+                with m.Else():
+                    send(seq, "SUM")
+            with m.State("BODY"):
+                m.d.comb += [self.body_open.eq(1), tx.valid.eq(body.valid), tx.payload.eq(body.payload.data),
+                             body.ready.eq(tx.ready)]
+                with m.If(body.valid & tx.ready):
+                    m.d.sync += csum.eq(csum + body.payload.data)
+                    with m.If(body.payload.last):
+                        m.next = "SUM"
+            with m.State("SUM"):
+                m.d.comb += self.done.eq(tx.ready)
+                send(-csum, "IDLE", summed=False)
+        return m
+
+
+def _send_bytes(m, body, value, index, count: int):
+    """Offer byte ``index`` of ``value`` (least significant first) on ``body``, the last at
+    ``index == count - 1``; returns that condition."""
+    last = index == count - 1
+    m.d.comb += [body.valid.eq(1), body.payload.data.eq(value.word_select(index, 8)), body.payload.last.eq(last)]
+    return last
+
+
+class InfoSerializer(wiring.Component):
+    """Sends the body of an INFO reply: ``fmt``'s fields in :data:`INFO_LAYOUT`, byte by byte.
+
+    Parameters
+    ----------
+    fmt : ternpe.link.LinkFormat
+        What the board runs.
+
+    Members
+    -------
+    body : Out(stream.Signature(BodyByte))
+        The INFO struct's bytes, least significant first, over and over.
+    """
+
+    body: Out(stream.Signature(BodyByte))
+
+    def __init__(self, fmt: LinkFormat):
+        self.info = INFO_LAYOUT.const(fmt.info())
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        nbyte = Signal(range(INFO_BYTES))
+        last = _send_bytes(m, self.body, self.info.as_value(), nbyte, INFO_BYTES)
+        with m.If(self.body.ready):
+            m.d.sync += nbyte.eq(Mux(last, 0, nbyte + 1))
+        return m
+
+
+class ResultSerializer(wiring.Component):
+    """Sends the body of an infer reply: the logits, the class and the cycles of the inference.
+
+    Parameters
+    ----------
+    classes : int
+        Logits before the class.
+    logit_bytes : int
+        Bytes of a logit on the line (two's complement, little-endian).
+    word_shape : shape
+        The accelerator's output (a logit or the class); at most ``8 * logit_bytes`` bits.
+
+    Members
+    -------
+    words : In(stream.Signature(word_shape))
+        The accelerator's output: ``classes`` logits, then the class.
+    cycles : In(8 * CYCLES_BYTES)
+        The accelerator's cycle count, taken with each word; the class's is sent.
+    en : In(1)
+        The body is being sent: words may be taken (not before, so the cycle count is final).
+    body : Out(stream.Signature(BodyByte))
+        Each logit in ``logit_bytes`` bytes, the class in one, the cycles in ``CYCLES_BYTES``.
+    """
+
+    def __new__(cls, *, classes: int, logit_bytes: int, word_shape):
+        _check_counts(classes=classes, logit_bytes=logit_bytes)
+        if Shape.cast(word_shape).width > 8 * logit_bytes:
+            raise ValueError(f"a word of {word_shape!r} does not fit in {logit_bytes} logit byte(s)")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, classes: int, logit_bytes: int, word_shape):
+        self.classes = operator.index(classes)
+        self.logit_bytes = operator.index(logit_bytes)
+        super().__init__({"words": In(stream.Signature(word_shape)), "cycles": In(8 * CYCLES_BYTES), "en": In(1),
+                          "body": Out(stream.Signature(BodyByte))})
+
+    def elaborate(self, platform):
+        m = Module()
+        body, words, L = self.body, self.words, self.logit_bytes
+        word = Signal(signed(8 * L))          # a logit, sign-extended to whole bytes
+        cycles = Signal(8 * CYCLES_BYTES)
+        nbyte = Signal(range(max(L, CYCLES_BYTES)))
+        nword = Signal(range(self.classes + 1))
+        with m.FSM():
+            with m.State("TAKE"):
+                m.d.comb += words.ready.eq(self.en)
+                with m.If(self.en & words.valid):
+                    m.d.sync += [word.eq(words.payload), cycles.eq(self.cycles), nbyte.eq(0)]
+                    m.next = "WORD"
+            with m.State("WORD"):
+                m.d.comb += [body.valid.eq(1), body.payload.data.eq(word.as_unsigned().word_select(nbyte, 8))]
+                with m.If(body.ready):
+                    m.d.sync += nbyte.eq(nbyte + 1)
+                    with m.If(nword == self.classes):         # the class: one byte
+                        m.d.sync += nbyte.eq(0)
+                        m.next = "CYCLES"
+                    with m.Elif(nbyte == L - 1):
+                        m.d.sync += nword.eq(nword + 1)
+                        m.next = "TAKE"
+            with m.State("CYCLES"):
+                last = _send_bytes(m, body, cycles, nbyte, CYCLES_BYTES)
+                with m.If(body.ready):
+                    m.d.sync += nbyte.eq(nbyte + 1)
+                    with m.If(last):
+                        m.d.sync += nword.eq(0)
+                        m.next = "TAKE"
+        return m
