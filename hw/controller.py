@@ -182,84 +182,92 @@ class Controller(wiring.Component):
                                      regs["window"].eq(self.plans[i].window)]
         return regs
 
-    def elaborate(self, platform):
-        m = Module()
-        ex, L = self.export, self.n_layers
-        entry, op = self.entry, self.op
+    def _walk_registers(self) -> dict:
+        """The counters of the op loop, no wider than the network needs (short carry chains)."""
+        ex, op = self.export, self.op
         specs = [l.spec for l in ex.layers]
-        layer = Signal(range(L + 1))
-        # counters no wider than the network needs: short carry chains
         max_h, max_w = max(s.out_h for s in specs), max(s.out_w for s in specs)
         max_words = max(l.layout.words_per_tile for l in ex.layers)
         max_k = max(s.k for s in specs)
         max_in = max(max(s.in_h, s.in_w) for s in specs)
-        py, px, j = Signal(range(max_h + 1)), Signal(range(max_w + 1)), Signal(range(max_words + 1))
-        q = Signal(2)
-        ky, kx = Signal(range(max_k + 1)), Signal(range(max_k + 1))
-        t, t_row, t_next = (Signal(len(self.entry_addr) + 1, name=n) for n in ("t", "t_row", "t_next"))
+        w = {"py": Signal(range(max_h + 1), name="py"), "px": Signal(range(max_w + 1), name="px"),
+             "j": Signal(range(max_words + 1), name="j"), "q": Signal(2, name="q"),
+             "ky": Signal(range(max_k + 1), name="ky"), "kx": Signal(range(max_k + 1), name="kx")}
+        for n in ("t", "t_row", "t_next"):
+            w[n] = Signal(len(self.entry_addr) + 1, name=n)
         # t + 1 and t_row + 1 kept in registers, and the "last word" / "last pool position"
         # compares made a cycle early: the tile-list address loop is a mux of registers
-        t_inc, t_row_inc = Signal.like(t, name="t_inc"), Signal.like(t, name="t_row_inc")
-        j_last, q_last = Signal(name="j_last"), Signal(name="q_last")
-        wa, wa_row = Signal(len(op.word_addr) + 1), Signal(len(op.word_addr) + 1)
-        drain = Signal(range(self.drain + 1))
+        w["t_inc"], w["t_row_inc"] = Signal.like(w["t"], name="t_inc"), Signal.like(w["t"], name="t_row_inc")
+        w["j_last"], w["q_last"] = Signal(name="j_last"), Signal(name="q_last")
+        w["wa"], w["wa_row"] = Signal(len(op.word_addr) + 1, name="wa"), Signal(len(op.word_addr) + 1, name="wa_row")
+        w["drain"] = Signal(range(self.drain + 1), name="drain")
         addr_shape = signed(self.addr_bits[0])
-        pix_addr, row_addr, k_addr = Signal(addr_shape), Signal(addr_shape), Signal(addr_shape)
+        for n in ("pix_addr", "row_addr", "k_addr"):
+            w[n] = Signal(addr_shape, name=n)
         pos = signed(unsigned_bits(2 * max_in + 2 * max_k + 4) + 1)
-        oy0, ox0 = Signal(pos), Signal(pos)            # input row/column of the pixel's window origin
-
-        # per-layer constants: registered when the layer is entered (from IDLE or from a drain)
-        setup_load, next_layer = Signal(), Signal(range(L + 1))
-        c = self._constant_registers(m, next_layer, setup_load)
+        w["oy0"], w["ox0"] = Signal(pos, name="oy0"), Signal(pos, name="ox0")    # the pixel's window origin
         # the flags of entry t in registers: stepped with t from the list word's next_* flags, the
         # row's first entry's (fl_row) or the layer's first entry's (c_f0), never waiting on a read
         flags = data.StructLayout({"last": 1, "empty": 1, "end": 1})
-        fl, fl_row = Signal(flags, name="fl"), Signal(flags, name="fl_row")
-        nfl = Signal(flags, name="fl_next")
-        m.d.comb += nfl.eq(Cat(entry.next_last, entry.next_empty, entry.next_end))
-        m.d.comb += [self.entry_addr.eq(t_next), op.word_addr.eq(wa), op.empty.eq(fl.empty),
-                     op.col.eq(entry.col), op.j.eq(j)]
+        w["fl"], w["fl_row"], w["nfl"] = (Signal(flags, name=n) for n in ("fl", "fl_row", "fl_next"))
         # the shortcut counter (residual networks): element of this pixel's shortcut, stepped like pix_addr
-        sc = [Signal(signed(self.sc_bits), name=n) for n in ("sc_pix", "sc_row")] if self.sc_bits else None
-        if sc:
-            m.d.comb += op.sc.eq(sc[0])
+        w["sc"] = [Signal(signed(self.sc_bits), name=n) for n in ("sc_pix", "sc_row")] if self.sc_bits else None
+        return w
 
+    def _drive_op(self, m, w, c, layer):
+        """The op of this cycle, from the counters (combinational)."""
+        op, entry = self.op, self.entry
+        m.d.comb += w["nfl"].eq(Cat(entry.next_last, entry.next_empty, entry.next_end))
+        m.d.comb += [self.entry_addr.eq(w["t_next"]), op.word_addr.eq(w["wa"]), op.empty.eq(w["fl"].empty),
+                     op.col.eq(entry.col), op.j.eq(w["j"])]
+        if w["sc"]:
+            m.d.comb += op.sc.eq(w["sc"][0])
+        q = w["q"]
         qdy, qdx = Mux(q[1], c["s"], 0), Mux(q[0], c["s"], 0)
-        iy, ix = Signal(pos), Signal(pos)
-        m.d.comb += [iy.eq(oy0 + qdy + ky), ix.eq(ox0 + qdx + kx)]
+        iy, ix = Signal.like(w["oy0"], name="iy"), Signal.like(w["ox0"], name="ix")
+        m.d.comb += [iy.eq(w["oy0"] + qdy + w["ky"]), ix.eq(w["ox0"] + qdx + w["kx"])]
         inside = (iy >= 0) & (iy < c["in_h"]) & (ix >= 0) & (ix < c["in_w"])
         m.d.comb += [op.inb.eq(c["window"] | inside),
-                     op.act_addr.eq(pix_addr + Array(c["qoff"])[q] + k_addr)]
+                     op.act_addr.eq(w["pix_addr"] + Array(c["qoff"])[q] + w["k_addr"])]
         m.d.comb += [op.tag.layer.eq(layer), op.tag.r.eq(entry.row), op.tag.q.eq(q),
-                     op.tag.last_q.eq(q_last), op.tag.pix_first.eq(t_row == c["list"]),
-                     op.tag.layer_first.eq((px == 0) & (py == 0))]
+                     op.tag.last_q.eq(w["q_last"]), op.tag.pix_first.eq(w["t_row"] == c["list"]),
+                     op.tag.layer_first.eq((w["px"] == 0) & (w["py"] == 0))]
 
+    def _setup(self, m, w, c):
+        """State ``SETUP``: the layer's counters from its constants; a window-mode layer waits for its patch."""
+        m.d.comb += [self.busy.eq(1), w["t_next"].eq(c["list"])]
+        m.d.sync += [w["t"].eq(c["list"]), w["t_row"].eq(c["list"]), w["wa"].eq(c["wbase"]),
+                     w["wa_row"].eq(c["wbase"]), w["t_inc"].eq(c["list"] + 1), w["t_row_inc"].eq(c["list"] + 1),
+                     w["j_last"].eq(c["words1"] == 0), w["q_last"].eq(c["nq1"] == 0)]
+        m.d.sync += [w[n].eq(0) for n in ("py", "px", "q", "j", "ky", "kx", "k_addr")]
+        m.d.sync += [w["pix_addr"].eq(c["init"]), w["row_addr"].eq(c["init"]), w["oy0"].eq(-c["pad"]),
+                     w["ox0"].eq(-c["pad"]), w["fl"].eq(c["f0"]), w["fl_row"].eq(c["f0"])]
+        if w["sc"]:
+            m.d.sync += [w["sc"][0].eq(c["sc_init"]), w["sc"][1].eq(c["sc_init"])]
+        with m.If(~c["window"] | self.win_ok):
+            m.d.comb += self.win_adv.eq(c["window"])
+            m.next = "RUN"
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.n_layers
+        layer = Signal(range(L + 1))
+        w = self._walk_registers()
+        # per-layer constants: registered when the layer is entered (from IDLE or from a drain)
+        setup_load, next_layer = Signal(), Signal(range(L + 1))
+        c = self._constant_registers(m, next_layer, setup_load)
+        self._drive_op(m, w, c, layer)
+        drain = w["drain"]
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 m.d.comb += [setup_load.eq(1), next_layer.eq(0)]
                 with m.If(self.start):
                     m.d.sync += layer.eq(0)
                     m.next = "SETUP"
-
             with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), t_next.eq(c["list"])]
-                m.d.sync += [t.eq(c["list"]), t_row.eq(c["list"]), wa.eq(c["wbase"]), wa_row.eq(c["wbase"]),
-                             t_inc.eq(c["list"] + 1), t_row_inc.eq(c["list"] + 1), j_last.eq(c["words1"] == 0),
-                             q_last.eq(c["nq1"] == 0),
-                             py.eq(0), px.eq(0), q.eq(0), j.eq(0), ky.eq(0), kx.eq(0),
-                             pix_addr.eq(c["init"]), row_addr.eq(c["init"]), k_addr.eq(0),
-                             oy0.eq(-c["pad"]), ox0.eq(-c["pad"]), fl.eq(c["f0"]), fl_row.eq(c["f0"])]
-                if sc:
-                    m.d.sync += [sc[0].eq(c["sc_init"]), sc[1].eq(c["sc_init"])]
-                with m.If(~c["window"] | self.win_ok):
-                    m.d.comb += self.win_adv.eq(c["window"])
-                    m.next = "RUN"
-
+                self._setup(m, w, c)
             with m.State("RUN"):
-                self._run(m, entry=entry, op=op, c=c, t=t, t_row=t_row, t_next=t_next, t_inc=t_inc,
-                          t_row_inc=t_row_inc, j_last=j_last, q_last=q_last, wa=wa, wa_row=wa_row, j=j, q=q,
-                          ky=ky, kx=kx, k_addr=k_addr, px=px, py=py, pix_addr=pix_addr, row_addr=row_addr,
-                          ox0=ox0, oy0=oy0, drain=drain, sc=sc, fl=fl, fl_row=fl_row, nfl=nfl)
+                self._run(m, entry=self.entry, op=self.op, c=c, **{k: v for k, v in w.items()})
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)

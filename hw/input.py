@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
 from ternpe.cycles import patch_rows
-from .plan import input_memories
+from .plan import MemoryName, input_memories
 from .spram import SinglePortRAM
 
 __all__ = ["InputBuffer"]
@@ -115,7 +115,7 @@ class InputBuffer(wiring.Component):
 
     def _words(self, m, mems, pixel, accept, last_pixel, wslot, rslot):
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
-        width, depth = mems["input"]
+        width, depth = mems[MemoryName.INPUT]
         m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
         rd, wr = mem.read_port(), mem.write_port(granularity=A)
         abits = _log2ceil(depth) - 1
@@ -138,7 +138,7 @@ class InputBuffer(wiring.Component):
         s, A, G = self.spec, self.export.act_bits, self.export.geometry.G
         H, W, C, R, pad = s.in_h, s.in_w, s.cin, patch_rows(s), s.pad
         npool = 2 if s.pool else 1
-        width, depth = mems["input bank 0"]
+        width, depth = mems[MemoryName.input_bank(0)]
         abits = _log2ceil(depth) - 1
         banks = []
         for b in range(R):
@@ -147,50 +147,21 @@ class InputBuffer(wiring.Component):
 
         w_addr = self._bank_loader(m, banks, pixel, accept, last_pixel, wslot, abits)
 
-        # ---- gatherer: per output pixel row gpy, a table of each bank's row base and the rotation
         oh, ow = s.out_h, s.out_w
-        base_t, rot_t, rowok_t = [[] for _ in range(R)], [], []
-        for gy in range(oh):
-            y0 = gy * npool - pad
-            for b in range(R):
-                y = y0 + (b - y0) % R
-                base_t[b].append((y // R) * W if 0 <= y < H else 0)
-            rot_t.append(y0 % R)
-            rowok_t.append(sum(1 << r for r in range(R) if 0 <= y0 + r < H))
-        gpy, gpx = Signal(range(oh + 1)), Signal(range(ow + 1))
-        bases = [Signal(max(1, abits), name=f"g_base{b}") for b in range(R)]
-        rot, rowok = Signal(range(R)), Signal(R)
-        # gpy/gpx name the pixel to gather next: they step when a gather ends, so the row's table
-        # (a registered ROM lookup) is ready long before the next gather reads
-        m.d.sync += [bases[b].eq(Array(Const(v, max(1, abits)) for v in base_t[b])[gpy]) for b in range(R)]
-        m.d.sync += [rot.eq(Array(rot_t)[gpy]), rowok.eq(Array(Const(v, R) for v in rowok_t)[gpy])]
-        xcol = Signal(signed(unsigned_bits(W + 2 * R + 2) + 1))
-        col = Signal(range(R + 1))
-        shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
-        cur = [[Signal(width, name=f"patch{r}_{c}") for c in range(R)] for r in range(R)]
-        d_reading, d_col, d_xok = Signal(), Signal(range(R + 1)), Signal()
+        gpy, gpx = Signal(range(oh + 1), name="gpy"), Signal(range(ow + 1), name="gpx")
+        bases, rot, rowok = self._row_table(m, gpy, abits)
+        xcol = Signal(signed(unsigned_bits(W + 2 * R + 2) + 1), name="xcol")
+        col = Signal(range(R + 1), name="col")
         pix_last = (gpx == ow - 1) & (gpy == oh - 1)
         for b, ram in enumerate(banks):
             m.d.comb += ram.addr.eq(Mux(reading, Cat((bases[b] + xcol)[:abits], rslot), w_addr))
-        # the bank outputs are registered as they are (block RAM outputs are slow), then column
-        # d2_col of the shadow patch is written: patch row r is bank (rot + r) mod R
-        d2_reading, d2_col, d2_xok = Signal(), Signal.like(d_col), Signal()
-        bank_data = [Signal(width, name=f"bank_data{b}") for b in range(R)]
-        m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W)),
-                     d2_reading.eq(d_reading), d2_col.eq(d_col), d2_xok.eq(d_xok)]
-        m.d.sync += [bank_data[b].eq(banks[b].rdata) for b in range(R)]
-        with m.If(d2_reading):
-            for r in range(R):
-                data = Array(bank_data[(b + r) % R] for b in range(R))[rot]
-                with m.Switch(d2_col):
-                    for c in range(R):
-                        with m.Case(c):
-                            m.d.sync += shadow[r][c].eq(Mux(d2_xok & rowok[r], data, 0))
+        shadow = self._land(m, banks, reading, col, xcol, rot, rowok, width)
         adv = [self.win_adv]
         for n in range(self.adv_delay):
             a = Signal(name=f"adv_d{n + 1}")
             m.d.sync += a.eq(adv[-1])
             adv.append(a)
+        cur = [[Signal(width, name=f"patch{r}_{c}") for c in range(R)] for r in range(R)]
         with m.If(adv[-1]):
             m.d.sync += [cur[r][c].eq(shadow[r][c]) for r in range(R) for c in range(R)]
         x0 = Signal.like(xcol)
@@ -225,6 +196,46 @@ class InputBuffer(wiring.Component):
                         m.next = "READ"
 
         self._window_lanes(m, cur)
+
+    def _row_table(self, m, gpy, abits) -> tuple:
+        """Per output pixel row ``gpy``: each bank's row base, the rotation of the banks into patch
+        rows, and which patch rows lie inside the image (a registered ROM lookup: ``gpy`` steps
+        when a gather ends, so the row's table is ready long before the next gather reads)."""
+        s, R = self.spec, patch_rows(self.spec)
+        H, W, pad, npool = s.in_h, s.in_w, s.pad, 2 if s.pool else 1
+        base_t, rot_t, rowok_t = [[] for _ in range(R)], [], []
+        for gy in range(s.out_h):
+            y0 = gy * npool - pad
+            for b in range(R):
+                y = y0 + (b - y0) % R
+                base_t[b].append((y // R) * W if 0 <= y < H else 0)
+            rot_t.append(y0 % R)
+            rowok_t.append(sum(1 << r for r in range(R) if 0 <= y0 + r < H))
+        bases = [Signal(max(1, abits), name=f"g_base{b}") for b in range(R)]
+        rot, rowok = Signal(range(R), name="rot"), Signal(R, name="rowok")
+        m.d.sync += [bases[b].eq(Array(Const(v, max(1, abits)) for v in base_t[b])[gpy]) for b in range(R)]
+        m.d.sync += [rot.eq(Array(rot_t)[gpy]), rowok.eq(Array(Const(v, R) for v in rowok_t)[gpy])]
+        return bases, rot, rowok
+
+    def _land(self, m, banks, reading, col, xcol, rot, rowok, width) -> list:
+        """The shadow patch: the bank outputs are registered as they are (block RAM outputs are
+        slow), then column ``d2_col`` of the shadow is written: patch row r is bank (rot + r) mod R."""
+        R, W = patch_rows(self.spec), self.spec.in_w
+        shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
+        d_reading, d_col, d_xok = Signal(name="d_reading"), Signal(range(R + 1), name="d_col"), Signal(name="d_xok")
+        d2_reading, d2_col, d2_xok = Signal(name="d2_reading"), Signal.like(d_col, name="d2_col"), Signal(name="d2_xok")
+        bank_data = [Signal(width, name=f"bank_data{b}") for b in range(R)]
+        m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W)),
+                     d2_reading.eq(d_reading), d2_col.eq(d_col), d2_xok.eq(d_xok)]
+        m.d.sync += [bank_data[b].eq(banks[b].rdata) for b in range(R)]
+        with m.If(d2_reading):
+            for r in range(R):
+                data = Array(bank_data[(b + r) % R] for b in range(R))[rot]
+                with m.Switch(d2_col):
+                    for c in range(R):
+                        with m.Case(c):
+                            m.d.sync += shadow[r][c].eq(Mux(d2_xok & rowok[r], data, 0))
+        return shadow
 
     def _bank_loader(self, m, banks, pixel, accept, last_pixel, wslot, abits):
         """The image into the banks, raster order: pixel (y, x, c) -> bank y mod R, entry

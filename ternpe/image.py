@@ -329,13 +329,102 @@ def _derived(name: str, field: str, stored, computed) -> None:
                           f"(an edited manifest, or one written by another version)")
 
 
-def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Export":
+def _check_files(path: pathlib.Path, manifest: dict) -> None:
     for name, digest in manifest["files"].items():
         f = path / name
         if not f.is_file():
             raise ExportError(f"{path}: file {name} named in the manifest is missing")
         if _sha256(f) != digest:
             raise ExportError(f"{path}: {name} does not match its checksum in the manifest (corrupt or edited)")
+
+
+def _layer_spec(lj: dict, n_before: int, prev_shape: tuple, geo: ArrayGeometry, act_bits: int) -> tuple:
+    """A manifest layer's spec and tile layout, every derived field checked against the contract."""
+    fields = {k: lj[k] for k in ("name", "kind", "cin", "cout", "in_h", "in_w", "k", "stride", "pad",
+                                 "pool", "relu", "weight_bits")}
+    fields.update({k: lj[k] for k in ("residual", "shortcut") if k in lj})
+    spec = LayerSpec(**fields)
+    if spec.residual is not None and not spec.residual < n_before:
+        raise ExportError(f"layer {spec.name}: residual {spec.residual} is not an earlier layer")
+    lay = TileLayout(spec, geo)
+    expect_in = (spec.in_h, spec.in_w, spec.cin) if spec.kind == "conv" else (spec.cin,)
+    got_in = prev_shape if spec.kind == "conv" else (int(np.prod(prev_shape)),)
+    if tuple(got_in) != expect_in:
+        raise ExportError(f"layer {spec.name}: expects input {expect_in}, the previous layer gives {tuple(got_in)}")
+    t = lj["tiles"]
+    if (t["rows"], t["cols"], t["words_per_tile"]) != (lay.rows, lay.cols, lay.words_per_tile):
+        raise ExportError(f"layer {spec.name}: manifest tiling {t['rows']}x{t['cols']}x{t['words_per_tile']} "
+                          f"does not match the contract's {lay.rows}x{lay.cols}x{lay.words_per_tile} "
+                          f"for PE {geo}")
+    # every derived field is recomputed from the contract; a manifest that disagrees is refused
+    _derived(spec.name, "tiles.count", t["count"], lay.count)
+    _derived(spec.name, "tiles.channels_per_tile", t["channels_per_tile"], lay.gw)
+    _derived(spec.name, "out_h x out_w", (lj["out_h"], lj["out_w"]), (spec.out_h, spec.out_w))
+    _derived(spec.name, "acc_bits", lj["acc_bits"], accumulator_bits(spec, act_bits))
+    _derived(spec.name, "mult_bits", lj["mult_bits"], MULT_BITS)
+    _derived(spec.name, "shift_bits", lj["shift_bits"], SHIFT_BITS)
+    return spec, lay
+
+
+def _layer_tiles(path: pathlib.Path, lj: dict, spec: LayerSpec, lay: TileLayout, geo: ArrayGeometry) -> tuple:
+    """A layer's tile index (CSR) and non-zero tiles, read from its files and checked."""
+    f, t = lj["files"], lj["tiles"]
+    rowptr = np.array(read_hex(path / f["rowptr"], unsigned_bits(lay.count)), np.int64)
+    cols = np.array(read_hex(path / f["cols"], unsigned_bits(lay.cols - 1)), np.int64)
+    words = read_hex(path / f["weights"], geo.word_bits)
+    if len(rowptr) != lay.rows + 1 or rowptr[0] != 0 or (np.diff(rowptr) < 0).any() or rowptr[-1] != len(cols):
+        raise ExportError(f"layer {spec.name}: tile index is inconsistent (rowptr {len(rowptr)} entries, "
+                          f"ends at {rowptr[-1] if len(rowptr) else None}, {len(cols)} columns)")
+    if len(cols) != t["nonzero"] or (cols >= lay.cols).any():
+        raise ExportError(f"layer {spec.name}: {len(cols)} tile columns, manifest says {t['nonzero']} "
+                          f"(or a column is out of range)")
+    for r in range(lay.rows):
+        if (np.diff(cols[rowptr[r]:rowptr[r + 1]]) <= 0).any():
+            raise ExportError(f"layer {spec.name}: tile row {r} lists its columns out of order or twice")
+    if len(words) != len(cols) * lay.words_per_tile:
+        raise ExportError(f"layer {spec.name}: {len(words)} weight words for {len(cols)} non-zero tiles "
+                          f"of {lay.words_per_tile} words")
+    return unpack_tile_words(words, geo, lay.words_per_tile), rowptr, cols
+
+
+def _layer_requant(path: pathlib.Path, lj: dict, spec: LayerSpec, channels: int) -> RequantParams:
+    """A layer's requantizer constants (and shortcut multipliers), read from its files and checked."""
+    f = lj["files"]
+    mult = np.array(read_hex(path / f["mult"], MULT_BITS, signed=True), np.int64)
+    bias = np.array(read_hex(path / f["bias"], lj["bias_bits"], signed=True), np.int64)
+    shift = np.array(read_hex(path / f["shift"], SHIFT_BITS), np.int64)
+    if not len(mult) == len(bias) == len(shift) == channels:
+        raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
+                          f"shifts for {channels} channels")
+    res = None
+    if spec.residual is not None:
+        if "res_mult" not in f:
+            raise ExportError(f"layer {spec.name}: a residual layer without its res_mult file")
+        res = np.array(read_hex(path / f["res_mult"], MULT_BITS, signed=True), np.int64)
+        if len(res) != len(mult):
+            raise ExportError(f"layer {spec.name}: {len(res)} shortcut multipliers for {len(mult)} channels")
+    rq = RequantParams(mult, bias, shift, res)
+    _derived(spec.name, "bias_bits", lj["bias_bits"], rq.bias_bits())
+    if (shift > MAX_SHIFT).any():
+        raise ExportError(f"layer {spec.name}: a requantizer shift is over {MAX_SHIFT}")
+    return rq
+
+
+def _check_reproduces_golden(ex: "Export") -> None:
+    golden = ex.golden
+    outs = ex.run(golden["inputs"])
+    for i, (o, l) in enumerate(zip(outs, ex.layers)):
+        ref = golden[f"layer{i}"]
+        if o.shape != ref.shape or not np.array_equal(o, ref):
+            bad = np.argwhere(o != ref)[0] if o.shape == ref.shape else None
+            raise ExportError(f"layer {l.spec.name}: the image does not reproduce the golden output "
+                              f"(first difference at {None if bad is None else tuple(int(b) for b in bad)})")
+    if not np.array_equal(np.argmax(outs[-1], axis=1), golden["classes"]):
+        raise ExportError("golden classes do not match the argmax of the golden logits")
+
+
+def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Export":
+    _check_files(path, manifest)
     geo = ArrayGeometry(manifest["geometry"]["P"], manifest["geometry"]["G"])
     if manifest["geometry"].get("word_bits") != geo.word_bits:
         raise ExportError(f"geometry: word_bits {manifest['geometry'].get('word_bits')}, the contract gives "
@@ -347,78 +436,16 @@ def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Ex
     layers = []
     prev_shape = tuple(manifest["input"]["shape"])
     for lj in manifest["layers"]:
-        fields = {k: lj[k] for k in ("name", "kind", "cin", "cout", "in_h", "in_w", "k", "stride", "pad",
-                                     "pool", "relu", "weight_bits")}
-        fields.update({k: lj[k] for k in ("residual", "shortcut") if k in lj})
-        spec = LayerSpec(**fields)
-        if spec.residual is not None and not spec.residual < len(layers):
-            raise ExportError(f"layer {spec.name}: residual {spec.residual} is not an earlier layer")
-        lay = TileLayout(spec, geo)
-        expect_in = (spec.in_h, spec.in_w, spec.cin) if spec.kind == "conv" else (spec.cin,)
-        got_in = prev_shape if spec.kind == "conv" else (int(np.prod(prev_shape)),)
-        if tuple(got_in) != expect_in:
-            raise ExportError(f"layer {spec.name}: expects input {expect_in}, the previous layer gives {tuple(got_in)}")
+        spec, lay = _layer_spec(lj, len(layers), prev_shape, geo, act_bits)
         prev_shape = (spec.out_h, spec.out_w, spec.cout) if spec.kind == "conv" else (spec.cout,)
-        t = lj["tiles"]
-        if (t["rows"], t["cols"], t["words_per_tile"]) != (lay.rows, lay.cols, lay.words_per_tile):
-            raise ExportError(f"layer {spec.name}: manifest tiling {t['rows']}x{t['cols']}x{t['words_per_tile']} "
-                              f"does not match the contract's {lay.rows}x{lay.cols}x{lay.words_per_tile} "
-                              f"for PE {geo}")
-        # every derived field is recomputed from the contract; a manifest that disagrees is refused
-        _derived(spec.name, "tiles.count", t["count"], lay.count)
-        _derived(spec.name, "tiles.channels_per_tile", t["channels_per_tile"], lay.gw)
-        _derived(spec.name, "out_h x out_w", (lj["out_h"], lj["out_w"]), (spec.out_h, spec.out_w))
-        _derived(spec.name, "acc_bits", lj["acc_bits"], accumulator_bits(spec, act_bits))
-        _derived(spec.name, "mult_bits", lj["mult_bits"], MULT_BITS)
-        _derived(spec.name, "shift_bits", lj["shift_bits"], SHIFT_BITS)
-        f = lj["files"]
-        rowptr = np.array(read_hex(path / f["rowptr"], unsigned_bits(lay.count)), np.int64)
-        cols = np.array(read_hex(path / f["cols"], unsigned_bits(lay.cols - 1)), np.int64)
-        words = read_hex(path / f["weights"], geo.word_bits)
-        if len(rowptr) != lay.rows + 1 or rowptr[0] != 0 or (np.diff(rowptr) < 0).any() or rowptr[-1] != len(cols):
-            raise ExportError(f"layer {spec.name}: tile index is inconsistent (rowptr {len(rowptr)} entries, "
-                              f"ends at {rowptr[-1] if len(rowptr) else None}, {len(cols)} columns)")
-        if len(cols) != t["nonzero"] or (cols >= lay.cols).any():
-            raise ExportError(f"layer {spec.name}: {len(cols)} tile columns, manifest says {t['nonzero']} "
-                              f"(or a column is out of range)")
-        for r in range(lay.rows):
-            if (np.diff(cols[rowptr[r]:rowptr[r + 1]]) <= 0).any():
-                raise ExportError(f"layer {spec.name}: tile row {r} lists its columns out of order or twice")
-        if len(words) != len(cols) * lay.words_per_tile:
-            raise ExportError(f"layer {spec.name}: {len(words)} weight words for {len(cols)} non-zero tiles "
-                              f"of {lay.words_per_tile} words")
-        tiles = unpack_tile_words(words, geo, lay.words_per_tile)
-        mult = np.array(read_hex(path / f["mult"], MULT_BITS, signed=True), np.int64)
-        bias = np.array(read_hex(path / f["bias"], lj["bias_bits"], signed=True), np.int64)
-        shift = np.array(read_hex(path / f["shift"], SHIFT_BITS), np.int64)
-        if not len(mult) == len(bias) == len(shift) == lay.rows * geo.P:
-            raise ExportError(f"layer {spec.name}: {len(mult)} multipliers / {len(bias)} biases / {len(shift)} "
-                              f"shifts for {lay.rows * geo.P} channels")
-        res = None
-        if spec.residual is not None:
-            if "res_mult" not in f:
-                raise ExportError(f"layer {spec.name}: a residual layer without its res_mult file")
-            res = np.array(read_hex(path / f["res_mult"], MULT_BITS, signed=True), np.int64)
-            if len(res) != len(mult):
-                raise ExportError(f"layer {spec.name}: {len(res)} shortcut multipliers for {len(mult)} channels")
-        rq = RequantParams(mult, bias, shift, res)
-        _derived(spec.name, "bias_bits", lj["bias_bits"], rq.bias_bits())
-        if (shift > MAX_SHIFT).any():
-            raise ExportError(f"layer {spec.name}: a requantizer shift is over {MAX_SHIFT}")
+        tiles, rowptr, cols = _layer_tiles(path, lj, spec, lay, geo)
+        rq = _layer_requant(path, lj, spec, lay.rows * geo.P)
         layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, rq, int(lj["acc_bits"]), int(lj["bias_bits"])))
     golden = dict(np.load(path / manifest["golden"]["file"]))
     _check_golden_shapes(golden, manifest, layers)
     ex = Export(path, manifest, geo, act_bits, layers, golden)
     if check_golden:
-        outs = ex.run(golden["inputs"])
-        for i, (o, l) in enumerate(zip(outs, layers)):
-            ref = golden[f"layer{i}"]
-            if o.shape != ref.shape or not np.array_equal(o, ref):
-                bad = np.argwhere(o != ref)[0] if o.shape == ref.shape else None
-                raise ExportError(f"layer {l.spec.name}: the image does not reproduce the golden output "
-                                  f"(first difference at {None if bad is None else tuple(int(b) for b in bad)})")
-        if not np.array_equal(np.argmax(outs[-1], axis=1), golden["classes"]):
-            raise ExportError("golden classes do not match the argmax of the golden logits")
+        _check_reproduces_golden(ex)
     return ex
 
 
