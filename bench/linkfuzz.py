@@ -36,9 +36,9 @@ def main(argv=None):
     from tqdm.auto import trange
     from ternpe.hw.plan import plan_accelerator
     from ternpe.flow.simboard import SimTransport, fuzz_link
-    from ternpe.host import Board
+    from ternpe.flow.host import Board
     from ternpe.link import export_id
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     with tempfile.TemporaryDirectory() as d:
         ex = random_export(d + "/e", shape=SHAPE, layers=LAYERS, density=DENSITY, samples=SAMPLES, seed=a.seed)
         t0 = time.time()

@@ -34,7 +34,7 @@ def export_dir(name: str) -> pathlib.Path:
         return ROOT / "exports" / name
     d = ROOT / "build" / "resource-fit" / "exports" / name
     if not (d / "manifest.json").exists():
-        from ternpe.randnet import random_export
+        from ternpe.model.randnet import random_export
         shape, layers, pe = RANDOM[name]
         random_export(d, shape=shape, layers=layers, pe=pe, seed=5)
     return d

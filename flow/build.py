@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
-from ternpe.tools import ToolError, check_tool_vars, require, tool_env
+from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
 from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
 from .generate import prepare

@@ -15,7 +15,7 @@ import os
 import pathlib
 import time
 
-from ternpe.tools import ToolError, require, tool_env
+from ternpe.flow.tools import ToolError, require, tool_env
 
 __all__ = ["SIMULATORS", "CosimError", "run_cosim", "build_verilog", "synthesize_netlist"]
 

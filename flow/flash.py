@@ -6,7 +6,7 @@ import json
 import pathlib
 import subprocess
 
-from ternpe.tools import ToolError, require, tool_env
+from ternpe.flow.tools import ToolError, require, tool_env
 from ternpe.hw.boards import BOARDS
 
 __all__ = ["FlashError", "flash", "flash_command"]

@@ -1,6 +1,6 @@
 """A simulated board: :class:`~ternpe.hw.boardcore.BoardCore` in amaranth.sim behind a bit-level
 UART model, with the interface of a serial port (``write``/``read``), so the host runtime
-(:mod:`ternpe.host`) talks to it exactly as it talks to a real board.
+(:mod:`ternpe.flow.host`) talks to it exactly as it talks to a real board.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import time
 
 from ternpe.hw.boardcore import BoardCore
 from ternpe.link import UART_DATA_BITS, UART_FRAME_BITS, LinkError
-from ternpe.tools import require, tool_env
+from ternpe.flow.tools import require, tool_env
 
 from .cosim import VERILATOR_ARGS
 from .simboard import quiet_clocks, reply_timeout

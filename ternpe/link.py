@@ -1,4 +1,4 @@
-"""The host link's framing, shared by the board (hw/hostlink.py) and the host (ternpe/host.py).
+"""The host link's framing, shared by the board (hw/hostlink.py) and the host (flow/host.py).
 
 Requests (host -> board)::
 

@@ -11,7 +11,7 @@ import pytest
 from ternpe import cycles
 from ternpe.contract import ArrayGeometry, TileLayout, parse_layers
 from ternpe.hw.weights import tile_program
-from ternpe.randnet import random_export, random_specs
+from ternpe.model.randnet import random_export, random_specs
 
 GEOMETRIES = ["1x16", "2x16", "4x16", "1x8", "8x8"]
 

@@ -12,12 +12,12 @@ import os
 import pytest
 
 from ternpe.contract import LayerSpec, accumulator_bits
-from ternpe.hw import formal
+from ternpe.flow import formal
+from ternpe.flow.formal import run_formal
 from ternpe.hw.plan import plan_accelerator
-from ternpe.hw.formal import (HostLinkResponseCheck, OutputStreamCheck, PEOverflowCheck, contract_acc_bits,
-                              run_formal)
-from ternpe.randnet import random_export
-from ternpe.tools import ToolError
+from ternpe.hw.formal import HostLinkResponseCheck, OutputStreamCheck, PEOverflowCheck, contract_acc_bits
+from ternpe.model.randnet import random_export
+from ternpe.flow.tools import ToolError
 
 pytestmark = pytest.mark.xdist_group("formal")     # one worker: one solver at a time (make test: --dist loadgroup)
 

@@ -47,7 +47,7 @@ def test_generated_verilog_passes_verilator_lint(quick_run, tmp_path):
     import subprocess
     from ternpe.flow.cosim import KEPT_VERILATOR_WARNINGS
     from ternpe.flow.generate import generate
-    from ternpe.tools import require, tool_env
+    from ternpe.flow.tools import require, tool_env
     env = tool_env()
     require("verilator", env=env)
     out = generate(quick_run["export"], tmp_path, log=lambda *a: None)

@@ -5,7 +5,7 @@ and back-to-back frames in which every answer the host returns must be the golde
 import numpy as np
 import pytest
 
-from ternpe.host import Board
+from ternpe.flow.host import Board
 from ternpe.hw.plan import plan_accelerator
 from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.image import load_export
@@ -106,7 +106,7 @@ def test_reply_parser_resynchronises_and_skips_stale_replies():
 
 def test_link_fuzz_never_gives_a_wrong_answer(tmp_path):
     """Seeded fuzz on a tiny random network (short frames); bench/linkfuzz.py runs it at length."""
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     ex = random_export(tmp_path / "e", shape=(4, 4, 1), layers="c16,fc4", density=0.7, samples=8, seed=5)
     t = SimTransport(plan_accelerator(ex), divisor=2, timeout_cycles=400)
     b = Board(t, t.core.link.format)

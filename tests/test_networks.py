@@ -10,7 +10,7 @@ from ternpe.cycles import drain_cycles
 from ternpe.hw.accelerator import Accelerator
 from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
 from ternpe.image import widen
-from ternpe.randnet import random_export, random_specs
+from ternpe.model.randnet import random_export, random_specs
 from ternpe.flow.sim import simulate
 
 NETWORKS = {

@@ -165,7 +165,7 @@ def test_resnet20_runs_on_the_accelerator_and_the_up5k_refuses_it(resnet, tmp_pa
     from ternpe.flow.generate import prepare
     from ternpe.flow.resources import FitError
     from ternpe.flow.vboard import VerilatorTransport
-    from ternpe.host import Board
+    from ternpe.flow.host import Board
     from ternpe.hw.plan import MemoryName, plan_accelerator
     from ternpe.model.fold import fold
     from ternpe.image import golden_vectors, load_export, write_export
@@ -246,7 +246,7 @@ def test_activation_regions_never_overwrite_a_map_still_to_be_read(seed):
     the layer still reads (checked pixel by pixel against the layer's windows)."""
     from ternpe.contract import parse_layers
     from ternpe.hw.actmem import plan_activations
-    from ternpe.randnet import random_specs
+    from ternpe.model.randnet import random_specs
     rng = np.random.default_rng(seed)
     G = int(rng.choice([8, 16]))
     shape, text = random_specs(rng, G, residual=seed % 3 != 0)

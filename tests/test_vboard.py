@@ -10,10 +10,10 @@ from ternpe.hw.plan import plan_accelerator
 
 from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.flow.vboard import VerilatorTransport
-from ternpe.host import Board
+from ternpe.flow.host import Board
 from ternpe.link import REQ_MAGIC, LinkError, checksum, encode_infer, encode_info
-from ternpe.randnet import random_export, random_specs
-from ternpe.tools import ToolError
+from ternpe.model.randnet import random_export, random_specs
+from ternpe.flow.tools import ToolError
 
 #: the network of the link fuzz (as tests/test_hostlink.py and bench/linkfuzz.py)
 FUZZ_NET = dict(shape=(4, 4, 1), layers="c16,fc4", density=0.7, samples=8, seed=5)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ternpe.tools import tool_env
+from ternpe.flow.tools import tool_env
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("icebox_vlog") is None,
@@ -23,7 +23,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from ternpe.flow.build import build
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     root = tmp_path_factory.mktemp("verify")
     random_export(root / "rnd", shape=(6, 6, 2), layers="c16,p,c16,fc5", density=0.6, samples=3, seed=11)
     report = build(root / "rnd", "icebreaker", out_dir=root / "bits", build_root=root / "build", progress=False,
@@ -82,7 +82,7 @@ def test_verify_catches_a_corrupted_bitstream(built, tmp_path):
 
 def test_verify_names_the_wrong_export(built, tmp_path):
     from ternpe.flow.verify import verify_bitstream
-    from ternpe.randnet import random_export
+    from ternpe.model.randnet import random_export
     root, _ = built
     random_export(tmp_path / "other", shape=(6, 6, 2), layers="c16,p,c16,fc5", density=0.6, samples=3, seed=12)
     r = verify_bitstream(root / "bits" / "icebreaker" / "rnd.bin", tmp_path / "other", samples=1,

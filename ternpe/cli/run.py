@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> int:
-    from ternpe.host import Board, load_images
+    from ternpe.flow.host import Board, load_images
     from ternpe.image import load_export
     from ternpe.link import LinkFormat
     from ternpe.flow.generate import prepare
@@ -106,7 +106,7 @@ def _transport(a, plan) -> tuple:
         t = Transport(plan, **({"log": print} if a.simulator == "verilator" else {}))
         board = f" as built for {a.board}" if a.board else ""
         return t, f"the simulated board{board} (PE {plan.geometry}, {a.simulator})"
-    from ternpe.host import SerialTransport
+    from ternpe.flow.host import SerialTransport
     from ternpe.hw.boards import BOARDS
     _device(a)                       # a known board
     if not a.port or a.board is None:
@@ -136,7 +136,7 @@ def _evaluate(b, ex, evx, evy, what: str) -> int:
     """``--eval``: stream the images, print accuracy, speed and every disagreement with the integer
     model; returns the disagreements and link errors."""
     from tqdm import tqdm
-    from ternpe.host import evaluate
+    from ternpe.flow.host import evaluate
     ref = ex.run(evx)[-1]
     r = evaluate(b, evx, evy, ref, progress=lambda n: tqdm(range(n), desc="ternpe run --eval", unit="img",
                                                              leave=False))

@@ -13,9 +13,9 @@ import re
 
 import numpy as np
 
-from .contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool2x2, parse_layers, requant_params, requantize,
+from ternpe.contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool2x2, parse_layers, requant_params, requantize,
                        run_integer_network, shortcut_map)
-from .image import golden_vectors, load_export, write_export
+from ternpe.image import golden_vectors, load_export, write_export
 
 __all__ = ["parse_layers", "random_export", "random_specs"]
 

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .link import (CMD_INFER, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
+from ternpe.link import (CMD_INFER, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
                    STATUS_TIMEOUT, UART_FRAME_BITS, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer,
                    encode_info, wrap_seq)
 
