@@ -27,7 +27,9 @@ def requant_out_bits(acc_bits: int, bias_bits: int, sc_bits: int = 0) -> int:
 
 
 class Requantizer(wiring.Component):
-    """Six pipeline stages: the operands registered, partial products (the only multiplies of the design, one hardware
+    """An accumulator to the next layer's activation: ``(acc * mult + bias [+ sc * res_mult]) >> shift``, clamped.
+
+    Six pipeline stages: the operands registered, partial products (the only multiplies of the design, one hardware
     multiplier per 15 accumulator bits: SB_MAC16 on iCE40 with ``synth_ice40 -dsp``, MULT18X18D
     on ECP5), their sum, + bias, arithmetic shift, clamp.
 

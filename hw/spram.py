@@ -25,7 +25,9 @@ def fits_spram(width: int, depth: int, lane_bits: int) -> bool:
 
 
 class SinglePortRAM(wiring.Component):
-    """Parameters
+    """A single-port RAM with lane write enables: an iCE40 SPRAM, or a memory Yosys maps.
+
+    Parameters
     ----------
     width, depth : int
     lane_bits : int

@@ -1,4 +1,4 @@
-"""Fold a trained network (:class:`~model.nets.SeqNet`, :class:`~model.nets.ResNet20`) into the
+"""Fold a trained network (:class:`~ternpe.model.nets.SeqNet`, :class:`~ternpe.model.nets.ResNet20`) into the
 integer model the hardware computes.
 
 Per block, with ``s_in`` the step of the incoming activations (1/255 for the input pixels):

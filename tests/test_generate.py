@@ -43,7 +43,7 @@ def test_generate_bad_input(quick_run, tmp_path):
 
 def test_generated_verilog_passes_verilator_lint(quick_run, tmp_path):
     """`verilator --lint-only` with only the warning classes Amaranth's Verilog raises by
-    construction switched off (hw/cosim.py: KEPT_VERILATOR_WARNINGS)."""
+    construction switched off (flow/cosim.py: KEPT_VERILATOR_WARNINGS)."""
     import subprocess
     from ternpe.flow.cosim import KEPT_VERILATOR_WARNINGS
     from ternpe.flow.generate import generate
