@@ -203,7 +203,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     unpacked from the bitstream, simulated on ``verify_samples`` golden inputs through the UART);
     ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``."""
     board = _board(board_name, clock_mhz)
-    plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic)
+    plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic, log=log)
     name = pathlib.Path(export_dir).resolve().name
     top = _top(plan, board, clock_mhz)
     env = _check_tools(board, verify=bool(verify_samples))

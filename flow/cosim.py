@@ -113,7 +113,7 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True, netlist=False, pe=None, device=None) -> dict:
+              verilog=None, taps=True, netlist=False, pe=None, device=None, log=None) -> dict:
     """Simulate the export's accelerator (on the array ``pe``, with ``device``'s options: the
     design ``ternpe build`` makes for that device) on its golden inputs. Returns ``{"results":
     [per sample], "cycles": [...], "model_cycles": the plan's, "wall_s": ..., "simulator": ...,
@@ -128,7 +128,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     from ternpe.image import load_export
     # given sources (a corrupted design) may come with an export that does not reproduce its golden
     ex = load_export(export_dir, check_golden=verilog is None)
-    plan, _ = prepare(ex, pe=pe, device=device, check_logic=False)
+    plan, _ = prepare(ex, pe=pe, device=device, check_logic=False, log=log)
     if verilog is None:
         sources = [generate(plan.export, build_dir / "rtl", plan=plan, log=lambda *a: None) / "ternpe_top.v"]
     elif isinstance(verilog, (list, tuple)):

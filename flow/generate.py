@@ -12,24 +12,28 @@ from ternpe.devices import DEVICES
 from ternpe.hw.accelerator import Accelerator
 from ternpe.hw.plan import AcceleratorPlan, GenerateError, plan_accelerator
 from ternpe.image import Export, load_export, widen
-from .resources import auto_geometry, check_fit, format_plan, plan_for_device
+from .resources import auto_plan, check_fit, format_plan, plan_for_device
 
 __all__ = ["prepare", "generate", "write_verilog"]
 
 
-def prepare(export, *, pe: str | None = None, device: str | None = None,
-            check_logic: bool = True) -> tuple[AcceleratorPlan, dict | None]:
+def prepare(export, *, pe: str | None = None, device: str | None = None, check_logic: bool = True,
+            log=None) -> tuple[AcceleratorPlan, dict | None]:
     """The plan of an export's accelerator on the array ``pe`` (``P'xG``, ``auto`` or None: as
     trained) with ``device``'s options, checked to fit ``device``. ``export`` is a directory or a
     loaded :class:`~ternpe.image.Export`. Returns ``(plan, fit or None)``; every command that
-    turns an export into hardware starts here, so generate, sim and build agree."""
+    turns an export into hardware starts here, so generate, sim and build agree. ``log``: where
+    ``--pe auto`` says which array it chose and what limited it."""
     ex = export if isinstance(export, Export) else load_export(export)
     if device is not None and device not in DEVICES:
         raise GenerateError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     if pe == "auto":
         if device is None:
             raise GenerateError("--pe auto picks the widest array that fits a device: give --device (or --board)")
-        plan = auto_geometry(ex, device)
+        plan, limit = auto_plan(ex, device)
+        if log:
+            log(f"--pe auto on {device}: {plan.geometry}, {plan.cycles['total']} cycles per inference "
+                f"({plan.speedup:.2f}x fewer than dense on that array); limited by {limit}")
     else:
         if pe is not None:
             ex = widen(ex, ArrayGeometry.parse(pe))
@@ -55,7 +59,7 @@ def generate(export, out_dir, *, pe: str | None = None, device: str | None = Non
     ``plan`` (from :func:`prepare`) when the caller has one already."""
     fit = None
     if plan is None:
-        plan, fit = prepare(export, pe=pe, device=device)
+        plan, fit = prepare(export, pe=pe, device=device, log=log)
     elif device is not None:
         fit = check_fit(plan, device)
     path = write_verilog(plan, out_dir)

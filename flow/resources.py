@@ -30,7 +30,7 @@ from ternpe.hw.spram import fits_spram
 from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
-           "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "format_plan"]
+           "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "format_plan"]
 
 
 class FitError(GenerateError):
@@ -185,16 +185,31 @@ def check_fit(plan: AcceleratorPlan, device: Device | str, *, logic: bool = True
 
 def auto_geometry(ex, device: Device | str) -> AcceleratorPlan:
     """The plan of the widest array ``P' x G`` (``P'`` a power-of-two multiple of the trained
-    ``P``, at most ``G``) whose accelerator fits ``device``, with the device's options."""
+    ``P``, at most ``G``) whose accelerator fits ``device``, with the device's options; its
+    :func:`auto_limit` says what stopped the widening."""
+    return auto_plan(ex, device)[0]
+
+
+def auto_plan(ex, device: Device | str) -> tuple:
+    """``(plan, limit)``: :func:`auto_geometry`'s plan and, in words, what limited it: the
+    resources the next wider array lacks (with the numbers), or the array's own bound ``P' = G``
+    (a tile row's ``P'`` channels must lie in one activation word of ``G`` lanes)."""
     dev = _device(device)
     g = ex.geometry
-    best = None
+    best, limit = None, None
     p = g.P
     while p <= g.G:
         cand = plan_for_device(widen(ex, ArrayGeometry(p, g.G)), dev)
-        if not over_budget(estimate(cand, dev), dev):
-            best = cand
+        est = estimate(cand, dev)
+        over = over_budget(est, dev)
+        if over:
+            have = dev.as_dict()
+            limit = (f"{p}x{g.G} would need " + ", ".join(f"{est[k]} {k.upper()} of {have[k]}" for k in over))
+            break
+        best = cand
         p *= 2
     if best is None:
         check_fit(plan_for_device(ex, dev), dev)          # raises with the numbers
-    return best
+    if limit is None:
+        limit = f"the array's bound P' <= G = {g.G} (the widest array for tiles of {g.G} lanes)"
+    return best, limit

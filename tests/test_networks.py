@@ -163,7 +163,7 @@ def test_dense_baseline_of_the_speedup(tmp_path):
 def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import auto_geometry, estimate, over_budget, plan_for_device
+    from ternpe.flow.resources import auto_geometry, auto_plan, estimate, over_budget, plan_for_device
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000)]:
         plan = auto_geometry(ex, dev)
@@ -171,5 +171,10 @@ def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
         assert g.G == 16 and g.P >= 1
         assert plan.options == plan_for_device(widen(ex, g), dev).options
         assert not over_budget(estimate(plan, dev), dev)
+        _, limit = auto_plan(ex, dev)
         if 2 * g.P <= g.G:
-            assert over_budget(estimate(plan_for_device(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev), dev)
+            over = over_budget(estimate(plan_for_device(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev), dev)
+            assert over and limit.startswith(f"{2 * g.P}x16 would need ")
+            assert all(k.upper() in limit for k in over), (limit, over)
+        else:
+            assert limit.startswith("the array's bound P' <= G = 16")

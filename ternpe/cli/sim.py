@@ -67,7 +67,8 @@ def run(a) -> int:
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
     try:
         res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
-                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device)
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device,
+                        log=print)
         failure = None
     except CosimError as err:
         if err.results is None:
