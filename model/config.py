@@ -8,11 +8,20 @@ import re
 
 from ternpe.contract import ArrayGeometry
 
-__all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "COSTS", "TrainConfig", "is_layer_spec"]
+__all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "TAU_OVER", "RANK_BASES", "COSTS", "LAM_MAX_FACTOR",
+           "TrainConfig", "is_layer_spec"]
 
 ARCHS = ("cnn", "mlp", "resnet20")
 DATASETS = ("digits", "synthetic", "synthetic-rgb32", "mnist", "fashion-mnist", "cifar10")
-TAU_VARIANTS = ("mean", "rank", "mix")
+#: WPC's threshold rules (docs/method.md): r x mean, the rank at r, the authors' min(mean, 5/16
+#: quantile), and min(mean, the rank at r).
+TAU_VARIANTS = ("mean", "rank", "mix", "mix-r")
+#: The groups tau is taken over: all of a layer's, pruned ones included (the paper), or the live ones.
+TAU_OVER = ("all", "live")
+#: How the rank threshold's index counts: from 0 (a Python index) or from 1.
+RANK_BASES = (0, 1)
+#: ``--target-speedup`` raises lambda up to this many times ``--lam`` unless ``--lam-max`` says otherwise.
+LAM_MAX_FACTOR = 10.0
 METHODS = ("float", "ternary", "naive", "lasso-then-ternary", "wpc")
 #: What a pruning penalty weighs a group by: the cycles the accelerator spends on it, or 1 (the paper).
 COSTS = ("cycles", "groups")
@@ -34,8 +43,11 @@ class TrainConfig:
     lam: float = 1.0
     cost: str = "cycles"
     target_speedup: float | None = None
+    lam_max: float | None = None
     r: float = 0.7
     tau: str = "rank"
+    rank_base: int = 0
+    tau_over: str = "all"
     t: float = 0.05
     first_last: str = "ternary"
     act_bits: int = 8
@@ -72,10 +84,18 @@ class TrainConfig:
                             f"not --method {self.method}")
             elif self.epochs_ternary == 0:
                 errs.append("--target-speedup adapts lambda during the penalty phase: --epochs-ternary must be > 0")
+            elif not self.lam > 0:
+                errs.append("--target-speedup raises lambda by factors: --lam must be > 0")
+        if self.lam_max is not None and not (math.isfinite(self.lam_max) and self.lam_max >= self.lam):
+            errs.append(f"--lam-max must be a number >= --lam ({self.lam}), not {self.lam_max}")
         if self.dataset not in DATASETS:
             errs.append(f"--dataset must be one of {', '.join(DATASETS)}, not {self.dataset!r}")
         if self.tau not in TAU_VARIANTS:
             errs.append(f"--tau must be one of {', '.join(TAU_VARIANTS)}, not {self.tau!r}")
+        if self.rank_base not in RANK_BASES:
+            errs.append(f"--rank-base must be 0 or 1, not {self.rank_base!r}")
+        if self.tau_over not in TAU_OVER:
+            errs.append(f"--tau-over must be one of {', '.join(TAU_OVER)}, not {self.tau_over!r}")
         if self.first_last not in ("ternary", "fp"):
             errs.append(f"--first-last must be 'ternary' or 'fp', not {self.first_last!r}")
         if not (self.lam >= 0 and math.isfinite(self.lam)):
@@ -99,5 +119,10 @@ class TrainConfig:
         if errs:
             raise ValueError("; ".join(errs))
         ArrayGeometry.parse(self.pe)
+
+    @property
+    def lam_ceiling(self) -> float:
+        """The most ``--target-speedup`` may raise lambda to: ``--lam-max``, else ``LAM_MAX_FACTOR`` x ``--lam``."""
+        return self.lam_max if self.lam_max is not None else LAM_MAX_FACTOR * self.lam
 
 

@@ -16,7 +16,10 @@ the accelerator spends on the tile (:func:`ternpe.cycles.tile_cycles`: output pi
 positions x words per tile), normalized so the mean weight over all penalized groups is 1:
 pruning lands where the cycles are. ``--cost groups`` weighs every group the same (the paper).
 ``--target-speedup S`` raises lambda after every epoch of the penalty phase while the cycle
-model's count is over ``dense / S``, and stops the pull (lambda 0) the step the masks reach it.
+model's count is over ``dense / S`` (at most 4x an epoch, never over ``--lam-max``), and stops
+the pull (lambda 0) the step the masks reach it. A WPC threshold ranked over all groups caps
+what the penalty can prune (:meth:`model.penalty.Threshold.cap`); when that cap is under the
+target, the run says so before it trains (:func:`threshold_speedup`).
 """
 
 from __future__ import annotations
@@ -36,18 +39,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
-from ternpe.cycles import cycle_model, tile_cycles
+from ternpe.cycles import cycle_model, rows_per_group, tile_cycles
 from ternpe.files import check_out_dir, replace_dir
 from .config import METHODS, TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import check_in_step, cross_entropy_share, is_main, rank, setup, sync_batchnorm, world_size
 from .fold import calibrate_activations, fold
 from .nets import build_net
-from .penalty import group_lasso, group_norms, shrink_factors, wpc_penalty
+from .penalty import Threshold, group_lasso, group_norms, shrink_factors, wpc_penalty
 from .ternary import ActQuant, ternary_codes, weight_layers
 
 __all__ = ["TrainConfig", "train", "PIPELINES", "Pipeline", "load_run", "group_stats", "cycle_stats", "check_out",
-           "resolve_device", "RunError"]
+           "resolve_device", "RunError", "raise_lambda", "threshold_speedup"]
 
 def _tensors(ds: Dataset):
     def t(x):
@@ -65,11 +68,14 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512)
 
 
 class _Groups:
-    """Tile ids of every weight layer on the chosen array (from the contract)."""
+    """Tile ids of every weight layer on the chosen array (from the contract), the weight of each
+    layer's penalty and WPC's ``threshold`` rule."""
 
-    def __init__(self, net: nn.Module, geometry: ArrayGeometry, cost: str = "groups"):
+    def __init__(self, net: nn.Module, geometry: ArrayGeometry, cost: str = "groups",
+                 threshold: Threshold = Threshold()):
         self.layers = weight_layers(net)
         self.geometry = geometry
+        self.threshold = threshold
         self.ids, self.layouts = [], []
         for m in self.layers:
             self.ids.append(torch.from_numpy(tile_ids(m.spec, geometry)))
@@ -88,29 +94,38 @@ class _Groups:
         mean = sum(c * n for c, n in pen) / max(1, sum(n for _, n in pen)) if pen else 1.0
         return [c / mean for c in cyc]
 
-    def penalty(self, kind: str, tau: str, r: float) -> torch.Tensor:
+    @staticmethod
+    def live(m, ids: torch.Tensor, lay: TileLayout) -> torch.Tensor:
+        """Per group of layer ``m``, whether its mask keeps any weight."""
+        return torch.zeros(lay.count, device=m.mask.device).index_add_(
+            0, ids.reshape(-1).to(m.mask.device), m.mask.reshape(-1).float()) > 0
+
+    def penalty(self, kind: str) -> torch.Tensor:
+        th = self.threshold
         total = 0.0
         for m, ids, lay, wt in zip(self.layers, self.ids, self.layouts, self.weights):
             if not m.penalized:
                 continue
             norms = group_norms(m.weight * m.mask, ids, lay.count)
             # R_l = w_l * sum_i min(a_i, tau_l) = sum_i min(w_l a_i, w_l tau_l): the clip scales too
-            total = total + wt * (group_lasso(norms) if kind == "lasso" else wpc_penalty(norms, tau, r))
+            total = total + wt * (group_lasso(norms) if kind == "lasso" else
+                                  wpc_penalty(norms, th.variant, th.r, **th.kwargs(self.live(m, ids, lay))))
         return total
 
     @torch.no_grad()
-    def shrink(self, kind: str, step: float, tau: str, r: float) -> None:
+    def shrink(self, kind: str, step: float) -> None:
         """The proximal step of ``step * penalty``: each pulled group's norm shrinks by ``step x
         weight x the mean norm of the layer's live groups`` (to exactly zero when it is smaller).
         The ternarizer is blind to a layer's scale, and its latent weights drift in scale while
         training, so the pull is relative: lambda means the same on every layer and network."""
+        th = self.threshold
         for m, ids, lay, wt in zip(self.layers, self.ids, self.layouts, self.weights):
             if not m.penalized:
                 continue
             norms = group_norms(m.weight * m.mask, ids, lay.count)
             live = norms[norms > 1e-5]
             scale = float(live.mean()) if live.numel() else 0.0
-            f = shrink_factors(norms, kind, step * wt * scale, tau, r)
+            f = shrink_factors(norms, kind, step * wt * scale, th.variant, th.r, **th.kwargs(self.live(m, ids, lay)))
             m.weight.mul_(f[ids])
             # a group shrunk to zero is pruned for good: behind a batch norm a zero filter would
             # otherwise get an enormous gradient (its output variance is 0) and grow straight back
@@ -119,18 +134,22 @@ class _Groups:
     @torch.no_grad()
     def mask_rows(self) -> list:
         """Per layer, the tiles per row the masks keep (cheap: no ternarization)."""
-        out = []
-        for m, ids, lay in zip(self.layers, self.ids, self.layouts):
-            live = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), m.mask.reshape(-1).float()) > 0
-            out.append(live.reshape(lay.rows, lay.cols).sum(1).numpy())
-        return out
+        return [self.live(m, ids, lay).reshape(lay.rows, lay.cols).sum(1).cpu().numpy()
+                for m, ids, lay in zip(self.layers, self.ids, self.layouts)]
 
     def ternary_weights(self, m):
-        """Integer weights as the hardware would hold them, for density statistics."""
+        """The ternary codes of a ternary layer (what it will hold once ternarized, whatever its
+        mode now), the masked weights of another: what pruning looks at."""
         if m.spec.ternary:
             codes, _, _ = ternary_codes(m.weight.detach(), m.mask, m.t)
             return codes
         return m.weight.detach() * m.mask
+
+    def computed_weights(self, m):
+        """The weights the layer computes with in its current mode, for density statistics: the
+        codes in ternary mode, the masked weights otherwise (a float model before any pruning
+        keeps every tile, even one whose weights would all ternarize to zero)."""
+        return self.ternary_weights(m) if m.mode == "ternary" else m.weight.detach() * m.mask
 
     def prune(self) -> None:
         """Hard-prune every tile whose ternary weights are all zero (or |w| < 1e-5)."""
@@ -157,7 +176,7 @@ def group_stats(net: nn.Module, geometry: ArrayGeometry, *, float_model: bool = 
     layers, kept_total, groups_total, s_min = [], 0, 0, 1.0
     kept_bits = full_bits = 0.0
     for m, ids, lay in zip(g.layers, g.ids, g.layouts):
-        w = g.ternary_weights(m)
+        w = g.computed_weights(m)
         nz = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), (w != 0).float().reshape(-1))
         size = torch.zeros(lay.count).index_add_(0, ids.reshape(-1), torch.ones(ids.numel()))
         kept = nz > 0
@@ -263,7 +282,7 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
             loss.backward()
             opt.step()
             if penalty and lam > 0:      # the penalty's proximal step, at this step's learning rate
-                groups.shrink(penalty, opt.param_groups[0]["lr"] * lam, cfg.tau, cfg.r)
+                groups.shrink(penalty, opt.param_groups[0]["lr"] * lam)
                 if adapt:
                     # pruning is for good: stop pulling the moment the masks reach the target
                     rows = _hw_rows(groups.mask_rows(), specs, [l.cols for l in groups.layouts], groups.geometry)
@@ -271,7 +290,7 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
                     if sp >= cfg.target_speedup:
                         lam = 0.0
                 with torch.no_grad():
-                    pen = groups.penalty(penalty, cfg.tau, cfg.r)
+                    pen = groups.penalty(penalty)
             else:
                 pen = torch.zeros(())
             sched.step()
@@ -286,11 +305,8 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
             rec["group_density"] = st["group_density"]
             if specs is not None:
                 rec["speedup"] = cycle_stats(specs, groups.geometry, st["layers"])["speedup"]
-        if adapt and lam > 0:
-            # raise lambda while the target is far: up to 4x an epoch
-            ratio = cfg.target_speedup / rec["speedup"]
-            if ratio > 1:
-                lam *= min(4.0, 1 + 4 * (ratio - 1))
+        if adapt:
+            lam = raise_lambda(lam, rec["speedup"], cfg.target_speedup, cfg.lam_ceiling)
         if history is not None:
             history.append(rec)
         bar.set_postfix(acc=f"{acc:.3f}", density=f"{rec['group_density']:.2f}",
@@ -299,6 +315,42 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
     log(f"  {desc:<22} {epochs:3d} epochs  test acc {acc:.4f}  tile density {rec['group_density']:.3f}{sp}"
         + (f"  lambda {lam:.3g}" if adapt else ""))
     return lam
+
+
+def raise_lambda(lam: float, speedup: float, target: float, ceiling: float) -> float:
+    """``--target-speedup``'s update after an epoch of the penalty phase: while the network is
+    slower than the target, lambda grows by ``1 + 4 (target / speedup - 1)``, at most 4x an
+    epoch and never over ``ceiling``; a lambda of 0 (the pull stopped at the target) stays 0."""
+    ratio = target / speedup
+    if lam <= 0 or ratio <= 1:
+        return lam
+    return min(ceiling, lam * min(4.0, 1 + 4 * (ratio - 1)))
+
+
+def _spread_rows(kept: int, rows: int, cols: int, group: int) -> list:
+    """Tiles per row of a layer keeping ``kept`` of its ``rows x cols`` tiles at the fewest
+    cycles: spread over the groups of ``group`` rows first (a group without tiles still costs an
+    op), then over the rows of each group."""
+    order = [g0 + j for j in range(group) for g0 in range(0, rows, group) if g0 + j < rows]
+    out = [0] * rows
+    for i in range(kept):
+        out[order[i % rows]] += 1
+    return out
+
+
+def threshold_speedup(groups: _Groups, specs) -> float | None:
+    """The most speedup WPC's penalty can reach when its threshold caps every penalized layer
+    (:meth:`model.penalty.Threshold.cap`: ``rank_index + 1`` groups for a tau ranked over all
+    groups), the kept tiles placed where they cost least; None when the rule sets no cap or the
+    network does not fold. The final pruning of tiles whose codes are all zero may add a little."""
+    caps = [groups.threshold.cap(lay.count) if m.penalized else 0 for m, lay in zip(groups.layers, groups.layouts)]
+    if specs is None or None in caps:
+        return None
+    geometry, n = groups.geometry, len(specs)
+    rows = [np.asarray(_spread_rows(lay.count - c, lay.rows, lay.cols, rows_per_group(geometry, s, i == n - 1)))
+            for i, (lay, c, s) in enumerate(zip(groups.layouts, caps, specs))]
+    rows = _hw_rows(rows, specs, [lay.cols for lay in groups.layouts], geometry)
+    return cycle_model(specs, geometry)["total"] / cycle_model(specs, geometry, rows)["total"]
 
 
 def _augment(x: torch.Tensor, n: int, mine: slice, gen: torch.Generator) -> torch.Tensor:
@@ -349,10 +401,14 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     if distributed:
         net = sync_batchnorm(net).to(dev)
         model = torch.nn.parallel.DistributedDataParallel(net)
-    groups = _Groups(net, geometry, cfg.cost)      # validates the tiling of every layer up front
+    threshold = Threshold(cfg.tau, cfg.r, cfg.rank_base, cfg.tau_over)
+    groups = _Groups(net, geometry, cfg.cost, threshold)      # validates the tiling of every layer up front
     specs = net.specs() if net.folds else None      # a folding network: cycles, integer accuracy
     history: list = []
     log(_banner(cfg, ds, geometry, dev, distributed))
+    cap = threshold_speedup(groups, specs) if cfg.method == "wpc" and cfg.target_speedup else None
+    if cap is not None and cap < cfg.target_speedup:
+        log(_cap_warning(cfg, groups, cap))
     kw = dict(groups=groups, history=history, log=log, specs=specs, model=model)
 
     _float_phase(net, data, cfg, ds.name, float_cache, kw)
@@ -373,9 +429,12 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     _cycle_metrics(metrics, specs, geometry)
     if cfg.target_speedup:
         metrics["final_lam"] = lam
+        metrics["threshold_speedup"] = cap
         if specs is not None and metrics["speedup"] < cfg.target_speedup:
-            log(f"  warning: target speedup {cfg.target_speedup:g}x not reached ({metrics['speedup']:.2f}x); "
-                f"give the penalty phase more epochs (--epochs-ternary) or a larger --r")
+            log(f"  warning: target speedup {cfg.target_speedup:g}x not reached ({metrics['speedup']:.2f}x, lambda "
+                f"{lam:.3g} of at most {cfg.lam_ceiling:g}); give the penalty phase more epochs (--epochs-ternary), "
+                f"a higher --lam-max" + (f", or a threshold that prunes more ({_cap_hint(cfg)})"
+                                          if cfg.method == "wpc" and _cap_hint(cfg) else ""))
     bias_bits = _integer_metrics(metrics, net, groups, data[0], ds, cfg.act_bits)
     _storage_metrics(metrics, net, groups, specs, bias_bits, cfg.act_bits)
     metrics["train_seconds"] = round(time.time() - t0, 2)
@@ -390,9 +449,32 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
 def _banner(cfg: TrainConfig, ds: Dataset, geometry: ArrayGeometry, dev: str, distributed: bool) -> str:
     return (f"ternpe train: {cfg.method} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test), "
             f"{cfg.arch}, PE {geometry}, lambda {cfg.lam}, cost {cfg.cost}"
-            + (f", target speedup {cfg.target_speedup:g}x" if cfg.target_speedup else "")
+            + (f", tau {_tau_text(cfg)}" if cfg.method == "wpc" else "")
+            + (f", target speedup {cfg.target_speedup:g}x (lambda at most {cfg.lam_ceiling:g})"
+               if cfg.target_speedup else "")
             + (f", {world_size()} processes ({'nccl' if dev == 'cuda' else 'gloo'})" if distributed else "")
             + (", on CUDA" if dev == "cuda" else ""))
+
+
+def _tau_text(cfg: TrainConfig) -> str:
+    r = "" if cfg.tau == "mix" else f" r {cfg.r:g}"
+    base = f" base {cfg.rank_base}" if cfg.tau != "mean" else ""
+    return f"{cfg.tau}{r}{base} over {cfg.tau_over} groups"
+
+
+def _cap_warning(cfg: TrainConfig, groups: _Groups, cap: float) -> str:
+    per = ", ".join(f"{m.spec.name} {groups.threshold.cap(lay.count)} of {lay.count}"
+                    for m, lay in zip(groups.layers, groups.layouts) if m.penalized)
+    return (f"  warning: --target-speedup {cfg.target_speedup:g}x is beyond what --tau {_tau_text(cfg)} can prune "
+            f"(at most {per} groups: about {cap:.2f}x); lambda will rise at most to {cfg.lam_ceiling:g} (--lam-max). "
+            f"{_cap_hint(cfg)} lifts the cap")
+
+
+def _cap_hint(cfg: TrainConfig) -> str:
+    """The switches that let WPC's threshold prune more ('' when there are none)."""
+    hints = (["--tau-over live (tau over the live groups)"] if cfg.tau_over == "all" and cfg.tau != "mean" else []) + (
+        ["a larger --r"] if cfg.tau != "mix" else [])
+    return " or ".join(hints)
 
 
 def _float_phase(net: nn.Module, data, cfg: TrainConfig, ds_name: str, float_cache, kw: dict) -> None:

@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     t = sub.add_parser(NAME, help=HELP, allow_abbrev=False, description=DESCRIPTION,
                        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     import dataclasses
-    from ternpe.model.config import COSTS, METHODS, TrainConfig
+    from ternpe.model.config import COSTS, LAM_MAX_FACTOR, METHODS, RANK_BASES, TAU_OVER, TAU_VARIANTS, TrainConfig
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, synthetic-rgb32 (CIFAR-shaped, generated), mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
     t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
@@ -66,19 +66,36 @@ def add_parser(sub) -> None:
                    "has twice as many) or units of the mlp's first hidden layer (default 64)")
     t.add_argument("--pe", default=d["pe"], help="array geometry PxG: P output channels in parallel x G input lanes (default: %(default)s)")
     t.add_argument("--method", default=d["method"], help=f"{', '.join(METHODS)} (default: %(default)s)")
-    t.add_argument("--lam", type=float, default=d["lam"], help="penalty weight lambda (default: %(default)s)")
+    t.add_argument("--lam", type=float, default=d["lam"],
+                   help="penalty weight lambda: each step shrinks a group the penalty pulls by lr x lambda x its "
+                        "--cost weight x its layer's mean live group norm (default: %(default)s)")
     t.add_argument("--cost", default=d["cost"], choices=COSTS,
                    help="what a group's penalty is weighted by: the cycles the accelerator spends on its tile, "
                         "so pruning lands where the time goes, or 1 per group as in the paper (default: %(default)s)")
     t.add_argument("--target-speedup", type=float, default=None, metavar="S",
-                   help="adapt lambda during the penalty phase until the network runs in dense/S cycles")
-    t.add_argument("--tau", default=d["tau"], help="WPC threshold: mean (r x the mean group norm), rank (the norm at "
-                   "rank floor(floor(16r) x n/16) of a layer's n groups, ascending), mix (the smaller of the two) "
+                   help="raise lambda after each epoch of the penalty phase (at most 4x an epoch, up to --lam-max) "
+                        "while the network is slower than dense/S cycles; stop the pull when it gets there. Says "
+                        "at the start when the WPC threshold cannot prune that much")
+    t.add_argument("--lam-max", type=float, default=None, metavar="LAM",
+                   help=f"the most --target-speedup raises lambda to (default: {LAM_MAX_FACTOR:g} x --lam)")
+    t.add_argument("--tau", default=d["tau"], metavar="{" + ",".join(TAU_VARIANTS) + "}",
+                   help="WPC threshold over a layer's n group norms a (docs/method.md): mean = r x mean(a); rank = "
+                        "the sorted norm at k = floor(floor(16r) x n/16); mix = min(mean(a), the norm at "
+                        "floor(5n/16)) as the authors' code has it (r unused); mix-r = min(mean(a), the rank "
+                        "threshold) (default: %(default)s)")
+    t.add_argument("--rank-base", type=int, default=d["rank_base"], choices=RANK_BASES,
+                   help="how rank and mix count the index k: 0 takes the (k+1)-th smallest norm (a Python index), "
+                        "1 the k-th; the paper's formula does not say (default: %(default)s)")
+    t.add_argument("--tau-over", default=d["tau_over"], choices=TAU_OVER,
+                   help="take tau over all of a layer's groups, pruned ones included (the paper; a ranked tau then "
+                        "prunes at most k+1 groups of a layer), or over the live ones only (no such cap) "
+                        "(default: %(default)s)")
+    t.add_argument("--r", type=float, default=d["r"], help="WPC threshold ratio r of mean, rank and mix-r "
                    "(default: %(default)s)")
-    t.add_argument("--r", type=float, default=d["r"], help="WPC threshold ratio r (default: %(default)s)")
     t.add_argument("--t", type=float, default=d["t"], help="ternarizer threshold factor: delta = t*max|W| (default: %(default)s)")
     t.add_argument("--first-last", default=d["first_last"], choices=("ternary", "fp"),
-                   help="first and last layer ternary (hardware) or full precision (the paper's setting; not exportable) (default: %(default)s)")
+                   help="first and last layer ternary (hardware) or full precision and unpenalized (the paper's "
+                        "setting; 8-bit in the integer model; not exportable) (default: %(default)s)")
     t.add_argument("--act-bits", type=int, default=d["act_bits"], help="unsigned activation width (default: %(default)s)")
     t.add_argument("--epochs-float", type=int, default=d["epochs_float"], help="float pretraining epochs (default: %(default)s)")
     t.add_argument("--epochs-ternary", type=int, default=d["epochs_ternary"], help="ternary/penalty epochs (default: %(default)s)")
@@ -103,7 +120,8 @@ def run(a) -> int:
     if a.workers < 1:
         raise ValueError(f"--workers must be >= 1, not {a.workers}")
     cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
-                      lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, tau=a.tau, r=a.r, t=a.t,
+                      lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, lam_max=a.lam_max, tau=a.tau,
+                      rank_base=a.rank_base, tau_over=a.tau_over, r=a.r, t=a.t,
                       first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
                       epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
                       device=a.device, lr=a.lr, lr_ternary=a.lr_ternary, augment=a.augment)
