@@ -50,7 +50,7 @@ from .penalty import Threshold, group_lasso, group_norms, shrink_factors, wpc_pe
 from .ternary import ActQuant, ternary_codes, weight_layers
 
 __all__ = ["TrainConfig", "train", "PIPELINES", "Pipeline", "load_run", "group_stats", "cycle_stats", "check_out",
-           "resolve_device", "RunError", "raise_lambda", "threshold_speedup"]
+           "resolve_device", "RunError", "raise_lambda", "threshold_speedup", "float_checkpoint"]
 
 def _tensors(ds: Dataset):
     def t(x):
@@ -366,6 +366,12 @@ def _augment(x: torch.Tensor, n: int, mine: slice, gen: torch.Generator) -> torc
     return out
 
 
+def float_checkpoint(cfg: TrainConfig, ds_name: str, float_cache) -> pathlib.Path:
+    """Where ``train(..., float_cache=...)`` keeps the float phase of ``cfg`` on data set
+    ``ds_name`` (a torch file with ``state_dict`` and ``history``)."""
+    return pathlib.Path(float_cache) / f"{_float_key(cfg, ds_name)}.pt"
+
+
 def _float_key(cfg: TrainConfig, ds_name: str) -> str:
     """Everything the float phase depends on (the method does not)."""
     return "-".join(str(v) for v in (ds_name, cfg.data_dir and pathlib.Path(cfg.data_dir).name, cfg.arch, cfg.width,
@@ -482,7 +488,7 @@ def _float_phase(net: nn.Module, data, cfg: TrainConfig, ds_name: str, float_cac
     its history) when a run with the same float phase kept it there."""
     history = kw["history"]
     _set_modes(net, ternary=False, quant_acts=False)
-    cached = pathlib.Path(float_cache) / f"{_float_key(cfg, ds_name)}.pt" if float_cache else None
+    cached = float_checkpoint(cfg, ds_name, float_cache) if float_cache else None
     if cached is not None and cached.is_file():
         blob = torch.load(cached, map_location="cpu", weights_only=False)
         net.load_state_dict(blob["state_dict"])

@@ -1,0 +1,159 @@
+"""Accuracy against cycles: every pruning method with lambda swept, over seeds (a skeleton).
+
+    .venv/bin/python bench/study.py [--datasets digits mnist] [--seeds 0 1 2 3 4]
+                                    [--rows naive wpc ...] [--lams 0.03 0.1 ...] [--jobs 2]
+                                    [--results bench/results/study.jsonl] [--cache runs/study-float]
+
+Each cell (data set, row, lambda, seed) is one ``ternpe train`` run; its figures are appended to
+``--results`` (one JSON line) the moment it finishes, and a cell already there is not run again,
+so the study can be stopped and resumed across sessions. The float phase of each seed is trained
+once and kept in ``--cache`` for every method. The table: per row and lambda, integer accuracy
+and cycles as mean +- std over the seeds, the row's Pareto front (no other of its points has
+fewer cycles and a higher accuracy), and which row is best at each point of the front over
+all rows. Mechanism figures per penalized layer: the kept groups' norm over their norm after the
+float phase, the zero-code fraction of kept groups, the fraction of kept weights with |w| >= 1
+(where the straight-through gradient is zero).
+
+Not yet here (issue 20): the gradient form of the penalty beside the proximal step, equal
+schedules for lasso-then-ternary, plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import pathlib
+import statistics
+import sys
+
+#: Row name -> TrainConfig fields (lambda and seed are the grid's).
+ROWS = {
+    "naive": {"method": "naive"},
+    "lasso-then-ternary": {"method": "lasso-then-ternary"},
+    "wpc": {"method": "wpc"},                                   # rank, r 0.7, over all groups
+    "wpc mix": {"method": "wpc", "tau": "mix"},
+    "wpc live": {"method": "wpc", "tau_over": "live"},
+}
+LAMS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def _key(cell: dict) -> tuple:
+    return cell["dataset"], cell["row"], float(cell["lam"]), int(cell["seed"]), tuple(cell["epochs"] or ())
+
+
+def _mechanism(net, cfg, ds_name: str, cache) -> list:
+    import torch
+    from ternpe.contract import ArrayGeometry, tile_ids
+    from ternpe.model.penalty import group_norms
+    from ternpe.model.ternary import ternary_codes, weight_layers
+    from ternpe.model.train import float_checkpoint
+    blob = torch.load(float_checkpoint(cfg, ds_name, cache), map_location="cpu", weights_only=False)["state_dict"]
+    names = {id(m): n for n, m in net.named_modules()}
+    out = []
+    for m in weight_layers(net):
+        if not m.penalized:
+            continue
+        ids = torch.from_numpy(tile_ids(m.spec, ArrayGeometry.parse(cfg.pe)))
+        n = int(ids.max()) + 1
+        w0 = blob[f"{names[id(m)]}.weight"]
+        kept = torch.zeros(n).index_add_(0, ids.reshape(-1), m.mask.reshape(-1).float()) > 0
+        w = (m.weight * m.mask).detach()
+        ratio = (group_norms(w, ids, n) / group_norms(w0, ids, n))[kept]
+        codes, _, _ = ternary_codes(m.weight.detach(), m.mask, m.t)
+        size = torch.zeros(n).index_add_(0, ids.reshape(-1), torch.ones(ids.numel()))
+        zeros = torch.zeros(n).index_add_(0, ids.reshape(-1), (codes == 0).float().reshape(-1)) / size
+        big = (m.weight.detach().abs() >= 1)[m.mask > 0]
+        out.append({"layer": m.spec.name, "kept": int(kept.sum()), "groups": n,
+                    "kept_norm_ratio": float(ratio.mean()) if kept.any() else None,
+                    "kept_zero_codes": float(zeros[kept].mean()) if kept.any() else None,
+                    "weights_over_1": float(big.float().mean()) if big.numel() else None})
+    return out
+
+
+def _run(job):
+    import torch
+    torch.set_num_threads(1)
+    from ternpe.model.train import TrainConfig, train
+    cell, cache = job
+    epochs = dict(zip(("epochs_float", "epochs_ternary", "epochs_finetune"), cell["epochs"] or ()))
+    cfg = TrainConfig(dataset=cell["dataset"], seed=cell["seed"], lam=cell["lam"], **ROWS[cell["row"]], **epochs)
+    net, m = train(cfg, log=lambda *a: None, float_cache=cache)
+    figures = {k: m[k] for k in ("float_accuracy", "integer_accuracy", "cycles", "dense_cycles", "speedup",
+                                 "compression_rate", "group_density")}
+    return {**cell, **figures, "mechanism": _mechanism(net, cfg, m["dataset"], cache)}
+
+
+def _mean_sd(vals) -> tuple:
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _front(points: list) -> list:
+    """The points no other beats on both: fewer cycles and higher accuracy."""
+    return [p for p in points if not any(q["cycles"] <= p["cycles"] and q["acc"] >= p["acc"]
+                                         and (q["cycles"] < p["cycles"] or q["acc"] > p["acc"]) for q in points)]
+
+
+def table(results: list) -> str:
+    lines = []
+    for ds in sorted({r["dataset"] for r in results}):
+        rs = [r for r in results if r["dataset"] == ds]
+        lines.append(f"\n{ds}: integer accuracy and cycles, mean +- std over seeds (dense {rs[0]['dense_cycles']:,})")
+        points = []
+        for row in ROWS:
+            for lam in sorted({r["lam"] for r in rs if r["row"] == row}):
+                cell = [r for r in rs if r["row"] == row and r["lam"] == lam]
+                acc, acc_sd = _mean_sd([100 * r["integer_accuracy"] for r in cell])
+                cyc, cyc_sd = _mean_sd([r["cycles"] for r in cell])
+                points.append({"row": row, "lam": lam, "acc": acc, "acc_sd": acc_sd, "cycles": cyc,
+                               "cycles_sd": cyc_sd, "seeds": len(cell)})
+        for row in ROWS:
+            mine = [p for p in points if p["row"] == row]
+            front = _front(mine)
+            for p in sorted(mine, key=lambda p: p["lam"]):
+                lines.append(f"  {row:<20} lambda {p['lam']:<6g} {p['acc']:6.2f} +- {p['acc_sd']:4.2f} %  "
+                             f"{p['cycles']:9,.0f} +- {p['cycles_sd']:7,.0f} cycles  {p['seeds']} seeds"
+                             + ("  front" if p in front else ""))
+        lines.append("  best over all rows (the common front, by cycles):")
+        for p in sorted(_front(points), key=lambda p: p["cycles"]):
+            lines.append(f"    {p['cycles']:9,.0f} cycles  {p['acc']:6.2f} %  {p['row']} (lambda {p['lam']:g})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW")
+    p.add_argument("--lams", type=float, nargs="+", default=list(LAMS))
+    p.add_argument("--epochs", type=int, nargs=3, default=None, metavar=("FLOAT", "TERNARY", "FINETUNE"),
+                   help="another schedule than the default (its cells are kept apart from the default's)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
+    p.add_argument("--results", default="bench/results/study.jsonl", help="one line per finished cell")
+    p.add_argument("--cache", default="runs/study-float", help="the float phase of each seed, kept for every run")
+    a = p.parse_args(argv)
+    path = pathlib.Path(a.results)
+    done = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    have = {_key(r) for r in done}
+    cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs}
+             for ds in a.datasets for seed in a.seeds for row in a.rows for lam in a.lams]
+    todo = [c for c in cells if _key(c) not in have]
+    print(f"{len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)}", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one seed's first cell trains its float phase alone, so parallel runs do not train it twice
+    first = {(c["dataset"], c["seed"]): c for c in reversed(todo)}
+    with cf.ProcessPoolExecutor(a.jobs) as ex, path.open("a") as f:
+        for batch in (list(first.values()), [c for c in todo if c not in first.values()]):
+            for r in ex.map(_run, [(c, a.cache) for c in batch]):
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+                done.append(r)
+                print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} integer "
+                      f"{r['integer_accuracy']:.4f}  {r['speedup']:.2f}x", file=sys.stderr, flush=True)
+    wanted = {_key(c) for c in cells}
+    print(table([r for r in done if _key(r) in wanted]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
