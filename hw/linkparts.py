@@ -55,7 +55,7 @@ class RequestParser(wiring.Component):
     Bytes before a request's magic are dropped. An infer request's image goes out on ``data`` as
     it arrives; its checksum is known only at the end, so a request that breaks off raises
     ``abort`` and what ``data`` carried must be dropped. Every request that ends, well or broken,
-    comes out on ``request`` once.
+    comes out on ``request`` once, the cycle after its last byte (registered).
 
     Parameters
     ----------
@@ -117,10 +117,15 @@ class RequestParser(wiring.Component):
         # every byte is taken at once, but the image's: as fast as ``data`` takes them
         m.d.comb += [rx.ready.eq(1), req.payload.seq.eq(seq), req.payload.cmd.eq(cmd),
                      self.data.payload.eq(rx.payload)]
+        # a request's end is registered (request, abort): nothing of the last byte's checks reaches
+        # the reply's framer in the same cycle; the parser takes no byte meanwhile (ENDED)
+        status, ended, abort = Signal(8), Signal(), Signal()
+        m.d.sync += [ended.eq(0), abort.eq(0)]
+        m.d.comb += [req.valid.eq(ended), req.payload.status.eq(status), self.abort.eq(abort)]
 
-        def end(status, abort=0):
-            m.d.comb += [req.valid.eq(1), req.payload.status.eq(status), self.abort.eq(abort)]
-            m.next = "IDLE"
+        def end(status_now, abort_now=0):
+            m.d.sync += [ended.eq(1), status.eq(status_now), abort.eq(abort_now)]
+            m.next = "ENDED"
 
         def next_byte():
             """A byte is due: count the gap, give the request up when it is too long."""
@@ -129,7 +134,7 @@ class RequestParser(wiring.Component):
             with m.If(took):
                 m.d.sync += timer.eq(0)
             with m.Elif(timed_out):
-                end(STATUS_TIMEOUT, abort=1)
+                end(STATUS_TIMEOUT, abort_now=1)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -170,8 +175,11 @@ class RequestParser(wiring.Component):
             with m.State("CHECK"):
                 with m.If(rx.valid):
                     good = (csum + rx.payload)[:8] == 0
-                    end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort=~good)
+                    end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
+            with m.State("ENDED"):          # the request and abort are out; the next byte waits
+                m.d.comb += [rx.ready.eq(0), self.busy.eq(1)]
+                m.next = "IDLE"
             with m.State("DISCARD"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += timer.eq(timer + 1)

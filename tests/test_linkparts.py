@@ -74,8 +74,8 @@ def test_parser_takes_requests_and_drops_what_comes_before_them():
     out = _parse(_bytes(b"\x00TxTT" + encode_infer(image, seq=5) + b"P" + encode_info(seq=6), idle=1))
     assert [r[:4] for r in out["requests"]] == [(STATUS_OK, 5, CMD_INFER, 0), (STATUS_OK, 6, CMD_INFO, 0)]
     assert out["data"] == image
-    # each request comes out in the cycle its checksum byte is taken
-    assert [r[4] for r in out["requests"]] == [out["taken"][12], out["taken"][-1]]
+    # each request comes out the cycle after its checksum byte is taken (registered)
+    assert [r[4] for r in out["requests"]] == [out["taken"][12] + 1, out["taken"][-1] + 1]
 
 
 def test_parser_answers_broken_requests_and_asks_to_drop_the_image():
@@ -94,7 +94,7 @@ def test_parser_gives_a_request_up_timeout_cycles_after_its_last_byte(sent):
     out = _parse(_bytes(frame, idle=3))
     seq = 11 if sent > 2 else SEQ_UNKNOWN
     assert [(s, q, a) for s, q, _, a, _ in out["requests"]] == [(STATUS_TIMEOUT, seq, 1)]
-    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 1
+    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 2      # the timeout's end registered
     assert out["data"] == list(frame[4:])
 
 
