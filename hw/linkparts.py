@@ -110,7 +110,10 @@ class RequestParser(wiring.Component):
         timer = Signal(range(max(self.timeout_cycles, self.quiet_cycles) + 1))
         seq, cmd = Signal(8, init=SEQ_UNKNOWN), Signal(8)
         csum = Signal(8)              # the sum of the request from SEQ on
+        want = Signal(8)              # the checksum byte that makes it zero, kept beside it: the last
+                                      # byte's check is one 8-bit compare, no adder
         count = Signal(range(self.input_bytes + 1))
+        count_last = Signal()         # count is at the image's last byte (a compare made a byte early)
         # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
         timed_out = Signal()
         m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~took)
@@ -152,12 +155,13 @@ class RequestParser(wiring.Component):
                 next_byte()
             with m.State("SEQ"):
                 with m.If(rx.valid):
-                    m.d.sync += [seq.eq(rx.payload), csum.eq(rx.payload)]
+                    m.d.sync += [seq.eq(rx.payload), csum.eq(rx.payload), want.eq(-rx.payload)]
                     m.next = "CMD"
                 next_byte()
             with m.State("CMD"):
                 with m.If(rx.valid):
-                    m.d.sync += [cmd.eq(rx.payload), csum.eq(csum + rx.payload), count.eq(0)]
+                    m.d.sync += [cmd.eq(rx.payload), csum.eq(csum + rx.payload), want.eq(-(csum + rx.payload)),
+                                 count.eq(0), count_last.eq(self.input_bytes == 1)]
                     with m.If(rx.payload == CMD_INFER):
                         m.next = "DATA"
                     with m.Elif(rx.payload == CMD_INFO):
@@ -168,13 +172,14 @@ class RequestParser(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
                 with m.If(took):
-                    m.d.sync += [csum.eq(csum + rx.payload), count.eq(count + 1)]
-                    with m.If(count == self.input_bytes - 1):
+                    m.d.sync += [csum.eq(csum + rx.payload), want.eq(-(csum + rx.payload)), count.eq(count + 1),
+                                 count_last.eq(count == self.input_bytes - 2)]
+                    with m.If(count_last):
                         m.next = "CHECK"
                 next_byte()
             with m.State("CHECK"):
                 with m.If(rx.valid):
-                    good = (csum + rx.payload)[:8] == 0
+                    good = rx.payload == want
                     end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
             with m.State("ENDED"):          # the request and abort are out; the next byte waits
