@@ -21,6 +21,7 @@ CNNs and seeded random networks, arrays 1x8 to 16x16: iCE40 logic cells within 5
 from __future__ import annotations
 
 import math
+import pathlib
 
 from ternpe.contract import ArrayGeometry
 from ternpe.devices import BRAM_SHAPES, DEVICES, Device
@@ -30,7 +31,8 @@ from ternpe.hw.spram import fits_spram
 from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
-           "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "format_plan"]
+           "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "array_for_device",
+           "format_plan"]
 
 
 class FitError(GenerateError):
@@ -213,3 +215,18 @@ def auto_plan(ex, device: Device | str) -> tuple:
     if limit is None:
         limit = f"the array's bound P' <= G = {g.G} (the widest array for tiles of {g.G} lanes)"
     return best, limit
+
+
+def array_for_device(specs, shape, device: Device | str, *, G: int = 16, act_bits: int = 8) -> tuple:
+    """``(geometry, limit)``: the array to train a network of ``specs`` for, before training: the
+    widest ``P x G`` whose accelerator fits ``device`` with every tile kept (a dense stand-in of
+    random weights: the weights' block RAMs at their most), as :func:`auto_plan` chooses it;
+    ``limit`` says what stopped it. Trained at that ``P``, a pruned tile is a pass the array
+    skips, and the penalty weighs each tile by what it costs there (``--cost cycles``)."""
+    import tempfile
+    from ternpe.model.randnet import random_export_of
+    with tempfile.TemporaryDirectory() as tmp:
+        ex = random_export_of(pathlib.Path(tmp) / "dense", list(specs), shape=tuple(shape), pe=f"1x{G}", density=1.0,
+                              samples=1, act_bits=act_bits)
+        plan, limit = auto_plan(ex, device)
+    return plan.geometry, limit

@@ -61,6 +61,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     augment: bool = False
+    #: the board the array (``pe``) was chosen for (``ternpe train --board``); recorded, and the
+    #: export's default board
+    board: str | None = None
 
     def validate(self):
         errs = []

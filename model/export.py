@@ -40,7 +40,7 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
     geometry = ArrayGeometry.parse(cfg.pe)
     meta = {"run": str(run_dir), "dataset": cfg.dataset, "data_dir": cfg.data_dir, "arch": cfg.arch, "width": cfg.width, "method": cfg.method,
             "cost": cfg.cost, "lam": cfg.lam, "seed": cfg.seed, "cycles": metrics.get("cycles"),
-            "speedup": metrics.get("speedup"),
+            "speedup": metrics.get("speedup"), "board": cfg.board,
             "integer_accuracy": metrics.get("integer_accuracy"), "float_accuracy": metrics.get("float_accuracy")}
     # written beside, read back exactly, then renamed over the old export: never half an export
     def fill(tmp):

@@ -17,7 +17,7 @@ from ternpe.contract import (ArrayGeometry, TileLayout, conv_accumulate, maxpool
                        run_integer_network, shortcut_map)
 from ternpe.image import golden_vectors, load_export, write_export
 
-__all__ = ["parse_layers", "random_export", "random_specs"]
+__all__ = ["parse_layers", "random_export", "random_export_of", "random_specs"]
 
 
 def random_specs(rng: np.random.Generator, G: int, *, residual: bool = False) -> tuple:
@@ -46,10 +46,18 @@ def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float =
                   seed: int = 0, act_bits: int = 8):
     """Write a random ternary network of ``layers`` (see :func:`parse_layers`) over ``shape``
     with about ``density`` of its tiles non-zero, and its golden outputs; returns the loaded export."""
+    classes = int(re.findall(r"fc(\d+)", layers)[-1])
+    return random_export_of(out, parse_layers(layers, shape, classes), shape=shape, pe=pe, density=density,
+                            samples=samples, seed=seed, act_bits=act_bits,
+                            meta={"random": {"layers": layers, "seed": seed, "density": density}})
+
+
+def random_export_of(out, specs, *, shape, pe: str = "1x16", density: float = 0.6, samples: int = 2, seed: int = 0,
+                     act_bits: int = 8, meta: dict | None = None):
+    """:func:`random_export` of given layer specs (a trained network's shapes: ``density=1`` is
+    the dense network, what ``ternpe train --board`` sizes the array with)."""
     rng = np.random.default_rng(seed)
     geometry = ArrayGeometry.parse(pe)
-    classes = int(re.findall(r"fc(\d+)", layers)[-1])
-    specs = parse_layers(layers, shape, classes)
     x = rng.integers(0, 1 << act_bits, (samples, *shape))
     a = x.astype(np.int64)
     weights, requants, inputs = [], [], []
@@ -82,5 +90,5 @@ def random_export(out, *, shape, layers: str, pe: str = "1x16", density: float =
     outs = run_integer_network(x, specs, weights, requants, act_bits=act_bits)
     golden = golden_vectors(x.astype(np.uint8), np.zeros(samples, np.int64), outs)
     write_export(out, geometry=geometry, act_bits=act_bits, specs=specs, weights=weights, requants=requants,
-                 golden=golden, logit_scale=1.0, meta={"random": {"layers": layers, "seed": seed, "density": density}})
+                 golden=golden, logit_scale=1.0, meta=meta or {"random": {"seed": seed, "density": density}})
     return load_export(out)

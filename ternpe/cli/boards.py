@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["board_names", "board_table"]
+__all__ = ["board_names", "board_table", "export_board"]
 
 
 def board_names(family: str | None = None, sep: str = ", ") -> str:
@@ -26,3 +26,14 @@ def board_table() -> str:
                 f"{b.baud / 1e6:g} Mbaud on {b.uart_note}, {b.programmer}, .{b.bitstream_ext}")
         lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent=" " * 15)
     return "\n".join(lines)
+
+
+def export_board(export_dir) -> str | None:
+    """The board an export's network was trained for (``ternpe train --board``), or None."""
+    import json
+    import pathlib
+    path = pathlib.Path(export_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text()).get("meta", {}).get("board")
+    except (OSError, ValueError):
+        return None          # the command's own load says what is wrong with the export

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
                         epilog=_EPILOG.format(boards=board_table()),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     bd.add_argument("export", help="export directory written by `ternpe export`")
-    bd.add_argument("--board", required=True, help=board_names())
+    bd.add_argument("--board", default=None, help=board_names() + " (default: the board the network was trained "
+                                                                   "for, `ternpe train --board`)")
     bd.add_argument("--pe", default=None, help="array P'xG (P' a multiple of the trained P), or auto: the widest "
                                                "array the board's device takes (default: as trained)")
     bd.add_argument("--clock", type=float, default=None, help="accelerator clock in MHz (default: the board's, "
@@ -47,6 +48,10 @@ def run(a) -> int:
     from ternpe.flow.build import build
     if a.verify_samples < 0:
         raise ValueError(f"--verify-samples must be >= 0, not {a.verify_samples}")
+    from .boards import board_names, export_board
+    a.board = a.board or export_board(a.export)
+    if a.board is None:
+        raise ValueError(f"give --board ({board_names()}): {a.export} was not trained for a board")
     r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe,
               verify_samples=a.verify_samples)
     res = r["resources"]

@@ -27,10 +27,15 @@ def add_parser(sub) -> None:
                                                 "tile is skipped when all its trained parts are pruned), or auto: "
                                                 "the widest that fits --device (default: as trained)")
     from ternpe.devices import DEVICES
-    gen.add_argument("--device", default=None, help=f"check the fit and print the memory plan: {', '.join(DEVICES)}")
+    gen.add_argument("--device", default=None, help=f"check the fit and print the memory plan: {', '.join(DEVICES)} "
+                                                    "(default: the device of the board the network was trained for)")
 
 
 def run(a) -> int:
     from ternpe.flow.generate import generate
+    from .boards import export_board
+    if a.device is None and export_board(a.export):
+        from ternpe.hw.boards import BOARDS
+        a.device = BOARDS[export_board(a.export)].device
     generate(a.export, a.out, pe=a.pe, device=a.device)
     return 0

@@ -91,7 +91,11 @@ def run(a) -> int:
 
 
 def _device(a) -> str | None:
-    """The device whose build is simulated: ``--device``, else ``--board``'s."""
+    """The device whose build is simulated: ``--device``, else ``--board``'s, else that of the
+    board the network was trained for."""
+    from .boards import export_board
+    if a.board is None and a.device is None:
+        a.board = export_board(a.export)
     if a.board is None:
         return a.device
     from ternpe.hw.boards import BOARDS

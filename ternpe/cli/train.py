@@ -25,6 +25,12 @@ the tile (pruning group) is P filters x min(G, Cin) input channels x k x k;
 spends on it, so pruning lands where the time goes; metrics.json reports cycles,
 dense_cycles and speedup from the accelerator's own cycle model.
 
+--board B trains for a board: before training, the resource model picks the widest array
+P x G whose accelerator (every tile kept) fits B's FPGA, and training uses it as its --pe:
+the tile is then P filters wide, a pruned tile is a pass that array skips, and --cost cycles
+weighs each tile by what it costs there. The run and its export record the board, and
+`ternpe generate`/`sim` default to its device, `ternpe build` to the board.
+
 --arch as a layer spec:
   LAYER_SPEC
 
@@ -32,6 +38,7 @@ examples:
   ternpe train                                   # digits, cnn, --pe 1x16, wpc (lambda 1, --cost cycles)
   ternpe train --method naive --lam 2 --out runs/naive
   ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
+  ternpe train --dataset mnist --board ulx3s --out runs/mnist-ulx3s   # the array chosen for the ULX3S
   ternpe train --dataset mnist --data-dir ~/data/mnist --epochs-float 5 --out runs/mnist-full
   ternpe train --arch c16,p,c32,p,c32,fc10 --dataset mnist --target-speedup 3 --out runs/mine
   ternpe train --arch resnet20 --dataset cifar10 --data-dir ~/data/cifar10 --first-last fp
@@ -65,6 +72,8 @@ def add_parser(sub) -> None:
     t.add_argument("--width", type=int, default=None, help="filters of the cnn's first conv (default 16; the second "
                    "has twice as many) or units of the mlp's first hidden layer (default 64)")
     t.add_argument("--pe", default=d["pe"], help="array geometry PxG: P output channels in parallel x G input lanes (default: %(default)s)")
+    t.add_argument("--board", default=None, help="train for this board: the array (P of --pe's G) chosen for its FPGA "
+                                                 "by the resource model before training (see below)")
     t.add_argument("--method", default=d["method"], help=f"{', '.join(METHODS)} (default: %(default)s)")
     t.add_argument("--lam", type=float, default=d["lam"],
                    help="penalty weight lambda: each step shrinks a group the penalty pulls by lr x lambda x its "
@@ -125,6 +134,8 @@ def run(a) -> int:
                       first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
                       epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
                       device=a.device, lr=a.lr, lr_ternary=a.lr_ternary, augment=a.augment)
+    if a.board is not None:
+        cfg = _for_board(cfg, a.board)
     if a.workers > 1:
         _check_workers(a, cfg)
         return _launch_workers(a.workers, a.argv)
@@ -140,6 +151,27 @@ def run(a) -> int:
     if main_rank:
         print(f"run written to {a.out} (metrics.json, tilemaps/, training.png)")
     return 0
+
+
+def _for_board(cfg, board_name: str):
+    """``cfg`` with the array chosen for ``board_name``'s FPGA (the resource model, every tile kept)."""
+    import dataclasses
+    from ternpe.contract import ArrayGeometry
+    from ternpe.flow.resources import array_for_device
+    from ternpe.hw.boards import BOARDS
+    from ternpe.model.data import load_dataset
+    from ternpe.model.nets import build_net
+    if board_name not in BOARDS:
+        raise ValueError(f"--board {board_name}: unknown board; choose one of {', '.join(BOARDS)}")
+    cfg.validate()
+    board = BOARDS[board_name]
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last,
+                    width=cfg.width)
+    G = ArrayGeometry.parse(cfg.pe).G
+    geometry, limit = array_for_device(net.specs(), ds.shape, board.device, G=G, act_bits=cfg.act_bits)
+    print(f"ternpe train: --board {board_name} ({board.device}): array {geometry}, limited by {limit}", flush=True)
+    return dataclasses.replace(cfg, pe=str(geometry), board=board_name)
 
 
 def _check_workers(a, cfg) -> None:
