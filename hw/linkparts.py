@@ -109,9 +109,8 @@ class RequestParser(wiring.Component):
         took = rx.valid & rx.ready
         timer = Signal(range(max(self.timeout_cycles, self.quiet_cycles) + 1))
         seq, cmd = Signal(8, init=SEQ_UNKNOWN), Signal(8)
-        csum = Signal(8)              # the sum of the request from SEQ on
-        want = Signal(8)              # the checksum byte that makes it zero, kept beside it: the last
-                                      # byte's check is one 8-bit compare, no adder
+        want = Signal(8)              # minus the sum from SEQ on: the checksum byte that makes it zero (the
+                                      # last byte's check is one 8-bit compare, no adder)
         count = Signal(range(self.input_bytes + 1))
         count_last = Signal()         # count is at the image's last byte (a compare made a byte early)
         # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
@@ -140,13 +139,7 @@ class RequestParser(wiring.Component):
                 end(STATUS_TIMEOUT, abort_now=1)
 
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.flush):
-                    m.d.sync += timer.eq(0)
-                    m.next = "DISCARD"
-                with m.Elif(rx.valid & (rx.payload == REQ_MAGIC[0])):
-                    m.d.sync += [timer.eq(0), seq.eq(SEQ_UNKNOWN)]
-                    m.next = "MAGIC1"
+            self._between_requests(m, timer, seq)
             with m.State("MAGIC1"):
                 with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
                     m.next = "SEQ"
@@ -155,13 +148,13 @@ class RequestParser(wiring.Component):
                 next_byte()
             with m.State("SEQ"):
                 with m.If(rx.valid):
-                    m.d.sync += [seq.eq(rx.payload), csum.eq(rx.payload), want.eq(-rx.payload)]
+                    m.d.sync += [seq.eq(rx.payload), want.eq(-rx.payload)]
                     m.next = "CMD"
                 next_byte()
             with m.State("CMD"):
                 with m.If(rx.valid):
-                    m.d.sync += [cmd.eq(rx.payload), csum.eq(csum + rx.payload), want.eq(-(csum + rx.payload)),
-                                 count.eq(0), count_last.eq(self.input_bytes == 1)]
+                    m.d.sync += [cmd.eq(rx.payload), want.eq(want - rx.payload), count.eq(0),
+                                 count_last.eq(self.input_bytes == 1)]
                     with m.If(rx.payload == CMD_INFER):
                         m.next = "DATA"
                     with m.Elif(rx.payload == CMD_INFO):
@@ -172,7 +165,7 @@ class RequestParser(wiring.Component):
             with m.State("DATA"):
                 m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
                 with m.If(took):
-                    m.d.sync += [csum.eq(csum + rx.payload), want.eq(-(csum + rx.payload)), count.eq(count + 1),
+                    m.d.sync += [want.eq(want - rx.payload), count.eq(count + 1),
                                  count_last.eq(count == self.input_bytes - 2)]
                     with m.If(count_last):
                         m.next = "CHECK"
@@ -182,17 +175,29 @@ class RequestParser(wiring.Component):
                     good = rx.payload == want
                     end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
-            with m.State("ENDED"):          # the request and abort are out; the next byte waits
-                m.d.comb += [rx.ready.eq(0), self.busy.eq(1)]
-                m.next = "IDLE"
-            with m.State("DISCARD"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += timer.eq(timer + 1)
-                with m.If(rx.valid):
-                    m.d.sync += timer.eq(0)
-                with m.Elif(timer == self.quiet_cycles - 1):
-                    m.next = "IDLE"
         return m
+
+    def _between_requests(self, m, timer, seq):
+        """The states outside a request: waiting for its magic, the cycle after one ended, and the
+        dropping of bytes after ``flush`` until the line is quiet."""
+        rx = self.rx
+        with m.State("IDLE"):
+            with m.If(self.flush):
+                m.d.sync += timer.eq(0)
+                m.next = "DISCARD"
+            with m.Elif(rx.valid & (rx.payload == REQ_MAGIC[0])):
+                m.d.sync += [timer.eq(0), seq.eq(SEQ_UNKNOWN)]
+                m.next = "MAGIC1"
+        with m.State("ENDED"):          # the request and abort are out; the next byte waits
+            m.d.comb += [rx.ready.eq(0), self.busy.eq(1)]
+            m.next = "IDLE"
+        with m.State("DISCARD"):
+            m.d.comb += self.busy.eq(1)
+            m.d.sync += timer.eq(timer + 1)
+            with m.If(rx.valid):
+                m.d.sync += timer.eq(0)
+            with m.Elif(timer == self.quiet_cycles - 1):
+                m.next = "IDLE"
 
 
 class HeaderSpotter(wiring.Component):
