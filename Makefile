@@ -66,7 +66,7 @@ bitstreams: setup
 # README), pruned to half the dense cycles or fewer; every layer co-simulated on Verilator; its
 # ULX3S bitstream at the board's 100 MHz (bitstreams/ulx3s/resnet20.bit).
 RESNET_FLAGS ?= --dataset synthetic-rgb32 --arch resnet20 --epochs-float 6 --epochs-ternary 8 --epochs-finetune 3 \
-	--target-speedup 2
+	--target-speedup 2 --lam-max 40
 resnet20: setup
 	$(BIN)/ternpe train $(RESNET_FLAGS) --out runs/resnet20
 	$(BIN)/ternpe export runs/resnet20 --out exports/resnet20

@@ -46,10 +46,11 @@ def parse_stat(text: str) -> dict:
     submodule instances (module name -> count)."""
     mods, hier, cur = {}, {}, None
     for line in text.splitlines():
-        m = re.match(r"^=== (\S+) ===", line)
-        if m:
-            cur = m.group(1)
-            mods[cur], hier[cur] = {}, {}
+        m = re.match(r"^=== (.+) ===", line)
+        if m:                                       # a module's section; "design hierarchy" ends them
+            cur = None if " " in m.group(1) else m.group(1)
+            if cur:
+                mods[cur], hier[cur] = {}, {}
             continue
         m = re.match(r"^\s+(\d+)\s+(\S+)\s*$", line)
         if cur and m:
@@ -58,7 +59,7 @@ def parse_stat(text: str) -> dict:
                 mods[cur][cell] = mods[cur].get(cell, 0) + n
             else:
                 hier[cur][cell] = hier[cur].get(cell, 0) + n
-    mods["__hier__"] = hier
+    mods["__hier__"] = {k: {s: n for s, n in v.items() if s in mods} for k, v in hier.items()}
     return mods
 
 
@@ -74,7 +75,7 @@ def totals(mods: dict, module: str) -> dict:
 def summary(cells: dict) -> dict:
     return {"LC": cells.get("SB_LUT4", 0) + cells.get("SB_CARRY", 0),
             "FF": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
-            "BRAM": cells.get("SB_RAM40_4K", 0), "MAC16": cells.get("SB_MAC16", 0),
+            "BRAM": cells.get("SB_RAM40_4K", 0), "SPRAM": cells.get("SB_SPRAM256KA", 0), "MAC16": cells.get("SB_MAC16", 0),
             "LUT4": cells.get("SB_LUT4", 0)}
 
 
@@ -101,9 +102,10 @@ def main(argv=None) -> int:
             walk(sub, sub if n == 1 else f"{sub} x{n}", depth + 1)
     walk("core", "core", 0)
     print(f"## {args.export}: PE {plan.geometry}, {args.device} options, yosys synth_ice40 -dsp -noflatten\n")
-    print("| block | logic cells (LUT4 + carry) | flip-flops | block RAM | MAC16 |\n|---|---|---|---|---|")
+    print("| block | LUT4 + carry | flip-flops | block RAM | SPRAM | MAC16 |\n|---|---|---|---|---|---|")
     for depth, name, module, s in rows:
-        print(f"| {'&nbsp;' * 4 * depth}{name} | {s['LC']} | {s['FF']} | {s['BRAM']} | {s['MAC16']} |")
+        short = name if depth == 0 else "." * 2 * (depth - 1) + name.split(".")[-1]
+        print(f"| {short} | {s['LC']} | {s['FF']} | {s['BRAM']} | {s['SPRAM']} | {s['MAC16']} |")
     core = summary(totals(mods, "core"))
     scaled = [m for m in hier if re.search(r"(array|requant)", m)]
     grows = {"LC": 0, "FF": 0}
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
                 s = summary(totals(mods, module))
                 grows["LC"] += subs[module] * s["LC"]
                 grows["FF"] += subs[module] * s["FF"]
-    print(f"\nfixed (all but the PE array and the requantizers): {core['LC'] - grows['LC']} logic cells, "
+    print(f"\nfixed (all but the PE array and the requantizers): {core['LC'] - grows['LC']} LUT4 + carry, "
           f"{core['FF'] - grows['FF']} flip-flops of {core['LC']} / {core['FF']}")
     return 0
 
