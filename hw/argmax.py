@@ -55,8 +55,10 @@ class Argmax(wiring.Component):
         half = lb // 2
         hi_gt, hi_eq, lo_gt, cmp_i = Signal(), Signal(), Signal(), Signal(range(classes))
         oi = Signal(range(classes + 1))
+        # one mux over the logits: the next candidate while comparing, the logit sent while sending
+        k, sending = Signal(range(classes + 1)), Signal()
         cur = Signal(signed(lb))
-        m.d.comb += cur.eq(logits[oi] if classes > 1 else logits[0])
+        m.d.comb += [k.eq(n >> 1), cur.eq(logits[Mux(sending, oi, k)] if classes > 1 else logits[0])]
         with m.FSM(name="argmax"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -66,9 +68,8 @@ class Argmax(wiring.Component):
                 # fetch (n even) / compare the halves (n odd) / update with the next fetch
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += n.eq(n + 1)
-                k = n >> 1
                 with m.If(~n[0]):
-                    m.d.sync += [cand.eq(logits[k] if classes > 1 else logits[0]), cand_i.eq(k)]
+                    m.d.sync += [cand.eq(cur), cand_i.eq(k)]
                     with m.If((n >= 2) & ((cmp_i == 0) | hi_gt | (hi_eq & lo_gt))):
                         m.d.sync += [best.eq(cand), best_i.eq(cmp_i)]
                 with m.Else():
@@ -79,7 +80,8 @@ class Argmax(wiring.Component):
                     m.d.sync += oi.eq(0)
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(Mux(oi == classes, best_i, cur))]
+                m.d.comb += [sending.eq(1), self.output.valid.eq(1),
+                             self.output.payload.eq(Mux(oi == classes, best_i, cur))]
                 with m.If(self.output.ready):
                     m.d.sync += oi.eq(oi + 1)
                     with m.If(oi == classes):
