@@ -400,7 +400,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     board, report = _board_of(bitstream, board_name, samples)
     clock_hz = clock_hz or report.get("clock_mhz", board.clock_hz / 1e6) * 1e6
     baud = baud or report.get("baud", board.baud)
-    ex = load_export(export_dir)
+    # a build's plan holds its export (widened or not: the files, so the export id, are the same)
+    ex = plan.export if plan is not None else load_export(export_dir)
     require("iverilog", "vvp")
     div = uart_divisor(clock_hz, baud)
     if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
