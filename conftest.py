@@ -7,6 +7,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _unused_elaboratables_warn():
+    """Amaranth stays silent about blocks built and never elaborated until a process has
+    elaborated something; elaborate a trivial module first, so that in every test worker a
+    block that is built and then refused (left unused) fails the test that leaves it, whatever
+    ran before it on that worker."""
+    from amaranth.hdl import Fragment, Module
+    Fragment.get(Module(), None)
+
+
 def _train_and_export(root, *, pe="1x16", method="wpc", lam=10.0, seed=3, samples=16):
     import torch
     torch.set_num_threads(1)

@@ -19,7 +19,8 @@ import time
 
 from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
 from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
-from ternpe.hw.boards import BOARDS, BoardTop
+from ternpe.hw.boards import BOARDS, BoardTop, ecp5_pll, ice40_pll
+from ternpe.hw.uart import divisor as uart_divisor
 from ternpe.hw.plan import GenerateError
 from .generate import prepare
 
@@ -72,7 +73,12 @@ def _board(board_name: str, clock_mhz):
 
 
 def _top(plan, board, clock_mhz) -> BoardTop:
+    """The board's top, its clock and UART divisor checked before it exists (a top that is built
+    and then refused would be an unused elaboratable)."""
+    clock_hz = clock_mhz * 1e6 if clock_mhz is not None else board.clock_hz
     try:
+        pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, clock_hz)
+        uart_divisor(pll["f_out"], board.baud)
         return BoardTop(plan, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None)
     except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
         raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "
@@ -205,8 +211,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     board = _board(board_name, clock_mhz)
     plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic, log=log)
     name = pathlib.Path(export_dir).resolve().name
-    top = _top(plan, board, clock_mhz)
     env = _check_tools(board, verify=bool(verify_samples))
+    top = _top(plan, board, clock_mhz)
     bdir = pathlib.Path(build_root) / board_name / name
     bdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
