@@ -34,7 +34,7 @@ def is_layer_spec(arch: str) -> bool:
 
 @dataclasses.dataclass
 class TrainConfig:
-    dataset: str = "digits"
+    dataset: str = "mnist"          # the built-in 5,000-digit sample: what make demo trains
     data_dir: str | None = None
     arch: str = "cnn"
     width: int | None = None

@@ -32,7 +32,7 @@ def test_help_lists_commands_and_examples(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    for word in ("wpc", "lasso-then-ternary", "naive", "--pe", "1xG", "default: digits"):
+    for word in ("wpc", "lasso-then-ternary", "naive", "--pe", "1xG", "default: mnist"):
         assert word in out
 
 

@@ -35,7 +35,8 @@ weighs each tile by what it costs there. The run and its export record the board
   LAYER_SPEC
 
 examples:
-  ternpe train                                   # digits, cnn, --pe 1x16, wpc (lambda 1, --cost cycles)
+  ternpe train                                   # the MNIST demo: cnn, --pe 1x16, wpc (lambda 1, --cost cycles)
+  ternpe train --dataset digits --lam 0.3 --out runs/digits   # the quick 8x8 digits run (make demo DATASET=digits)
   ternpe train --method naive --lam 2 --out runs/naive
   ternpe train --dataset mnist --out runs/mnist            # the 5,000 MNIST digits built in
   ternpe train --dataset mnist --board ulx3s --out runs/mnist-ulx3s   # the array chosen for the ULX3S
@@ -121,7 +122,7 @@ def add_parser(sub) -> None:
     t.add_argument("--workers", type=int, default=1, metavar="N",
                    help="train on N processes with torch DistributedDataParallel, launched through torchrun "
                         "(gloo on the CPU, nccl on CUDA; default: %(default)s)")
-    t.add_argument("--out", default="runs/digits", help="run directory (default: %(default)s)")
+    t.add_argument("--out", default="runs/mnist", help="run directory (default: %(default)s)")
 
 
 def run(a) -> int:
