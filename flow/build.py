@@ -19,8 +19,7 @@ import time
 
 from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
 from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
-from ternpe.hw.boards import BOARDS, BoardTop, ecp5_pll, ice40_pll
-from ternpe.hw.uart import divisor as uart_divisor
+from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
 from .generate import prepare
 
@@ -73,12 +72,7 @@ def _board(board_name: str, clock_mhz):
 
 
 def _top(plan, board, clock_mhz) -> BoardTop:
-    """The board's top, its clock and UART divisor checked before it exists (a top that is built
-    and then refused would be an unused elaboratable)."""
-    clock_hz = clock_mhz * 1e6 if clock_mhz is not None else board.clock_hz
     try:
-        pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, clock_hz)
-        uart_divisor(pll["f_out"], board.baud)
         return BoardTop(plan, board, clock_hz=clock_mhz * 1e6 if clock_mhz is not None else None)
     except ValueError as e:          # no PLL setting, or no UART divisor, for that clock
         raise BuildError(f"--clock {clock_mhz}: {e}; choose another clock (the board's default is "

@@ -42,16 +42,12 @@ from .argmax import Argmax
 from .array import PEArray
 from .controller import Controller, OpTag
 from .input import InputBuffer
-from .plan import AcceleratorPlan, GenerateError, shortcut_lanes
+from .plan import AcceleratorPlan, GenerateError, log2 as _log2, shortcut_lanes
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer
 from .writeback import LogitRegisters, WriteBack
 
 __all__ = ["GenerateError", "Accelerator"]
-
-
-def _log2(n: int) -> int:
-    return n.bit_length() - 1
 
 
 class Accelerator(wiring.Component):

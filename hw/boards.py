@@ -114,13 +114,21 @@ class BoardTop(Elaboratable):
         The accelerator clock (the PLL's nearest) and the UART rate; the board's own by default.
     """
 
+    @staticmethod
+    def clocking(board: Board, clock_hz: float | None = None, baud: int | None = None) -> tuple:
+        """``(pll, clock_hz, baud, divisor)`` of ``board`` at ``clock_hz`` (the PLL's nearest) and
+        ``baud``; :class:`ValueError` when no PLL setting or UART divisor makes them."""
+        pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, clock_hz or board.clock_hz)
+        baud = baud or board.baud
+        return pll, pll["f_out"], baud, divisor(pll["f_out"], baud)
+
+    def __new__(cls, plan, board: Board, *, clock_hz: float | None = None, baud: int | None = None):
+        cls.clocking(board, clock_hz, baud)      # before the top exists: a refused top is never left unused
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, plan, board: Board, *, clock_hz: float | None = None, baud: int | None = None):
         self.board = board
-        want = clock_hz or board.clock_hz
-        self.pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, want)
-        self.clock_hz = self.pll["f_out"]
-        self.baud = baud or board.baud
-        self.divisor = divisor(self.clock_hz, self.baud)
+        self.pll, self.clock_hz, self.baud, self.divisor = self.clocking(board, clock_hz, baud)
         self.plan = plan
         self.core = BoardCore(plan, divisor=self.divisor, timeout_cycles=int(self.clock_hz * 0.05))
 

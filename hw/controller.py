@@ -267,7 +267,7 @@ class Controller(wiring.Component):
             with m.State("SETUP"):
                 self._setup(m, w, c)
             with m.State("RUN"):
-                self._run(m, entry=self.entry, op=self.op, c=c, **{k: v for k, v in w.items()})
+                self._run(m, entry=self.entry, op=self.op, c=c, **w)
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += drain.eq(drain + 1)

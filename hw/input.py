@@ -29,14 +29,10 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import unsigned_bits
 from ternpe.cycles import patch_rows
-from .plan import MemoryName, input_memories
+from .plan import MemoryName, input_memories, log2ceil
 from .spram import SinglePortRAM
 
 __all__ = ["InputBuffer"]
-
-
-def _log2ceil(n: int) -> int:
-    return max(0, (n - 1).bit_length())
 
 
 class InputBuffer(wiring.Component):
@@ -118,7 +114,7 @@ class InputBuffer(wiring.Component):
         width, depth = mems[MemoryName.INPUT]
         m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[])
         rd, wr = mem.read_port(), mem.write_port(granularity=A)
-        abits = _log2ceil(depth) - 1
+        abits = log2ceil(depth) - 1
         n = s.in_h * s.in_w * s.cin
         i, word, lane = Signal(range(n + 1)), Signal(max(1, abits)), Signal(range(G))
         m.d.comb += last_pixel.eq(i == n - 1)
@@ -139,7 +135,7 @@ class InputBuffer(wiring.Component):
         H, W, C, R, pad = s.in_h, s.in_w, s.cin, patch_rows(s), s.pad
         npool = 2 if s.pool else 1
         width, depth = mems[MemoryName.input_bank(0)]
-        abits = _log2ceil(depth) - 1
+        abits = log2ceil(depth) - 1
         banks = []
         for b in range(R):
             m.submodules[f"bank{b}"] = ram = SinglePortRAM(width=width, depth=depth, lane_bits=A, spram=self.spram)

@@ -29,7 +29,7 @@ from .actmem import ActivationPlan, plan_activations
 from .weights import tile_entry_bits, tile_program
 
 __all__ = ["GenerateError", "AcceleratorOptions", "LayerPlan", "AcceleratorPlan", "MemoryName", "plan_accelerator",
-           "shortcut_lanes", "shortcut_constants", "write_elements", "input_memories"]
+           "shortcut_lanes", "shortcut_constants", "write_elements", "element_limit", "input_memories", "log2", "log2ceil"]
 
 
 class GenerateError(ContractError):
@@ -38,6 +38,16 @@ class GenerateError(ContractError):
 
 def _is_pow2(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
+
+
+def log2(n: int) -> int:
+    """``log2`` of a power of two (lane, bank and row counts)."""
+    return n.bit_length() - 1
+
+
+def log2ceil(n: int) -> int:
+    """Address bits of ``n`` entries."""
+    return max(0, (n - 1).bit_length())
 
 
 class MemoryName:
@@ -208,6 +218,12 @@ def write_elements(ex) -> int:
     return max(l.spec.out_h * l.spec.out_w * l.spec.cout for l in ex.layers)
 
 
+def element_limit(plan) -> int:
+    """One past the largest element index of the activation memory the write-back counts
+    (from a layer's base x G through its output)."""
+    return plan.act.depth * plan.geometry.G + write_elements(plan.export) + 1
+
+
 def _logit_bits(ex) -> int:
     """Width that holds every logit: per channel ``(acc * mult + bias) >> shift`` at the extremes
     of the accumulator (``+-fan_in * (2**act_bits - 1)``), from the export's own constants."""
@@ -237,8 +253,6 @@ def _programs(ex) -> tuple:
 
 def input_memories(spec, G: int, act_bits: int, window: bool) -> dict:
     """``{name: (width, depth)}`` of the input buffer's memories (both slots)."""
-    def log2ceil(n):
-        return max(0, (n - 1).bit_length())
     if window:
         R = cycles.patch_rows(spec)
         depth = 2 << log2ceil(-(-spec.in_h // R) * spec.in_w)
@@ -284,11 +298,6 @@ class AcceleratorPlan:
     def window(self) -> bool:
         """The first layer runs in window mode (its lanes from the input patch)."""
         return self.layers[0].window
-
-    @property
-    def write_bases(self) -> tuple:
-        """Per hidden layer, the first word of its output in the activation memory."""
-        return self.act.bases
 
     @property
     def layer_bases(self) -> tuple:

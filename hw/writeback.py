@@ -11,18 +11,9 @@ from amaranth.lib.wiring import In, Out
 from ternpe.contract import requantize
 from ternpe.cycles import rows_per_group
 from .controller import OpTag
-from .plan import write_elements
+from .plan import element_limit, log2 as _log2
 
 __all__ = ["WriteBack", "LogitRegisters"]
-
-
-def _log2(n: int) -> int:
-    return n.bit_length() - 1
-
-
-def _element_bits(plan) -> int:
-    """Width of the write-back's element counter (a flattened ``(h, w, c)`` index in the memory)."""
-    return (plan.act.depth * plan.geometry.G + write_elements(plan.export)).bit_length()
 
 
 def write_banks(plan) -> int:
@@ -65,7 +56,8 @@ class WriteBack(wiring.Component):
     def __init__(self, plan):
         self.plan = plan
         g, A = plan.geometry, plan.act_bits
-        self.addr_bits = max(1, _element_bits(plan) + 1 - _log2(g.G))
+        # the element counter's width (range(element_limit)), one bit for the row's channels, less the lanes
+        self.addr_bits = max(1, (element_limit(plan) - 1).bit_length() + 1 - _log2(g.G))
         super().__init__({
             "valid": In(1), "y": In(data.ArrayLayout(unsigned(A), g.P)), "tag": In(OpTag(plan)),
             "wr_addr": Out(self.addr_bits), "wr_data": Out(g.G * A),
@@ -113,8 +105,7 @@ class WriteBack(wiring.Component):
         plan, tq = self.plan, self.tag
         G, P, ex = plan.geometry.G, plan.geometry.P, plan.export
         bases_e = [wbase * G for _, wbase in plan.layer_bases]
-        depth_e = plan.act.depth * G + write_elements(ex) + 1
-        e_wb, e_next, e_now = (Signal(range(depth_e), name=n) for n in ("e_wb", "e_next", "e_now"))
+        e_wb, e_next, e_now = (Signal(range(element_limit(plan)), name=n) for n in ("e_wb", "e_next", "e_now"))
         first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
         after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
         step = Array(Const(l.spec.cout, 16) for l in ex.layers)[tq.layer]
