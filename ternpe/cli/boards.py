@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
-__all__ = ["board_names", "board_table", "export_board"]
+__all__ = ["board_names", "board_table", "board", "export_board"]
 
 
 def board_names(family: str | None = None, sep: str = ", ") -> str:
@@ -26,6 +26,14 @@ def board_table() -> str:
                 f"{b.baud / 1e6:g} Mbaud on {b.uart_note}, {b.programmer}, .{b.bitstream_ext}")
         lines += textwrap.wrap(text, 100, initial_indent="  ", subsequent_indent=" " * 15)
     return "\n".join(lines)
+
+
+def board(name: str):
+    """The :class:`~ternpe.hw.boards.Board` ``--board name`` names, or a clear error."""
+    from ternpe.hw.boards import BOARDS
+    if name not in BOARDS:
+        raise ValueError(f"--board {name}: unknown board; choose one of {', '.join(BOARDS)}")
+    return BOARDS[name]
 
 
 def export_board(export_dir) -> str | None:

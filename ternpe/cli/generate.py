@@ -33,9 +33,9 @@ def add_parser(sub) -> None:
 
 def run(a) -> int:
     from ternpe.flow.generate import generate
-    from .boards import export_board
-    if a.device is None and export_board(a.export):
-        from ternpe.hw.boards import BOARDS
-        a.device = BOARDS[export_board(a.export)].device
+    from .boards import board, export_board
+    trained_for = export_board(a.export) if a.device is None else None
+    if trained_for:
+        a.device = board(trained_for).device
     generate(a.export, a.out, pe=a.pe, device=a.device)
     return 0

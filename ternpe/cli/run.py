@@ -87,12 +87,8 @@ def run(a) -> int:
 
 def _device(a) -> str | None:
     """The device of ``--board`` (None without one)."""
-    if a.board is None:
-        return None
-    from ternpe.hw.boards import BOARDS
-    if a.board not in BOARDS:
-        raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(sorted(BOARDS))}")
-    return BOARDS[a.board].device
+    from .boards import board
+    return None if a.board is None else board(a.board).device
 
 
 def _transport(a, plan) -> tuple:
@@ -107,11 +103,12 @@ def _transport(a, plan) -> tuple:
         board = f" as built for {a.board}" if a.board else ""
         return t, f"the simulated board{board} (PE {plan.geometry}, {a.simulator})"
     from ternpe.flow.host import SerialTransport
-    from ternpe.hw.boards import BOARDS
-    _device(a)                       # a known board
+    from .boards import board
+    if a.board is not None:
+        board(a.board)               # a known board, before the port is asked for
     if not a.port or a.board is None:
         raise ValueError("give --board and --port (e.g. --board icebreaker --port /dev/ttyUSB1), or --sim")
-    return SerialTransport(a.port, BOARDS[a.board].baud), f"{a.board} on {a.port}"
+    return SerialTransport(a.port, board(a.board).baud), f"{a.board} on {a.port}"
 
 
 def _infer_each(b, todo: list, ex) -> int:

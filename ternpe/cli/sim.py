@@ -93,17 +93,15 @@ def run(a) -> int:
 def _device(a) -> str | None:
     """The device whose build is simulated: ``--device``, else ``--board``'s, else that of the
     board the network was trained for."""
-    from .boards import export_board
+    from .boards import board, export_board
     if a.board is None and a.device is None:
         a.board = export_board(a.export)
     if a.board is None:
         return a.device
-    from ternpe.hw.boards import BOARDS
-    if a.board not in BOARDS:
-        raise ValueError(f"--board {a.board}: unknown board; choose one of {', '.join(BOARDS)}")
-    if a.device is not None and a.device != BOARDS[a.board].device:
-        raise ValueError(f"--board {a.board} has device {BOARDS[a.board].device}, not --device {a.device}: give one")
-    return BOARDS[a.board].device
+    device = board(a.board).device
+    if a.device is not None and a.device != device:
+        raise ValueError(f"--board {a.board} has device {device}, not --device {a.device}: give one")
+    return device
 
 
 def _print_layers(samples: list) -> None:

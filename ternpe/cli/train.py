@@ -159,13 +159,11 @@ def _for_board(cfg, board_name: str):
     import dataclasses
     from ternpe.contract import ArrayGeometry
     from ternpe.flow.resources import array_for_device
-    from ternpe.hw.boards import BOARDS
     from ternpe.model.data import load_dataset
     from ternpe.model.nets import build_net
-    if board_name not in BOARDS:
-        raise ValueError(f"--board {board_name}: unknown board; choose one of {', '.join(BOARDS)}")
+    from .boards import board as board_named
+    board = board_named(board_name)
     cfg.validate()
-    board = BOARDS[board_name]
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last,
                     width=cfg.width)
