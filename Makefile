@@ -40,7 +40,7 @@ DATASET ?= mnist
 BOARDS := icebreaker upduino ulx3s orangecrab
 
 # Training flags per data set: on the 8x8 digits every conv2 filter carries accuracy, so the quick
-# demo prunes gently (lambda 0.3); MNIST takes the defaults (--cost cycles, lambda 1). See README.
+# demo prunes gently (lambda 0.3); MNIST takes the defaults (--cost cycles, lambda 1). See docs/demo.md.
 TRAIN_FLAGS_digits := --lam 0.3
 TRAIN_FLAGS ?= $(TRAIN_FLAGS_$(DATASET))
 
@@ -63,7 +63,7 @@ bitstreams: setup
 		|| exit 1; done
 
 # ResNet-20 (option A shortcuts) on the CIFAR-shaped synthetic set (32x32x3; CIFAR-10 itself: see
-# README), pruned to half the dense cycles or fewer; every layer co-simulated on Verilator; its
+# docs/demo.md), pruned to half the dense cycles or fewer; every layer co-simulated on Verilator; its
 # ULX3S bitstream at the board's 100 MHz (bitstreams/ulx3s/resnet20.bit).
 RESNET_FLAGS ?= --dataset synthetic-rgb32 --arch resnet20 --epochs-float 6 --epochs-ternary 8 --epochs-finetune 3 \
 	--target-speedup 2 --lam-max 40

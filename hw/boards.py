@@ -2,7 +2,7 @@
 
 Every board runs :class:`~ternpe.hw.boardcore.BoardCore` (UART + host link + accelerator) in one
 clock domain driven by a PLL. The clock of each board was chosen by measurement: the highest PLL
-frequency at which nextpnr closes timing on the digits demo (see the README's table);
+frequency at which nextpnr closes timing on the digits demo (see docs/demo.md, "Clock targets");
 ``ternpe build --clock`` overrides it and the build fails when timing does not close.
 """
 
