@@ -9,8 +9,11 @@ __all__ = ["simulate"]
 
 
 def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool = False) -> dict:
-    """Returns ``{"logits": [N, classes], "classes": [N], "cycles": [N], "clocks": total clock
+    """Returns ``{"logits": [n, classes], "classes": [n], "cycles": [n], "clocks": total clock
     cycles simulated}``.
+
+    With image lanes (``acc.plan.images`` = N) the images go in batches of N (the last filled with
+    blank images); ``cycles`` of an image is its batch's (the counter at the batch's last class).
 
     ``overlap=False`` sends an image, then reads its results. ``overlap=True`` streams every
     image back to back (one pixel per cycle whenever the input is ready) while the output is
@@ -20,11 +23,15 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool =
     res = {"logits": [], "classes": [], "cycles": []}
     clocks = [0]
     n_out = acc.plan.classes + 1
+    N = acc.plan.images
     flats = [np.asarray(img).reshape(-1) for img in images]
+    n_real = len(flats)
+    # image lanes take a batch of N images: the last batch is filled with blank images
+    flats += [np.zeros_like(flats[0])] * (-n_real % N)
 
     async def feed(ctx):
         edge, first = 0, None
-        for flat in flats:
+        for k, flat in enumerate(flats):
             for v in flat:
                 ctx.set(acc.input.payload, int(v))
                 ctx.set(acc.input.valid, 1)
@@ -34,9 +41,11 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool =
                     if ready:
                         first = edge if first is None else first
                         break
-            if not overlap:
+            if not overlap and k % N == N - 1:
                 ctx.set(acc.input.valid, 0)
-                await collect_one(ctx)
+                for _ in range(N):
+                    await collect_one(ctx)
+                _batch_cycles(res, N)
         ctx.set(acc.input.valid, 0)
         res["first_edge"] = first
 
@@ -67,6 +76,8 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool =
                     res["cycles"].append(ctx.get(acc.cycles))
                     done.append(edge)
                     outs = []
+                    if len(res["classes"]) % N == 0:
+                        _batch_cycles(res, N)
         clocks[0] = edge
         res["done_edges"] = done
 
@@ -80,7 +91,12 @@ def simulate(acc, images: np.ndarray, *, vcd: str | None = None, overlap: bool =
             sim.run()
     else:
         sim.run()
-    out = {k: np.asarray(v) for k, v in res.items() if k in ("logits", "classes", "cycles")}
+    out = {k: np.asarray(v[:n_real]) for k, v in res.items() if k in ("logits", "classes", "cycles")}
     if overlap:
-        out["done_at"] = np.asarray(res["done_edges"]) - res["first_edge"]
+        out["done_at"] = (np.asarray(res["done_edges"]) - res["first_edge"])[:n_real]
     return {**out, "clocks": clocks[0]}
+
+
+def _batch_cycles(res, N: int) -> None:
+    """The cycles of a batch of ``N`` images (the counter at its last class) for each of them."""
+    res["cycles"][-N:] = [res["cycles"][-1]] * N

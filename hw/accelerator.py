@@ -31,7 +31,7 @@ busy without an im2col copy of the image.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -103,42 +103,65 @@ class Accelerator(wiring.Component):
             "output": Out(stream.Signature(signed(plan.out_bits))),
             "cycles": Out(32), "busy": Out(1),
             "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_addr": Out(24),
-            "tap_mask": Out(g.G), "tap_data": Out(g.G * plan.act_bits),
+            "tap_mask": Out(plan.images * g.G), "tap_data": Out(plan.images * g.G * plan.act_bits),
         })
 
     def elaborate(self, platform):
         m = Module()
-        ex, g = self.plan.export, self.plan.geometry
+        g, N = self.plan.geometry, self.plan.images
         m.submodules.weights = wb = SparseTileWeightBuffer(self.plan)
-        m.submodules.array = arr = PEArray(geometry=g, act_bits=self.plan.act_bits, acc_bits=self.plan.acc_bits)
-        m.submodules.inbuf = inb = InputBuffer(self.plan, adv_delay=3)
+        inbs = []
+        for e in range(N):
+            m.submodules[_lane_name("inbuf", e)] = inb = InputBuffer(self.plan, adv_delay=3)
+            inbs.append(inb)
         m.submodules.ctrl = ctrl = Controller(self.plan, list_addr_bits=len(wb.entry_addr),
                                               word_addr_bits=len(wb.word_addr))
+        # the image lanes run in lockstep: a patch is taken when every lane has gathered it
         m.d.comb += [wb.entry_addr.eq(ctrl.entry_addr), ctrl.entry.eq(wb.entry),
-                     ctrl.win_ok.eq(inb.win_ok), inb.win_adv.eq(ctrl.win_adv)]
-        wiring.connect(m, wiring.flipped(self.input), inb.input)
-        act_wr, tags = self._operands(m, wb, arr, inb, ctrl)
-        requants, tq = self._requantize(m, arr, act_wr, tags)
-        logits = self._write_back(m, requants, tq, act_wr)
-        self._sequence(m, ctrl, inb, logits)
+                     ctrl.win_ok.eq(Cat(inb.win_ok for inb in inbs).all())]
+        m.d.comb += [inb.win_adv.eq(ctrl.win_adv) for inb in inbs]
+        self._distribute(m, inbs)
+        banks, tags, arrays = self._operands(m, wb, inbs, ctrl)
+        requants, tq = self._requantize(m, arrays, banks, tags)
+        logits = self._write_back(m, requants, tq, banks)
+        self._sequence(m, ctrl, inbs, logits)
         return m
 
-    def _operands(self, m, wb, arr, inb, ctrl):
-        """The op register, the memory reads and the registered operands of the array."""
+    def _distribute(self, m, inbs):
+        """The input stream to the image lanes: image ``k`` of a batch to lane ``k``."""
+        if len(inbs) == 1:
+            wiring.connect(m, wiring.flipped(self.input), inbs[0].input)
+            return
+        s0 = self.plan.export.layers[0].spec
+        n_in = s0.in_h * s0.in_w * s0.cin
+        lane, pixel = Signal(range(len(inbs)), name="fill_lane"), Signal(range(n_in), name="fill_pixel")
+        with m.Switch(lane):
+            for e, inb in enumerate(inbs):
+                with m.Case(e):
+                    m.d.comb += [inb.input.valid.eq(self.input.valid), self.input.ready.eq(inb.input.ready)]
+        m.d.comb += [inb.input.payload.eq(self.input.payload) for inb in inbs]
+        with m.If(self.input.valid & self.input.ready):
+            m.d.sync += pixel.eq(pixel + 1)
+            with m.If(pixel == n_in - 1):
+                m.d.sync += [pixel.eq(0), lane.eq(Mux(lane == len(inbs) - 1, 0, lane + 1))]
+
+    def _operands(self, m, wb, inbs, ctrl):
+        """The op register, the memory reads and the registered operands of each lane's array."""
         ex, g, A = self.plan.export, self.plan.geometry, self.plan.act_bits
         depth, D = self.plan.act.depth, self.plan.options.ram_bank
-        banks = []
-        for b in range(0, depth, D):
-            # a layer never reads the region it writes (nor does a shortcut): see _banked_read
-            m.submodules[f"act{b // D}"] = mem = Memory(shape=g.G * A, depth=min(D, depth - b), init=[],
-                                                        attrs={"no_rw_check": 1})
-            banks.append(mem)
+        banks = [[] for _ in inbs]
+        for e in range(len(inbs)):
+            for b in range(0, depth, D):
+                # a layer never reads the region it writes (nor does a shortcut): see _banked_read
+                m.submodules[_lane_name(f"act{b // D}", e)] = mem = Memory(
+                    shape=g.G * A, depth=min(D, depth - b), init=[], attrs={"no_rw_check": 1})
+                banks[e].append(mem)
         # the op register: the controller's counters end here, the memories start here
         op = Signal.like(ctrl.op)
         m.d.sync += op.eq(ctrl.op)
         addr = Signal(len(op.act_addr))
-        m.d.comb += [addr.eq(op.act_addr + op.col), inb.rd_addr.eq(addr),
-                     wb.word_addr.eq(ctrl.op.word_addr)]    # a cycle ahead: the ROM's banks are registered
+        m.d.comb += [addr.eq(op.act_addr + op.col), wb.word_addr.eq(ctrl.op.word_addr)]  # the ROM's banks are registered
+        m.d.comb += [inb.rd_addr.eq(addr) for inb in inbs]
         # stage 1: memory data arrives and is registered as it is (block RAM outputs are slow: no
         # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
         # terms (a padding read or an empty row zeroes the weight codes, not the activations)
@@ -149,29 +172,45 @@ class Accelerator(wiring.Component):
         r_w = Signal(g.word_bits)
         # registered in its bank (twice with operand_reg: the first register beside its block RAM),
         # muxed on the way on
-        r_act = self._banked_read(m, banks, addr, "act", regs=2 if self.plan.options.operand_reg else 1)
+        regs = 2 if self.plan.options.operand_reg else 1
+        r_acts = [self._banked_read(m, bk, addr, _lane_name("act", e), regs=regs) for e, bk in enumerate(banks)]
         m.d.sync += [s2.eq(s1), r_w.eq(wb.word)]
         if self.plan.residual:
             self._shortcut_tags(m, op, s1, s2)
-        if self.plan.window:
-            m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
-            first = inb.win_word
-        else:
-            first = Signal(g.G * A)
-            m.d.sync += first.eq(inb.rd_data)
+        firsts = []
+        for e, inb in enumerate(inbs):
+            if self.plan.window:
+                m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
+                firsts.append(inb.win_word)
+            else:
+                first = Signal(g.G * A, name=_lane_name("first", e))
+                m.d.sync += first.eq(inb.rd_data)
+                firsts.append(first)
         if self.plan.options.operand_reg:                # everything else waits the activation's extra register
-            s_d, w_d, first_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d"), Signal(g.G * A, name="first_d")
-            m.d.sync += [s_d.eq(s2), w_d.eq(r_w), first_d.eq(first)]
-            s2, r_w, first = s_d, w_d, first_d
-        act = Mux(s2.tag.layer == 0, first, r_act)
+            s_d, w_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d")
+            m.d.sync += [s_d.eq(s2), w_d.eq(r_w)]
+            s2, r_w = s_d, w_d
+            firsts = [self._register(m, f, _lane_name("first_d", e)) for e, f in enumerate(firsts)]
+        acts = [Mux(s2.tag.layer == 0, first, r_act) for first, r_act in zip(firsts, r_acts)]
         weights = Mux(s2.inb & ~s2.empty, r_w, 0)
         if broadcast_register(g):
-            s3, act_r, w_r = Signal(late), Signal(g.G * A), Signal(g.word_bits)
-            m.d.sync += [s3.eq(s2), act_r.eq(act), w_r.eq(weights)]
-            s2, act, weights = s3, act_r, w_r
-        m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
-                     arr.act.eq(act), arr.weights.eq(weights)]
-        return banks, [s2.tag]
+            s3, w_r = Signal(late), Signal(g.word_bits)
+            m.d.sync += [s3.eq(s2), w_r.eq(weights)]
+            s2, weights = s3, w_r
+            acts = [self._register(m, a, _lane_name("act_r", e)) for e, a in enumerate(acts)]
+        arrays = []
+        for e, act in enumerate(acts):
+            m.submodules[_lane_name("array", e)] = arr = PEArray(geometry=g, act_bits=A, acc_bits=self.plan.acc_bits)
+            m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
+                         arr.act.eq(act), arr.weights.eq(weights)]
+            arrays.append(arr)
+        return banks, [s2.tag], arrays
+
+    @staticmethod
+    def _register(m, value, name):
+        r = Signal(len(value), name=name)
+        m.d.sync += r.eq(value)
+        return r
 
     def _banked_read(self, m, banks, addr, name, regs: int = 1):
         """A read port on every bank of the activation memory at ``addr``: each bank's data is
@@ -227,11 +266,12 @@ class Accelerator(wiring.Component):
         m.d.sync += [e_first.eq(op.sc + first), rot.eq(op.sc[:lg] + rot_c), mask.eq(mask_c)]
         m.d.sync += [s2.tag.sc_word.eq(e_first >> _log2(g.G)), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
 
-    def _requantize(self, m, arr, banks, tags):
-        """Requantizer constants (one ROM word of ``P`` channels per tile row) and the requantizers."""
+    def _requantize(self, m, arrays, banks, tags):
+        """Requantizer constants (one ROM word of ``P`` channels per tile row, shared by the image
+        lanes) and each lane's requantizers."""
         ex, P, L = self.plan.export, self.plan.geometry.P, len(self.plan.export.layers)
         tags, tag_layout = list(tags), OpTag(self.plan)
-        for n in range(arr.latency):
+        for n in range(arrays[0].latency):
             tg = Signal(tag_layout, name=f"tag_a{n}")
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
@@ -262,59 +302,79 @@ class Accelerator(wiring.Component):
             rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
             m.d.sync += rq_data.eq(rq_rd.data)
         rq_words = data.View(rq_layout, rq_data)
-        requants = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits, act_bits=self.plan.act_bits,
-                                residual=self.plan.residual) for _ in range(P)]
-        for p, rq in enumerate(requants):
-            m.submodules[f"requant{p}"] = rq
-            m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
-                         rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
-                         rq.clamp.eq(at_res.layer != L - 1)]
-        if self.plan.residual:
-            # the shortcut: its word is read two stages ahead of the result and registered (no
-            # logic after a block RAM output); the row's P lanes are rotated out of it and masked
-            G, A = self.plan.geometry.G, self.plan.act_bits
-            # as early as the pipeline allows (from s2, where the address is known): two registers
-            # after each bank and one after their mux; a 1- or 2-lane array has fewer stages
-            early = min(len(tags), 5)
-            sc_word = self._banked_read(m, banks, tags[-early].sc_word, "sc", regs=1 + (early == 5))
-            if early >= 4:
-                reg = Signal(G * A, name="sc_word")
-                m.d.sync += reg.eq(sc_word)
-                sc_word = reg
-            lanes = Array(sc_word[n * A:(n + 1) * A] for n in range(G))
-            lg = max(1, _log2(G))
-            for p, rq in enumerate(requants):
-                lane = lanes[(at_res.sc_rot + p)[:lg]] if G > 1 else lanes[0]
-                m.d.comb += [rq.sc.eq(Mux(at_res.sc_mask[p], lane, 0)), rq.res_mult.eq(rq_words[p].res_mult)]
+        requants = []
+        for e, arr in enumerate(arrays):
+            lane_rqs = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits,
+                                    act_bits=self.plan.act_bits, residual=self.plan.residual) for _ in range(P)]
+            for p, rq in enumerate(lane_rqs):
+                m.submodules[_lane_name(f"requant{p}", e)] = rq
+                m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
+                             rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
+                             rq.clamp.eq(at_res.layer != L - 1)]
+            if self.plan.residual:
+                self._shortcut(m, lane_rqs, banks[e], tags, rq_words, e)
+            requants.append(lane_rqs)
         for n in range(Requantizer.latency):
             tg = Signal(tag_layout, name=f"tag_r{n}")
             m.d.sync += tg.eq(tags[-1])
             tags.append(tg)
         return requants, tags[-1]
 
-    def _write_back(self, m, requants, tq, banks):
-        """The results into the activation memory's banks (and the debug tap), or into the logits."""
-        A, lb = self.plan.act_bits, self.plan.logit_bits
-        valid = requants[0].out_valid
-        m.submodules.writeback = wr = WriteBack(self.plan)
-        m.submodules.logits = lg = LogitRegisters(self.plan)
-        m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tq), lg.valid.eq(valid), lg.tag.eq(tq)]
-        m.d.comb += [wr.y[p].eq(rq.out[:A]) for p, rq in enumerate(requants)]
-        m.d.comb += [lg.y[p].eq(rq.out[:lb]) for p, rq in enumerate(requants)]
-        m.d.comb += [self.tap_valid.eq(wr.tap_valid), self.tap_layer.eq(wr.tap_layer), self.tap_addr.eq(wr.tap_addr),
-                     self.tap_mask.eq(wr.tap_mask), self.tap_data.eq(wr.tap_data)]
-        for i, mem in enumerate(banks):
-            wp = mem.write_port(granularity=A)
-            m.d.comb += [wp.addr.eq(wr.wr_addr[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wr.wr_data),
-                         wp.en.eq(wr.wr_en[i])]
-        return lg.logits
+    def _shortcut(self, m, requants, banks, tags, rq_words, e):
+        """The shortcut of image lane ``e``: its word is read two stages ahead of the result and
+        registered (no logic after a block RAM output); the row's P lanes are rotated out of it
+        and masked."""
+        G, A = self.plan.geometry.G, self.plan.act_bits
+        at_res = tags[-1]
+        # as early as the pipeline allows (from s2, where the address is known): two registers
+        # after each bank and one after their mux; a 1- or 2-lane array has fewer stages
+        early = min(len(tags), 5)
+        sc_word = self._banked_read(m, banks, tags[-early].sc_word, _lane_name("sc", e), regs=1 + (early == 5))
+        if early >= 4:
+            sc_word = self._register(m, sc_word, _lane_name("sc_word", e))
+        lanes = Array(sc_word[n * A:(n + 1) * A] for n in range(G))
+        lg = max(1, _log2(G))
+        for p, rq in enumerate(requants):
+            lane = lanes[(at_res.sc_rot + p)[:lg]] if G > 1 else lanes[0]
+            m.d.comb += [rq.sc.eq(Mux(at_res.sc_mask[p], lane, 0)), rq.res_mult.eq(rq_words[p].res_mult)]
 
-    def _sequence(self, m, ctrl, inb, logits):
-        """Start an inference when the input buffer holds an image; then the argmax and the output
-        stream; count the cycles from the start to the class."""
-        plan = self.plan
+    def _write_back(self, m, requants, tq, banks):
+        """Each lane's results into its activation memory's banks (and the debug tap), or into its
+        logits."""
+        A, lb, G = self.plan.act_bits, self.plan.logit_bits, self.plan.geometry.G
+        logits = []
+        for e, (rqs, lane_banks) in enumerate(zip(requants, banks)):
+            valid = rqs[0].out_valid
+            m.submodules[_lane_name("writeback", e)] = wr = WriteBack(self.plan)
+            m.submodules[_lane_name("logits", e)] = lg = LogitRegisters(self.plan)
+            m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tq), lg.valid.eq(valid), lg.tag.eq(tq)]
+            m.d.comb += [wr.y[p].eq(rq.out[:A]) for p, rq in enumerate(rqs)]
+            m.d.comb += [lg.y[p].eq(rq.out[:lb]) for p, rq in enumerate(rqs)]
+            if e == 0:      # the lanes write in lockstep: one valid, layer and address
+                m.d.comb += [self.tap_valid.eq(wr.tap_valid), self.tap_layer.eq(wr.tap_layer),
+                             self.tap_addr.eq(wr.tap_addr)]
+            m.d.comb += [self.tap_mask[e * G:(e + 1) * G].eq(wr.tap_mask),
+                         self.tap_data[e * G * A:(e + 1) * G * A].eq(wr.tap_data)]
+            for i, mem in enumerate(lane_banks):
+                wp = mem.write_port(granularity=A)
+                m.d.comb += [wp.addr.eq(wr.wr_addr[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wr.wr_data),
+                             wp.en.eq(wr.wr_en[i])]
+            logits.append(lg.logits)
+        return logits
+
+    def _sequence(self, m, ctrl, inbs, logits):
+        """Start when every image lane holds an image; then the argmax of each lane in turn and the
+        output stream; count the cycles from the start to the last class."""
+        plan, N = self.plan, len(inbs)
         m.submodules.argmax = am = Argmax(classes=plan.classes, logit_bits=plan.logit_bits, out_bits=plan.out_bits)
-        m.d.comb += am.logits.eq(logits)
+        lane = Signal(range(N), name="result_lane")
+        if N == 1:
+            m.d.comb += am.logits.eq(logits[0])
+        else:
+            with m.Switch(lane):
+                for e, lg in enumerate(logits):
+                    with m.Case(e):
+                        m.d.comb += am.logits.eq(lg)
         wiring.connect(m, am.output, wiring.flipped(self.output))
         cycles = Signal(32)
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | am.busy)]
@@ -324,14 +384,27 @@ class Accelerator(wiring.Component):
             m.d.sync += cycles.eq(0)
         with m.FSM(name="top"):
             with m.State("IDLE"):
-                with m.If(inb.ready):
-                    m.d.comb += [ctrl.start.eq(1), inb.start.eq(1)]
+                with m.If(Cat(inb.ready for inb in inbs).all()):
+                    m.d.comb += [ctrl.start.eq(1)] + [inb.start.eq(1) for inb in inbs]
                     m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
                     m.d.comb += am.start.eq(1)
+                    m.d.sync += lane.eq(0)
                     m.next = "RESULT"
             with m.State("RESULT"):
                 with m.If(am.done):
-                    m.d.comb += inb.release.eq(1)
-                    m.next = "IDLE"
+                    with m.If(lane == N - 1):
+                        m.d.comb += [inb.release.eq(1) for inb in inbs]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += lane.eq(lane + 1)
+                        m.next = "NEXT"
+            with m.State("NEXT"):           # the next lane's logits
+                m.d.comb += am.start.eq(1)
+                m.next = "RESULT"
+
+
+def _lane_name(name: str, lane: int) -> str:
+    """A block of image lane ``lane``: lane 0 keeps the plain name."""
+    return name if lane == 0 else f"{name}_i{lane}"

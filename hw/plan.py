@@ -69,6 +69,12 @@ class MemoryName:
     def is_input_bank(cls, name: str) -> bool:
         return name.startswith(cls.INPUT_BANK + " ")
 
+    @classmethod
+    def per_image(cls, name: str) -> bool:
+        """Each image lane has its own copy (the input and the activations); the weights, the
+        tile list and the requantizer constants are shared by all."""
+        return name in (cls.ACTIVATIONS, cls.SHORTCUT, cls.INPUT) or cls.is_input_bank(name)
+
 
 @dataclasses.dataclass(frozen=True)
 class AcceleratorOptions:
@@ -87,6 +93,11 @@ class AcceleratorOptions:
         Register stages on the activation write (0, 1 or 2; each adds a cycle of drain).
     operand_reg : bool
         Each activation bank's data registered twice before the banks are muxed (one cycle of drain).
+    images : int
+        Image lanes: engines in lockstep, each with its own input buffer, activation memory, PE
+        array and requantizers, sharing the controller, the tile list and the weight ROM. ``N``
+        images are computed in the cycles of one (the argmax runs once per image): throughput
+        times ``N`` and the latency of one image, with every trained tile still the unit of skipping.
     """
 
     spram: bool = False
@@ -94,8 +105,11 @@ class AcceleratorOptions:
     ram_bank: int = 512
     write_reg: int = 0
     operand_reg: bool = False
+    images: int = 1
 
     def __post_init__(self):
+        if not isinstance(self.images, int) or self.images < 1:
+            raise GenerateError(f"images (image lanes) must be a whole number >= 1, not {self.images!r}")
         if self.write_reg not in (0, 1, 2):
             raise GenerateError(f"write_reg must be 0, 1 or 2 stages, not {self.write_reg}")
         if not _is_pow2(self.ram_bank):
@@ -295,6 +309,11 @@ class AcceleratorPlan:
         return self.export.act_bits
 
     @property
+    def images(self) -> int:
+        """Image lanes (:attr:`AcceleratorOptions.images`)."""
+        return self.options.images
+
+    @property
     def window(self) -> bool:
         """The first layer runs in window mode (its lanes from the input patch)."""
         return self.layers[0].window
@@ -325,14 +344,14 @@ class AcceleratorPlan:
     def dense_cycles(self) -> int:
         """Cycles of the same network with no tile pruned, on this array, with this drain."""
         specs = [l.spec for l in self.export.layers]
-        return cycles.cycle_model(specs, self.geometry, drain=self.drain)["total"]
+        return cycles.cycle_model(specs, self.geometry, drain=self.drain, images=self.images)["total"]
 
     @property
     def speedup(self) -> float:
         return self.dense_cycles / self.cycles["total"]
 
     def memory_bits(self) -> dict:
-        """Bits of every memory (checked before synthesis)."""
+        """Bits of every memory (checked before synthesis), of one image lane's copy."""
         return {k: w * d for k, (w, d) in self.memory_shapes.items()}
 
     def with_options(self, options: AcceleratorOptions) -> "AcceleratorPlan":
@@ -340,21 +359,22 @@ class AcceleratorPlan:
         if options == self.options:
             return self
         drain = drain_cycles(self.geometry) + options.extra_drain
-        return dataclasses.replace(self, options=options, drain=drain, cycles=self._cycle_model(drain))
+        plan = dataclasses.replace(self, options=options, drain=drain)
+        return dataclasses.replace(plan, cycles=plan._cycle_model(drain))
 
     def _cycle_model(self, drain: int) -> dict:
         ex = self.export
         return cycles.cycle_model([l.spec for l in ex.layers], ex.geometry, [np.diff(l.rowptr) for l in ex.layers],
-                                  drain=drain)
+                                  drain=drain, images=self.options.images)
 
     def summary(self) -> dict:
         """What a report records of the plan (JSON): the array, the options, the cycles."""
         g = self.geometry
         trained = self.export.manifest.get("trained_geometry")
-        return {"geometry": str(g), "P": g.P, "G": g.G, "trained_geometry": trained,
+        return {"geometry": str(g), "P": g.P, "G": g.G, "images": self.images, "trained_geometry": trained,
                 "options": self.options.as_dict(), "drain": self.drain, "cycles": self.cycles["total"],
                 "latency": self.cycles["latency"], "throughput": self.cycles["throughput"],
-                "dense_cycles": self.dense_cycles}
+                "per_image": self.cycles["per_image"], "dense_cycles": self.dense_cycles}
 
 
 def plan_accelerator(export, options: AcceleratorOptions | None = None) -> AcceleratorPlan:

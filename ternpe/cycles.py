@@ -121,8 +121,13 @@ def dense_row_tiles(spec: LayerSpec, geometry: ArrayGeometry) -> list:
 
 
 def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: Sequence[Sequence[int]] | None = None,
-                *, drain: int | None = None) -> dict:
+                *, drain: int | None = None, images: int = 1) -> dict:
     """Cycles per inference of a network on a ``geometry`` array.
+
+    ``images``: image lanes, engines in lockstep that share the controller and the weights, each
+    computing its own image. The layers cost what one image costs; the argmax then runs once per
+    image, one after the other. ``total``, ``latency`` and ``throughput`` are then those of a
+    batch of ``images`` images, and ``per_image`` is ``throughput / images``.
 
     ``row_tiles[i][r]`` is the number of non-zero tiles in tile row ``r`` of layer ``i``
     (``None``: every layer dense). Returns ``total`` (the accelerator's ``cycles`` counter: from
@@ -156,12 +161,17 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
         layers.append({"name": s.name, "ops": ops, "cycles": cycles,
                        "busy_ops": pixels * nq * int(rt.sum()) * lay.words_per_tile,
                        "lane_use": lay.lane_utilisation})
+    if images < 1:
+        raise ValueError(f"images must be at least 1, not {images}")
     classes = specs[-1].cout
     argmax = argmax_cycles(classes)
-    total = sum(x["cycles"] for x in layers) + argmax
+    total = sum(x["cycles"] for x in layers) + images * argmax
     s0 = specs[0]
-    n_in = s0.in_h * s0.in_w * s0.cin
-    # +2: the input FIFO, and the start cycle once the image (or the previous output) is
-    # complete; +classes: the logits leave before the class
-    return {"layers": layers, "argmax": argmax, "total": total, "drain": drain, "load": n_in,
-            "latency": n_in + 2 + total + classes, "throughput": max(total + classes + 2, n_in + 1)}
+    n_in = images * s0.in_h * s0.in_w * s0.cin
+    # +2: the input FIFO, and the start cycle once the images (or the previous outputs) are
+    # complete; +classes: the logits leave before the class, +2 between two images' argmaxes
+    # (the class taken, the next start)
+    out = (images - 1) * (classes + 2) + classes
+    throughput = max(total + out + 2, n_in + 1)
+    return {"layers": layers, "argmax": argmax, "total": total, "drain": drain, "load": n_in, "images": images,
+            "latency": n_in + 2 + total + out, "throughput": throughput, "per_image": throughput / images}
