@@ -133,7 +133,8 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
     (``None``: every layer dense). Returns ``total`` (the accelerator's ``cycles`` counter: from
     the start of compute to the class), ``latency`` (from the first pixel accepted to the class
     leaving; one pixel per cycle in, the output always ready), ``throughput`` (cycles between
-    classes of back-to-back images: the next image loads while this one computes), ``load``,
+    classes of back-to-back images: the next image loads while this one computes; a lower bound
+    where ``load_bound``, the input stream slower than the compute), ``load``,
     ``drain``, ``argmax`` and per layer ``name``, ``ops`` (op-loop cycles), ``cycles`` (with
     setup and drain), ``busy_ops`` (ops that carry tile words) and ``lane_use``.
     """
@@ -172,6 +173,10 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
     # complete; +classes: the logits leave before the class, +2 between two images' argmaxes
     # (the class taken, the next start)
     out = (images - 1) * (classes + 2) + classes
+    # the input stream takes a byte a cycle; a window-mode input buffer stops taking while its
+    # patch is gathered, so where loading is the bound (load_bound) the figure is a lower bound
+    load_bound = n_in + 1 > total + out + 2
     throughput = max(total + out + 2, n_in + 1)
     return {"layers": layers, "argmax": argmax, "total": total, "drain": drain, "load": n_in, "images": images,
-            "latency": n_in + 2 + total + out, "throughput": throughput, "per_image": throughput / images}
+            "latency": n_in + 2 + total + out, "throughput": throughput, "per_image": throughput / images,
+            "load_bound": load_bound}

@@ -178,3 +178,37 @@ def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
             assert all(k.upper() in limit for k in over), (limit, over)
         else:
             assert limit.startswith("the array's bound P' <= G = 16")
+
+
+@pytest.mark.parametrize("name,images", [("digits-cnn", 2), ("residual-option-a-narrow-pe", 2), ("5x5-kernels", 4),
+                                         ("rgb-32x32", 3), ("residual-identity", 4)])
+def test_image_lanes(name, images, tmp_path):
+    """N image lanes in lockstep on one controller and one weight ROM: every image bit-exact (a
+    batch that is not full is filled with blank images), the batch's cycles, latency and
+    throughput the model's, with the ECP5 options on the odd cases."""
+    shape, layers, pe = NETWORKS[name]
+    ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, samples=images + 1,
+                       seed=images + len(name))
+    options = {"images": images, **(ECP5_OPTIONS if images % 2 else {})}
+    res, model = check(ex, n=images + 1, options=options, overlap=True)
+    single = plan_accelerator(ex, AcceleratorOptions(**{**options, "images": 1})).cycles
+    # the layers cost what one image's do; the argmax runs once per image
+    assert model["total"] == single["total"] + (images - 1) * single["argmax"]
+    assert res["done_at"][images - 1] == model["latency"]
+    gap = res["done_at"][images] - res["done_at"][0]
+    # where the input stream is the bound, the model's throughput is a lower bound
+    assert gap >= model["throughput"] if model["load_bound"] else gap == model["throughput"]
+    assert model["load_bound"] == (name == "rgb-32x32")
+    if not model["load_bound"]:
+        assert model["per_image"] < single["throughput"] / (images - 0.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_networks_on_image_lanes(seed, tmp_path):
+    rng = np.random.default_rng(300 + seed)
+    G = int(rng.choice([8, 16]))
+    P = int(rng.choice([1, 2, 4]))
+    shape, layers = random_specs(rng, G, residual=bool(seed % 2))
+    ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{min(P, G)}x{G}",
+                       density=float(rng.uniform(0.2, 1)), samples=3, seed=seed)
+    check(ex, n=3, options={"images": int(rng.choice([2, 3, 4]))})
