@@ -8,7 +8,9 @@ simulated one.
 
 :class:`Board` numbers its requests, drops stale input before each, takes only the reply that
 carries its request's SEQ and checks (a stale reply, line noise or garbage is skipped, never
-returned), and retries a request the board reports busy, timed out or corrupted.
+returned), and retries a request the board reports busy, timed out or corrupted. A request
+carries a batch of the board's image lanes (``LinkFormat.images``): :meth:`Board.infer_batch`
+sends up to that many images, :meth:`Board.infer` one (the rest of the batch blank).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class SerialTransport:
 
 
 class Board:
-    """Requests to a board running ``fmt`` (from the export the bitstream was built from).
+    """Requests to a board running ``fmt`` (from the export and the plan the bitstream was built
+    from: ``LinkFormat.of_plan(plan)``).
 
     ``retries``: how many times a request is sent again after a busy, timed-out or corrupted
     exchange; then :class:`~ternpe.link.LinkError` says what went wrong. ``stats`` counts
@@ -117,43 +120,68 @@ class Board:
         return self._exchange(CMD_INFO, encode_info)
 
     def check(self) -> dict:
-        """Ask the board what it runs; refuse a bitstream of another export."""
+        """Ask the board what it runs; refuse a bitstream of another export or batch size."""
         info = self.info()
         if info["export_id"] != self.fmt.export_id:
             raise LinkError(f"the board runs export {info['export_id']:08x}, not {self.fmt.export_id:08x}: "
                             f"build and flash this export, or pass the export the bitstream was built from")
+        if info["images"] != self.fmt.images:
+            raise LinkError(f"the board takes batches of {info['images']} image(s), not {self.fmt.images}: "
+                            f"pass the image lanes (images) the bitstream was built with")
         return info
 
     def infer(self, image) -> dict:
-        flat = np.asarray(image).reshape(-1)
-        if flat.size != self.fmt.input_bytes:
-            raise ValueError(f"the network takes {self.fmt.input_bytes} input bytes, the image has {flat.size}")
-        if flat.min(initial=0) < 0 or flat.max(initial=0) > 255:
-            raise ValueError("image values must be bytes (0..255)")
-        return self._exchange(CMD_INFER, lambda seq: encode_infer(flat, seq))
+        """The board's result for ``image``: ``logits``, ``class`` and ``cycles`` (its batch's; with
+        more than one image lane the batch is filled with blank images)."""
+        return self.infer_batch([image])[0]
+
+    def infer_batch(self, images) -> list:
+        """One request: ``images`` (1 to ``fmt.images`` of them; the batch is filled with blank
+        images) and the board's result for each, as :meth:`infer` gives it."""
+        flats = [np.asarray(image).reshape(-1) for image in images]
+        if not 1 <= len(flats) <= self.fmt.images:
+            raise ValueError(f"a batch holds 1 to {self.fmt.images} image(s), not {len(flats)}")
+        for flat in flats:
+            if flat.size != self.fmt.input_bytes:
+                raise ValueError(f"the network takes {self.fmt.input_bytes} input bytes, the image has {flat.size}")
+            if flat.min(initial=0) < 0 or flat.max(initial=0) > 255:
+                raise ValueError("image values must be bytes (0..255)")
+        n = len(flats)
+        flats += [np.zeros(self.fmt.input_bytes, np.uint8)] * (self.fmt.images - n)
+        payload = np.concatenate(flats)
+        return self._exchange(CMD_INFER, lambda seq: encode_infer(payload, seq))[:n]
 
 
 def evaluate(board: Board, images: np.ndarray, labels, reference_logits: np.ndarray, *, progress=None) -> dict:
-    """Stream ``images`` through ``board``; compare each reply with the integer model's logits
+    """Stream ``images`` through ``board`` in batches of its ``fmt.images`` (the last filled with
+    blank images); compare each image's result with the integer model's logits
     (``reference_logits``, what the hardware must compute) and, when ``labels`` is given, score
-    accuracy. Returns counts, accuracies, the host's inferences/s (requests, link and board
-    together, wall clock) and every disagreement (there should be none)."""
-    n = len(images)
+    accuracy. Returns counts, accuracies, the host's inferences/s (images a second: requests,
+    link and board together, wall clock) and every disagreement (there should be none)."""
+    n, N = len(images), board.fmt.images
     ref_cls = np.argmax(reference_logits, axis=1)
     out = {"images": n, "disagreements": [], "errors": [], "board_classes": []}
     t0 = time.perf_counter()
+    batch = []
     for k in (progress or range)(n):
-        try:
-            r = board.infer(images[k])
-        except LinkError as e:
-            out["errors"].append({"image": k, "error": str(e)})
-            out["board_classes"].append(-1)
+        batch.append(k)
+        if len(batch) < N and k < n - 1:
             continue
-        out["board_classes"].append(r["class"])
-        want = [int(v) for v in reference_logits[k]]
-        if r["logits"] != want or r["class"] != int(ref_cls[k]):
-            out["disagreements"].append({"image": k, "board": r["logits"], "board_class": r["class"],
-                                         "integer_model": want, "integer_class": int(ref_cls[k])})
+        try:
+            results = board.infer_batch([images[j] for j in batch])
+        except LinkError as e:
+            for j in batch:
+                out["errors"].append({"image": j, "error": str(e)})
+                out["board_classes"].append(-1)
+            batch = []
+            continue
+        for j, r in zip(batch, results):
+            out["board_classes"].append(r["class"])
+            want = [int(v) for v in reference_logits[j]]
+            if r["logits"] != want or r["class"] != int(ref_cls[j]):
+                out["disagreements"].append({"image": j, "board": r["logits"], "board_class": r["class"],
+                                             "integer_model": want, "integer_class": int(ref_cls[j])})
+        batch = []
     out["seconds"] = time.perf_counter() - t0
     out["inferences_per_s"] = n / out["seconds"] if out["seconds"] > 0 else float("inf")
     if labels is not None:

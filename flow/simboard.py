@@ -34,7 +34,8 @@ def quiet_clocks(core: BoardCore) -> int:
 
 class SimTransport:
     """A serial port whose other end is :class:`BoardCore` in amaranth.sim, built from ``plan``
-    (:class:`~ternpe.hw.plan.AcceleratorPlan`: the array and device options of the board simulated).
+    (:class:`~ternpe.hw.plan.AcceleratorPlan`: the array, the device options and the image lanes of
+    the board simulated; a request carries ``plan.images`` images).
 
     ``divisor`` clocks per bit (small, so simulations are short); ``timeout`` of :meth:`read` is
     in simulated clock cycles.
@@ -132,29 +133,34 @@ def fuzz_link(ex, t, b, *, frames: int, seed: int, progress=None) -> dict:
     """``frames`` random exchanges between the host runtime ``b`` and the simulated board ``t``
     running ``ex``: clean requests, and requests after noise, after a truncated request, after
     a whole request sent back to back, after a stray byte, with a bit flipped on the line, or
-    followed by noise. Returns counts: ``ok`` (the golden answer), ``error`` (a clear
-    LinkError), ``wrong`` (anything else: must be 0)."""
+    followed by noise. With image lanes a request carries 1 to ``b.fmt.images`` images (the
+    batch filled with blank ones). Returns counts: ``ok`` (the golden answer for every image),
+    ``error`` (a clear LinkError), ``wrong`` (anything else: must be 0)."""
     rng = random.Random(seed)
-    n = len(ex.golden["inputs"])
+    n, N = len(ex.golden["inputs"]), b.fmt.images
 
     def foreign_seq() -> int:
         # an injected request stands for an earlier request of this host (or noise): its SEQ is
         # never one the host is about to use (the next request and its retries). A request of
         # another host carrying the same SEQ could not be told apart by any protocol.
         return wrap_seq(b.seq + 64 + rng.randrange(128))
+
+    def foreign_request() -> bytes:
+        return encode_infer([ex.golden["inputs"][rng.randrange(n)] for _ in range(N)], seq=foreign_seq())
     counts = {"ok": 0, "error": 0, "wrong": 0}
     for _ in (progress or range)(frames):
-        k = rng.randrange(n)
-        img = ex.golden["inputs"][k].reshape(-1)
+        ks = [rng.randrange(n)]
+        if N > 1:                   # (with one lane the draws are those of the single-image fuzz)
+            ks += [rng.randrange(n) for _ in range(rng.randrange(N))]
         kind = rng.choice(["clean", "clean", "noise-before", "noise-after", "truncated-before", "flip",
                            "back-to-back", "stray"])
         if kind == "noise-before":
             t.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 12))))
         elif kind == "truncated-before":
-            other = encode_infer(ex.golden["inputs"][rng.randrange(n)].reshape(-1), seq=foreign_seq())
+            other = foreign_request()
             t.write(other[:rng.randrange(2, len(other))])
         elif kind == "back-to-back":
-            t.write(encode_infer(ex.golden["inputs"][rng.randrange(n)].reshape(-1), seq=foreign_seq()))
+            t.write(foreign_request())
         elif kind == "stray":
             t.write(rng.choice([b"T", b"TP", b"t", b"tp"]))
         if kind == "flip":
@@ -168,8 +174,10 @@ def fuzz_link(ex, t, b, *, frames: int, seed: int, progress=None) -> dict:
                 real_write(bytes(data))
             t.write = flipped
         try:
-            r = b.infer(img)
-            good = r["logits"] == [int(v) for v in ex.golden["logits"][k]] and r["class"] == int(ex.golden["classes"][k])
+            rs = b.infer_batch([ex.golden["inputs"][k] for k in ks])
+            good = len(rs) == len(ks) and all(
+                r["logits"] == [int(v) for v in ex.golden["logits"][k]] and r["class"] == int(ex.golden["classes"][k])
+                for k, r in zip(ks, rs))
             counts["ok" if good else "wrong"] += 1
             if not good:
                 counts.setdefault("wrong_kinds", []).append(kind)

@@ -230,9 +230,10 @@ def _load(lib: pathlib.Path) -> ctypes.CDLL:
 
 
 class VerilatorTransport:
-    """A serial port whose other end is :class:`BoardCore` compiled by Verilator: the interface
-    and clock-for-clock behaviour of :class:`~ternpe.flow.simboard.SimTransport` (``divisor``
-    clocks per bit; :meth:`read`'s ``timeout`` in simulated clock cycles)."""
+    """A serial port whose other end is :class:`BoardCore` compiled by Verilator, built from
+    ``plan`` (its image lanes are the images of a request): the interface and clock-for-clock
+    behaviour of :class:`~ternpe.flow.simboard.SimTransport` (``divisor`` clocks per bit;
+    :meth:`read`'s ``timeout`` in simulated clock cycles)."""
 
     #: clocks run between checks for the bytes a read waits for (SimTransport's step)
     CHUNK = 256

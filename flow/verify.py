@@ -8,7 +8,8 @@ ports are routed, with the MAC16's configuration bits read from the bitstream. T
 simulation clock. Icarus then runs the netlist
 behind a bit-level UART at the bitstream's own baud divisor (the PLL's dividers are read from the
 bitstream and must give the clock the divisor assumes): the testbench asks the board for its
-export id (INFO) and sends every golden input through the host-link protocol; the replies are
+export id (INFO) and sends every golden input through the host-link protocol (in batches of the
+plan's image lanes, the last filled with blank images); the replies are
 parsed by the host runtime's parser and compared with the golden logits, class and cycle count.
 
 ECP5: prjtrellis can unpack a ``.bit`` to its configuration text (``ecpunpack``), but no tool
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 import warnings
+
+import numpy as np
 
 from ternpe.link import (CMD_INFER, CMD_INFO, UART_DATA_BITS, UART_FRAME_BITS, LinkFormat, ReplyParser, decode_reply,
                          encode_infer, encode_info, export_id, reply_length, wrap_seq)
@@ -366,11 +369,13 @@ def _compare(result: dict, replies: dict, ex, fmt, n: int, cycles: int) -> None:
                                      "board": info if isinstance(info, str) else f"{info['export_id']:#010x}",
                                      "golden": f"{want_id:#010x}"})
     for k in range(n):
-        got = _one_reply(fmt, replies.get(k + 1, b""), wrap_seq(k + 1), CMD_INFER)
+        b = k // fmt.images               # the request (batch) that carried sample k
+        got = _one_reply(fmt, replies.get(b + 1, b""), wrap_seq(b + 1), CMD_INFER)
         want = {"logits": [int(v) for v in ex.golden["logits"][k]], "class": int(ex.golden["classes"][k])}
         if isinstance(got, str):
             result["mismatches"].append({"sample": k, "what": "reply", "board": got, "golden": want})
             continue
+        got = got[k % fmt.images]
         for key in ("logits", "class"):
             if got[key] != want[key]:
                 result["mismatches"].append({"sample": k, "what": key, "board": got[key], "golden": want[key]})
@@ -407,7 +412,7 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
         pe = (report.get("plan") or {}).get("geometry") or report.get("geometry")
         plan = prepare(ex, pe=pe, device=board.device, check_logic=False)[0]
-    fmt = LinkFormat.of(ex, plan.out_bits)
+    fmt = LinkFormat.of_plan(plan)
     n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
     work, netlist = _unpacked(bitstream, work_dir, board.name, log)
     pll = _pll_settings(netlist)
@@ -418,8 +423,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
             raise VerifyError(f"{bitstream}: the bitstream has no I/O on {pin} ({board.name}'s UART): "
                               f"built for another board?")
     frames = [(encode_info(seq=0), reply_length(fmt, CMD_INFO))]
-    frames += [(encode_infer(ex.golden["inputs"][k].reshape(-1), seq=wrap_seq(k + 1)), reply_length(fmt, CMD_INFER))
-               for k in range(n)]
+    frames += [(encode_infer(batch, seq=wrap_seq(b + 1)), reply_length(fmt, CMD_INFER))
+               for b, batch in enumerate(_batches(ex.golden["inputs"][:n], fmt.images))]
     line = max(len(f) + r for f, r in frames) * UART_FRAME_BITS * div
     t1 = time.time()
     log(f"verify: simulating {n} golden sample(s) through the UART at {div} clocks per bit on Icarus ...")
@@ -434,6 +439,13 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     result["ok"] = not result["mismatches"]
     (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _batches(images, N: int) -> list:
+    """``images`` in batches of ``N`` (the board's image lanes), the last filled with blank images."""
+    flats = [image.reshape(-1) for image in images]
+    flats += [np.zeros_like(flats[0])] * (-len(flats) % N)
+    return [np.concatenate(flats[i:i + N]) for i in range(0, len(flats), N)]
 
 
 def _one_reply(fmt, data: bytes, seq: int, cmd: int):

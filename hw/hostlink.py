@@ -1,8 +1,10 @@
 """The board side of the host link: UART bytes in, requests parsed, the accelerator run, replies out.
 
-The framing is :mod:`ternpe.link`'s. A request that stops arriving for ``timeout_cycles``
-resets the accelerator and is answered with ``STATUS_TIMEOUT``; a wrong checksum resets it and
-is answered with ``STATUS_CHECKSUM``: the link never hangs on a broken request. Every reply
+The framing is :mod:`ternpe.link`'s. An infer request carries a batch of ``plan.images``
+images (one per image lane of the accelerator); its reply, their results, then the batch's
+cycles. A request that stops arriving for ``timeout_cycles`` resets the accelerator and is
+answered with ``STATUS_TIMEOUT``; a wrong checksum resets it and is answered with
+``STATUS_CHECKSUM``: the link never hangs on a broken request. Every reply
 carries the SEQ of the request it answers. While a reply is being computed or sent, the
 receiver keeps listening: a request header arriving then is answered, after the current reply,
 with ``STATUS_BUSY`` and its SEQ. After any non-ok reply the link discards bytes until the line
@@ -35,7 +37,7 @@ class HostLink(wiring.Component):
     Parameters
     ----------
     plan : ternpe.hw.plan.AcceleratorPlan
-        The accelerator behind the link.
+        The accelerator behind the link; its ``images`` (image lanes) are the images of a batch.
     timeout_cycles : int
         Longest gap between two bytes of a request.
     quiet_cycles : int
@@ -59,21 +61,21 @@ class HostLink(wiring.Component):
         self.timeout_cycles = timeout_cycles
         self.quiet_cycles = quiet_cycles
         self.acc = Accelerator(plan)
-        self.format = LinkFormat.of(plan.export, plan.out_bits)
+        self.format = LinkFormat.of_plan(plan)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "busy": Out(1), "error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         fmt, acc = self.format, self.acc
-        m.submodules.parser = parser = RequestParser(input_bytes=fmt.input_bytes, timeout_cycles=self.timeout_cycles,
-                                                     quiet_cycles=self.quiet_cycles)
+        m.submodules.parser = parser = RequestParser(input_bytes=fmt.input_bytes, images=fmt.images,
+                                                     timeout_cycles=self.timeout_cycles, quiet_cycles=self.quiet_cycles)
         m.submodules.spotter = spotter = HeaderSpotter()
         m.submodules.framer = framer = ReplyFramer()
         m.submodules.info = info = InfoSerializer(fmt)
         m.submodules.result = result = ResultSerializer(classes=fmt.classes, logit_bytes=fmt.logit_bytes,
-                                                        word_shape=acc.output.payload.shape())
-        # a broken request resets the accelerator and the image buffered for it (registered)
+                                                        word_shape=acc.output.payload.shape(), images=fmt.images)
+        # a broken request resets the accelerator and the images buffered for it (registered)
         abort = Signal()
         m.d.sync += abort.eq(parser.abort)
         m.submodules.acc = ResetInserter(abort)(acc)

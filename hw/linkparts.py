@@ -50,17 +50,19 @@ def _check_counts(**counts) -> None:
 
 
 class RequestParser(wiring.Component):
-    """Takes requests off the line: magic, SEQ, command, image, checksum, each byte in time.
+    """Takes requests off the line: magic, SEQ, command, images, checksum, each byte in time.
 
-    Bytes before a request's magic are dropped. An infer request's image goes out on ``data`` as
-    it arrives; its checksum is known only at the end, so a request that breaks off raises
+    Bytes before a request's magic are dropped. An infer request's images go out on ``data`` as
+    they arrive; its checksum is known only at the end, so a request that breaks off raises
     ``abort`` and what ``data`` carried must be dropped. Every request that ends, well or broken,
     comes out on ``request`` once, the cycle after its last byte (registered).
 
     Parameters
     ----------
     input_bytes : int
-        Bytes of an infer request's image.
+        Bytes of an image.
+    images : int
+        Images of an infer request (the accelerator's image lanes), back to back.
     timeout_cycles : int
         A request whose next byte has not come after this many cycles is given up:
         ``STATUS_TIMEOUT``.
@@ -72,7 +74,7 @@ class RequestParser(wiring.Component):
     rx : In(stream.Signature(8))
         Bytes from the line.
     data : Out(stream.Signature(8))
-        The image of an infer request, byte by byte.
+        The images of an infer request, byte by byte.
     request : Out(stream.Signature(Request, always_ready=True))
         A request that ended: ``STATUS_OK`` (checked), ``STATUS_CHECKSUM``, ``STATUS_TIMEOUT``
         (``seq`` is ``SEQ_UNKNOWN`` if it broke off before its SEQ) or ``STATUS_COMMAND``.
@@ -92,16 +94,23 @@ class RequestParser(wiring.Component):
     flush: In(1)
     busy: Out(1)
 
-    def __new__(cls, *, input_bytes: int, timeout_cycles: int, quiet_cycles: int):
+    def __new__(cls, *, input_bytes: int, images: int = 1, timeout_cycles: int, quiet_cycles: int):
         # checked before the block exists: no unused block is left
-        _check_counts(input_bytes=input_bytes, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+        _check_counts(input_bytes=input_bytes, images=images, timeout_cycles=timeout_cycles,
+                      quiet_cycles=quiet_cycles)
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, *, input_bytes: int, timeout_cycles: int, quiet_cycles: int):
+    def __init__(self, *, input_bytes: int, images: int = 1, timeout_cycles: int, quiet_cycles: int):
         self.input_bytes = operator.index(input_bytes)
+        self.images = operator.index(images)
         self.timeout_cycles = operator.index(timeout_cycles)
         self.quiet_cycles = operator.index(quiet_cycles)
         super().__init__()
+
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of an infer request's payload: its images."""
+        return self.images * self.input_bytes
 
     def elaborate(self, platform):
         m = Module()
@@ -111,8 +120,8 @@ class RequestParser(wiring.Component):
         seq, cmd = Signal(8, init=SEQ_UNKNOWN), Signal(8)
         want = Signal(8)              # minus the sum from SEQ on: the checksum byte that makes it zero (the
                                       # last byte's check is one 8-bit compare, no adder)
-        count = Signal(range(self.input_bytes + 1))
-        count_last = Signal()         # count is at the image's last byte (a compare made a byte early)
+        count = Signal(range(self.payload_bytes + 1))
+        count_last = Signal()         # count is at the payload's last byte (a compare made a byte early)
         # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
         timed_out = Signal()
         m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~took)
@@ -154,7 +163,7 @@ class RequestParser(wiring.Component):
             with m.State("CMD"):
                 with m.If(rx.valid):
                     m.d.sync += [cmd.eq(rx.payload), want.eq(want - rx.payload), count.eq(0),
-                                 count_last.eq(self.input_bytes == 1)]
+                                 count_last.eq(self.payload_bytes == 1)]
                     with m.If(rx.payload == CMD_INFER):
                         m.next = "DATA"
                     with m.Elif(rx.payload == CMD_INFO):
@@ -166,7 +175,7 @@ class RequestParser(wiring.Component):
                 m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
                 with m.If(took):
                     m.d.sync += [want.eq(want - rx.payload), count.eq(count + 1),
-                                 count_last.eq(count == self.input_bytes - 2)]
+                                 count_last.eq(count == self.payload_bytes - 2)]
                     with m.If(count_last):
                         m.next = "CHECK"
                 next_byte()
@@ -348,38 +357,41 @@ class InfoSerializer(wiring.Component):
 
 
 class ResultSerializer(wiring.Component):
-    """Sends the body of an infer reply: the logits, the class and the cycles of the inference.
+    """Sends the body of an infer reply: each image's logits and class, then the batch's cycles.
 
     Parameters
     ----------
     classes : int
-        Logits before the class.
+        Logits before each class.
     logit_bytes : int
         Bytes of a logit on the line (two's complement, little-endian).
     word_shape : shape
         The accelerator's output (a logit or the class); at most ``8 * logit_bytes`` bits.
+    images : int
+        Images of a batch (the accelerator's image lanes): results before the cycles.
 
     Members
     -------
     words : In(stream.Signature(word_shape))
-        The accelerator's output: ``classes`` logits, then the class.
+        The accelerator's output: for each image in turn, ``classes`` logits, then the class.
     cycles : In(8 * CYCLES_BYTES)
-        The accelerator's cycle count, taken with each word; the class's is sent.
+        The accelerator's cycle count, taken with each word; the last class's is sent.
     en : In(1)
         The body is being sent: words may be taken (not before, so the cycle count is final).
     body : Out(stream.Signature(BodyByte))
-        Each logit in ``logit_bytes`` bytes, the class in one, the cycles in ``CYCLES_BYTES``.
+        Each logit in ``logit_bytes`` bytes, each class in one, then the cycles in ``CYCLES_BYTES``.
     """
 
-    def __new__(cls, *, classes: int, logit_bytes: int, word_shape):
-        _check_counts(classes=classes, logit_bytes=logit_bytes)
+    def __new__(cls, *, classes: int, logit_bytes: int, word_shape, images: int = 1):
+        _check_counts(classes=classes, logit_bytes=logit_bytes, images=images)
         if Shape.cast(word_shape).width > 8 * logit_bytes:
             raise ValueError(f"a word of {word_shape!r} does not fit in {logit_bytes} logit byte(s)")
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, *, classes: int, logit_bytes: int, word_shape):
+    def __init__(self, *, classes: int, logit_bytes: int, word_shape, images: int = 1):
         self.classes = operator.index(classes)
         self.logit_bytes = operator.index(logit_bytes)
+        self.images = operator.index(images)
         super().__init__({"words": In(stream.Signature(word_shape)), "cycles": In(8 * CYCLES_BYTES), "en": In(1),
                           "body": Out(stream.Signature(BodyByte))})
 
@@ -390,6 +402,7 @@ class ResultSerializer(wiring.Component):
         cycles = Signal(8 * CYCLES_BYTES)
         nbyte = Signal(range(max(L, CYCLES_BYTES)))
         nword = Signal(range(self.classes + 1))
+        nimage = Signal(range(self.images))
         with m.FSM():
             with m.State("TAKE"):
                 m.d.comb += words.ready.eq(self.en)
@@ -401,8 +414,13 @@ class ResultSerializer(wiring.Component):
                 with m.If(body.ready):
                     m.d.sync += nbyte.eq(nbyte + 1)
                     with m.If(nword == self.classes):         # the class: one byte
-                        m.d.sync += nbyte.eq(0)
-                        m.next = "CYCLES"
+                        m.d.sync += [nbyte.eq(0), nword.eq(0)]
+                        with m.If(nimage == self.images - 1):
+                            m.d.sync += nimage.eq(0)
+                            m.next = "CYCLES"
+                        with m.Else():
+                            m.d.sync += nimage.eq(nimage + 1)
+                            m.next = "TAKE"
                     with m.Elif(nbyte == L - 1):
                         m.d.sync += nword.eq(nword + 1)
                         m.next = "TAKE"
@@ -411,6 +429,5 @@ class ResultSerializer(wiring.Component):
                 with m.If(body.ready):
                     m.d.sync += nbyte.eq(nbyte + 1)
                     with m.If(last):
-                        m.d.sync += nword.eq(0)
                         m.next = "TAKE"
         return m

@@ -5,7 +5,8 @@ Requests (host -> board)::
     "T" "P" SEQ CMD [payload] CHK
 
 * ``SEQ``: the request's sequence number, 0..254, echoed in its reply (255 is never sent).
-* ``CMD_INFER`` (0x01): the payload is the image, ``input_bytes`` bytes in ``(h, w, c)`` order.
+* ``CMD_INFER`` (0x01): the payload is a batch of ``images`` images back to back (the board's
+  image lanes; image k goes to lane k), each ``input_bytes`` bytes in ``(h, w, c)`` order.
 * ``CMD_INFO`` (0x02): no payload.
 
 ``CHK`` makes the 8-bit sum of ``SEQ``, ``CMD``, the payload and ``CHK`` zero.
@@ -15,10 +16,11 @@ Replies (board -> host)::
     "t" "p" STATUS SEQ [payload] CHK
 
 ``SEQ`` is the answered request's (``SEQ_UNKNOWN`` when the request broke off before its
-``SEQ``). ``STATUS`` 0 is success; then for ``CMD_INFER`` the payload is ``classes`` logits of
-``logit_bytes`` bytes each (two's complement, little-endian), the class (1 byte) and the cycles
-of the inference (``CYCLES_BYTES``, little-endian); for ``CMD_INFO`` it is the fields of
-``INFO_FIELDS`` (the export id, the input bytes, the classes and the logit bytes) packed into
+``SEQ``). ``STATUS`` 0 is success; then for ``CMD_INFER`` the payload is, for each image of the
+batch in turn, ``classes`` logits of ``logit_bytes`` bytes each (two's complement,
+little-endian) and the class (1 byte); then, once, the cycles of the batch (``CYCLES_BYTES``,
+little-endian). For ``CMD_INFO`` it is the fields of ``INFO_FIELDS`` (the export id, the input
+bytes of one image, the classes, the logit bytes and the images of a batch) packed into
 ``INFO_BYTES`` little-endian bytes. Any other status has no payload:
 ``STATUS_CHECKSUM`` (the request's checksum was wrong; the inference was dropped),
 ``STATUS_TIMEOUT`` (the request stopped arriving mid-way), ``STATUS_COMMAND`` (unknown command)
@@ -27,6 +29,9 @@ run). ``CHK`` makes the 8-bit sum of ``STATUS``, ``SEQ``, the payload and ``CHK`
 non-ok reply the board discards bytes until the line has been quiet for ``QUIET_BYTES`` byte
 times, so the rest of a broken request is never parsed as a new one. Bytes outside a request
 (anything before "TP") are ignored.
+
+With ``images`` = 1 a request carries one image and a reply one result, as in version 2 of the
+protocol; version 3 (this one) added the batch and INFO's ``images`` field.
 
 Every byte goes over a UART, 8N1: ``UART_FRAME_BITS`` bit times a byte (a start bit, the
 ``UART_DATA_BITS`` data bits least significant first, a stop bit).
@@ -41,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import operator
 
 __all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES",
            "UART_DATA_BITS", "UART_FRAME_BITS", "INFO_FIELDS", "INFO_BYTES", "CYCLES_BYTES", "LinkError",
@@ -66,7 +72,7 @@ UART_FRAME_BITS = 1 + UART_DATA_BITS + 1
 #: The body of an INFO reply, field by field: ``(name, bits)``, the first field in the least
 #: significant bits; the board fills a struct of this layout, the host unpacks with it
 #: (:func:`pack_info`, :func:`unpack_info`). The names are :class:`LinkFormat`'s.
-INFO_FIELDS = (("export_id", 32), ("input_bytes", 16), ("classes", 8), ("logit_bytes", 8))
+INFO_FIELDS = (("export_id", 32), ("input_bytes", 16), ("classes", 8), ("logit_bytes", 8), ("images", 8))
 INFO_BYTES = sum(bits for _, bits in INFO_FIELDS) // 8
 assert INFO_BYTES * 8 == sum(bits for _, bits in INFO_FIELDS), "INFO is whole bytes"
 #: Bytes of the cycle count that ends an infer reply.
@@ -90,15 +96,39 @@ def export_id(manifest: dict) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class LinkFormat:
+    """What a board's link carries: the bytes of one image, the logits of one result and their
+    bytes, the export's id, and the images of a batch (the board's image lanes).
+
+    Every field is one of ``INFO_FIELDS`` and must fit its bits (a ValueError names the one that
+    does not)."""
+
     input_bytes: int
     classes: int
     logit_bytes: int
     export_id: int
+    images: int = 1
+
+    def __post_init__(self):
+        if operator.index(self.images) < 1:
+            raise ValueError(f"a batch holds at least 1 image, not {self.images}")
+        pack_info(self.info())
 
     @classmethod
-    def of(cls, export, out_bits: int) -> "LinkFormat":
+    def of(cls, export, out_bits: int, *, images: int = 1) -> "LinkFormat":
+        """The format of a board running ``export`` with logits of ``out_bits`` bits and
+        ``images`` image lanes (:attr:`ternpe.hw.plan.AcceleratorPlan.images`)."""
         n_in = int(export.golden["inputs"][0].size)
-        return cls(n_in, export.layers[-1].spec.cout, -(-out_bits // 8), export_id(export.manifest))
+        return cls(n_in, export.layers[-1].spec.cout, -(-out_bits // 8), export_id(export.manifest), images)
+
+    @classmethod
+    def of_plan(cls, plan) -> "LinkFormat":
+        """The format of a board built from ``plan`` (:class:`~ternpe.hw.plan.AcceleratorPlan`)."""
+        return cls.of(plan.export, plan.out_bits, images=plan.images)
+
+    @property
+    def result_bytes(self) -> int:
+        """Bytes of one image's result in an infer reply: its logits and its class."""
+        return self.classes * self.logit_bytes + 1
 
     def info(self) -> dict:
         """What an INFO reply carries: a value per field of ``INFO_FIELDS``."""
@@ -137,9 +167,19 @@ def _check_seq(seq: int) -> int:
     return seq
 
 
-def encode_infer(image, seq: int = 0) -> bytes:
-    body = bytes([_check_seq(seq), CMD_INFER]) + bytes(int(v) for v in image)
+def encode_infer(pixels, seq: int = 0) -> bytes:
+    """An infer request carrying ``pixels``: the batch's images back to back, flattened (with one
+    image lane, the image)."""
+    body = bytes([_check_seq(seq), CMD_INFER]) + bytes(int(v) for v in _flat(pixels))
     return REQ_MAGIC + body + bytes([checksum(body)])
+
+
+def _flat(pixels):
+    """The values of ``pixels`` (bytes, a sequence, or an array of any shape) in order."""
+    if isinstance(pixels, (bytes, bytearray)):
+        return pixels
+    import numpy as np
+    return np.asarray(pixels).reshape(-1).tolist()
 
 
 def encode_info(seq: int = 0) -> bytes:
@@ -149,12 +189,12 @@ def encode_info(seq: int = 0) -> bytes:
 
 def request_length(fmt: LinkFormat, cmd: int) -> int:
     """Bytes of a request (magic, SEQ, command, payload, checksum)."""
-    return 2 + 2 + (fmt.input_bytes if cmd == CMD_INFER else 0) + 1
+    return 2 + 2 + (fmt.images * fmt.input_bytes if cmd == CMD_INFER else 0) + 1
 
 
 def reply_length(fmt: LinkFormat, cmd: int) -> int:
     """Bytes of a successful reply (magic, status, SEQ, payload, checksum)."""
-    payload = fmt.classes * fmt.logit_bytes + 1 + CYCLES_BYTES if cmd == CMD_INFER else INFO_BYTES
+    payload = fmt.images * fmt.result_bytes + CYCLES_BYTES if cmd == CMD_INFER else INFO_BYTES
     return 2 + 2 + payload + 1
 
 
@@ -209,8 +249,12 @@ class ReplyParser:
                 del self.buf[:1]                                 # noise that looked like "t": skip it
 
 
-def decode_reply(data: bytes, fmt: LinkFormat | None, cmd: int) -> dict:
-    """Check and decode a reply; raises :class:`LinkError` on a bad frame or a non-ok status."""
+def decode_reply(data: bytes, fmt: LinkFormat | None, cmd: int):
+    """Check and decode a reply; raises :class:`LinkError` on a bad frame or a non-ok status.
+
+    An INFO reply decodes to a dict of ``INFO_FIELDS``; an infer reply to a list of
+    ``fmt.images`` dicts, one per image of the batch: its ``logits``, its ``class`` and the
+    ``cycles`` of the batch (the same in each, as :func:`ternpe.flow.sim.simulate` gives them)."""
     if len(data) < 5 or data[:2] != REP_MAGIC:
         raise LinkError(f"not a reply: {data[:8].hex()}...")
     status = data[2]
@@ -219,9 +263,13 @@ def decode_reply(data: bytes, fmt: LinkFormat | None, cmd: int) -> dict:
     if status != STATUS_OK:
         raise LinkError(STATUS.get(status, f"unknown status {status}"))
     p = data[4:-1]
+    if len(data) != reply_length(fmt, cmd):
+        raise LinkError(f"a reply of {len(data)} bytes, not {reply_length(fmt, cmd)}")
     if cmd == CMD_INFO:
         return unpack_info(p)
-    L = fmt.logit_bytes
-    logits = [int.from_bytes(p[i * L:(i + 1) * L], "little", signed=True) for i in range(fmt.classes)]
-    k = fmt.classes * L
-    return {"logits": logits, "class": p[k], "cycles": int.from_bytes(p[k + 1:k + 1 + CYCLES_BYTES], "little")}
+    L, R = fmt.logit_bytes, fmt.result_bytes
+    k = fmt.images * R
+    cycles = int.from_bytes(p[k:k + CYCLES_BYTES], "little")
+    return [{"logits": [int.from_bytes(p[n * R + i * L:n * R + (i + 1) * L], "little", signed=True)
+                        for i in range(fmt.classes)],
+             "class": p[n * R + fmt.classes * L], "cycles": cycles} for n in range(fmt.images)]

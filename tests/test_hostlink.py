@@ -5,7 +5,7 @@ and back-to-back frames in which every answer the host returns must be the golde
 import numpy as np
 import pytest
 
-from ternpe.flow.host import Board
+from ternpe.flow.host import Board, evaluate
 from ternpe.hw.plan import plan_accelerator
 from ternpe.flow.simboard import SimTransport, fuzz_link
 from ternpe.image import load_export
@@ -31,7 +31,7 @@ def test_host_gets_the_golden_classes(board):
     ex, t, b = board
     info = b.check()
     assert info == {"export_id": export_id(ex.manifest), "input_bytes": int(ex.golden["inputs"][0].size),
-                    "classes": ex.layers[-1].spec.cout, "logit_bytes": t.core.link.format.logit_bytes}
+                    "classes": ex.layers[-1].spec.cout, "logit_bytes": t.core.link.format.logit_bytes, "images": 1}
     for k in range(3):
         r = b.infer(ex.golden["inputs"][k])
         assert r["logits"] == [int(v) for v in ex.golden["logits"][k]]
@@ -68,7 +68,7 @@ def test_a_request_during_a_reply_is_answered_busy(board):
     t.write(encode_infer(a, seq=20) + encode_infer(c, seq=21))     # back to back, no wait
     fmt = t.core.link.format
     got = t.read(reply_length(fmt, CMD_INFER) + 5)
-    first = decode_reply(got[:reply_length(fmt, CMD_INFER)], fmt, CMD_INFER)
+    [first] = decode_reply(got[:reply_length(fmt, CMD_INFER)], fmt, CMD_INFER)
     assert got[3] == 20 and first["logits"] == [int(v) for v in ex.golden["logits"][0]]
     busy = got[reply_length(fmt, CMD_INFER):]
     assert busy[:4] == bytes([ord("t"), ord("p"), STATUS_BUSY, 21]) and sum(busy[2:]) & 0xFF == 0
@@ -98,7 +98,7 @@ def test_reply_parser_resynchronises_and_skips_stale_replies():
     for i in range(len(stream)):                    # byte by byte: frames split anywhere
         frames += p.feed(stream[i:i + 1])
     assert [(s, q) for s, q, _ in frames] == [(STATUS_OK, 4), (STATUS_OK, 5)]
-    assert decode_reply(frames[1][2], fmt, CMD_INFER)["logits"] == [256, 770, 1284]
+    assert decode_reply(frames[1][2], fmt, CMD_INFER)[0]["logits"] == [256, 770, 1284]
     noisy = bytearray(good)
     noisy[6] ^= 0x10
     assert ReplyParser(fmt, {5: CMD_INFER}.get).feed(bytes(noisy)) == []
@@ -114,6 +114,66 @@ def test_link_fuzz_never_gives_a_wrong_answer(tmp_path):
     assert counts["wrong"] == 0, counts
     assert counts["ok"] >= 55, counts          # retries recover nearly every exchange
     assert b.stats["retries"] > 0, "the fuzz must actually break exchanges"
+
+
+@pytest.fixture(scope="module")
+def lanes_board(tmp_path_factory):
+    """A board with two image lanes running a tiny random network (the fuzz's)."""
+    from ternpe.hw.plan import AcceleratorOptions
+    from ternpe.model.randnet import random_export
+    ex = random_export(tmp_path_factory.mktemp("lanes") / "e", shape=(4, 4, 1), layers="c16,fc4", density=0.7,
+                       samples=8, seed=5)
+    t = SimTransport(plan_accelerator(ex, AcceleratorOptions(images=2)), divisor=2, timeout_cycles=400)
+    return ex, t, Board(t, t.core.link.format)
+
+
+def _golden(ex, k) -> dict:
+    return {"logits": [int(v) for v in ex.golden["logits"][k]], "class": int(ex.golden["classes"][k])}
+
+
+def test_a_board_with_image_lanes_answers_batches(lanes_board):
+    """INFO says 2 images; a request of 2 images gets both golden results and the batch's cycles
+    (the cycle model's); a single image is sent with a blank one; evaluate over 3 images pads the
+    second batch."""
+    ex, t, b = lanes_board
+    assert b.check() == {**b.fmt.info(), "images": 2, "input_bytes": 16}
+    rs = b.infer_batch([ex.golden["inputs"][3], ex.golden["inputs"][4]])
+    assert [{k: r[k] for k in ("logits", "class")} for r in rs] == [_golden(ex, 3), _golden(ex, 4)]
+    assert rs[0]["cycles"] == rs[1]["cycles"] == t.core.link.plan.cycles["total"]
+    r = b.infer(ex.golden["inputs"][5])
+    assert {k: r[k] for k in ("logits", "class")} == _golden(ex, 5)
+    ev = evaluate(b, ex.golden["inputs"][:3], ex.golden["classes"][:3], ex.golden["logits"][:3])
+    assert ev["disagreements"] == [] and ev["errors"] == [], ev
+    assert ev["board_classes"] == [int(c) for c in ex.golden["classes"][:3]] and ev["accuracy"] == 1.0
+    assert b.stats == {"requests": 5, "retries": 0, "skipped": 0}
+    with pytest.raises(ValueError, match="a batch holds 1 to 2 image"):
+        b.infer_batch([ex.golden["inputs"][0]] * 3)
+
+
+def test_a_batch_broken_in_its_second_image_times_out_and_the_link_recovers(lanes_board):
+    ex, t, b = lanes_board
+    req = encode_infer([ex.golden["inputs"][0], ex.golden["inputs"][1]], seq=30)
+    t.write(req[:4 + 16 + 5])                   # the first image and 5 bytes of the second
+    assert _status_reply(t) == (STATUS_TIMEOUT, 30)
+    t.quiet()
+    t.write(encode_infer(ex.golden["inputs"][0], seq=31))   # one image: its checksum is taken as a pixel
+    assert _status_reply(t) == (STATUS_TIMEOUT, 31)
+    t.quiet()
+    rs = b.infer_batch([ex.golden["inputs"][6], ex.golden["inputs"][7]])
+    assert [{k: r[k] for k in ("logits", "class")} for r in rs] == [_golden(ex, 6), _golden(ex, 7)]
+
+
+def test_link_fuzz_with_image_lanes_never_gives_a_wrong_answer(lanes_board):
+    ex, t, b = lanes_board
+    counts = fuzz_link(ex, t, b, frames=12, seed=2)
+    assert counts["wrong"] == 0 and counts["ok"] >= 10, counts
+
+
+def test_host_refuses_a_board_of_another_batch_size(lanes_board):
+    import dataclasses
+    ex, t, b = lanes_board
+    with pytest.raises(LinkError, match="batches of 2 image.*not 1"):
+        Board(t, dataclasses.replace(b.fmt, images=1)).check()
 
 
 def test_host_refuses_bad_input_and_bad_replies(board):

@@ -2,6 +2,7 @@
 side: the request parser (requests, broken ones, timeouts to the cycle, the flush), the header
 spotter, the reply framer with the INFO and the result bodies (decoded by decode_reply)."""
 
+import dataclasses
 import random
 
 import pytest
@@ -11,7 +12,8 @@ from amaranth.sim import Simulator
 
 from ternpe.hw.linkparts import HeaderSpotter, InfoSerializer, ReplyFramer, RequestParser, ResultSerializer
 from ternpe.link import (CMD_INFER, CMD_INFO, SEQ_UNKNOWN, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
-                         STATUS_TIMEOUT, LinkFormat, checksum, decode_reply, encode_infer, encode_info, pack_info)
+                         STATUS_TIMEOUT, LinkFormat, checksum, decode_reply, encode_infer, encode_info, pack_info,
+                         reply_length)
 
 TIMEOUT, QUIET, INPUT_BYTES = 20, 12, 3
 
@@ -23,11 +25,12 @@ def _simulate(dut, bench):
     sim.run()
 
 
-def _parse(items, *, flush_at=(), data_ready=lambda cycle: 1, tail=3 * TIMEOUT):
-    """Feed ``(byte, idle cycles before it)`` to a RequestParser; ``flush`` is raised at the
-    cycles in ``flush_at``. Returns the requests (status, seq, cmd, abort, cycle), the image
-    bytes given out, the cycle each byte was taken at and the cycles the parser was busy."""
-    dut = RequestParser(input_bytes=INPUT_BYTES, timeout_cycles=TIMEOUT, quiet_cycles=QUIET)
+def _parse(items, *, flush_at=(), data_ready=lambda cycle: 1, tail=3 * TIMEOUT, images=1):
+    """Feed ``(byte, idle cycles before it)`` to a RequestParser of ``images`` images a request;
+    ``flush`` is raised at the cycles in ``flush_at``. Returns the requests (status, seq, cmd,
+    abort, cycle), the image bytes given out, the cycle each byte was taken at and the cycles
+    the parser was busy."""
+    dut = RequestParser(input_bytes=INPUT_BYTES, images=images, timeout_cycles=TIMEOUT, quiet_cycles=QUIET)
     out = {"requests": [], "data": [], "taken": [], "busy": set()}
 
     async def bench(ctx):
@@ -78,6 +81,18 @@ def test_parser_takes_requests_and_drops_what_comes_before_them():
     assert [r[4] for r in out["requests"]] == [out["taken"][12] + 1, out["taken"][-1] + 1]
 
 
+def test_parser_takes_a_batch_of_images_and_times_out_inside_the_second():
+    batch = [7, 200, 0, 1, 2, 3]                # two images of INPUT_BYTES
+    out = _parse(_bytes(encode_infer(batch, seq=5) + encode_info(seq=6), idle=1), images=2)
+    assert [r[:4] for r in out["requests"]] == [(STATUS_OK, 5, CMD_INFER, 0), (STATUS_OK, 6, CMD_INFO, 0)]
+    assert out["data"] == batch
+    assert out["requests"][0][4] == out["taken"][4 + 6] + 1
+    # one image's bytes and its checksum are not a request of two: the parser waits, then times out
+    out = _parse(_bytes(encode_infer(batch[:3], seq=8)), images=2)
+    assert [(s, q, a) for s, q, _, a, _ in out["requests"]] == [(STATUS_TIMEOUT, 8, 1)]
+    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 2
+
+
 def test_parser_answers_broken_requests_and_asks_to_drop_the_image():
     bad = bytearray(encode_infer([1, 2, 3], seq=7))
     bad[-1] ^= 0x5A
@@ -125,6 +140,12 @@ def test_parser_parameters_are_checked():
         RequestParser(input_bytes=0, timeout_cycles=5, quiet_cycles=5)
     with pytest.raises(ValueError, match="quiet_cycles must be at least 1, not -2"):
         RequestParser(input_bytes=4, timeout_cycles=5, quiet_cycles=-2)
+    with pytest.raises(ValueError, match="images must be at least 1, not 0"):
+        RequestParser(input_bytes=4, images=0, timeout_cycles=5, quiet_cycles=5)
+    with pytest.raises(ValueError, match="images must be at least 1, not 0"):
+        ResultSerializer(classes=3, logit_bytes=1, word_shape=signed(8), images=0)
+    with pytest.raises(ValueError, match="INFO field images has 8 bits: 256 does not fit"):
+        LinkFormat(input_bytes=4, classes=3, logit_bytes=1, export_id=0, images=256)
     with pytest.raises(ValueError, match="does not fit in 1 logit byte"):
         ResultSerializer(classes=3, logit_bytes=1, word_shape=signed(9))
 
@@ -166,7 +187,7 @@ class _Replier(Elaboratable):
         self.framer, self.fmt, self.info = ReplyFramer(), fmt, info
         self.source = (InfoSerializer(fmt) if info else
                        ResultSerializer(classes=fmt.classes, logit_bytes=fmt.logit_bytes,
-                                        word_shape=signed(8 * fmt.logit_bytes - 2)))
+                                        word_shape=signed(8 * fmt.logit_bytes - 2), images=fmt.images))
 
     def elaborate(self, platform):
         m = Module()
@@ -223,20 +244,29 @@ def test_a_failed_reply_is_status_seq_and_checksum(status):
 def test_the_info_reply_carries_the_link_format_in_the_info_layout():
     sent, done, _ = _reply(FMT, (STATUS_OK, 3), seed=1)
     assert decode_reply(sent, FMT, CMD_INFO) == FMT.info()
-    # the layout on the line, as docs/hostlink.md gives it: export id, input bytes, classes, logit bytes
-    assert sent[4:-1] == pack_info(FMT.info()) == bytes.fromhex("78563412" "1003" "04" "02")
+    # the layout on the line, as docs/hostlink.md gives it: export id, input bytes, classes, logit
+    # bytes, images
+    assert sent[4:-1] == pack_info(FMT.info()) == bytes.fromhex("78563412" "1003" "04" "02" "01")
+    lanes = dataclasses.replace(FMT, images=3)
+    assert _reply(lanes, (STATUS_OK, 5))[0][4:-1] == bytes.fromhex("78563412" "1003" "04" "02" "03")
     again, _, _ = _reply(FMT, (STATUS_OK, 4), seed=2)            # the body starts over for every reply
     assert again[4:-1] == sent[4:-1] and len(done) == 1
 
 
+@pytest.mark.parametrize("images", [1, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_result_reply_decodes_to_the_accelerators_words(seed):
+def test_the_result_reply_decodes_to_the_accelerators_words(seed, images):
+    """Each image's logits and class in turn, then the cycles once: those taken with the last class."""
     rng = random.Random(seed)
-    lim = 1 << (8 * FMT.logit_bytes - 3)
-    logits = [rng.randrange(-lim, lim) for _ in range(FMT.classes)]
-    cls = rng.randrange(FMT.classes)
-    sent, done, early = _reply(FMT, (STATUS_OK, 40 + seed), info=False, words=logits + [cls], cycles=1000, seed=seed)
-    r = decode_reply(sent, FMT, CMD_INFER)
-    assert r["logits"] == logits and r["class"] == cls and r["cycles"] > 1000
+    fmt = dataclasses.replace(FMT, images=images)
+    lim = 1 << (8 * fmt.logit_bytes - 3)
+    want = [{"logits": [rng.randrange(-lim, lim) for _ in range(fmt.classes)], "class": rng.randrange(fmt.classes)}
+            for _ in range(images)]
+    words = [w for r in want for w in r["logits"] + [r["class"]]]
+    sent, done, early = _reply(fmt, (STATUS_OK, 40 + seed), info=False, words=words, cycles=1000, seed=seed)
+    assert len(sent) == reply_length(fmt, CMD_INFER) == 9 + images * (fmt.classes * fmt.logit_bytes + 1)
+    rs = decode_reply(sent, fmt, CMD_INFER)
+    assert [{k: r[k] for k in ("logits", "class")} for r in rs] == want
+    assert len({r["cycles"] for r in rs}) == 1 and rs[0]["cycles"] > 1000
     assert sent[3] == 40 + seed and len(done) == 1
     assert not early, "a word was taken before the body began"

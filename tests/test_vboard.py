@@ -47,6 +47,24 @@ def test_verilator_board_gives_the_golden_answers(net, fuzz_export, tmp_path):
     t.close()
 
 
+def test_verilator_board_with_image_lanes_answers_batches_and_survives_a_fuzz(fuzz_export):
+    """Two image lanes: INFO says so, evaluate over 7 images (the last batch padded) gives the
+    golden results, and a fuzz of 1,000 noisy exchanges of 1 or 2 images never a wrong one."""
+    from ternpe.flow.host import evaluate
+    from ternpe.hw.plan import AcceleratorOptions
+    ex = fuzz_export
+    t = VerilatorTransport(plan_accelerator(ex, AcceleratorOptions(images=2)), divisor=2, timeout_cycles=400)
+    b = Board(t, t.core.link.format)
+    assert b.check()["images"] == 2
+    ev = evaluate(b, ex.golden["inputs"][:7], ex.golden["classes"][:7], ex.golden["logits"][:7])
+    assert ev["disagreements"] == [] and ev["errors"] == [] and ev["accuracy"] == 1.0, ev
+    assert b.stats["requests"] == 1 + 4 and b.stats["retries"] == 0
+    counts = fuzz_link(ex, t, b, frames=1000, seed=4)
+    assert counts["wrong"] == 0, counts
+    assert counts["ok"] >= 0.98 * 1000 and b.stats["retries"] > 100, (counts, b.stats)
+    t.close()
+
+
 class Recorder:
     """A transport that notes every call: its name, arguments, result (or error) and the clock
     count after it."""
