@@ -169,7 +169,9 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
     board, clock = top.board, top.clock_hz / 1e6
     model = plan.cycles                        # the board's pipeline: its drain may be the device's own
     fmt = top.core.link.format
+    # a request carries a batch of the image lanes' images; its reply their results
     uart_bytes = request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)
+    N = plan.images
     return {
         "board": board.name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(plan.geometry),
         "plan": plan.summary(),
@@ -178,10 +180,11 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
         "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
-        "baud": top.baud, "cycles_per_inference": model["total"],
-        "inferences_per_s_compute": clock * 1e6 / model["throughput"],
-        "uart_bytes_per_inference": uart_bytes,
-        "inferences_per_s_link": 1 / (uart_bytes * UART_FRAME_BITS / top.baud + model["total"] / (clock * 1e6)),
+        "baud": top.baud, "cycles_per_inference": model["total"], "image_lanes": N,
+        "cycles_per_image": model["per_image"], "speedup_vs_dense": plan.speedup,
+        "inferences_per_s_compute": clock * 1e6 / model["per_image"],
+        "uart_bytes_per_inference": uart_bytes / N,
+        "inferences_per_s_link": N / (uart_bytes * UART_FRAME_BITS / top.baud + model["total"] / (clock * 1e6)),
         "resources": pnr["resources"],
         "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},
         "memory_plan": {k: {"width": w, "depth": d, "in": kind, "blocks": n} for k, (w, d, kind, n) in fits["plan"].items()},
@@ -193,7 +196,7 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
 
 
 def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
-          pe: str | None = None, log=print, progress=True, check_logic: bool = True,
+          pe: str | None = None, images: int | None = None, log=print, progress=True, check_logic: bool = True,
           verify_samples: int = 2) -> dict:
     """Build the bitstream of ``export_dir`` for ``board_name``; returns the report (also written as
     ``<out_dir>/<board>/<export>.report.json``). ``check_logic=False`` skips the logic-cell part of
@@ -203,7 +206,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     unpacked from the bitstream, simulated on ``verify_samples`` golden inputs through the UART);
     ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``."""
     board = _board(board_name, clock_mhz)
-    plan, fits = prepare(export_dir, pe=pe, device=board.device, check_logic=check_logic, log=log)
+    plan, fits = prepare(export_dir, pe=pe, device=board.device, images=images, check_logic=check_logic, log=log)
     name = pathlib.Path(export_dir).resolve().name
     env = _check_tools(board, verify=bool(verify_samples))
     top = _top(plan, board, clock_mhz)

@@ -113,7 +113,7 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True, netlist=False, pe=None, device=None, log=None) -> dict:
+              verilog=None, taps=True, netlist=False, pe=None, device=None, images=None, log=None) -> dict:
     """Simulate the export's accelerator (on the array ``pe``, with ``device``'s options: the
     design ``ternpe build`` makes for that device) on its golden inputs. Returns ``{"results":
     [per sample], "cycles": [...], "model_cycles": the plan's, "wall_s": ..., "simulator": ...,
@@ -128,7 +128,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     from ternpe.image import load_export
     # given sources (a corrupted design) may come with an export that does not reproduce its golden
     ex = load_export(export_dir, check_golden=verilog is None)
-    plan, _ = prepare(ex, pe=pe, device=device, check_logic=False, log=log)
+    plan, _ = prepare(ex, pe=pe, device=device, images=images, check_logic=False, log=log)
     if verilog is None:
         sources = [generate(plan.export, build_dir / "rtl", plan=plan, log=lambda *a: None) / "ternpe_top.v"]
     elif isinstance(verilog, (list, tuple)):
@@ -139,10 +139,11 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     results.unlink(missing_ok=True)
     n_in = int(plan.export.golden["inputs"][0].size)
     # a generous bound: stalls make streams slower, never 4x the model plus the input
-    max_cycles = 4 * (plan.cycles["total"] + n_in * 10) + 1000
+    max_cycles = 4 * (plan.cycles["total"] + plan.images * n_in * 10) + 1000
     cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
            "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
-           "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps}
+           "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps,
+           "images": plan.images}
     xml = run_verilog(sources, "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
                       test_module="ternpe.flow.cosimbench", testcase=testcase,
                       env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves, netlist=netlist)
@@ -151,7 +152,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
         raise CosimError(f"the testbench wrote no results; see {xml.parent / 'sim.log'}")
     out = json.loads(results.read_text())
     out.update(simulator=simulator, total_s=total, build_dir=str(build_dir), model_cycles=plan.cycles["total"],
-               geometry=str(plan.geometry))
+               geometry=str(plan.geometry), images=plan.images)
     bad = [r for r in out["results"] if not r["ok"]]
     if bad:
         raise CosimError(_describe(bad[0]), out)

@@ -4,8 +4,9 @@ inside the simulator's process (``ternpe sim`` and the co-simulation tests).
 Its settings come as JSON in ``TERNPE_COSIM``: ``export`` (the export the Verilog was generated
 from), ``golden`` (the export whose golden.npz is the reference; normally the same), ``samples``,
 ``valid_gap`` / ``ready_gap`` (probability of a stall cycle on the input / output stream),
-``seed`` and ``results`` (a JSON file this bench writes: per sample and layer, pass or the first
-differing element; cycles; wall time).
+``seed``, ``images`` (the image lanes: images go in batches of that many, the last filled with
+blank images) and ``results`` (a JSON file this bench writes: per sample and layer, pass or the
+first differing element; cycles of its batch; wall time).
 
 Every activation write is watched on the top's debug taps, so a mismatch names the first layer
 that differs, and where.
@@ -41,8 +42,8 @@ def _load(cfg) -> tuple:
 class Top:
     """Drives the streams of ``ternpe_top`` and records its debug taps."""
 
-    def __init__(self, dut, ex, *, valid_gap=0.0, ready_gap=0.0, seed=0, max_cycles=10**6):
-        self.dut, self.ex = dut, ex
+    def __init__(self, dut, ex, *, valid_gap=0.0, ready_gap=0.0, seed=0, max_cycles=10**6, images=1):
+        self.dut, self.ex, self.images = dut, ex, images
         self.G, self.A = ex.geometry.G, ex.act_bits
         self.valid_gap, self.ready_gap = valid_gap, ready_gap
         self.rng = random.Random(seed)
@@ -73,7 +74,8 @@ class Top:
         d.rst.value = 0
 
     def clear_maps(self):
-        self.maps = [np.full(n, -1, np.int64) for n in self.sizes[:-1]]
+        """``maps[e][layer]``: image lane ``e``'s output map of ``layer`` as the taps saw it."""
+        self.maps = [[np.full(n, -1, np.int64) for n in self.sizes[:-1]] for _ in range(self.images)]
 
     async def _watch_taps(self):
         d, G, A = self.dut, self.G, self.A
@@ -85,11 +87,12 @@ class Top:
                 continue
             layer, addr = int(d.tap_layer.value), int(d.tap_addr.value)
             mask, data = int(d.tap_mask.value), int(d.tap_data.value)
-            for lane in range(G):
-                if mask >> lane & 1:
-                    idx = addr * G + lane
-                    if idx < len(self.maps[layer]):
-                        self.maps[layer][idx] = data >> (lane * A) & mask_all
+            for e, maps in enumerate(self.maps):
+                for lane in range(G):
+                    if mask >> (e * G + lane) & 1:
+                        idx = addr * G + lane
+                        if idx < len(maps[layer]):
+                            maps[layer][idx] = data >> ((e * G + lane) * A) & mask_all
 
     async def send(self, pixels):
         d, i = self.dut, 0
@@ -125,11 +128,17 @@ class Top:
         d.output__ready.value = 0
         return out
 
-    async def infer(self, image):
+    async def infer(self, images):
+        """A batch of up to ``self.images`` images (filled with blank ones): per image (logits,
+        class), and the batch's cycles."""
         self.clear_maps()
-        await self.send(image)
-        out = await self.receive(self.classes + 1)
-        return out[:-1], out[-1], int(self.dut.cycles.value)
+        images = list(images)
+        images += [np.zeros_like(np.asarray(images[0]))] * (self.images - len(images))
+        for img in images:
+            await self.send(img)
+        out = await self.receive(self.images * (self.classes + 1))
+        k = self.classes + 1
+        return [(out[i * k:(i + 1) * k - 1], out[(i + 1) * k - 1]) for i in range(self.images)], int(self.dut.cycles.value)
 
 
 def compare(ex, golden, n, logits, cls, maps) -> dict:
@@ -178,17 +187,19 @@ async def network(dut):
     """The golden inputs through the input stream; every layer and every logit and class exact."""
     cfg = _cfg()
     ex, golden = _load(cfg)
+    N = cfg.get("images", 1)
     top = Top(dut, ex, valid_gap=cfg.get("valid_gap", 0.0), ready_gap=cfg.get("ready_gap", 0.0),
-              seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6))
+              seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6), images=N)
     taps = cfg.get("taps", True)
     await top.start(taps=taps)
     n = min(cfg.get("samples") or len(golden["inputs"]), len(golden["inputs"]))
     res, cycles = [], []
     t0, ns0 = time.perf_counter(), get_sim_time("ns")
-    for k in range(n):
-        logits, cls, c = await top.infer(golden["inputs"][k])
-        res.append(compare(ex, golden, k, logits, cls, top.maps if taps else None))
-        cycles.append(c)
+    for k0 in range(0, n, N):
+        outs, c = await top.infer(golden["inputs"][k0:min(n, k0 + N)])
+        for e, (logits, cls) in enumerate(outs[:n - k0]):
+            res.append(compare(ex, golden, k0 + e, logits, cls, top.maps[e] if taps else None))
+            cycles.append(c)
     wall = time.perf_counter() - t0
     clocks = int((get_sim_time("ns") - ns0) // 10)      # every clock: loading, computing, output
     _write(cfg, {"results": res, "cycles": cycles, "wall_s": wall, "clocks": clocks})
@@ -201,7 +212,8 @@ async def reset_mid_inference(dut):
     """A reset while an image loads and another while the network computes; the next inference is exact."""
     cfg = _cfg()
     ex, golden = _load(cfg)
-    top = Top(dut, ex, seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6))
+    N = cfg.get("images", 1)
+    top = Top(dut, ex, seed=cfg.get("seed", 0), max_cycles=cfg.get("max_cycles", 10**6), images=N)
     await top.start()
     d = dut
     img = golden["inputs"][0]
@@ -209,17 +221,20 @@ async def reset_mid_inference(dut):
     half = np.asarray(img).reshape(-1)[: np.asarray(img).size // 2]
     await top.send(half)
     await top.reset()
-    # 2) a whole image in, reset while the layers run
-    await top.send(img)
+    # 2) a whole batch in, reset while the layers run
+    for _ in range(N):
+        await top.send(img)
     for _ in range(100):
         await RisingEdge(d.clk)
     await ReadOnly()
     assert int(d.busy.value), "the accelerator should be computing 100 cycles after its input"
     await top.reset()
     res = []
-    for k in range(min(2, len(golden["inputs"]))):
-        logits, cls, c = await top.infer(golden["inputs"][k])
-        res.append(compare(ex, golden, k, logits, cls, top.maps))
+    n = min(2, len(golden["inputs"]))
+    for k0 in range(0, n, N):
+        outs, _ = await top.infer(golden["inputs"][k0:min(n, k0 + N)])
+        for e, (logits, cls) in enumerate(outs[:n - k0]):
+            res.append(compare(ex, golden, k0 + e, logits, cls, top.maps[e]))
     _write(cfg, {"results": res, "cycles": [], "wall_s": 0.0, "clocks": 0})
     msg = _message(res)
     assert not msg, "after reset: " + msg

@@ -20,6 +20,7 @@ CNNs and seeded random networks, arrays 1x8 to 16x16: iCE40 logic cells within 5
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 
@@ -32,7 +33,7 @@ from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
            "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "array_for_device",
-           "format_plan"]
+           "format_plan", "with_images", "LANE_COST", "AUTO_FILL"]
 
 
 class FitError(GenerateError):
@@ -46,6 +47,18 @@ COEFFICIENTS = {
     "ecp5": {"lut": (3474.86, 3.24, 4.63), "ff": (1868.67, 2.5, 4.41)},
 }
 
+#: What each image lane past the first adds besides its PE array and requantizers (its input
+#: buffer, write-back, logit registers and operand registers), per family: measured as the
+#: difference of Yosys ``synth_ecp5`` / ``synth_ice40`` runs of the MNIST accelerator at 1, 2
+#: and 4 lanes less the lanes' share of the fitted terms (``bench/lanes.py`` re-measures it).
+LANE_COST = {
+    "ice40": {"lut": 1367.0},
+    "ecp5": {"lut": 1191.0, "ff": 1111.0},
+}
+
+#: The share of a device's logic ``--pe auto`` fills: the rest is left to the placer, so that a
+#: full design still meets the board's clock (measured: see docs/accelerator.md, "Image lanes").
+AUTO_FILL = {"ice40": 1.0, "ecp5": 0.7}
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no
@@ -55,9 +68,9 @@ RAM_BANK = {"ecp5": 512, "ice40": 1 << 20}
 
 
 def features(plan: AcceleratorPlan) -> tuple:
-    """(lanes, pes) of the accelerator of ``plan`` (see the module docstring)."""
-    g = plan.geometry
-    return g.P * g.G * (plan.act_bits + 1), g.P * (plan.acc_bits + plan.out_bits)
+    """(lanes, pes) of the accelerator of ``plan`` (see the module docstring), over its image lanes."""
+    g, N = plan.geometry, plan.images
+    return N * g.P * g.G * (plan.act_bits + 1), N * g.P * (plan.acc_bits + plan.out_bits)
 
 
 def _device(device: Device | str) -> Device:
@@ -100,29 +113,33 @@ def plan_for_device(export, device: Device | str) -> AcceleratorPlan:
 
 def memory_plan(plan: AcceleratorPlan, device: Device | str) -> dict:
     """``{memory: (width, depth, kind, blocks)}``: which memory holds what, in how many blocks
-    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``), under the plan's options."""
+    (``kind`` is ``"bram"``, ``"spram"`` or ``"lut"``), under the plan's options; a memory every
+    image lane has its own copy of counts the blocks of all copies."""
     dev = _device(device)
     opts = plan.options
     out = {}
     for k, (w, d) in plan.memory_shapes.items():
+        copies = plan.images if MemoryName.per_image(k) else 1
         if opts.spram and MemoryName.is_input_bank(k):
-            out[k] = (w, d, "spram", 1)
+            out[k] = (w, d, "spram", copies)
         elif opts.index_in_logic and k == MemoryName.TILE_LIST:
             out[k] = (w, d, "lut", 0)
         else:
-            out[k] = (w, d, "bram", block_rams(dev.family, w, d))
+            out[k] = (w, d, "bram", copies * block_rams(dev.family, w, d))
     return out
 
 
-def format_plan(plan: dict, device: Device | str) -> str:
-    """The memory plan as a table (what ``ternpe generate`` prints)."""
+def format_plan(plan: dict, device: Device | str, images: int = 1) -> str:
+    """The memory plan as a table (what ``ternpe generate`` prints); with ``images`` lanes, the
+    memories each lane has its own copy of are marked ``x N`` (their blocks count every copy)."""
     dev = _device(device)
-    lines = [f"  {'memory':<24}{'width x depth':>16}  {'in':<6}{'blocks':>6}"]
+    lines = [f"  {'memory':<28}{'width x depth':>16}  {'in':<6}{'blocks':>6}"]
     for k, (w, d, kind, n) in plan.items():
-        lines.append(f"  {k:<24}{f'{w} x {d}':>16}  {kind:<6}{n:>6}")
+        name = f"{k} x {images}" if images > 1 and MemoryName.per_image(k) else k
+        lines.append(f"  {name:<28}{f'{w} x {d}':>16}  {kind:<6}{n:>6}")
     bram = sum(n for *_, kind, n in plan.values() if kind == "bram")
     spram = sum(n for *_, kind, n in plan.values() if kind == "spram")
-    lines.append(f"  {'total':<24}{'':>16}  {'bram':<6}{bram:>6} of {dev.bram}"
+    lines.append(f"  {'total':<28}{'':>16}  {'bram':<6}{bram:>6} of {dev.bram}"
                  + (f", spram {spram} of {dev.spram}" if dev.spram else ""))
     return "\n".join(lines)
 
@@ -132,13 +149,14 @@ def estimate(plan: AcceleratorPlan, device: Device | str) -> dict:
     per_memory}`` (the host link and UART of a board top included in lut/ff)."""
     dev = _device(device)
     f = features(plan)
-    co = COEFFICIENTS[dev.family]
-    lut = co["lut"][0] + sum(c * x for c, x in zip(co["lut"][1:], f))
+    co, lane = COEFFICIENTS[dev.family], LANE_COST[dev.family]
+    extra = plan.images - 1
+    lut = co["lut"][0] + sum(c * x for c, x in zip(co["lut"][1:], f)) + extra * lane["lut"]
     # an iCE40 logic cell is a LUT and a flip-flop: nextpnr counts cells, so there is no FF figure
-    ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f)) if "ff" in co else None
+    ff = co["ff"][0] + sum(c * x for c, x in zip(co["ff"][1:], f)) + extra * lane["ff"] if "ff" in co else None
     mems = memory_plan(plan, dev)
     # one multiplier per 15 accumulator bits per requantizer, and one for a residual network's shortcut
-    dsp = plan.geometry.P * (math.ceil(plan.acc_bits / ACC_BITS_PER_MULTIPLIER) + plan.residual)
+    dsp = plan.images * plan.geometry.P * (math.ceil(plan.acc_bits / ACC_BITS_PER_MULTIPLIER) + plan.residual)
     return {"lut": int(round(lut)), "ff": None if ff is None else int(round(ff)),
             "bram": sum(n for *_, kind, n in mems.values() if kind == "bram"),
             "spram": sum(n for *_, kind, n in mems.values() if kind == "spram"), "dsp": dsp,
@@ -186,47 +204,84 @@ def check_fit(plan: AcceleratorPlan, device: Device | str, *, logic: bool = True
 
 
 def auto_geometry(ex, device: Device | str) -> AcceleratorPlan:
-    """The plan of the widest array ``P' x G`` (``P'`` a power-of-two multiple of the trained
-    ``P``, at most ``G``) whose accelerator fits ``device``, with the device's options; its
-    :func:`auto_limit` says what stopped the widening."""
+    """The plan :func:`auto_plan` chooses (without its reason)."""
     return auto_plan(ex, device)[0]
 
 
-def auto_plan(ex, device: Device | str) -> tuple:
-    """``(plan, limit)``: :func:`auto_geometry`'s plan and, in words, what limited it: the
-    resources the next wider array lacks (with the numbers), or the array's own bound ``P' = G``
-    (a tile row's ``P'`` channels must lie in one activation word of ``G`` lanes)."""
+def with_images(plan: AcceleratorPlan, images: int) -> AcceleratorPlan:
+    """``plan`` with ``images`` image lanes."""
+    return plan.with_options(dataclasses.replace(plan.options, images=images))
+
+
+def _fits(est: dict, dev: Device) -> list:
+    """What ``est`` lacks on ``dev`` with the logic filled to at most ``AUTO_FILL``."""
+    fill = AUTO_FILL[dev.family]
+    have = dev.as_dict()
+    over = [k for k in ("bram", "spram", "dsp") if est[k] > have[k]]
+    return over + [k for k in ("lut", "ff") if est[k] is not None and est[k] > fill * have[k]]
+
+
+def _lack(est: dict, dev: Device, over: list) -> str:
+    fill, have = AUTO_FILL[dev.family], dev.as_dict()
+    return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({fill:.0%} filled at most)" if k in ("lut", "ff")
+                                                             and fill < 1 else "") for k in over)
+
+
+def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
+    """``(plan, limit)``: the array and image lanes with the most inferences per second on
+    ``device`` (the fewest cycles per image: ``cycles["per_image"]``), and in words what limited it.
+
+    Candidates: every ``P' x G`` with ``P'`` a power-of-two multiple of the trained ``P`` up to
+    ``G`` (a wider ``P'`` skips a tile only where all its trained parts are pruned), each with
+    1, 2, ... image lanes (which keep the trained tile as the unit of skipping) while they fit:
+    block RAMs, SPRAMs and multipliers in full, logic to ``AUTO_FILL`` of the device, and while the
+    input stream still feeds them (past ``load_bound`` a lane adds nothing). Of equal speed the
+    smaller design is taken. ``images`` fixes the lanes. The clock is the board's: the model
+    does not predict timing, the build checks it."""
     dev = _device(device)
     g = ex.geometry
-    best, limit = None, None
+    best, best_limit = None, None
     p = g.P
     while p <= g.G:
-        cand = plan_for_device(widen(ex, ArrayGeometry(p, g.G)), dev)
-        est = estimate(cand, dev)
-        over = over_budget(est, dev)
-        if over:
-            have = dev.as_dict()
-            limit = (f"{p}x{g.G} would need " + ", ".join(f"{est[k]} {k.upper()} of {have[k]}" for k in over))
-            break
-        best = cand
+        base = plan_for_device(widen(ex, ArrayGeometry(p, g.G)), dev)
+        cand, limit = _most_lanes(base, dev, images)
+        if cand is not None and (best is None or cand.cycles["per_image"] < best.cycles["per_image"]):
+            best, best_limit = cand, limit
         p *= 2
     if best is None:
-        check_fit(plan_for_device(ex, dev), dev)          # raises with the numbers
-    if limit is None:
-        limit = f"the array's bound P' <= G = {g.G} (the widest array for tiles of {g.G} lanes)"
-    return best, limit
+        check_fit(with_images(plan_for_device(ex, dev), images or 1), dev)          # raises with the numbers
+    return best, best_limit
 
+
+def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple:
+    """``(plan, limit)``: ``base`` with the most image lanes that fit ``dev`` and still pay."""
+    tag = f"{base.geometry}"
+    if images is not None:
+        plan = with_images(base, images)
+        over = _fits(estimate(plan, dev), dev)
+        return (None, None) if over else (plan, f"--image-lanes {images} (given)")
+    best, n = None, 1
+    while True:
+        plan = with_images(base, n)
+        over = _fits(estimate(plan, dev), dev)
+        if over:
+            limit = f"{tag} with {n} image lanes would need " + _lack(estimate(plan, dev), dev, over)
+            return best, limit
+        if best is not None and plan.cycles["load_bound"]:
+            return best, (f"the input stream: {tag} with {n} image lanes would wait for images "
+                          f"({plan.cycles['load']} input bytes a batch at one a cycle)")
+        best, n = plan, n + 1
 
 def array_for_device(specs, shape, device: Device | str, *, G: int = 16, act_bits: int = 8) -> tuple:
-    """``(geometry, limit)``: the array to train a network of ``specs`` for, before training: the
-    widest ``P x G`` whose accelerator fits ``device`` with every tile kept (a dense stand-in of
-    random weights: the weights' block RAMs at their most), as :func:`auto_plan` chooses it;
-    ``limit`` says what stopped it. Trained at that ``P``, a pruned tile is a pass the array
-    skips, and the penalty weighs each tile by what it costs there (``--cost cycles``)."""
+    """``(geometry, images, limit)``: the array to train a network of ``specs`` for, before
+    training, and the image lanes it would run with: what :func:`auto_plan` chooses for a dense
+    stand-in of random weights (every tile kept: the weights' block RAMs at their most); ``limit``
+    says what stopped it. Trained at that ``P``, a pruned tile is a pass the array skips, and the
+    penalty weighs each tile by what it costs there (``--cost cycles``)."""
     import tempfile
     from ternpe.model.randnet import random_export_of
     with tempfile.TemporaryDirectory() as tmp:
         ex = random_export_of(pathlib.Path(tmp) / "dense", list(specs), shape=tuple(shape), pe=f"1x{G}", density=1.0,
                               samples=1, act_bits=act_bits)
         plan, limit = auto_plan(ex, device)
-    return plan.geometry, limit
+    return plan.geometry, plan.images, limit

@@ -411,7 +411,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     div = uart_divisor(clock_hz, baud)
     if plan is None:      # the array the build recorded (a build with --pe runs a wider one), on the board's device
         pe = (report.get("plan") or {}).get("geometry") or report.get("geometry")
-        plan = prepare(ex, pe=pe, device=board.device, check_logic=False)[0]
+        plan = prepare(ex, pe=pe, device=board.device, images=(report.get("plan") or {}).get("images"),
+                       check_logic=False)[0]
     fmt = LinkFormat.of_plan(plan)
     n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
     work, netlist = _unpacked(bitstream, work_dir, board.name, log)

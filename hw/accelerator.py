@@ -367,14 +367,16 @@ class Accelerator(wiring.Component):
         output stream; count the cycles from the start to the last class."""
         plan, N = self.plan, len(inbs)
         m.submodules.argmax = am = Argmax(classes=plan.classes, logit_bits=plan.logit_bits, out_bits=plan.out_bits)
-        lane = Signal(range(N), name="result_lane")
+        lane = Signal(range(max(N, 2)), name="result_lane")     # no register left at N = 1: never read
         if N == 1:
             m.d.comb += am.logits.eq(logits[0])
-        else:
+        else:       # the lane's logits are registered before its argmax: no mux over the lanes in its path
+            chosen = Signal.like(am.logits, name="lane_logits")
+            m.d.comb += am.logits.eq(chosen)
             with m.Switch(lane):
                 for e, lg in enumerate(logits):
                     with m.Case(e):
-                        m.d.comb += am.logits.eq(lg)
+                        m.d.sync += chosen.eq(lg)
         wiring.connect(m, am.output, wiring.flipped(self.output))
         cycles = Signal(32)
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | am.busy)]
@@ -389,18 +391,21 @@ class Accelerator(wiring.Component):
                     m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
-                    m.d.comb += am.start.eq(1)
-                    m.d.sync += lane.eq(0)
-                    m.next = "RESULT"
+                    if N == 1:
+                        m.d.comb += am.start.eq(1)
+                        m.next = "RESULT"
+                    else:
+                        m.d.sync += lane.eq(0)
+                        m.next = "NEXT"
             with m.State("RESULT"):
                 with m.If(am.done):
-                    with m.If(lane == N - 1):
+                    with m.If(lane == N - 1 if N > 1 else 1):
                         m.d.comb += [inb.release.eq(1) for inb in inbs]
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += lane.eq(lane + 1)
                         m.next = "NEXT"
-            with m.State("NEXT"):           # the next lane's logits
+            with m.State("NEXT"):           # the lane's logits are registered: its argmax starts
                 m.d.comb += am.start.eq(1)
                 m.next = "RESULT"
 

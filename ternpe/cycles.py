@@ -171,8 +171,8 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
     n_in = images * s0.in_h * s0.in_w * s0.cin
     # +2: the input FIFO, and the start cycle once the images (or the previous outputs) are
     # complete; +classes: the logits leave before the class, +2 between two images' argmaxes
-    # (the class taken, the next start)
-    out = (images - 1) * (classes + 2) + classes
+    # (the class taken, the next start), +1 with lanes (the first lane's logits are registered)
+    out = (images - 1) * (classes + 2) + classes + (images > 1)
     # the input stream takes a byte a cycle; a window-mode input buffer stops taking while its
     # patch is gathered, so where loading is the bound (load_bound) the figure is a lower bound
     load_bound = n_in + 1 > total + out + 2

@@ -19,7 +19,7 @@ def test_generate_bad_input(quick_run, tmp_path):
         prepare(quick_run["export"], pe="2x8")
     with pytest.raises(GenerateError, match="--device must be one of"):
         prepare(quick_run["export"], device="xc7")
-    with pytest.raises(GenerateError, match="--pe auto picks the widest array that fits a device: give --device"):
+    with pytest.raises(GenerateError, match="--pe auto picks the array and image lanes that fit a device: give --device"):
         prepare(quick_run["export"], pe="auto")
     # a network too large for the memories: pretend the device is tiny
     import dataclasses

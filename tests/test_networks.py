@@ -160,24 +160,35 @@ def test_dense_baseline_of_the_speedup(tmp_path):
     assert cyc(densified(ex)) == cyc(full) == plan_accelerator(ex).dense_cycles > cyc(ex)
 
 
-def test_pe_auto_picks_the_widest_array_that_fits(tmp_path):
+def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
+    """--pe auto: of every array P' x G (P' from the trained P to G) with 1, 2, ... image lanes,
+    the one with the fewest cycles per image that fits (logic to AUTO_FILL) and that the input
+    stream still feeds; checked against a brute-force search, on every device and a small one."""
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import auto_geometry, auto_plan, estimate, over_budget, plan_for_device
+    from ternpe.flow.resources import AUTO_FILL, auto_plan, estimate, plan_for_device, with_images
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000)]:
-        plan = auto_geometry(ex, dev)
-        g = plan.geometry
-        assert g.G == 16 and g.P >= 1
-        assert plan.options == plan_for_device(widen(ex, g), dev).options
-        assert not over_budget(estimate(plan, dev), dev)
-        _, limit = auto_plan(ex, dev)
-        if 2 * g.P <= g.G:
-            over = over_budget(estimate(plan_for_device(widen(ex, ArrayGeometry(2 * g.P, g.G)), dev), dev), dev)
-            assert over and limit.startswith(f"{2 * g.P}x16 would need ")
-            assert all(k.upper() in limit for k in over), (limit, over)
+        plan, limit = auto_plan(ex, dev)
+        assert plan.options == with_images(plan_for_device(widen(ex, plan.geometry), dev), plan.images).options
+
+        def fits(p):
+            e, have = estimate(p, dev), dev.as_dict()
+            return (all(e[k] <= have[k] for k in ("bram", "spram", "dsp"))
+                    and all(e[k] is None or e[k] <= AUTO_FILL[dev.family] * have[k] for k in ("lut", "ff")))
+        assert fits(plan)
+        best = min((p for P in (1, 2, 4, 8, 16) for n in range(1, 40)
+                    for p in [with_images(plan_for_device(widen(ex, ArrayGeometry(P, 16)), dev), n)]
+                    if fits(p) and (n == 1 or not p.cycles["load_bound"])), key=lambda p: p.cycles["per_image"])
+        assert plan.cycles["per_image"] == best.cycles["per_image"], (dev.name, plan.summary(), best.summary())
+        nxt = with_images(plan, plan.images + 1)
+        if fits(nxt):
+            assert nxt.cycles["load_bound"] and limit.startswith("the input stream")
         else:
-            assert limit.startswith("the array's bound P' <= G = 16")
+            assert limit.startswith(f"{plan.geometry} with {plan.images + 1} image lanes would need ")
+    small = plan_for_device(ex, "ecp5-85f")
+    assert auto_plan(ex, "ecp5-85f", images=3)[0].images == 3
+    assert small.images == 1
 
 
 @pytest.mark.parametrize("name,images", [("digits-cnn", 2), ("residual-option-a-narrow-pe", 2), ("5x5-kernels", 4),

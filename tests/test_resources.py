@@ -7,23 +7,21 @@ import pytest
 
 from ternpe.contract import parse_layers
 from ternpe.devices import DEVICES
-from ternpe.flow.resources import array_for_device, auto_plan, plan_for_device
+from ternpe.flow.resources import array_for_device, auto_plan, plan_for_device, with_images
 from ternpe.image import widen
 
 
 @pytest.mark.parametrize("device", ["up5k", "ecp5-25f", "ecp5-85f"])
-def test_the_array_for_a_device_is_the_widest_whose_dense_accelerator_fits(device):
+def test_the_array_for_a_device_is_the_fastest_whose_dense_accelerator_fits(device):
     specs = parse_layers("c16,p,c32,p,fc10", (28, 28, 1), 10)
-    geometry, limit = array_for_device(specs, (28, 28, 1), device)
-    assert geometry.G == 16 and geometry.P in (1, 2, 4, 8, 16)
-    if geometry.P < 16:                                # the next wider one lacks a named resource
-        assert limit.startswith(f"{2 * geometry.P}x16 would need ")
-    else:
-        assert limit.startswith("the array's bound")
+    geometry, lanes, limit = array_for_device(specs, (28, 28, 1), device)
+    assert geometry.G == 16 and geometry.P in (1, 2, 4, 8, 16) and lanes >= 1
+    # what stopped it: the next image lane lacks a named resource, or the input stream is the bound
+    assert limit.startswith(f"{geometry} with {lanes + 1} image lanes would need ") or limit.startswith("the input")
     if device == "up5k":
-        assert geometry.P == 1                         # a second PE does not fit the UP5K's logic
+        assert (geometry.P, lanes) == (1, 1)           # neither a second PE nor a second lane fits the UP5K
     if device == "ecp5-85f":
-        assert geometry.P == 16
+        assert lanes > 1
 
 
 def test_train_for_a_board_records_it_and_the_flow_defaults_to_it(tmp_path, capsys):
@@ -47,4 +45,4 @@ def test_pe_auto_plan_carries_the_device_options(tmp_path):
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in DEVICES:
         plan, _ = auto_plan(ex, dev)
-        assert plan.options == plan_for_device(widen(ex, plan.geometry), dev).options
+        assert plan.options == with_images(plan_for_device(widen(ex, plan.geometry), dev), plan.images).options

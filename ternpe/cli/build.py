@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
     bd.add_argument("export", help="export directory written by `ternpe export`")
     bd.add_argument("--board", default=None, help=board_names() + " (default: the board the network was trained "
                                                                    "for, `ternpe train --board`)")
-    bd.add_argument("--pe", default=None, help="array P'xG (P' a multiple of the trained P), or auto: the widest "
-                                               "array the board's device takes (default: as trained)")
+    from .array import add_array_options
+    add_array_options(bd)
     bd.add_argument("--clock", type=float, default=None, help="accelerator clock in MHz (default: the board's, "
                                                               "chosen by measurement)")
     bd.add_argument("--out", default="bitstreams", help="where <board>/<export>.bin|bit and .report.json go "
@@ -52,17 +52,18 @@ def run(a) -> int:
     a.board = a.board or export_board(a.export)
     if a.board is None:
         raise ValueError(f"give --board ({board_names()}): {a.export} was not trained for a board")
-    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe,
+    r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe, images=a.image_lanes,
               verify_samples=a.verify_samples)
     res = r["resources"]
-    print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s), PE {r['geometry']}")
+    lanes = f" x {r['image_lanes']} image lanes" if r["image_lanes"] > 1 else ""
+    print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s), PE {r['geometry']}{lanes}")
     print(f"  clock {r['clock_mhz']:.2f} MHz (fmax {r['fmax_mhz']:.2f} MHz, timing met)")
     for k, v in res.items():
         if isinstance(v, dict):
             print(f"  {k:<6} {v['used']:>6} / {v['available']}")
-    print(f"  {r['cycles_per_inference']} cycles per inference (throughput {r['throughput_cycles']} with the next image "
-          f"loading meanwhile): {r['inferences_per_s_compute']:,.0f} inferences/s "
-          f"compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
+    print(f"  {r['cycles_per_image']:,.0f} cycles per image ({r['speedup_vs_dense']:.2f}x fewer than dense; a batch "
+          f"every {r['throughput_cycles']} with the next loading meanwhile): {r['inferences_per_s_compute']:,.0f} "
+          f"inferences/s compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
     if r["verified"]:
         print(f"  verified: the netlist unpacked from the bitstream is bit-exact on {r['verified']['samples']} golden "
               f"input(s) (`ternpe verify` runs them all)")

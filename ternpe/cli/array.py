@@ -1,0 +1,20 @@
+"""The array options every command that turns an export into hardware shares: ``--pe`` and
+``--image-lanes`` (generate, sim, build, run --sim)."""
+
+from __future__ import annotations
+
+PE_HELP = ("array P'xG: P' a multiple of the trained P (a wider tile is skipped only when all its trained parts "
+           "are pruned), or auto: the array and image lanes with the most inferences/s that fit the device "
+           "(default: as trained)")
+
+LANES_HELP = ("image lanes: N copies of the array's datapath in lockstep on one controller and one weight ROM, "
+              "each computing its own image (N times the throughput, the trained tile still the unit of "
+              "skipping; images go in batches of N). With --pe auto: fix N instead of choosing it (default: 1, "
+              "or --pe auto's choice)")
+
+
+def add_array_options(parser, *, what: str = "") -> None:
+    """``--pe`` and ``--image-lanes`` on ``parser`` (``what``: a prefix such as "with --sim: ")."""
+    parser.add_argument("--pe", default=None, help=what + PE_HELP)
+    parser.add_argument("--image-lanes", type=int, default=None, metavar="N", dest="image_lanes",
+                        help=what + LANES_HELP)
