@@ -56,9 +56,12 @@ LANE_COST = {
     "ecp5": {"lut": 1191.0, "ff": 1111.0},
 }
 
-#: The share of a device's logic ``--pe auto`` fills: the rest is left to the placer, so that a
-#: full design still meets the board's clock (measured: see docs/accelerator.md, "Image lanes").
-AUTO_FILL = {"ice40": 1.0, "ecp5": 0.7}
+#: The share of a device's logic ``--pe auto`` fills. On ECP5 the rest is left to the placer: a
+#: 70% design (52,863 LUT4s on the ECP5-85F) had nextpnr's analytical placer at 3 minutes an
+#: iteration on this 2-core machine, past 10 minutes before its first legal placement converged;
+#: at 35% a build takes minutes (docs/accelerator.md, "Image lanes"). More lanes by hand:
+#: ``--image-lanes N`` (checked against the whole device).
+AUTO_FILL = {"ice40": 1.0, "ecp5": 0.35}
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no

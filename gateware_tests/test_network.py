@@ -116,3 +116,27 @@ def test_residual_network_on_icarus(tmp_path):
     res = run_cosim(ex.path, simulator="icarus", build_dir=tmp_path / "sim")
     assert [r["ok"] and all(x["ok"] for x in r["layers"]) for r in res["results"]] == [True, True]
     assert res["cycles"] == [plan_accelerator(ex).cycles["total"]] * 2
+
+
+@pytest.mark.parametrize("sim,layers,pe,images,device", [
+    ("verilator", "c16,c16,c16r,c32s2,c32r,fc10", "2x16", 3, "ecp5-85f"),
+    ("icarus", "c16,p,c32,p,fc10", "1x16", 2, None)])
+def test_image_lanes_on_the_simulators(tmp_path, sim, layers, pe, images, device):
+    """N image lanes in the generated Verilog: every lane's every layer (the widened taps), the
+    logits and the class bit-exact, with stalls on both streams, a last batch filled with blank
+    images, and the batch's cycles the model's; then a reset mid-inference recovers."""
+    from ternpe.hw.plan import AcceleratorOptions
+    from ternpe.model.randnet import random_export
+    ex = random_export(tmp_path / "export", shape=(8, 8, 2), layers=layers, pe=pe, density=0.5, samples=images + 1,
+                       seed=images)
+    res = run_cosim(ex.path, simulator=sim, build_dir=tmp_path / "sim", images=images, device=device,
+                    valid_gap=0.3, ready_gap=0.5, seed=3)
+    assert len(res["results"]) == images + 1 and res["images"] == images
+    for r in res["results"]:
+        assert r["ok"] and all(x["ok"] for x in r["layers"]) and r["class"] == r["want_class"]
+    if device is None:
+        assert res["model_cycles"] == plan_accelerator(ex, AcceleratorOptions(images=images)).cycles["total"]
+    assert res["cycles"] == [res["model_cycles"]] * (images + 1)
+    res = run_cosim(ex.path, simulator=sim, build_dir=tmp_path / "sim", images=images, device=device,
+                    testcase="reset_mid_inference")
+    assert len(res["results"]) == 2 and all(r["ok"] for r in res["results"])
