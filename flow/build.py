@@ -21,6 +21,7 @@ from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
 from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
 from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
+from ternpe.outdir import check_dir, claim
 from .generate import prepare
 
 __all__ = ["BuildError", "build", "artefact_paths", "publish"]
@@ -197,21 +198,24 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
 
 def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="build/boards", clock_mhz=None,
           pe: str | None = None, images: int | None = None, log=print, progress=True, check_logic: bool = True,
-          verify_samples: int = 2) -> dict:
+          verify_samples: int = 2, force: bool = False) -> dict:
     """Build the bitstream of ``export_dir`` for ``board_name``; returns the report (also written as
     ``<out_dir>/<board>/<export>.report.json``). ``check_logic=False`` skips the logic-cell part of
     the fit check (the resource model's own fitting runs use it); memories are always checked.
 
     An iCE40 bitstream that meets timing is then verified (:mod:`ternpe.flow.verify`: the netlist
     unpacked from the bitstream, simulated on ``verify_samples`` golden inputs through the UART);
-    ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``."""
+    ``verify_samples=0`` skips it. A bitstream that fails is kept as ``<name>.verify-failed``.
+    The work directory ``<build_root>/<board>/<export>`` must be new, empty or a board build
+    directory (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
     board = _board(board_name, clock_mhz)
-    plan, fits = prepare(export_dir, pe=pe, device=board.device, images=images, check_logic=check_logic, log=log)
     name = pathlib.Path(export_dir).resolve().name
+    bdir = check_dir(pathlib.Path(build_root) / board_name / name, "build", force=force, option="--build-dir",
+                     error=BuildError)
+    plan, fits = prepare(export_dir, pe=pe, device=board.device, images=images, check_logic=check_logic, log=log)
     env = _check_tools(board, verify=bool(verify_samples))
     top = _top(plan, board, clock_mhz)
-    bdir = pathlib.Path(build_root) / board_name / name
-    bdir.mkdir(parents=True, exist_ok=True)
+    bdir = claim(bdir, "build", force=force, option="--build-dir", error=BuildError, log=log)
     t0 = time.perf_counter()
     clock = top.clock_hz / 1e6
     times, seeds = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,

@@ -16,6 +16,7 @@ import pathlib
 import time
 
 from ternpe.flow.tools import ToolError, require, tool_env
+from ternpe.outdir import check_dir, claim
 
 __all__ = ["SIMULATORS", "CosimError", "run_cosim", "build_verilog", "synthesize_netlist"]
 
@@ -113,22 +114,26 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
 
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
-              verilog=None, taps=True, netlist=False, pe=None, device=None, images=None, log=None) -> dict:
+              verilog=None, taps=True, netlist=False, pe=None, device=None, images=None, force=False,
+              log=None) -> dict:
     """Simulate the export's accelerator (on the array ``pe``, with ``device``'s options: the
     design ``ternpe build`` makes for that device) on its golden inputs. Returns ``{"results":
     [per sample], "cycles": [...], "model_cycles": the plan's, "wall_s": ..., "simulator": ...,
     "build_s": ...}``; raises :class:`CosimError` naming the first differing layer when the
     hardware differs. ``taps=False`` compares logits and class only (no per-cycle watch of the
     debug taps: faster). ``verilog``: simulate these sources instead (a netlist, a corrupted
-    design), still against the plan of ``pe`` and ``device``."""
+    design), still against the plan of ``pe`` and ``device``. ``build_dir`` must be new, empty or
+    a sim build directory (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
     from .generate import generate, prepare
     check_simulator(simulator)
-    build_dir = pathlib.Path(build_dir).resolve()
+    check_dir(build_dir, "sim", force=force, option="--build-dir", error=CosimError)
     t0 = time.perf_counter()
     from ternpe.image import load_export
     # given sources (a corrupted design) may come with an export that does not reproduce its golden
     ex = load_export(export_dir, check_golden=verilog is None)
     plan, _ = prepare(ex, pe=pe, device=device, images=images, check_logic=False, log=log)
+    build_dir = claim(build_dir, "sim", force=force, option="--build-dir", error=CosimError,
+                      log=log or print).resolve()
     if verilog is None:
         sources = [generate(plan.export, build_dir / "rtl", plan=plan, log=lambda *a: None) / "ternpe_top.v"]
     elif isinstance(verilog, (list, tuple)):

@@ -12,6 +12,7 @@ from ternpe.devices import DEVICES
 from ternpe.hw.accelerator import Accelerator
 from ternpe.hw.plan import AcceleratorPlan, GenerateError, plan_accelerator
 from ternpe.image import Export, load_export, widen
+from ternpe.outdir import claim
 from .resources import auto_plan, check_fit, format_plan, plan_for_device, with_images
 
 __all__ = ["prepare", "generate", "write_verilog"]
@@ -49,27 +50,27 @@ def prepare(export, *, pe: str | None = None, device: str | None = None, images:
     return plan, fit
 
 
-def write_verilog(plan: AcceleratorPlan, out_dir, *, name: str = "ternpe_top") -> pathlib.Path:
-    """The Verilog of ``plan``'s accelerator as ``<out_dir>/<name>.v``."""
-    out = pathlib.Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise GenerateError(f"--out {out} is a file: give a directory for the Verilog")
-    out.mkdir(parents=True, exist_ok=True)
+def write_verilog(plan: AcceleratorPlan, out_dir, *, name: str = "ternpe_top", force: bool = False,
+                  log=print) -> pathlib.Path:
+    """The Verilog of ``plan``'s accelerator as ``<out_dir>/<name>.v``. ``out_dir`` must be new,
+    empty or generated Verilog (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
+    out = claim(out_dir, "rtl", force=force, error=GenerateError, log=log)
     path = out / f"{name}.v"
     path.write_text(verilog.convert(Accelerator(plan), name=name, emit_src=False))
     return path
 
 
 def generate(export, out_dir, *, pe: str | None = None, device: str | None = None, images: int | None = None,
-             log=print, plan: AcceleratorPlan | None = None) -> pathlib.Path:
+             log=print, plan: AcceleratorPlan | None = None, force: bool = False) -> pathlib.Path:
     """Write ``ternpe_top.v`` and ``ternpe_top.json`` (cycles, memories, fit) into ``out_dir``;
-    ``plan`` (from :func:`prepare`) when the caller has one already."""
+    ``plan`` (from :func:`prepare`) when the caller has one already; ``force``: move aside what
+    is in ``out_dir`` when it is not generated Verilog."""
     fit = None
     if plan is None:
         plan, fit = prepare(export, pe=pe, device=device, images=images, log=log)
     elif device is not None:
         fit = check_fit(plan, device)
-    path = write_verilog(plan, out_dir)
+    path = write_verilog(plan, out_dir, force=force, log=log)
     out = path.parent
     model, dense = plan.cycles, plan.dense_cycles
     report = {"dense_cycles": dense, "speedup_vs_dense": plan.speedup, "geometry": str(plan.geometry),

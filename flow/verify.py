@@ -36,7 +36,7 @@ import numpy as np
 
 from ternpe.link import (CMD_INFER, CMD_INFO, UART_DATA_BITS, UART_FRAME_BITS, LinkFormat, ReplyParser, decode_reply,
                          encode_infer, encode_info, export_id, reply_length, wrap_seq)
-from ternpe.files import check_out_dir
+from ternpe.outdir import check_dir, claim
 from ternpe.flow.tools import HOW_TO_INSTALL, ToolError, require, tool_env
 
 __all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "ICESTORM_PYTHON"]
@@ -320,15 +320,12 @@ def _board_of(bitstream: pathlib.Path, board_name: str | None, samples) -> tuple
     return board, report
 
 
-def _unpacked(bitstream: pathlib.Path, work_dir, board_name: str, log) -> tuple:
+def _unpacked(bitstream: pathlib.Path, work: pathlib.Path, force: bool, log) -> tuple:
     """The bitstream unpacked into a fresh work directory and its netlist recovered: ``(work, netlist)``."""
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:       # nothing is written until the bitstream unpacks
         unpack(bitstream, pathlib.Path(tmp) / "design.asc")
-        work = pathlib.Path(work_dir or pathlib.Path("build") / "verify" / board_name / bitstream.stem)
-        check_out_dir(work, markers=("tb.v", "result.json"), what="verify", noun="a verify run", error=VerifyError)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = claim(work, "verify", force=force, fresh=True, option="--work-dir", error=VerifyError, log=log)
         shutil.copy(pathlib.Path(tmp) / "design.asc", work / "design.asc")
     netlist = recover_netlist(work / "design.asc")
     (work / "netlist.v").write_text(netlist)
@@ -386,7 +383,7 @@ def _compare(result: dict, replies: dict, ex, fmt, n: int, cycles: int) -> None:
 
 def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, clock_hz: float | None = None,
                      baud: int | None = None, plan=None, samples: int | None = None, work_dir=None,
-                     log=print) -> dict:
+                     force: bool = False, log=print) -> dict:
     """Simulate the netlist recovered from ``bitstream`` on the golden inputs of ``export_dir``
     (the first ``samples``, default all).
 
@@ -395,7 +392,9 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
     defaults (the array the export was trained for). Returns
     ``{"ok", "samples", "mismatches": [...], "export_id_ok", "cycles", ...}``; ``ok`` only when
     the board reports the export's id and every reply equals the golden logits and class, and
-    its cycle count equals the cycle model's."""
+    its cycle count equals the cycle model's. ``work_dir`` (default ``build/verify/<board>/<name>``)
+    must be new, empty or a verify run's (:mod:`ternpe.outdir`); ``force``: anything else there is
+    moved aside."""
     from ternpe.hw.boards import ice40_pll
     from ternpe.hw.uart import divisor as uart_divisor
     from ternpe.image import load_export
@@ -403,6 +402,8 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
 
     bitstream = pathlib.Path(bitstream)
     board, report = _board_of(bitstream, board_name, samples)
+    work = check_dir(work_dir or pathlib.Path("build") / "verify" / board.name / bitstream.stem, "verify",
+                     force=force, option="--work-dir", error=VerifyError)
     clock_hz = clock_hz or report.get("clock_mhz", board.clock_hz / 1e6) * 1e6
     baud = baud or report.get("baud", board.baud)
     # a build's plan holds its export (widened or not: the files, so the export id, are the same)
@@ -415,7 +416,7 @@ def verify_bitstream(bitstream, export_dir, *, board_name: str | None = None, cl
                        check_logic=False)[0]
     fmt = LinkFormat.of_plan(plan)
     n = len(ex.golden["inputs"]) if samples is None else min(samples, len(ex.golden["inputs"]))
-    work, netlist = _unpacked(bitstream, work_dir, board.name, log)
+    work, netlist = _unpacked(bitstream, work, force, log)
     pll = _pll_settings(netlist)
     want_pll = {k: ice40_pll(board.clk_in_hz, clock_hz)[k] for k in ("DIVR", "DIVF", "DIVQ")}
     rx, tx = _uart_pins(board)

@@ -6,7 +6,7 @@ import pathlib
 
 
 from ternpe.contract import ArrayGeometry
-from ternpe.files import check_out_dir, replace_dir
+from ternpe.outdir import check_dir, replace_dir
 from ternpe.image import ExportError, golden_vectors, load_export, write_export
 from .data import load_dataset
 from .fold import calibrate_activations, fold
@@ -15,8 +15,10 @@ from .train import _tensors, load_run
 __all__ = ["export_run"]
 
 
-def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
-    out = check_out_dir(out, markers=("manifest.json",), what="export", noun="an export", error=ExportError)
+def export_run(run_dir, out, *, samples: int = 64, force: bool = False, log=print) -> pathlib.Path:
+    """Export the run ``run_dir`` to ``out``, which must be new, empty or an export
+    (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
+    out = check_dir(out, "export", force=force, error=ExportError)
     net, cfg, metrics = load_run(run_dir)
     if not net.folds:
         raise ExportError(f"{run_dir}: --arch {cfg.arch} does not fold into the integer model")
@@ -47,8 +49,7 @@ def export_run(run_dir, out, *, samples: int = 64, log=print) -> pathlib.Path:
         write_export(tmp, geometry=geometry, act_bits=im.act_bits, specs=im.specs, weights=im.weights,
                      requants=im.requants, golden=golden, logit_scale=im.logit_scale, meta=meta)
         load_export(tmp)          # refuse to leave behind an export that does not read back exactly
-    replace_dir(out, fill)
-    path = out
+    path = replace_dir(out, fill, "export", log=log)
     ex = load_export(path)
     nnz = sum(l.nonzero_tiles for l in ex.layers)
     total = sum(l.layout.count for l in ex.layers)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
 from ternpe.cycles import cycle_model, rows_per_group, tile_cycles
-from ternpe.files import check_out_dir, replace_dir
+from ternpe.outdir import check_dir, replace_dir
 from .config import METHODS, TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import check_in_step, cross_entropy_share, is_main, rank, setup, sync_batchnorm, world_size
@@ -381,16 +381,18 @@ def _float_key(cfg: TrainConfig, ds_name: str) -> str:
 
 
 def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print, dataset: Dataset | None = None,
-          float_cache: str | pathlib.Path | None = None):
+          float_cache: str | pathlib.Path | None = None, force: bool = False):
     """Run one pipeline; write the run directory when ``out`` is given. Returns (net, metrics).
 
     ``out`` is checked before anything trains, and written only when the run is complete (into
     a temporary directory, then renamed over the old run): an interrupted run leaves nothing.
+    ``out`` must be new, empty or a run (:mod:`ternpe.outdir`); ``force``: anything else there is
+    moved aside when the run is written.
     ``float_cache``: a directory where the float phase is kept and reused by runs that differ
     only after it (the bench's methods of one seed); the result is the same as training it."""
     cfg.validate()
     if out is not None:
-        out = check_out(out)
+        out = check_out(out, force=force)
     dev = resolve_device(cfg.device)
     distributed = setup(dev)
     if not is_main():
@@ -448,7 +450,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     if distributed:
         metrics["processes"] = world_size()
     if out is not None and is_main():
-        save_run(out, cfg, net, metrics, history)       # rank 0 only
+        save_run(out, cfg, net, metrics, history, log=log)       # rank 0 only
     return net, metrics
 
 
@@ -623,15 +625,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_out(out) -> pathlib.Path:
+def check_out(out, *, force: bool = False) -> pathlib.Path:
     """Refuse, before any training, a run directory that cannot be written: a file, a directory
-    holding something other than a run, a place without write permission."""
-    return check_out_dir(out, markers=("model.pt", "metrics.json"), what="run", noun="a ternpe run", error=RunError)
+    holding something other than a run (unless ``force``), a place without write permission."""
+    return check_dir(out, "run", force=force, error=RunError)
 
 
-def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list) -> None:
+def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list, *, log=print) -> None:
     """Write the run into a temporary directory beside ``out``, then rename it into place (an
-    old run there is replaced as a whole: no stale tile maps, no half-written run)."""
+    old run there is replaced as a whole: no stale tile maps, no half-written run; anything
+    else there is moved aside, :func:`ternpe.outdir.replace_dir`)."""
     def fill(tmp: pathlib.Path) -> None:
         torch.save({"config": dataclasses.asdict(cfg), "state_dict": net.state_dict(),
                     "shape": list(metrics["input_shape"]), "classes": metrics["classes"],
@@ -643,7 +646,7 @@ def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list
         plot_tile_maps(metrics["layers"], tmp / "tilemaps")
         plot_history(history, tmp / "training.png")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    replace_dir(out, fill)
+    replace_dir(out, fill, "run", log=log)
 
 
 class RunError(ValueError):

@@ -35,7 +35,20 @@ def place(quick_run, tmp_path):
     (d / "edited" / "manifest.json").write_text(json.dumps(man))
     (d / "x.bin").write_bytes(b"\x00" * 64)
     (d / "notes.txt").write_text("not an image")
+    _someone_elses(d)
     return d
+
+
+def _someone_elses(d: pathlib.Path) -> None:
+    """Directories that hold a file ternpe writes beside files it does not (issue 22's data-loss
+    cases), and a folder in the place of a board build directory."""
+    for name, files in {"thesis": ("model.pt", "metrics.json", "src/train.py", "thesis.tex"),
+                        "extension": ("manifest.json", "background.js", "popup.html"),
+                        "notebook": ("result.json", "notebook.ipynb", "data/x.csv"),
+                        "boards/icebreaker/export": ("top.bin", "notes.md")}.items():
+        for f in files:
+            (d / name / f).parent.mkdir(parents=True, exist_ok=True)
+            (d / name / f).write_text(f"{name}/{f}: keep me\n")
 
 
 def _snapshot(root: pathlib.Path) -> dict:
@@ -72,18 +85,25 @@ CASES = [
     (["train", *QUICK, "--out", "{d}/afile"], 1, "is a file"),
     (["train", *QUICK, "--out", "{d}/afile/run"], 1, "is a file, not a directory"),
     (["train", *QUICK, "--out", "{d}/photos"], 1, "not a ternpe run"),
+    (["train", *QUICK, "--out", "{d}/thesis"], 1, "it holds src/, thesis.tex, which ternpe did not write"),
+    (["train", *QUICK, "--out", "{d}/thesis"], 1, "or --force to move it aside"),
+    (["train", *QUICK, "--out", "{d}/export"], 1, "not a ternpe run: it is an export"),
     (["train", "--dataset", "fashion-mnist", "--out", "{d}/r"], 1, "--data-dir"),
     (["train", "--dataset", "mnist", "--data-dir", "{d}/empty", "--out", "{d}/r"], 1, "train-images-idx3-ubyte"),
     # export
     (["export", "{d}/nothing", "--out", "{d}/e2"], 1, "model.pt is missing"),
     (["export", "{d}/run", "--out", "{d}/afile"], 1, "is a file"),
     (["export", "{d}/run", "--out", "{d}/photos"], 1, "not an export"),
+    (["export", "{d}/run", "--out", "{d}/extension"], 1, "it holds background.js, popup.html"),
+    (["export", "{d}/run", "--out", "{d}/run"], 1, "not an export: it is a ternpe run"),
     (["export", "{d}/run", "--out", "{d}/e2", "--samples", "0"], 1, "--samples must be >= 1"),
     (["export", "{d}/run"], 2, "the following arguments are required: --out"),
     # generate
     (["generate", "{d}/nothing", "--out", "{d}/g"], 1, "manifest.json is missing"),
     (["generate", "{d}/export", "--out", "{d}/afile"], 1, "is a file"),
     (["generate", "{d}/export", "--out", "{d}/g", "--pe", "3x16"], 1, "powers of two"),
+    (["generate", "{d}/export", "--out", "{d}/photos"], 1, "not a directory of generated Verilog: it holds cat.jpg"),
+    (["generate", "{d}/export", "--out", "{d}/export"], 1, "not a directory of generated Verilog: it is an export"),
     (["generate", "{d}/export", "--out", "{d}/g", "--pe", "1x8"], 1, "G is fixed by training"),
     (["generate", "{d}/export", "--out", "{d}/g", "--device", "nosuch"], 1, "--device must be one of"),
     (["generate", "{d}/corrupt", "--out", "{d}/g"], 1, "does not match its checksum"),
@@ -93,6 +113,8 @@ CASES = [
     (["sim", "{d}/export", "--samples", "0"], 1, "--samples must be >= 1"),
     (["sim", "{d}/export", "--simulator", "modelsim"], 2, "invalid choice: 'modelsim'"),
     (["sim", "{d}/nothing"], 1, "manifest.json is missing"),
+    (["sim", "{d}/export", "--build-dir", "{d}/photos"], 1, "--build-dir {d}/photos is not a sim build directory"),
+    (["sim", "{d}/export", "--build-dir", "{d}/afile"], 1, "--build-dir {d}/afile is a file"),
     # build
     (["build", "{d}/export", "--board", "de0"], 1, "--board must be one of"),
     (["build", "{d}/export", "--board", "icebreaker", "--clock", "abc"], 2, "invalid float value: 'abc'"),
@@ -101,6 +123,8 @@ CASES = [
     (["build", "{d}/nothing", "--board", "icebreaker"], 1, "manifest.json is missing"),
     (["build", "{d}/export", "--board", "icebreaker", "--pe", "3x16"], 1, "powers of two"),
     (["build", "{d}/edited", "--board", "ulx3s"], 1, "does not match its own checksum"),
+    (["build", "{d}/export", "--board", "icebreaker", "--build-dir", "{d}/boards"], 1,
+     "export is not a board build directory: it holds notes.md"),
     # flash
     (["flash", "{d}/nothing.bin", "--board", "icebreaker"], 1, "does not exist"),
     (["flash", "{d}/x.bin", "--board", "de0"], 1, "--board must be one of"),
@@ -116,6 +140,8 @@ CASES = [
     (["verify", "{d}/x.bin", "--export", "{d}/edited", "--board", "upduino"], 1, "does not match its own checksum"),
     (["verify", "{d}/x.bin", "--export", "{d}/export", "--board", "icebreaker"], 1, "not an iCE40 bitstream?"),
     (["verify", "{d}/x.bin"], 2, "the following arguments are required: --export"),
+    (["verify", "{d}/x.bin", "--export", "{d}/export", "--board", "icebreaker", "--work-dir", "{d}/notebook"], 1,
+     "--work-dir {d}/notebook is not a verify run: it holds data/, notebook.ipynb"),
     # run
     (["run", "--export", "{d}/nothing", "--sim", "--golden", "1"], 1, "manifest.json is missing"),
     (["run", "--export", "{d}/export", "--sim", "--eval", "-2"], 1, "--eval -2: give a number of images >= 1"),
@@ -142,7 +168,7 @@ def test_bad_input_is_a_clear_message_and_loses_nothing(place, capsys, argv, cod
     err = capsys.readouterr().err
     assert got == code, err
     assert "Traceback" not in err
-    assert msg in err.replace("\n  ", " "), err
+    assert msg.format(d=place) in err.replace("\n  ", " "), err
     first = err.strip().splitlines()[-1] if code == 2 else err.strip().splitlines()[0]
     assert first.startswith(("ternpe", "usage")) or "error" in first
     after = _snapshot(place)

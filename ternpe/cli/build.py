@@ -38,7 +38,10 @@ def add_parser(sub) -> None:
                                                               "chosen by measurement)")
     bd.add_argument("--out", default="bitstreams", help="where <board>/<export>.bin|bit and .report.json go "
                                                         "(default: %(default)s)")
-    bd.add_argument("--build-dir", default="build/boards", help="intermediate files (default: %(default)s)")
+    bd.add_argument("--build-dir", default="build/boards", help="intermediate files, in <build-dir>/<board>/<export> "
+                                                                "(default: %(default)s)")
+    from .force import add_force_option
+    add_force_option(bd, "<build-dir>/<board>/<export>")
     bd.add_argument("--verify-samples", type=int, default=2, metavar="N",
                     help="iCE40: simulate the netlist unpacked from the new bitstream on N golden inputs before "
                          "it replaces the old one (`ternpe verify`; 0 skips it; default: %(default)s)")
@@ -53,7 +56,7 @@ def run(a) -> int:
     if a.board is None:
         raise ValueError(f"give --board ({board_names()}): {a.export} was not trained for a board")
     r = build(a.export, a.board, out_dir=a.out, build_root=a.build_dir, clock_mhz=a.clock, pe=a.pe, images=a.image_lanes,
-              verify_samples=a.verify_samples)
+              verify_samples=a.verify_samples, force=a.force)
     res = r["resources"]
     lanes = f" x {r['image_lanes']} image lanes" if r["image_lanes"] > 1 else ""
     print(f"ternpe build: {r['bitstream']} ({r['bitstream_bytes']:,} bytes, {r['build_s']:.0f} s), PE {r['geometry']}{lanes}")

@@ -27,9 +27,11 @@ def add_parser(sub) -> None:
     e.add_argument("run", help="run directory written by `ternpe train`")
     e.add_argument("--out", required=True, help="export directory to write")
     e.add_argument("--samples", type=int, default=64, help="golden test vectors to include (default: %(default)s)")
+    from .force import add_force_option
+    add_force_option(e, "--out")
 
 
 def run(a) -> int:
     from ternpe.model.export import export_run
-    export_run(a.run, a.out, samples=a.samples)
+    export_run(a.run, a.out, samples=a.samples, force=a.force)
     return 0

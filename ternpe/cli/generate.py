@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
                          epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("export", help="export directory written by `ternpe export`")
     gen.add_argument("--out", required=True, help="directory for the Verilog")
+    from .force import add_force_option
+    add_force_option(gen, "--out")
     from .array import add_array_options
     add_array_options(gen)
     from ternpe.devices import DEVICES
@@ -37,5 +39,5 @@ def run(a) -> int:
     trained_for = export_board(a.export) if a.device is None else None
     if trained_for:
         a.device = board(trained_for).device
-    generate(a.export, a.out, pe=a.pe, device=a.device, images=a.image_lanes)
+    generate(a.export, a.out, pe=a.pe, device=a.device, images=a.image_lanes, force=a.force)
     return 0

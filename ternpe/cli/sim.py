@@ -49,6 +49,8 @@ def add_parser(sub) -> None:
     sm.add_argument("--waves", action="store_true", help="write a waveform (FST/VCD) into the build directory")
     sm.add_argument("--build-dir", default=None, help="where the Verilog and the simulator's build go "
                                                       "(default: build/sim/<export name>)")
+    from .force import add_force_option
+    add_force_option(sm, "--build-dir")
     sm.add_argument("--valid-gap", type=float, default=0.0, help="probability of an idle cycle on the input stream")
     sm.add_argument("--ready-gap", type=float, default=0.0, help="probability of back-pressure on the output stream")
     sm.add_argument("--seed", type=int, default=0, help="seed of the stream stalls")
@@ -69,7 +71,7 @@ def run(a) -> int:
     try:
         res = run_cosim(a.export, simulator=a.simulator, build_dir=build, samples=a.samples, waves=a.waves,
                         valid_gap=a.valid_gap, ready_gap=a.ready_gap, seed=a.seed, pe=a.pe, device=device, images=a.image_lanes,
-                        log=print)
+                        force=a.force, log=print)
         failure = None
     except CosimError as err:
         if err.results is None:

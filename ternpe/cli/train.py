@@ -123,6 +123,8 @@ def add_parser(sub) -> None:
                    help="train on N processes with torch DistributedDataParallel, launched through torchrun "
                         "(gloo on the CPU, nccl on CUDA; default: %(default)s)")
     t.add_argument("--out", default="runs/mnist", help="run directory (default: %(default)s)")
+    from .force import add_force_option
+    add_force_option(t, "--out")
 
 
 def run(a) -> int:
@@ -142,7 +144,7 @@ def run(a) -> int:
         return _launch_workers(a.workers, a.argv)
     from ternpe.model.distributed import is_main, teardown
     try:
-        train(cfg, a.out)
+        train(cfg, a.out, force=a.force)
     except KeyboardInterrupt:
         print(f"ternpe train: interrupted; nothing was written to {a.out}", file=sys.stderr)
         return 130
@@ -181,7 +183,7 @@ def _check_workers(a, cfg) -> None:
         raise ValueError("--workers inside a torchrun process: launch either torchrun or --workers, not both")
     from ternpe.model.train import check_out, resolve_device
     cfg.validate()
-    check_out(a.out)
+    check_out(a.out, force=a.force)
     if resolve_device(cfg.device) == "cuda":
         from ternpe.model.distributed import cuda_devices
         if a.workers > cuda_devices():

@@ -36,11 +36,14 @@ def add_parser(sub) -> None:
     vf.add_argument("--samples", type=int, default=None, help="golden inputs to run (default: all)")
     vf.add_argument("--work-dir", default=None, help="where the netlist and the simulation go "
                                                      "(default: build/verify/<board>/<bitstream name>; an existing directory must be an earlier verify run's)")
+    from .force import add_force_option
+    add_force_option(vf, "--work-dir")
 
 
 def run(a) -> int:
     from ternpe.flow.verify import verify_bitstream
-    r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir)
+    r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir,
+                         force=a.force)
     for m in r["mismatches"][:10]:
         where = m["what"] if m["sample"] is None else f"sample {m['sample']} {m['what']}"
         print(f"  MISMATCH {where}: board {m['board']}, golden {m['golden']}")
