@@ -23,7 +23,7 @@ from ternpe.link import (CMD_INFER, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, 
                    STATUS_TIMEOUT, UART_FRAME_BITS, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer,
                    encode_info, wrap_seq)
 
-__all__ = ["evaluate", "Board", "SerialTransport", "load_images"]
+__all__ = ["evaluate", "Board", "SerialTransport", "load_images", "decode_image", "ImageError"]
 
 
 class SerialTransport:
@@ -191,30 +191,106 @@ def evaluate(board: Board, images: np.ndarray, labels, reference_logits: np.ndar
     return out
 
 
+class ImageError(ValueError):
+    """An ``--images`` file that cannot be read as the network's input, and why."""
+
+
 def load_images(paths, shape, log=None) -> np.ndarray:
-    """PNG/JPEG files -> ``[N, *shape]`` uint8 (grey, resized by area averaging to ``shape``'s h x w)."""
-    import pathlib
-    import matplotlib.image as mpimg
+    """Image files (PNG, JPEG, BMP, TIFF, GIF: what Pillow reads) -> ``[N, *shape]`` uint8, each
+    read by its format (:func:`decode_image`) and resized by area averaging to ``shape``'s h x w.
+    A conversion, a compositing or a resize is said through ``log``, one line per file."""
     h, w, c = shape
+    if c not in (1, 3):
+        raise ImageError(f"--images: the network takes {c}-channel inputs; --images reads grey (1 channel) "
+                         f"and colour (3) pictures")
     out = []
     for p in paths:
-        if not pathlib.Path(p).is_file():
-            raise ValueError(f"--images: {p} does not exist")
-        try:
-            a = np.asarray(mpimg.imread(p), np.float64)
-        except Exception as e:            # PIL raises several kinds for a file that is not an image
-            raise ValueError(f"--images: {p} is not an image PNG/JPEG can read ({type(e).__name__})") from None
-        if a.shape[:2] != (h, w) and log is not None:
-            log(f"{p}: {a.shape[1]}x{a.shape[0]} resized to the network's {w}x{h}")
-        if a.dtype.kind == "f" and a.max() <= 1.0:
-            a = a * 255.0
-        if a.ndim == 3:
-            a = a[..., :3].mean(axis=2) if c == 1 else a[..., :c]
-        if a.ndim == 2:
-            a = a[..., None]
+        a, notes = decode_image(p, c)
+        if a.shape[:2] != (h, w):
+            notes.append(f"{a.shape[1]}x{a.shape[0]} resized to the network's {w}x{h} (area average)")
+        if notes and log is not None:
+            log(f"{p}: {'; '.join(notes)}")
         ys = np.linspace(0, a.shape[0], h + 1).astype(int)
         xs = np.linspace(0, a.shape[1], w + 1).astype(int)
         r = np.array([[a[ys[i]:max(ys[i + 1], ys[i] + 1), xs[j]:max(xs[j + 1], xs[j] + 1)].mean(axis=(0, 1))
                        for j in range(w)] for i in range(h)])
         out.append(np.clip(np.rint(r), 0, 255).astype(np.uint8).reshape(h, w, c))
     return np.stack(out)
+
+
+#: Pillow modes read through a conversion: to what, and how the output names the original.
+_CONVERTED = {"1": ("L", None), "P": ("RGB", "palette colours"), "PA": ("RGBA", "palette colours"),
+              "La": ("LA", None), "RGBa": ("RGBA", None), "RGBX": ("RGB", None), "CMYK": ("RGB", "CMYK"),
+              "YCbCr": ("RGB", "YCbCr"), "LAB": ("RGB", "Lab"), "HSV": ("RGB", "HSV")}
+
+
+def decode_image(path, channels: int) -> tuple:
+    """The picture in ``path`` as ``(float64 [H, W, channels] on the 8-bit scale 0..255, notes)``.
+
+    Scaled by what the file holds, never by its content: 8-bit (and 1-bit) values as they are,
+    16-bit ones / 257 (65535 is white), floating-point ones (TIFF) 0.0 black to 1.0 white, clipped.
+    A transparent picture is composited on black, the background of the data sets (MNIST's digits
+    are white on black); one that is blank so (its picture only in its alpha channel) is refused.
+    Colour becomes grey as the mean of R, G and B; grey is copied to R, G and B. ``notes``: what
+    was converted, in words."""
+    import pathlib
+    from PIL import Image
+    if not pathlib.Path(path).is_file():
+        raise ImageError(f"--images: {path} does not exist" if not pathlib.Path(path).exists() else
+                         f"--images: {path} is a directory; give image files")
+    try:
+        with Image.open(path) as img:
+            frames = getattr(img, "n_frames", 1)
+            img.load()
+            v, alpha, notes = _pixels(img, path)
+    except ImageError:
+        raise
+    except Exception as e:            # Pillow raises several kinds for a file that is not an image
+        raise ImageError(f"--images: {path} is not an image Pillow can read ({type(e).__name__})") from None
+    if frames > 1:
+        notes.insert(0, f"the first of {frames} frames")
+    if alpha is not None and (alpha < 1).any():
+        composite = v * alpha[..., None]
+        if np.ptp(np.rint(composite)) == 0 and np.ptp(alpha) > 0:
+            raise ImageError(f"--images: {path} is blank composited on black (the background --images uses: the "
+                             f"data sets' digits are white on black): its picture is only in its alpha channel; "
+                             f"save it with light strokes, or flattened onto a background")
+        v = composite
+        notes.append("transparent: composited on black")
+    if channels == 1 and v.shape[2] == 3:
+        v = v.mean(axis=2, keepdims=True)
+        notes.append("colour converted to grey (the mean of R, G and B)")
+    elif channels == 3 and v.shape[2] == 1:
+        v = np.repeat(v, 3, axis=2)
+        notes.append("grey copied to R, G and B")
+    return v, notes
+
+
+def _pixels(img, path) -> tuple:
+    """A Pillow image's colour channels on the 8-bit scale ``[H, W, 1 or 3]``, its alpha (0..1,
+    or None) and the notes of what was converted."""
+    notes, mode = [], img.mode
+    if mode in _CONVERTED:
+        target, name = _CONVERTED[mode]
+        if mode == "P" and "transparency" in img.info:
+            target = "RGBA"
+        img, mode = img.convert(target), target
+        if name:
+            notes.append(f"{name} converted to {'RGB' if target.startswith('RGB') else target}")
+    if mode.startswith("I;16") or (mode == "I" and img.format == "PNG"):      # older Pillow: 16-bit PNG as I
+        notes.append("16-bit, scaled to 8 bits (/ 257)")
+        return np.asarray(img, np.float64)[..., None] / 257.0, None, notes
+    if mode == "F":
+        v = np.asarray(img, np.float64)
+        if not np.isfinite(v).all():
+            raise ImageError(f"--images: {path} holds NaN or infinite values")
+        notes.append("floating point, read as 0.0 black to 1.0 white"
+                     + (" (values outside clipped)" if v.min() < 0 or v.max() > 1 else ""))
+        return np.clip(v, 0.0, 1.0)[..., None] * 255.0, None, notes
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ImageError(f"--images: {path} is a {mode} image (Pillow's mode); save it as 8- or 16-bit grey or "
+                         f"RGB")
+    v = np.asarray(img, np.float64).reshape(img.height, img.width, len(mode))
+    if mode.endswith("A"):
+        return v[..., :-1], v[..., -1] / 255.0, notes
+    return v, None, notes

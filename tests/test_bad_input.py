@@ -7,6 +7,7 @@ import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
 from ternpe.cli import main
@@ -35,6 +36,10 @@ def place(quick_run, tmp_path):
     (d / "edited" / "manifest.json").write_text(json.dumps(man))
     (d / "x.bin").write_bytes(b"\x00" * 64)
     (d / "notes.txt").write_text("not an image")
+    from PIL import Image
+    alpha = np.zeros((8, 8, 4), np.uint8)
+    alpha[2:6, 3:5, 3] = 255                      # a digit drawn only in the alpha channel
+    Image.fromarray(alpha).save(d / "alpha.png")
     _someone_elses(d)
     return d
 
@@ -151,6 +156,8 @@ CASES = [
     (["run", "--export", "{d}/export", "--sim", "--golden", "100000"], 1, "--golden 100000: the export holds"),
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/notes.txt"], 1, "is not an image"),
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/nope.png"], 1, "nope.png does not exist"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/photos"], 1, "photos is a directory; give image files"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/alpha.png"], 1, "only in its alpha channel"),
     # the command itself
     ([], 2, "the following arguments are required: COMMAND"),
     (["fly"], 2, "invalid choice: 'fly'"),

@@ -37,7 +37,11 @@ def add_parser(sub) -> None:
     rn.add_argument("--board", default=None, help=board_names() + " (sets the baud rate)")
     rn.add_argument("--port", default=None, help="serial port of the board, e.g. /dev/ttyUSB1")
     rn.add_argument("--sim", action="store_true", help="talk to the simulated board instead of a serial port")
-    rn.add_argument("--images", nargs="*", default=[], help="PNG/JPEG files (grey, resized to the network input)")
+    rn.add_argument("--images", nargs="*", default=[],
+                    help="image files (PNG, JPEG, BMP, TIFF, ...) read by their format: 8-bit values as they are, "
+                         "16-bit / 257, floating point 0.0 black to 1.0 white; a transparent one composited on "
+                         "black (the data sets' digits are white on black); colour made grey (the mean of R, G, B) "
+                         "or grey copied to R, G, B and the size made the network's, each said")
     rn.add_argument("--golden", type=int, default=0, help="also run the first N golden inputs and compare")
     rn.add_argument("--eval", type=int, nargs="?", const=0, default=None, metavar="N",
                     help="stream the first N test images (all when N is left out); report accuracy, inferences/s "
