@@ -27,6 +27,12 @@ in while this one computes). Hidden activations live channels-last, ``G`` lanes 
 one before it where no word still to be read is overwritten. A first layer with fewer input channels than lanes (``cin < G``) runs in
 window mode: its lanes are filled from the input buffer's patch registers, so its lanes stay
 busy without an im2col copy of the image.
+
+With ``plan.images = N`` image lanes, everything after the controller and the weight ROM is built
+``N`` times (input buffer, activation memory, PE array, requantizers, write-back, logits): the
+lanes take the same op, weight word and tag in the same cycle and compute ``N`` images at once.
+The input stream fills lane 0, 1, ... in turn; the layers start when every lane holds an image;
+the argmax then runs over each lane's logits in turn (docs/accelerator.md, "Image lanes").
 """
 
 from __future__ import annotations

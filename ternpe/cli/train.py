@@ -25,8 +25,9 @@ the tile (pruning group) is P filters x min(G, Cin) input channels x k x k;
 spends on it, so pruning lands where the time goes; metrics.json reports cycles,
 dense_cycles and speedup from the accelerator's own cycle model.
 
---board B trains for a board: before training, the resource model picks the widest array
-P x G whose accelerator (every tile kept) fits B's FPGA, and training uses it as its --pe:
+--board B trains for a board: before training, the resource model picks the array P x G
+(and image lanes) with the most inferences/s whose accelerator, every tile kept, fits B's
+FPGA (what `--pe auto` would pick for it), and training uses that array as its --pe:
 the tile is then P filters wide, a pruned tile is a pass that array skips, and --cost cycles
 weighs each tile by what it costs there. The run and its export record the board, and
 `ternpe generate`/`sim` default to its device, `ternpe build` to the board.
