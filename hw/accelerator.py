@@ -118,7 +118,7 @@ class Accelerator(wiring.Component):
         m.submodules.weights = wb = SparseTileWeightBuffer(self.plan)
         inbs = []
         for e in range(N):
-            m.submodules[_lane_name("inbuf", e)] = inb = InputBuffer(self.plan, adv_delay=3)
+            m.submodules[_lane_name("inbuf", e)] = inb = InputBuffer(self.plan, adv_delay=3, slack=N > 1)
             inbs.append(inb)
         m.submodules.ctrl = ctrl = Controller(self.plan, list_addr_bits=len(wb.entry_addr),
                                               word_addr_bits=len(wb.word_addr))
@@ -134,22 +134,30 @@ class Accelerator(wiring.Component):
         return m
 
     def _distribute(self, m, inbs):
-        """The input stream to the image lanes: image ``k`` of a batch to lane ``k``."""
+        """The input stream to the image lanes: image ``k`` of a batch to lane ``k``. The lanes lie
+        far apart: ``input.ready`` is a register, set from the ``space`` (itself registered) of
+        the lane the next pixel goes to, so no path runs from a lane to the producer."""
         if len(inbs) == 1:
             wiring.connect(m, wiring.flipped(self.input), inbs[0].input)
             return
         s0 = self.plan.export.layers[0].spec
         n_in = s0.in_h * s0.in_w * s0.cin
         lane, pixel = Signal(range(len(inbs)), name="fill_lane"), Signal(range(n_in), name="fill_pixel")
-        with m.Switch(lane):
-            for e, inb in enumerate(inbs):
-                with m.Case(e):
-                    m.d.comb += [inb.input.valid.eq(self.input.valid), self.input.ready.eq(inb.input.ready)]
+        ready, nxt = Signal(name="fill_ready"), Signal.like(lane, name="fill_next")
+        take = self.input.valid & ready
+        m.d.comb += [self.input.ready.eq(ready), nxt.eq(lane)]
         m.d.comb += [inb.input.payload.eq(self.input.payload) for inb in inbs]
-        with m.If(self.input.valid & self.input.ready):
+        m.d.comb += [inb.input.valid.eq(take & (lane == e)) for e, inb in enumerate(inbs)]
+        with m.If(take):
             m.d.sync += pixel.eq(pixel + 1)
             with m.If(pixel == n_in - 1):
-                m.d.sync += [pixel.eq(0), lane.eq(Mux(lane == len(inbs) - 1, 0, lane + 1))]
+                m.d.sync += pixel.eq(0)
+                m.d.comb += nxt.eq(Mux(lane == len(inbs) - 1, 0, lane + 1))
+        m.d.sync += lane.eq(nxt)
+        with m.Switch(nxt):
+            for e, inb in enumerate(inbs):
+                with m.Case(e):
+                    m.d.sync += ready.eq(inb.space)
 
     def _operands(self, m, wb, inbs, ctrl):
         """The op register, the memory reads and the registered operands of each lane's array."""
@@ -162,12 +170,20 @@ class Accelerator(wiring.Component):
                 m.submodules[_lane_name(f"act{b // D}", e)] = mem = Memory(
                     shape=g.G * A, depth=min(D, depth - b), init=[], attrs={"no_rw_check": 1})
                 banks[e].append(mem)
-        # the op register: the controller's counters end here, the memories start here
+        # the op register: the controller's counters end here, the memories start here. Each image
+        # lane has its own copy for its addresses (placed beside its memories)
         op = Signal.like(ctrl.op)
         m.d.sync += op.eq(ctrl.op)
-        addr = Signal(len(op.act_addr))
-        m.d.comb += [addr.eq(op.act_addr + op.col), wb.word_addr.eq(ctrl.op.word_addr)]  # the ROM's banks are registered
-        m.d.comb += [inb.rd_addr.eq(addr) for inb in inbs]
+        m.d.comb += wb.word_addr.eq(ctrl.op.word_addr)           # a cycle ahead: the ROM's banks are registered
+        addrs = []
+        for e, inb in enumerate(inbs):
+            op_e = op
+            if len(inbs) > 1:
+                op_e = Signal.like(ctrl.op, name=_lane_name("op_lane", e))
+                m.d.sync += op_e.eq(ctrl.op)
+            addr = Signal(len(op.act_addr), name=_lane_name("addr", e))
+            m.d.comb += [addr.eq(op_e.act_addr + op_e.col), inb.rd_addr.eq(addr)]
+            addrs.append(addr)
         # stage 1: memory data arrives and is registered as it is (block RAM outputs are slow: no
         # logic follows them); stage 2: the operands are chosen on the way into the PE's lane
         # terms (a padding read or an empty row zeroes the weight codes, not the activations)
@@ -179,7 +195,7 @@ class Accelerator(wiring.Component):
         # registered in its bank (twice with operand_reg: the first register beside its block RAM),
         # muxed on the way on
         regs = 2 if self.plan.options.operand_reg else 1
-        r_acts = [self._banked_read(m, bk, addr, _lane_name("act", e), regs=regs) for e, bk in enumerate(banks)]
+        r_acts = [self._banked_read(m, bk, a, _lane_name("act", e), regs=regs) for e, (bk, a) in enumerate(zip(banks, addrs))]
         m.d.sync += [s2.eq(s1), r_w.eq(wb.word)]
         if self.plan.residual:
             self._shortcut_tags(m, op, s1, s2)
@@ -204,17 +220,22 @@ class Accelerator(wiring.Component):
             m.d.sync += [s3.eq(s2), w_r.eq(weights)]
             s2, weights = s3, w_r
             acts = [self._register(m, a, _lane_name("act_r", e)) for e, a in enumerate(acts)]
+        ops, lane_w = [s2] * len(acts), [weights] * len(acts)
+        if len(acts) > 1:           # each lane registers what it shares with the others, beside its PEs
+            ops = [self._register(m, s2, _lane_name("s_lane", e), late) for e in range(len(acts))]
+            lane_w = [self._register(m, weights, _lane_name("w_lane", e)) for e in range(len(acts))]
+            acts = [self._register(m, a, _lane_name("act_lane", e)) for e, a in enumerate(acts)]
         arrays = []
-        for e, act in enumerate(acts):
+        for e, (act, s_e, w_e) in enumerate(zip(acts, ops, lane_w)):
             m.submodules[_lane_name("array", e)] = arr = PEArray(geometry=g, act_bits=A, acc_bits=self.plan.acc_bits)
-            m.d.comb += [arr.valid.eq(s2.valid), arr.clear.eq(s2.clear), arr.last.eq(s2.last),
-                         arr.act.eq(act), arr.weights.eq(weights)]
+            m.d.comb += [arr.valid.eq(s_e.valid), arr.clear.eq(s_e.clear), arr.last.eq(s_e.last),
+                         arr.act.eq(act), arr.weights.eq(w_e)]
             arrays.append(arr)
-        return banks, [s2.tag], arrays
+        return banks, [ops[0].tag], arrays
 
     @staticmethod
-    def _register(m, value, name):
-        r = Signal(len(value), name=name)
+    def _register(m, value, name, shape=None):
+        r = Signal(shape if shape is not None else len(value), name=name)
         m.d.sync += r.eq(value)
         return r
 
@@ -299,17 +320,23 @@ class Accelerator(wiring.Component):
         rq_rd = rqrom.read_port()
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
-        early = 3 if self.plan.options.operand_reg and len(tags) >= 3 else 2
+        # image lanes: each registers the constants once more, beside its requantizers
+        lanes = len(arrays) > 1
+        early = (3 if self.plan.options.operand_reg and len(tags) >= 3 + lanes else 2) + lanes
         pre = tags[-early]
         m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
         at_res = tags[-1]
         rq_data = rq_rd.data
-        if early == 3:
+        if early - lanes == 3:
             rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
             m.d.sync += rq_data.eq(rq_rd.data)
-        rq_words = data.View(rq_layout, rq_data)
         requants = []
         for e, arr in enumerate(arrays):
+            lane_data = rq_data
+            if lanes:
+                lane_data = Signal.like(rq_rd.data, name=_lane_name("rq_lane", e), reset_less=True)
+                m.d.sync += lane_data.eq(rq_data)
+            rq_words = data.View(rq_layout, lane_data)
             lane_rqs = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits,
                                     act_bits=self.plan.act_bits, residual=self.plan.residual) for _ in range(P)]
             for p, rq in enumerate(lane_rqs):
@@ -393,8 +420,14 @@ class Accelerator(wiring.Component):
         with m.FSM(name="top"):
             with m.State("IDLE"):
                 with m.If(Cat(inb.ready for inb in inbs).all()):
-                    m.d.comb += [ctrl.start.eq(1)] + [inb.start.eq(1) for inb in inbs]
-                    m.next = "COMPUTE"
+                    if N == 1:
+                        m.d.comb += [ctrl.start.eq(1), inbs[0].start.eq(1)]
+                        m.next = "COMPUTE"
+                    else:       # the lanes lie far apart: start them from a register
+                        m.next = "START"
+            with m.State("START"):
+                m.d.comb += [ctrl.start.eq(1)] + [inb.start.eq(1) for inb in inbs]
+                m.next = "COMPUTE"
             with m.State("COMPUTE"):
                 with m.If(ctrl.done):
                     if N == 1:
@@ -406,14 +439,20 @@ class Accelerator(wiring.Component):
             with m.State("RESULT"):
                 with m.If(am.done):
                     with m.If(lane == N - 1 if N > 1 else 1):
-                        m.d.comb += [inb.release.eq(1) for inb in inbs]
-                        m.next = "IDLE"
+                        if N == 1:
+                            m.d.comb += inbs[0].release.eq(1)
+                            m.next = "IDLE"
+                        else:   # released from a register
+                            m.next = "RELEASE"
                     with m.Else():
                         m.d.sync += lane.eq(lane + 1)
                         m.next = "NEXT"
             with m.State("NEXT"):           # the lane's logits are registered: its argmax starts
                 m.d.comb += am.start.eq(1)
                 m.next = "RESULT"
+            with m.State("RELEASE"):
+                m.d.comb += [inb.release.eq(1) for inb in inbs]
+                m.next = "IDLE"
 
 
 def _lane_name(name: str, lane: int) -> str:

@@ -45,6 +45,9 @@ class InputBuffer(wiring.Component):
         the banks in SPRAMs.
     adv_delay : int
         Cycles from ``win_adv`` to the first use of the new patch by ``win_sel``.
+    slack : bool
+        A four-entry input FIFO and ``space``: a registered hint for a producer that decides from
+        registers only (the image lanes' distributor, far from the lane).
 
     Members
     -------
@@ -61,11 +64,15 @@ class InputBuffer(wiring.Component):
     win_q : In(2), win_j : In(words), win_word : Out(G*act_bits)
         Window mode: the lanes of tile word ``win_j`` at pool position ``win_q`` of the current
         patch (combinational).
+    space : Out(1)
+        With ``slack``: at most one pixel was waiting in the input FIFO a cycle ago, so it takes
+        a pixel in each of the next two cycles (whatever ``input.ready`` says then).
     """
 
-    def __init__(self, plan, *, adv_delay: int = 2):
+    def __init__(self, plan, *, adv_delay: int = 2, slack: bool = False):
         export = self.export = plan.export
         self.window, self.spram, self.adv_delay = plan.window, plan.options.spram, adv_delay
+        self.slack = slack
         l0 = export.layers[0]
         self.spec, self.layout = l0.spec, l0.layout
         G, A = export.geometry.G, export.act_bits
@@ -74,6 +81,7 @@ class InputBuffer(wiring.Component):
             "rd_addr": In(24), "rd_data": Out(G * A),
             "win_ok": Out(1), "win_adv": In(1), "win_q": In(2),
             "win_j": In(range(max(2, self.layout.words_per_tile))), "win_word": Out(G * A),
+            "space": Out(1),
         })
 
     def elaborate(self, platform):
@@ -90,9 +98,11 @@ class InputBuffer(wiring.Component):
             m.d.sync += rslot.eq(~rslot)
         # a two-entry FIFO takes the stream: its ready is a register, so nothing of the memory
         # arbitration below reaches the producer (the host link) in the same cycle
-        m.submodules.skid = skid = SyncFIFO(width=A, depth=2)
+        m.submodules.skid = skid = SyncFIFO(width=A, depth=4 if self.slack else 2)
         m.d.comb += [skid.w_data.eq(self.input.payload), skid.w_en.eq(self.input.valid),
                      self.input.ready.eq(skid.w_rdy)]
+        if self.slack:          # two writes may follow before a producer sees this: 1 + 2 <= 4 - 1
+            m.d.sync += self.space.eq(skid.w_level <= 1)
         # a pixel is taken while its slot is free, and (single-port banks) not while the gatherer reads
         reading = Signal()
         m.d.comb += skid.r_en.eq(~full.bit_select(wslot, 1) & ~reading)

@@ -117,8 +117,9 @@ class AcceleratorOptions:
 
     @property
     def extra_drain(self) -> int:
-        """Cycles these register stages add to every layer's drain."""
-        return int(self.write_reg) + int(self.operand_reg)
+        """Cycles these register stages add to every layer's drain (image lanes: one, where each
+        lane registers the operands, flags and weights it shares with the others)."""
+        return int(self.write_reg) + int(self.operand_reg) + int(self.images > 1)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

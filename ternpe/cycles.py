@@ -171,12 +171,14 @@ def cycle_model(specs: Sequence[LayerSpec], geometry: ArrayGeometry, row_tiles: 
     n_in = images * s0.in_h * s0.in_w * s0.cin
     # +2: the input FIFO, and the start cycle once the images (or the previous outputs) are
     # complete; +classes: the logits leave before the class, +2 between two images' argmaxes
-    # (the class taken, the next start), +1 with lanes (the first lane's logits are registered)
-    out = (images - 1) * (classes + 2) + classes + (images > 1)
+    # (the class taken, the next start); with lanes +1 as the first lane's logits are registered,
+    # +1 to start the lanes from a register, +1 to release them from one
+    lanes = images > 1
+    out = (images - 1) * (classes + 2) + classes + lanes
     # the input stream takes a byte a cycle; a window-mode input buffer stops taking while its
     # patch is gathered, so where loading is the bound (load_bound) the figure is a lower bound
-    load_bound = n_in + 1 > total + out + 2
-    throughput = max(total + out + 2, n_in + 1)
+    load_bound = n_in + 1 > total + out + 2 + 2 * lanes
+    throughput = max(total + out + 2 + 2 * lanes, n_in + 1)
     return {"layers": layers, "argmax": argmax, "total": total, "drain": drain, "load": n_in, "images": images,
-            "latency": n_in + 2 + total + out, "throughput": throughput, "per_image": throughput / images,
+            "latency": n_in + 2 + total + out + lanes, "throughput": throughput, "per_image": throughput / images,
             "load_bound": load_bound}
