@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 from ternpe import cycles
-from ternpe.contract import MULT_BITS, SHIFT_BITS, ArrayGeometry, ContractError, signed_bits, unsigned_bits
+from ternpe.contract import MULT_BITS, SHIFT_BITS, ArrayGeometry, ContractError, check_array, signed_bits, unsigned_bits
 from ternpe.cycles import drain_cycles, rows_per_group, window_mode
 from .actmem import ActivationPlan, plan_activations
 from .weights import tile_entry_bits, tile_program
@@ -137,26 +137,20 @@ class LayerPlan:
 
 def _layer_plans(ex) -> tuple:
     """Check that the hardware runs ``ex`` and plan each layer (raises :class:`GenerateError`)."""
-    G, P = ex.geometry.G, ex.geometry.P
     n = len(ex.layers)
-    if not _is_pow2(G) or not _is_pow2(P) or P > G:
-        raise GenerateError(f"array {ex.geometry}: the hardware needs P and G powers of two with P <= G")
+    try:
+        check_array(ex.geometry, [l.spec for l in ex.layers])     # the rule train checks too
+    except ContractError as e:
+        raise GenerateError(str(e)) from None
     plans = []
     for i, l in enumerate(ex.layers):
         s = l.spec
         if s.residual is not None:
             _check_shortcut(ex, i)
         window = window_mode(s, ex.geometry)
-        if window and i > 0:
-            raise GenerateError(f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on "
-                                f"the first layer (widen the layer or choose a smaller G)")
-        if window and s.stride != 1:
-            raise GenerateError(f"layer {s.name}: window mode (cin < G) needs stride 1, not {s.stride}")
         if i < n - 1:
             if not s.relu:
                 raise GenerateError(f"layer {s.name}: only the last layer may be without ReLU")
-            if s.cout % P:
-                raise GenerateError(f"layer {s.name}: {s.cout} output channels is not a multiple of P={P}")
         elif s.relu or (s.out_h, s.out_w) != (1, 1) or s.pool:
             raise GenerateError(f"layer {s.name}: the last layer must produce logits "
                                 f"(no ReLU, a 1x1 output, no pool)")

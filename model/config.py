@@ -8,11 +8,13 @@ import re
 
 from ternpe.contract import ArrayGeometry
 
-__all__ = ["METHODS", "ARCHS", "DATASETS", "TAU_VARIANTS", "TAU_OVER", "RANK_BASES", "COSTS", "LAM_MAX_FACTOR",
+__all__ = ["METHODS", "ARCHS", "DATASETS", "FILE_DATASETS", "TAU_VARIANTS", "TAU_OVER", "RANK_BASES", "COSTS", "LAM_MAX_FACTOR",
            "TrainConfig", "is_layer_spec"]
 
 ARCHS = ("cnn", "mlp", "resnet20")
 DATASETS = ("digits", "synthetic", "synthetic-rgb32", "mnist", "fashion-mnist", "cifar10")
+#: The data sets read from files (``--data-dir``; mnist without it is the sample built in).
+FILE_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 #: WPC's threshold rules (docs/method.md): r x mean, the rank at r, the authors' min(mean, 5/16
 #: quantile), and min(mean, the rank at r).
 TAU_VARIANTS = ("mean", "rank", "mix", "mix-r")
@@ -89,6 +91,12 @@ class TrainConfig:
                 errs.append("--target-speedup adapts lambda during the penalty phase: --epochs-ternary must be > 0")
             elif not self.lam > 0:
                 errs.append("--target-speedup raises lambda by factors: --lam must be > 0")
+        if self.lam_max is not None and self.target_speedup is None:
+            errs.append("--lam-max is the ceiling of --target-speedup's lambda; give --target-speedup too, or leave "
+                        "--lam-max out")
+        if self.data_dir is not None and self.dataset not in FILE_DATASETS:
+            errs.append(f"--data-dir applies to {', '.join(FILE_DATASETS)} (read from files); --dataset "
+                        f"{self.dataset} is built in or generated: leave --data-dir out")
         if self.lam_max is not None and not (math.isfinite(self.lam_max) and self.lam_max >= self.lam):
             errs.append(f"--lam-max must be a number >= --lam ({self.lam}), not {self.lam_max}")
         if self.dataset not in DATASETS:
@@ -121,7 +129,7 @@ class TrainConfig:
                 errs.append(f"--{f.replace('_', '-')} must be a number > 0, not {getattr(self, f)}")
         if errs:
             raise ValueError("; ".join(errs))
-        ArrayGeometry.parse(self.pe)
+        ArrayGeometry.parse(self.pe)      # the hardware's rule (check_array) once the network is built
 
     @property
     def lam_ceiling(self) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "DatasetError"]
 
-from .config import DATASETS
+from .config import DATASETS, FILE_DATASETS
 
 
 class DatasetError(ValueError):
@@ -140,7 +140,10 @@ def _cifar10(root: pathlib.Path) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """Load a data set by name; file-based ones need ``data_dir``."""
+    """Load a data set by name; file-based ones need ``data_dir``, the others refuse one."""
+    if data_dir is not None and name in DATASETS and name not in FILE_DATASETS:
+        raise DatasetError(f"--data-dir applies to {', '.join(FILE_DATASETS)} (read from files); {name} is built "
+                           f"in or generated: leave --data-dir out")
     if name == "digits":
         return _digits()
     if name == "synthetic":

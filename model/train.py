@@ -38,7 +38,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, image_bits, tile_ids
+from ternpe.contract import ArrayGeometry, MULT_BITS, TileLayout, accumulator_bits, check_array, image_bits, tile_ids
 from ternpe.cycles import cycle_model, rows_per_group, tile_cycles
 from ternpe.outdir import check_dir, replace_dir
 from .config import METHODS, TrainConfig
@@ -409,6 +409,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     if distributed:
         net = sync_batchnorm(net).to(dev)
         model = torch.nn.parallel.DistributedDataParallel(net)
+    check_array(geometry, net.specs())      # what the hardware cannot run is refused before any training
     threshold = Threshold(cfg.tau, cfg.r, cfg.rank_base, cfg.tau_over)
     groups = _Groups(net, geometry, cfg.cost, threshold)      # validates the tiling of every layer up front
     specs = net.specs() if net.folds else None      # a folding network: cycles, integer accuracy

@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "CODE_ZERO", "CODE_PLUS", "CODE_MINUS", "ACT_BITS_DEFAULT", "MULT_BITS", "SHIFT_BITS", "MAX_SHIFT",
-    "ContractError", "ArrayGeometry", "LayerSpec", "TileLayout", "conv_out", "has_residual",
+    "ContractError", "ArrayGeometry", "check_array", "LayerSpec", "TileLayout", "conv_out", "has_residual",
     "encode_ternary", "decode_ternary", "pack_tile_words", "unpack_tile_words",
     "tile_ids", "tile_norms", "nonzero_tiles", "accumulator_bits", "signed_bits",
     "RequantParams", "requant_params", "requantize", "conv_accumulate", "maxpool2x2",
@@ -111,6 +111,51 @@ class ArrayGeometry:
 
     def __str__(self):
         return f"{self.P}x{self.G}"
+
+
+def _pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _array_fault(geometry: ArrayGeometry, layers: Sequence["LayerSpec"]) -> str | None:
+    """Why the hardware cannot run ``layers`` on ``geometry`` (the first reason), or None."""
+    P, G = geometry.P, geometry.G
+    if not (_pow2(P) and _pow2(G) and P <= G):
+        return f"array {geometry}: the hardware needs P and G powers of two with P <= G"
+    last = len(layers) - 1
+    for i, s in enumerate(layers):
+        try:
+            TileLayout(s, geometry)
+        except ContractError as e:
+            return str(e)
+        if s.cin < G and i > 0:         # window mode: the lanes read the input patch (first layer only)
+            return (f"layer {s.name}: {s.cin} input channels < G={G}; window mode runs only on the first layer "
+                    f"(widen the layer or choose a smaller G)")
+        if s.cin < G and s.stride != 1:
+            return f"layer {s.name}: window mode (cin < G) needs stride 1, not {s.stride}"
+        if i < last and s.cout % P:
+            return f"layer {s.name}: {s.cout} output channels is not a multiple of P={P}"
+    return None
+
+
+def check_array(geometry: ArrayGeometry, layers: Sequence["LayerSpec"] = ()) -> None:
+    """The arrays the hardware builds, and the layers they run: ``P`` and ``G`` powers of two with
+    ``P <= G`` (a tile row's ``P`` outputs lie in one ``G``-lane activation word); every layer
+    fewer than ``G`` input channels or a multiple of ``G``, fewer only on the first layer (window
+    mode, stride 1); every hidden layer a multiple of ``P`` output channels. Raises
+    :class:`ContractError` with the first rule broken and the nearest array that keeps them all."""
+    fault = _array_fault(geometry, layers)
+    if fault is None:
+        return
+    sizes = [1 << e for e in range(11)]
+    ok = [ArrayGeometry(p, g) for g in sizes for p in sizes if p <= g
+          and _array_fault(ArrayGeometry(p, g), layers) is None]
+    if ok:
+        def distance(a):
+            return (abs(a.G.bit_length() - geometry.G.bit_length()), abs(a.P.bit_length() - geometry.P.bit_length()),
+                    -a.lanes)
+        fault += f"; --pe {min(ok, key=distance)} suits {'this network' if layers else 'the hardware'}"
+    raise ContractError(fault)
 
 
 def conv_out(size: int, k: int, stride: int, pad: int) -> int:

@@ -8,7 +8,9 @@ there (:data:`KINDS`). Anything else is refused, naming what is there; with ``--
 moved aside to ``<dir>.old-<date>-<time>``, never deleted. What ternpe deletes (the old run or
 export it replaces, a verify work directory it starts afresh) holds nothing but what ternpe writes
 there, marker or not: else it too is moved aside, and that is said. A symlink is followed: its
-target is what is written.
+target is what is written. Whether a place can be written is found by writing there (a probe
+directory, made and removed), not by asking ``os.access``, which says yes to root on a read-only
+mount, /proc or /sys.
 
 A run and an export are replaced whole (:func:`replace_dir`): written beside, renamed into place,
 so an interrupted or failed write leaves the old directory as it was, and never half a new one.
@@ -135,9 +137,27 @@ def check_dir(path, kind: str, *, force: bool = False, option: str = "--out", er
         probe = probe.parent
     if not probe.is_dir():
         raise error(f"{option} {path}: cannot write there, {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise error(f"{option} {path}: cannot write in {probe} (permission denied); choose another directory")
+    for place in {probe, path} if path.is_dir() else {probe}:
+        why = _cannot_write(place)
+        if why:
+            raise error(f"{option} {path}: cannot write in {place} ({why}); choose another directory")
     return path
+
+
+def _cannot_write(directory: pathlib.Path) -> str | None:
+    """Why nothing can be written in ``directory``, found by writing there: a probe directory with
+    a file in it, made and removed (``os.access`` says yes to root on a read-only mount, /proc, /sys)."""
+    try:
+        probe = pathlib.Path(tempfile.mkdtemp(prefix=".ternpe-probe-", dir=directory))
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        (probe / "probe").write_bytes(b"")
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return None
 
 
 def move_aside(path: pathlib.Path, log=print) -> pathlib.Path:

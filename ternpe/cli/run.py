@@ -72,6 +72,10 @@ def run(a) -> int:
         raise ValueError(f"--golden {a.golden}: the export holds {n_golden} golden inputs (0..{n_golden})")
     if not a.images and not a.golden and a.eval is None:
         raise ValueError("nothing to run: give --images FILE..., --golden N or --eval [N]")
+    if a.data_dir is not None and a.eval is None:
+        raise ValueError("--data-dir is where --eval reads the test split; give --eval, or leave --data-dir out")
+    if a.sim and a.port is not None:
+        raise ValueError("--port is a real board's serial port; --sim runs the simulated board: give one of them")
     # images (and the test set) are read before the board is touched: a bad file fails at once
     images = load_images(a.images, tuple(ex.manifest["input"]["shape"]), log=print) if a.images else []
     if a.eval is not None:
@@ -164,7 +168,8 @@ def _eval_set(ex, n: int, data_dir):
     name = ex.manifest.get("meta", {}).get("dataset")
     if name:
         from ternpe.model.data import load_dataset
-        if ex.manifest["meta"].get("data_dir") and data_dir is None:
+        from ternpe.model.config import FILE_DATASETS
+        if name in FILE_DATASETS and ex.manifest["meta"].get("data_dir") and data_dir is None:
             raise ValueError(f"--eval: the export was trained on {name} read from files "
                              f"({ex.manifest['meta']['data_dir']}); give --data-dir")
         ds = load_dataset(name, data_dir)
