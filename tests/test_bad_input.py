@@ -4,6 +4,7 @@ nothing that existed before is gone or changed."""
 
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 
@@ -35,6 +36,10 @@ def place(quick_run, tmp_path):
     man["layers"][0]["acc_bits"] += 3
     (d / "edited" / "manifest.json").write_text(json.dumps(man))
     (d / "x.bin").write_bytes(b"\x00" * 64)
+    for name, report in {"slow": {"board": "icebreaker", "timing_met": False, "fmax_mhz": 20.5, "clock_mhz": 30.0},
+                         "listed": []}.items():       # a bitstream that failed timing; a report that is no report
+        (d / f"{name}.bin").write_bytes(b"\x00" * 64)
+        (d / f"{name}.report.json").write_text(json.dumps(report))
     (d / "notes.txt").write_text("not an image")
     from PIL import Image
     alpha = np.zeros((8, 8, 4), np.uint8)
@@ -147,6 +152,9 @@ CASES = [
     (["flash", "{d}/afile", "--board", "icebreaker"], 1, "is not a .bin bitstream"),
     (["flash", "{d}/x.bin", "--board", "icebreaker"], 1, "report"),
     (["build", "{d}/export", "--board", "icebreaker", "--verify-samples", "-1"], 1, "--verify-samples must be >= 0"),
+    (["flash", "{d}/slow.bin", "--board", "icebreaker"], 1, "missed timing (fmax 20.5 MHz < clock 30.0 MHz)"),
+    (["flash", "{d}/slow.bin", "--board", "icebreaker"], 1, "flash anyway with --force"),
+    (["flash", "{d}/listed.bin", "--board", "icebreaker"], 1, "listed.report.json is not a build report (a JSON list"),
     # verify
     (["verify", "{d}/nothing.bin", "--export", "{d}/export"], 1, "no such bitstream"),
     (["verify", "{d}/x.bin", "--export", "{d}/export"], 1, "says which board it is for; name it with --board"),
@@ -156,6 +164,9 @@ CASES = [
     (["verify", "{d}/x.bin", "--export", "{d}/edited", "--board", "upduino"], 1, "does not match its own checksum"),
     (["verify", "{d}/x.bin", "--export", "{d}/export", "--board", "icebreaker"], 1, "not an iCE40 bitstream?"),
     (["verify", "{d}/x.bin"], 2, "the following arguments are required: --export"),
+    (["verify", "{d}/slow.bin", "--export", "{d}/export"], 1, "slow.bin failed timing"),
+    (["verify", "{d}/slow.bin", "--export", "{d}/export"], 1, "or verify its logic anyway with --force"),
+    (["verify", "{d}/listed.bin", "--export", "{d}/export"], 1, "listed.report.json is not a build report"),
     (["verify", "{d}/x.bin", "--export", "{d}/export", "--board", "icebreaker", "--work-dir", "{d}/notebook"], 1,
      "--work-dir {d}/notebook is not a verify run: it holds data/, notebook.ipynb"),
     # run
@@ -210,3 +221,26 @@ def test_a_missing_tool_named_through_its_variable(place, capsys, monkeypatch):
     err = capsys.readouterr().err.replace("\n  ", " ")
     assert "YOSYS=/nonexistent/yosys: no such program" in err and "unset it" in err
     assert not (place / "bits").exists()
+
+
+def test_verify_and_flash_state_timing(place, capsys):
+    """The timing of the build report is said before anything else, and --force lets verify go on."""
+    assert main(["verify", str(place / "slow.bin"), "--export", str(place / "export")]) == 1
+    assert "missed timing (fmax 20.5 MHz < clock 30.0 MHz)" in capsys.readouterr().out
+    assert main(["verify", str(place / "slow.bin"), "--export", str(place / "export"), "--force",
+                 "--work-dir", str(place / "w")]) == 1
+    out, err = capsys.readouterr()
+    assert "missed timing" in out and "failed timing" not in err and "not an iCE40 bitstream?" in err
+
+
+def test_flash_with_no_board_says_so(place, capsys, monkeypatch, tmp_path_factory):
+    """iceprog with nothing plugged in (a stand-in that says what iceprog says then, so no board
+    that happens to be plugged in is written): 'no board found', not 'the programmer failed'."""
+    bin_dir = tmp_path_factory.mktemp("fakebin")
+    (bin_dir / "iceprog").write_text("#!/bin/sh\necho init..\necho \"Can't find iCE FTDI USB device (vendor_id "
+                                     "0x0403, device_id 0x6010 or 0x6014).\" >&2\necho ABORT. >&2\nexit 2\n")
+    (bin_dir / "iceprog").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert main(["flash", str(place / "slow.bin"), "--board", "icebreaker", "--force"]) == 1
+    out, err = capsys.readouterr()
+    assert "flashing anyway: --force" in out and "no board found: is it plugged in" in err, err

@@ -19,7 +19,8 @@ examples:
   ternpe verify bitstreams/icebreaker/digits.bin --export exports/digits
   ternpe verify bitstreams/upduino/mnist.bin --export exports/mnist --samples 4
 
-The board, clock and baud rate come from the build report beside the bitstream.
+The board, clock and baud rate come from the build report beside the bitstream; its timing
+is said first, and a bitstream that failed timing is refused unless --force.
 Icarus runs the recovered netlist at about 1,600 cycles/s: a digits sample (8x8)
 takes about 10 s, an MNIST sample (28x28, 784 bytes over the UART) about a minute.
 """
@@ -37,11 +38,19 @@ def add_parser(sub) -> None:
     vf.add_argument("--work-dir", default=None, help="where the netlist and the simulation go "
                                                      "(default: build/verify/<board>/<bitstream name>; an existing directory must be an earlier verify run's)")
     from .force import add_force_option
-    add_force_option(vf, "--work-dir")
+    add_force_option(vf, "--work-dir", also="; and verify a bitstream whose build report says timing failed "
+                                             "(refused without it)")
 
 
 def run(a) -> int:
-    from ternpe.flow.verify import verify_bitstream
+    from ternpe.flow.verify import build_report, timing_status, verify_bitstream
+    met, timing = timing_status(build_report(a.bitstream))
+    print(f"ternpe verify: {a.bitstream}: {timing}")
+    if met is False and not a.force:
+        print(f"ternpe verify: error: {a.bitstream} failed timing: the board may compute wrong answers at its "
+              f"clock, and a netlist simulation cannot show it (it has no delays). Rebuild with a lower --clock, "
+              f"or verify its logic anyway with --force", file=sys.stderr)
+        return 1
     r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir,
                          force=a.force)
     for m in r["mismatches"][:10]:
@@ -49,7 +58,9 @@ def run(a) -> int:
         print(f"  MISMATCH {where}: board {m['board']}, golden {m['golden']}")
     if r["ok"]:
         print(f"ternpe verify: {a.bitstream}: bit-exact on {r['samples']} golden input(s) (logits, class and "
-              f"{r['cycles']} cycles each; export id matches), {r['sim_seconds']:.0f} s of simulation")
+              f"{r['cycles']} cycles each; export id matches), {r['sim_seconds']:.0f} s of simulation"
+              + ("; but it missed timing: the logic is right, the board may still be wrong at its clock"
+                 if met is False else ""))
         return 0
     print(f"ternpe verify: {a.bitstream}: {len(r['mismatches'])} mismatch(es) in {r['samples']} golden input(s); "
           f"the simulation is in {r['work_dir']}", file=sys.stderr)
