@@ -112,6 +112,10 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
             raise CosimError(f"the simulator stopped (exit {e.code}) without results; its log {log} ends:\n{tail}")
 
 
+#: The most a stream stalls (``--valid-gap``, ``--ready-gap``): within the testbench's cycle bound.
+MAX_GAP = 0.9
+
+
 def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=None, waves=False,
               valid_gap=0.0, ready_gap=0.0, seed=0, golden_dir=None, testcase="network",
               verilog=None, taps=True, netlist=False, pe=None, device=None, images=None, force=False,
@@ -126,6 +130,10 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     a sim build directory (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
     from .generate import generate, prepare
     check_simulator(simulator)
+    for option, gap in (("--valid-gap", valid_gap), ("--ready-gap", ready_gap)):
+        if not (isinstance(gap, (int, float)) and 0 <= gap <= MAX_GAP):     # NaN fails both
+            raise CosimError(f"{option} {gap}: give the probability of a stalled cycle, from 0 to {MAX_GAP} (at 1 "
+                             f"the stream never moves; near it the simulation runs past its cycle bound)")
     check_dir(build_dir, "sim", force=force, option="--build-dir", error=CosimError)
     t0 = time.perf_counter()
     from ternpe.image import load_export

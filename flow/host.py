@@ -235,9 +235,16 @@ def decode_image(path, channels: int) -> tuple:
     was converted, in words."""
     import pathlib
     from PIL import Image
-    if not pathlib.Path(path).is_file():
-        raise ImageError(f"--images: {path} does not exist" if not pathlib.Path(path).exists() else
-                         f"--images: {path} is a directory; give image files")
+    p = pathlib.Path(path)
+    if not p.is_file():
+        if p.is_dir():
+            raise ImageError(f"--images: {path} is a directory; give image files")
+        if p.exists():
+            raise ImageError(f"--images: {path} is not a file; give image files")
+        missing = next((d for d in reversed(p.parents) if not d.is_dir()), None)
+        raise ImageError(f"--images: {path} does not exist" if missing is None else
+                         f"--images: {path}: there is no directory {missing}" if not missing.exists() else
+                         f"--images: {path}: {missing} is a file, not a directory")
     try:
         with Image.open(path) as img:
             frames = getattr(img, "n_frames", 1)

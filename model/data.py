@@ -12,6 +12,7 @@ import dataclasses
 import gzip
 import pathlib
 import pickle
+import zlib
 
 import numpy as np
 
@@ -95,8 +96,11 @@ def _find(root: pathlib.Path, name: str) -> pathlib.Path | None:
 
 def _read_idx(path: pathlib.Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:       # gzip.BadGzipFile is an OSError
+        raise DatasetError(f"{path} cannot be read ({type(e).__name__}: {e}); download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte idx file")
     ndim = raw[3]
@@ -117,7 +121,21 @@ def _mnist(name: str, root: pathlib.Path) -> Dataset:
         raise DatasetError(f"{name}: {root} lacks {', '.join(missing)} (plain or .gz). Put the four idx "
                            f"files ({', '.join(_IDX)}) in one directory and pass it with --data-dir.")
     xtr, ytr, xte, yte = (_read_idx(p) for p in paths)
+    for (x, y), (px, py) in (((xtr, ytr), paths[:2]), ((xte, yte), paths[2:])):
+        if x.ndim != 3 or y.ndim != 1:
+            raise DatasetError(f"{name}: {px.name} holds a {x.ndim}-d array and {py.name} a {y.ndim}-d one; the "
+                               f"images are 3-d (N x 28 x 28) and the labels 1-d: are the files swapped or misnamed?")
+        _check_labels(name, y, len(x), py, 10)
     return Dataset(name, xtr[..., None], ytr.astype(np.int64), xte[..., None], yte.astype(np.int64), 10)
+
+
+def _check_labels(name: str, y: np.ndarray, n: int, path: pathlib.Path, classes: int) -> None:
+    """One label per image, each a class in ``0..classes-1``."""
+    if len(y) != n:
+        raise DatasetError(f"{name}: {path.name} holds {len(y)} labels for {n} images; give the labels that go "
+                           f"with the images")
+    if len(y) and int(y.max()) >= classes:
+        raise DatasetError(f"{name}: {path.name} holds label {int(y.max())}; the classes are 0..{classes - 1}")
 
 
 def _cifar10(root: pathlib.Path) -> Dataset:
@@ -129,9 +147,15 @@ def _cifar10(root: pathlib.Path) -> Dataset:
                            f"CIFAR-10 (cifar-10-python.tar.gz) and pass its directory with --data-dir.")
 
     def load(n):
-        with open(base / n, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        return d[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d[b"labels"], np.int64)
+        try:
+            with open(base / n, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            x, y = d[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(d[b"labels"], np.int64)
+        except Exception as e:          # unpickling a damaged file raises almost anything
+            raise DatasetError(f"cifar10: {base / n} is not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
+                               f"unpack cifar-10-python.tar.gz again") from None
+        _check_labels("cifar10", y, len(x), base / n, 10)
+        return x, y
 
     parts = [load(n) for n in names[:5]]
     xte, yte = load(names[5])

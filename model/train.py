@@ -660,16 +660,24 @@ def load_run(run_dir) -> tuple:
     ckpt = run_dir / "model.pt"
     if not ckpt.is_file():
         raise RunError(f"{run_dir} is not a training run: {ckpt} is missing (make one with `ternpe train --out {run_dir}`)")
-    blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = TrainConfig(**blob["config"])
-    net = build_net(cfg.arch, tuple(blob["shape"]), blob["classes"], act_bits=cfg.act_bits, t=cfg.t,
-                    first_last=cfg.first_last, width=cfg.width)
-    net.load_state_dict(blob["state_dict"])
-    for i, m in enumerate(weight_layers(net)):
-        m.mode = blob["modes"][i]
-    for a, en in zip([a for a in net.modules() if isinstance(a, ActQuant)], blob["acts"]):
-        a.enabled = en
+    try:
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        cfg = TrainConfig(**blob["config"])
+        net = build_net(cfg.arch, tuple(blob["shape"]), blob["classes"], act_bits=cfg.act_bits, t=cfg.t,
+                        first_last=cfg.first_last, width=cfg.width)
+        net.load_state_dict(blob["state_dict"])
+        for i, m in enumerate(weight_layers(net)):
+            m.mode = blob["modes"][i]
+        for a, en in zip([a for a in net.modules() if isinstance(a, ActQuant)], blob["acts"]):
+            a.enabled = en
+    except Exception as e:          # a truncated or foreign checkpoint: torch and pickle raise almost anything
+        raise RunError(f"{ckpt} cannot be read as a ternpe run's model ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); train it again with `ternpe train "
+                       f"--out {run_dir}`") from None
     net.eval()
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    except (ValueError, OSError) as e:
+        raise RunError(f"{metrics_path} is not readable JSON ({e}); train the run again") from None
     return net, cfg, metrics

@@ -30,6 +30,8 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -330,8 +332,24 @@ def _derived(name: str, field: str, stored, computed) -> None:
 
 
 def _check_files(path: pathlib.Path, manifest: dict) -> None:
-    for name, digest in manifest["files"].items():
+    """Every file the manifest lists lies inside the export and matches its checksum; every file a
+    layer or the golden vectors name is one of them (nothing else is read)."""
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ExportError(f"{path / 'manifest.json'}: 'files' is not a table of file names and checksums; export "
+                          f"the run again with `ternpe export`")
+    named = [manifest["golden"]["file"]] + [n for lj in manifest["layers"] for n in lj["files"].values()]
+    for name in named:
+        if not isinstance(name, str) or name not in files:
+            raise ExportError(f"{path}: the manifest names {name!r}, which its checksum list (files) does not cover; "
+                              f"export the run again with `ternpe export`")
+    root = path.resolve()
+    for name, digest in files.items():
         f = path / name
+        rel = pathlib.PurePath(name)
+        if rel.is_absolute() or ".." in rel.parts or not f.resolve().is_relative_to(root):
+            raise ExportError(f"{path}: the manifest names {name!r}, outside the export; an export reads only its "
+                              f"own files (export the run again with `ternpe export`)")
         if not f.is_file():
             raise ExportError(f"{path}: file {name} named in the manifest is missing")
         if _sha256(f) != digest:
@@ -441,12 +459,25 @@ def _load_checked(path: pathlib.Path, manifest: dict, check_golden: bool) -> "Ex
         tiles, rowptr, cols = _layer_tiles(path, lj, spec, lay, geo)
         rq = _layer_requant(path, lj, spec, lay.rows * geo.P)
         layers.append(ExportedLayer(spec, lay, tiles, rowptr, cols, rq, int(lj["acc_bits"]), int(lj["bias_bits"])))
-    golden = dict(np.load(path / manifest["golden"]["file"]))
+    golden = _read_golden(path / manifest["golden"]["file"])
     _check_golden_shapes(golden, manifest, layers)
     ex = Export(path, manifest, geo, act_bits, layers, golden)
     if check_golden:
         _check_reproduces_golden(ex)
     return ex
+
+
+def _read_golden(f: pathlib.Path) -> dict:
+    """The golden arrays; a file that is no .npz of plain arrays is refused by name."""
+    try:
+        with open(f, "rb") as fh:            # closed here whatever np.load raises
+            z = np.load(fh, allow_pickle=False)
+            if not hasattr(z, "files"):
+                raise ValueError("one array, not an .npz archive of them")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ExportError(f"{f} is not a readable golden.npz ({type(e).__name__}: {e}); export the run again "
+                          f"with `ternpe export`") from None
 
 
 def _check_golden_shapes(golden: dict, manifest: dict, layers: list) -> None:

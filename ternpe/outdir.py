@@ -106,6 +106,18 @@ def _not_ours(path: pathlib.Path, kind: str, *, strict: bool = False) -> str | N
     return f"it holds {', '.join(strangers)}{', ...' if len(strangers) == 3 else ''}, which ternpe did not write"
 
 
+#: The kinds whose directory is replaced whole (a run, an export) or emptied first (a verify run).
+REPLACED = ("run", "export", "verify")
+
+
+def _holds_cwd(path: pathlib.Path) -> bool:
+    try:
+        cwd = pathlib.Path.cwd().resolve()
+        return cwd == path.resolve() or path.resolve() in cwd.parents
+    except (OSError, RuntimeError):
+        return False
+
+
 def _target(path, option: str, error) -> pathlib.Path:
     """``path``, or what it names when it is a symlink (or ``.``): the directory to write."""
     path = pathlib.Path(path)
@@ -124,6 +136,9 @@ def check_dir(path, kind: str, *, force: bool = False, option: str = "--out", er
     returns the directory to write (a symlink's target). ``option`` names it in messages."""
     path = _target(path, option, error)
     noun = KINDS[kind].noun
+    if kind in REPLACED and path.is_dir() and _holds_cwd(path):
+        raise error(f"{option} {path} is the current directory or holds it: {noun} there is replaced whole, which "
+                    f"would leave this shell in a removed directory; give another path (or cd out of it first)")
     aside = f"{path.name}.old-<date>-<time>"
     if path.exists() and not path.is_dir() and not force:
         raise error(f"{option} {path} is a file; give a directory for {noun}, or --force to move the file "
@@ -132,7 +147,10 @@ def check_dir(path, kind: str, *, force: bool = False, option: str = "--out", er
     if why:
         raise error(f"{option} {path} is not {noun}: {why}; give another path, or --force to move it aside "
                     f"(to {aside})")
-    probe = path.resolve().parent
+    try:
+        probe = path.resolve().parent
+    except (RuntimeError, OSError) as e:          # a symlink loop above it
+        raise error(f"{option} {path}: cannot follow the symlinks in it ({e}); give another path") from None
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
@@ -214,10 +232,11 @@ def replace_dir(out, fill, kind: str, *, log=print) -> pathlib.Path:
             aside = move_aside(out, log)
         try:
             tmp.rename(out)
-        except OSError:
+        except OSError as e:
             if old or aside:
                 (old or aside).rename(out)
-            raise
+            raise ValueError(f"--out {out}: cannot put the new {KINDS[kind].noun} in place ({e.strerror or e}); "
+                             f"what was there is as it was; give another path") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -2,6 +2,7 @@
 the right exit code (1 for a refused input, 2 for argparse's own refusal), no traceback, and
 nothing that existed before is gone or changed."""
 
+import gzip
 import hashlib
 import json
 import os
@@ -46,7 +47,61 @@ def place(quick_run, tmp_path):
     alpha[2:6, 3:5, 3] = 255                      # a digit drawn only in the alpha channel
     Image.fromarray(alpha).save(d / "alpha.png")
     _someone_elses(d)
+    _bad_data(d)
+    (d / "loop").symlink_to("loop")
+    (d / "readonly").mkdir()
+    (d / "readonly").chmod(0o555)           # read-only for anyone but root (root: /proc stands in)
+    _bad_exports(d, quick_run)
     return d
+
+
+def _idx_bytes(arr) -> bytes:
+    arr = np.asarray(arr)
+    return bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape) + \
+        arr.astype(np.uint8).tobytes()
+
+
+def _bad_data(d: pathlib.Path) -> None:
+    """MNIST directories that are wrong in one way each: a corrupt .gz, a label of 200, fewer
+    labels than images, the images and labels files swapped."""
+    rng = np.random.default_rng(0)
+    good = {"train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)), "train-labels-idx1-ubyte": np.arange(20) % 10,
+            "t10k-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28)), "t10k-labels-idx1-ubyte": np.arange(5) % 10}
+    bad = {"gz": {}, "label200": {"train-labels-idx1-ubyte": np.r_[np.arange(19) % 10, 200]},
+           "short": {"t10k-labels-idx1-ubyte": np.arange(3)},
+           "swapped": {"train-images-idx3-ubyte": good["train-labels-idx1-ubyte"],
+                       "train-labels-idx1-ubyte": good["train-images-idx3-ubyte"]}}
+    for name, changed in bad.items():
+        (d / "data" / name).mkdir(parents=True)
+        for f, arr in {**good, **changed}.items():
+            (d / "data" / name / f).write_bytes(_idx_bytes(arr))
+    gz = d / "data" / "gz" / "train-images-idx3-ubyte"
+    raw = gzip.compress(gz.read_bytes())
+    gz.unlink()
+    gz.with_suffix(".gz").write_bytes(raw[:10] + bytes(b ^ 0x55 for b in raw[10:200]) + raw[200:])   # zlib.error
+
+
+def _bad_exports(d: pathlib.Path, quick_run) -> None:
+    """A run whose model.pt is cut short; an export whose golden.npz is cut in half with its
+    checksum recomputed; exports whose manifests name a file outside them, or one outside the
+    checksum list (both sealed with the manifest's own digest)."""
+    shutil.copytree(quick_run["run"], d / "cut_run")
+    pt = d / "cut_run" / "model.pt"
+    pt.write_bytes(pt.read_bytes()[:pt.stat().st_size // 2])
+    for name in ("half", "passwd", "unlisted"):
+        shutil.copytree(quick_run["export"], d / name)
+    man = json.loads((d / "half" / "manifest.json").read_text())
+    g = d / "half" / "golden.npz"
+    g.write_bytes(g.read_bytes()[:g.stat().st_size // 2])
+    man["files"]["golden.npz"] = hashlib.sha256(g.read_bytes()).hexdigest()
+    write_manifest(d / "half", man)
+    man = json.loads((d / "passwd" / "manifest.json").read_text())
+    man["files"]["/etc/passwd"] = hashlib.sha256(pathlib.Path("/etc/passwd").read_bytes()).hexdigest()
+    write_manifest(d / "passwd", man)
+    man = json.loads((d / "unlisted" / "manifest.json").read_text())
+    layer_files = man["layers"][0]["files"]
+    del man["files"][layer_files["bias"]]
+    write_manifest(d / "unlisted", man)
 
 
 def _someone_elses(d: pathlib.Path) -> None:
@@ -111,7 +166,17 @@ CASES = [
     (["train", *QUICK, "--out", "{d}/export"], 1, "not a ternpe run: it is an export"),
     (["train", "--dataset", "fashion-mnist", "--out", "{d}/r"], 1, "--data-dir"),
     (["train", "--dataset", "mnist", "--data-dir", "{d}/empty", "--out", "{d}/r"], 1, "train-images-idx3-ubyte"),
+    (["train", "--dataset", "mnist", "--data-dir", "{d}/data/gz", "--out", "{d}/r"], 1,
+     "idx3-ubyte.gz cannot be read (error: Error -3 while decompressing data"),
+    (["train", "--dataset", "mnist", "--data-dir", "{d}/data/label200", "--out", "{d}/r"], 1,
+     "train-labels-idx1-ubyte holds label 200; the classes are 0..9"),
+    (["train", "--dataset", "mnist", "--data-dir", "{d}/data/short", "--out", "{d}/r"], 1,
+     "t10k-labels-idx1-ubyte holds 3 labels for 5 images"),
+    (["train", "--dataset", "mnist", "--data-dir", "{d}/data/swapped", "--out", "{d}/r"], 1,
+     "are the files swapped or misnamed?"),
     # export
+    (["export", "{d}/cut_run", "--out", "{d}/e2"], 1, "cut_run/model.pt cannot be read as a ternpe run's model"),
+    (["export", "{d}/run", "--out", "."], 1, "is the current directory or holds it"),
     (["export", "{d}/nothing", "--out", "{d}/e2"], 1, "model.pt is missing"),
     (["export", "{d}/run", "--out", "{d}/afile"], 1, "is a file"),
     (["export", "{d}/run", "--out", "{d}/photos"], 1, "not an export"),
@@ -129,7 +194,21 @@ CASES = [
     (["generate", "{d}/export", "--out", "{d}/g", "--device", "nosuch"], 1, "--device must be one of"),
     (["generate", "{d}/corrupt", "--out", "{d}/g"], 1, "does not match its checksum"),
     (["generate", "{d}/edited", "--out", "{d}/g"], 1, "does not match its own checksum"),
+    (["generate", "{d}/half", "--out", "{d}/g"], 1, "half/golden.npz is not a readable golden.npz (BadZipFile"),
+    (["generate", "{d}/passwd", "--out", "{d}/g"], 1, "the manifest names '/etc/passwd', outside the export"),
+    (["generate", "{d}/unlisted", "--out", "{d}/g"], 1, "which its checksum list (files) does not cover"),
+    (["generate", "{d}/export", "--out", "{d}/afile/g"], 1, "afile is a file, not a directory"),
+    (["generate", "{d}/export", "--out", "{d}/loop"], 1, "loop: cannot follow the symlink"),
+    (["generate", "{d}/export", "--out", "{d}/loop/g"], 1, "loop/g: cannot follow the symlinks in it"),
+    (["generate", "{d}/export", "--out", "/proc/ternpe-rtl"], 1, "--out /proc/ternpe-rtl: cannot write in /proc"),
+    (["generate", "{d}/export", "--out", "{d}/readonly/g"], 1, "readonly/g: cannot write in"),
     # sim
+    (["sim", "{d}/export", "--build-dir", "{d}/afile/sim"], 1, "afile is a file, not a directory"),
+    (["sim", "{d}/export", "--valid-gap", "1.0", "--build-dir", "{d}/s"], 1, "--valid-gap 1.0: give the probability"),
+    (["sim", "{d}/export", "--valid-gap", "-0.2", "--build-dir", "{d}/s"], 1, "--valid-gap -0.2: give the probability"),
+    (["sim", "{d}/export", "--ready-gap", "nan", "--build-dir", "{d}/s"], 1, "--ready-gap nan: give the probability"),
+    (["sim", "{d}/export", "--build-dir", "/proc/ternpe-sim"], 1, "--build-dir /proc/ternpe-sim: cannot write in /proc"),
+    (["sim", "{d}/export", "--build-dir", "{d}/readonly/sim"], 1, "readonly/sim: cannot write in"),
     (["sim", "{d}/export", "--samples", "-3"], 1, "--samples must be >= 1"),
     (["sim", "{d}/export", "--samples", "0"], 1, "--samples must be >= 1"),
     (["sim", "{d}/export", "--simulator", "modelsim"], 2, "invalid choice: 'modelsim'"),
@@ -183,6 +262,10 @@ CASES = [
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/notes.txt"], 1, "is not an image"),
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/nope.png"], 1, "nope.png does not exist"),
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/photos"], 1, "photos is a directory; give image files"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/nodir/seven.png"], 1,
+     "seven.png: there is no directory {d}/nodir"),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/afile/seven.png"], 1,
+     "{d}/afile is a file, not a directory"),
     (["run", "--export", "{d}/export", "--sim", "--images", "{d}/alpha.png"], 1, "only in its alpha channel"),
     # the command itself
     ([], 2, "the following arguments are required: COMMAND"),
@@ -192,6 +275,8 @@ CASES = [
 
 @pytest.mark.parametrize("argv,code,msg", CASES, ids=[" ".join(c[0][:3]) + f" #{i}" for i, c in enumerate(CASES)])
 def test_bad_input_is_a_clear_message_and_loses_nothing(place, capsys, argv, code, msg):
+    if any("{d}/readonly" in a for a in argv) and os.geteuid() == 0:
+        pytest.skip("root writes in a read-only directory; the /proc cases stand in")
     before = _snapshot(place)
     argv = [a.format(d=place) for a in argv]
     try:
@@ -244,3 +329,38 @@ def test_flash_with_no_board_says_so(place, capsys, monkeypatch, tmp_path_factor
     assert main(["flash", str(place / "slow.bin"), "--board", "icebreaker", "--force"]) == 1
     out, err = capsys.readouterr()
     assert "flashing anyway: --force" in out and "no board found: is it plugged in" in err, err
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _half_export(tmp, **kwargs):
+    (tmp / "manifest.json").write_text("{")       # half an export, then Ctrl-C
+    raise KeyboardInterrupt
+
+
+INTERRUPTS = [
+    (["export", "{d}/run", "--out", "{d}/e2"], "ternpe.model.export.write_export", _half_export),
+    (["sim", "{d}/export", "--build-dir", "{w}/sim"], "ternpe.flow.cosim.run_verilog", _interrupt),
+    (["run", "--export", "{d}/export", "--sim", "--images", "{d}/alpha.png"], "ternpe.flow.host.load_images",
+     _interrupt),
+    (["verify", "{d}/x.bin", "--export", "{d}/export", "--board", "icebreaker"],
+     "ternpe.flow.verify.verify_bitstream", _interrupt),
+    (["generate", "{d}/export", "--out", "{w}/rtl"], "ternpe.flow.generate.generate", _interrupt),
+]
+
+
+@pytest.mark.parametrize("argv,where,what", INTERRUPTS, ids=[c[0][0] for c in INTERRUPTS])
+def test_ctrl_c_is_one_line_and_exit_130(place, capsys, monkeypatch, tmp_path_factory, argv, where, what):
+    """Ctrl-C in any command: one line naming the command (and what is left), exit 130, and
+    nothing half-written among what was there (an export's partial directory is removed)."""
+    module, name = where.rsplit(".", 1)
+    monkeypatch.setattr(__import__(module, fromlist=[name]), name, what)
+    work = tmp_path_factory.mktemp("work")
+    before = _snapshot(place)
+    assert main([a.format(d=place, w=work) for a in argv]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ternpe {argv[0]}: interrupted (Ctrl-C)"), err
+    assert _snapshot(place) == before
+    assert not list(place.glob(".*partial*")) and not (place / "e2").exists()

@@ -63,10 +63,19 @@ def main(argv=None) -> int:
     from ternpe.contract import ContractError
     try:
         return COMMANDS[args.command].run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        # ToolError, CosimError are RuntimeErrors; ContractError, DatasetError, ExportError are ValueErrors
+    except KeyboardInterrupt:
+        # one line, whatever the command; each module's INTERRUPTED says what it left behind
+        note = getattr(COMMANDS[args.command], "INTERRUPTED", "")
+        print(f"ternpe {args.command}: interrupted (Ctrl-C)" + (f"; {note}" if note else ""), file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:
+        # ToolError, CosimError are RuntimeErrors; ContractError, DatasetError, ExportError are ValueErrors;
+        # an OSError no check foresaw (a disk full, a file vanished) is said with its file
         msg = str(err)
+        if isinstance(err, OSError) and err.filename is not None:
+            msg = f"{err.filename}: {err.strerror or err} (check the path, its permissions and free space)"
         if not isinstance(err, ContractError) and "\n" not in msg:
-            msg = "\n".join(textwrap.wrap(msg, 100, subsequent_indent="  "))
+            msg = "\n".join(textwrap.wrap(msg, 100, subsequent_indent="  ", break_on_hyphens=False,
+                                          break_long_words=False))      # a path stays whole
         print(f"ternpe {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -6,6 +6,9 @@ import argparse
 
 NAME = "build"
 HELP = "build a bitstream of an export for a board"
+#: What an interrupted `ternpe build` leaves behind (said after Ctrl-C).
+INTERRUPTED = ("no bitstream is half-written (it is renamed into place when whole); the board build directory "
+               "holds a stopped build, which the next `ternpe build` builds again")
 DESCRIPTION = ("Build the accelerator of an export, with its UART host link, a PLL and status LEDs, into a "
                "bitstream for a board (Yosys, nextpnr and icepack/ecppack from the venv). Checks the memories "
                "fit before synthesis; fails when timing does not close at the board's clock. An iCE40 "

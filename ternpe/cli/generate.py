@@ -6,6 +6,8 @@ import argparse
 
 NAME = "generate"
 HELP = "generate the accelerator's Verilog for an export"
+#: What an interrupted `ternpe generate` leaves behind (said after Ctrl-C).
+INTERRUPTED = "--out may hold part of the Verilog: run generate again before using it"
 DESCRIPTION = ("Generate the Verilog of the accelerator for an exported network: a P x G ternary PE array, the "
                "sparse-tile weight buffer, the requantizers and the controller, with the analytic cycle count.")
 

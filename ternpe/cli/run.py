@@ -7,6 +7,8 @@ import time
 
 NAME = "run"
 HELP = "classify images on a board (or on the simulated board)"
+#: What an interrupted `ternpe run` leaves behind (said after Ctrl-C).
+INTERRUPTED = "nothing was written"
 DESCRIPTION = ("Send images to a board over the UART host link and print the class and the logits of each. "
                "With --sim the same host code talks to the simulated board (the board's Verilog on Verilator, "
                "or amaranth.sim; a bit-level UART).")

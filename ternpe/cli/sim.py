@@ -8,6 +8,8 @@ import sys
 
 NAME = "sim"
 HELP = "co-simulate the generated Verilog against the golden outputs"
+#: What an interrupted `ternpe sim` leaves behind (said after Ctrl-C).
+INTERRUPTED = "the build directory holds a stopped build, which the next `ternpe sim` builds again"
 DESCRIPTION = ("Generate the accelerator's Verilog for an export, simulate it with cocotb on Icarus Verilog or "
                "Verilator, feed the golden inputs through the input stream and compare every layer (through "
                "the debug taps), every logit and the class with the golden outputs, exactly.")

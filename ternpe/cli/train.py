@@ -8,6 +8,8 @@ import textwrap
 
 NAME = "train"
 HELP = "train a ternary PE-wise-pruned network (CPU, or CUDA when there is a GPU)"
+#: What an interrupted `ternpe train --workers N` leaves behind (one process has its own message).
+INTERRUPTED = "nothing was written to --out (a run is written only when whole)"
 DESCRIPTION = ("Train a ternary network with PE-wise structured pruning (on the CPU, or on CUDA GPUs; one "
                "process or several), fold it into the integer model, and report accuracy and compression.")
 

@@ -7,6 +7,8 @@ import sys
 
 NAME = "verify"
 HELP = "simulate the netlist inside an iCE40 bitstream against the golden outputs"
+#: What an interrupted `ternpe verify` leaves behind (said after Ctrl-C).
+INTERRUPTED = "its work directory holds a stopped simulation (no result.json), which the next `ternpe verify` starts afresh"
 DESCRIPTION = ("Unpack an iCE40 bitstream (iceunpack), recover the netlist of the configured fabric with its "
                "block RAM contents, SPRAMs and DSPs (icebox_vlog, Debian's fpga-icestorm), and simulate it "
                "with Icarus behind a bit-level UART at the bitstream's own baud divisor: the export id (INFO), "
