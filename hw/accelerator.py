@@ -202,7 +202,11 @@ class Accelerator(wiring.Component):
         firsts = []
         for e, inb in enumerate(inbs):
             if self.plan.window:
-                m.d.comb += [inb.win_q.eq(s2.tag.q), inb.win_j.eq(s2.j)]
+                q, j = s2.tag.q, s2.j
+                if len(inbs) > 1:       # the patch's lane select from a register of the lane's own
+                    q = self._register(m, s1.tag.q, _lane_name("win_q", e), s1.tag.q.shape())
+                    j = self._register(m, s1.j, _lane_name("win_j", e), s1.j.shape())
+                m.d.comb += [inb.win_q.eq(q), inb.win_j.eq(j)]
                 firsts.append(inb.win_word)
             else:
                 first = Signal(g.G * A, name=_lane_name("first", e))
@@ -377,12 +381,16 @@ class Accelerator(wiring.Component):
         A, lb, G = self.plan.act_bits, self.plan.logit_bits, self.plan.geometry.G
         logits = []
         for e, (rqs, lane_banks) in enumerate(zip(requants, banks)):
-            valid = rqs[0].out_valid
+            valid, tag, outs = rqs[0].out_valid, tq, [rq.out for rq in rqs]
+            if len(requants) > 1:       # each lane registers the tag beside its write-back (and its results with it)
+                valid = self._register(m, valid, _lane_name("wb_valid", e))
+                tag = self._register(m, tq, _lane_name("wb_tag", e), tq.shape())
+                outs = [self._register(m, o, _lane_name(f"wb_y{p}", e), o.shape()) for p, o in enumerate(outs)]
             m.submodules[_lane_name("writeback", e)] = wr = WriteBack(self.plan)
             m.submodules[_lane_name("logits", e)] = lg = LogitRegisters(self.plan)
-            m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tq), lg.valid.eq(valid), lg.tag.eq(tq)]
-            m.d.comb += [wr.y[p].eq(rq.out[:A]) for p, rq in enumerate(rqs)]
-            m.d.comb += [lg.y[p].eq(rq.out[:lb]) for p, rq in enumerate(rqs)]
+            m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tag), lg.valid.eq(valid), lg.tag.eq(tag)]
+            m.d.comb += [wr.y[p].eq(o[:A]) for p, o in enumerate(outs)]
+            m.d.comb += [lg.y[p].eq(o[:lb]) for p, o in enumerate(outs)]
             if e == 0:      # the lanes write in lockstep: one valid, layer and address
                 m.d.comb += [self.tap_valid.eq(wr.tap_valid), self.tap_layer.eq(wr.tap_layer),
                              self.tap_addr.eq(wr.tap_addr)]
