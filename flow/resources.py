@@ -50,7 +50,8 @@ COEFFICIENTS = {
 #: What each image lane past the first adds besides its PE array and requantizers (its input
 #: buffer, write-back, logit registers and operand registers), per family: measured as the
 #: difference of Yosys ``synth_ecp5`` / ``synth_ice40`` runs of the MNIST accelerator at 1, 2
-#: and 4 lanes less the lanes' share of the fitted terms (``bench/lanes.py`` re-measures it).
+#: and 4 lanes (ECP5; 1 and 2 on the iCE40) less the lanes' share of the fitted terms
+#: (``python bench/lanes.py EXPORT --device D --lanes 1,2,4`` re-measures it).
 LANE_COST = {
     "ice40": {"lut": 1367.0},
     "ecp5": {"lut": 1191.0, "ff": 1111.0},
@@ -167,12 +168,13 @@ def estimate(plan: AcceleratorPlan, device: Device | str) -> dict:
             "options": plan.options.as_dict()}
 
 
-def over_budget(est: dict, device: Device | str, logic: bool = True) -> list:
+def over_budget(est: dict, device: Device | str, logic: bool = True, fill: float = 1.0) -> list:
     """The resources of an :func:`estimate` that ``device`` does not have enough of
-    (``logic=False``: memories and multipliers only)."""
+    (``logic=False``: memories and multipliers only; ``fill``: the share of its LUTs and
+    flip-flops the logic may take)."""
     have = _device(device).as_dict()
     keys = ("lut", "ff", "bram", "spram", "dsp") if logic else ("bram", "spram", "dsp")
-    return [k for k in keys if est[k] is not None and est[k] > have[k]]
+    return [k for k in keys if est[k] is not None and est[k] > (fill if k in ("lut", "ff") else 1) * have[k]]
 
 
 def check_fit(plan: AcceleratorPlan, device: Device | str, *, logic: bool = True) -> dict:
@@ -216,14 +218,6 @@ def with_images(plan: AcceleratorPlan, images: int) -> AcceleratorPlan:
     return plan.with_options(dataclasses.replace(plan.options, images=images))
 
 
-def _fits(est: dict, dev: Device) -> list:
-    """What ``est`` lacks on ``dev`` with the logic filled to at most ``AUTO_FILL``."""
-    fill = AUTO_FILL[dev.family]
-    have = dev.as_dict()
-    over = [k for k in ("bram", "spram", "dsp") if est[k] > have[k]]
-    return over + [k for k in ("lut", "ff") if est[k] is not None and est[k] > fill * have[k]]
-
-
 def _lack(est: dict, dev: Device, over: list) -> str:
     fill, have = AUTO_FILL[dev.family], dev.as_dict()
     return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({fill:.0%} filled at most)" if k in ("lut", "ff")
@@ -258,22 +252,23 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
 
 def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple:
     """``(plan, limit)``: ``base`` with the most image lanes that fit ``dev`` and still pay."""
-    tag = f"{base.geometry}"
+    tag, fill = f"{base.geometry}", AUTO_FILL[dev.family]
     if images is not None:
         plan = with_images(base, images)
-        over = _fits(estimate(plan, dev), dev)
+        over = over_budget(estimate(plan, dev), dev, fill=fill)
         return (None, None) if over else (plan, f"--image-lanes {images} (given)")
     best, n = None, 1
     while True:
         plan = with_images(base, n)
-        over = _fits(estimate(plan, dev), dev)
+        est = estimate(plan, dev)
+        over = over_budget(est, dev, fill=fill)
         if over:
-            limit = f"{tag} with {n} image lanes would need " + _lack(estimate(plan, dev), dev, over)
-            return best, limit
+            return best, f"{tag} with {n} image lanes would need " + _lack(est, dev, over)
         if best is not None and plan.cycles["load_bound"]:
             return best, (f"the input stream: {tag} with {n} image lanes would wait for images "
                           f"({plan.cycles['load']} input bytes a batch at one a cycle)")
         best, n = plan, n + 1
+
 
 def array_for_device(specs, shape, device: Device | str, *, G: int = 16, act_bits: int = 8) -> tuple:
     """``(geometry, images, limit)``: the array to train a network of ``specs`` for, before
