@@ -29,8 +29,6 @@ def prepare(export, *, pe: str | None = None, device: str | None = None, images:
     ex = export if isinstance(export, Export) else load_export(export)
     if device is not None and device not in DEVICES:
         raise GenerateError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
-    if images is not None and (not isinstance(images, int) or images < 1):
-        raise GenerateError(f"--image-lanes must be a whole number >= 1, not {images!r}")
     if pe == "auto":
         if device is None:
             raise GenerateError("--pe auto picks the array and image lanes that fit a device: give --device "

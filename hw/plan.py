@@ -109,7 +109,7 @@ class AcceleratorOptions:
 
     def __post_init__(self):
         if not isinstance(self.images, int) or self.images < 1:
-            raise GenerateError(f"images (image lanes) must be a whole number >= 1, not {self.images!r}")
+            raise GenerateError(f"image lanes (--image-lanes) must be a whole number >= 1, not {self.images!r}")
         if self.write_reg not in (0, 1, 2):
             raise GenerateError(f"write_reg must be 0, 1 or 2 stages, not {self.write_reg}")
         if not _is_pow2(self.ram_bank):
