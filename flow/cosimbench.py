@@ -177,6 +177,18 @@ def _message(res) -> str:
     return ""
 
 
+async def _run_batches(top, golden, n: int, taps: bool) -> tuple:
+    """The first ``n`` golden inputs in batches of ``top.images``: per sample the comparison
+    (every layer from the taps where ``taps``), and the cycles of its batch."""
+    res, cycles = [], []
+    for k0 in range(0, n, top.images):
+        outs, c = await top.infer(golden["inputs"][k0:min(n, k0 + top.images)])
+        for e, (logits, cls) in enumerate(outs[:n - k0]):
+            res.append(compare(top.ex, golden, k0 + e, logits, cls, top.maps[e] if taps else None))
+            cycles.append(c)
+    return res, cycles
+
+
 def _write(cfg, payload):
     with open(cfg["results"], "w") as f:
         json.dump(payload, f, indent=1)
@@ -193,13 +205,8 @@ async def network(dut):
     taps = cfg.get("taps", True)
     await top.start(taps=taps)
     n = min(cfg.get("samples") or len(golden["inputs"]), len(golden["inputs"]))
-    res, cycles = [], []
     t0, ns0 = time.perf_counter(), get_sim_time("ns")
-    for k0 in range(0, n, N):
-        outs, c = await top.infer(golden["inputs"][k0:min(n, k0 + N)])
-        for e, (logits, cls) in enumerate(outs[:n - k0]):
-            res.append(compare(ex, golden, k0 + e, logits, cls, top.maps[e] if taps else None))
-            cycles.append(c)
+    res, cycles = await _run_batches(top, golden, n, taps)
     wall = time.perf_counter() - t0
     clocks = int((get_sim_time("ns") - ns0) // 10)      # every clock: loading, computing, output
     _write(cfg, {"results": res, "cycles": cycles, "wall_s": wall, "clocks": clocks})
@@ -229,12 +236,7 @@ async def reset_mid_inference(dut):
     await ReadOnly()
     assert int(d.busy.value), "the accelerator should be computing 100 cycles after its input"
     await top.reset()
-    res = []
-    n = min(2, len(golden["inputs"]))
-    for k0 in range(0, n, N):
-        outs, _ = await top.infer(golden["inputs"][k0:min(n, k0 + N)])
-        for e, (logits, cls) in enumerate(outs[:n - k0]):
-            res.append(compare(ex, golden, k0 + e, logits, cls, top.maps[e]))
+    res, _ = await _run_batches(top, golden, min(2, len(golden["inputs"])), True)
     _write(cfg, {"results": res, "cycles": [], "wall_s": 0.0, "clocks": 0})
     msg = _message(res)
     assert not msg, "after reset: " + msg
