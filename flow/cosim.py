@@ -135,6 +135,12 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
             raise CosimError(f"{option} {gap}: give the probability of a stalled cycle, from 0 to {MAX_GAP} (at 1 "
                              f"the stream never moves; near it the simulation runs past its cycle bound)")
     check_dir(build_dir, "sim", force=force, option="--build-dir", error=CosimError)
+    if simulator == "verilator":    # its generated makefile splits paths at spaces
+        spaced = [str(p) for p in [pathlib.Path(build_dir).resolve()] + [pathlib.Path(v).resolve() for v in (
+            [] if verilog is None else verilog if isinstance(verilog, (list, tuple)) else [verilog])] if " " in str(p)]
+        if spaced:
+            raise CosimError(f"Verilator cannot build from a path with a space ({spaced[0]}): give --build-dir (and "
+                             f"the sources) a path without one, or simulate with --simulator icarus")
     t0 = time.perf_counter()
     from ternpe.image import load_export
     # given sources (a corrupted design) may come with an export that does not reproduce its golden

@@ -12,7 +12,7 @@ from ternpe.devices import DEVICES
 from ternpe.hw.accelerator import Accelerator
 from ternpe.hw.plan import AcceleratorPlan, GenerateError, plan_accelerator
 from ternpe.image import Export, load_export, widen
-from ternpe.outdir import claim
+from ternpe.outdir import claim, write_whole
 from .resources import auto_plan, check_fit, format_plan, plan_for_device, with_images
 
 __all__ = ["prepare", "generate", "write_verilog"]
@@ -54,8 +54,7 @@ def write_verilog(plan: AcceleratorPlan, out_dir, *, name: str = "ternpe_top", f
     empty or generated Verilog (:mod:`ternpe.outdir`); ``force``: anything else there is moved aside."""
     out = claim(out_dir, "rtl", force=force, error=GenerateError, log=log)
     path = out / f"{name}.v"
-    path.write_text(verilog.convert(Accelerator(plan), name=name, emit_src=False))
-    return path
+    return write_whole(path, verilog.convert(Accelerator(plan), name=name, emit_src=False))
 
 
 def generate(export, out_dir, *, pe: str | None = None, device: str | None = None, images: int | None = None,
@@ -78,7 +77,7 @@ def generate(export, out_dir, *, pe: str | None = None, device: str | None = Non
               "device": device, "fit": {k: v for k, v in fit.items() if k != "plan"} if fit else None,
               "ports": {"clk": "clk", "rst": "rst", "input": "input__payload/valid/ready",
                         "output": "output__payload/valid/ready (logits, then the class)", "cycles": "cycles"}}
-    (out / "ternpe_top.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_whole(out / "ternpe_top.json", json.dumps(report, indent=2) + "\n")
     lines = len(path.read_text().splitlines())
     if plan.images == 1:
         log(f"ternpe generate: {path} ({lines} lines), PE {plan.geometry}, "

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 
-__all__ = ["KINDS", "MARKER", "check_dir", "claim", "replace_dir", "move_aside"]
+__all__ = ["KINDS", "MARKER", "check_dir", "claim", "replace_dir", "move_aside", "write_whole"]
 
 MARKER = ".ternpe"
 MARKER_VERSION = 1
@@ -243,3 +243,17 @@ def replace_dir(out, fill, kind: str, *, log=print) -> pathlib.Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def write_whole(path, text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` whole or not at all: into a hidden temporary file beside it, then
+    renamed over it (an interrupted write leaves the old file, or none, never half a file)."""
+    path = pathlib.Path(path)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        part.write_text(text)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+

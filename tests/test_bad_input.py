@@ -212,6 +212,8 @@ CASES = [
     (["sim", "{d}/export", "--samples", "-3"], 1, "--samples must be >= 1"),
     (["sim", "{d}/export", "--samples", "0"], 1, "--samples must be >= 1"),
     (["sim", "{d}/export", "--simulator", "modelsim"], 2, "invalid choice: 'modelsim'"),
+    (["sim", "{d}/export", "--simulator", "verilator", "--build-dir", "{d}/my sims/s"], 1,
+     "Verilator cannot build from a path with a space ({d}/my sims/s)"),
     (["sim", "{d}/nothing"], 1, "manifest.json is missing"),
     (["sim", "{d}/export", "--build-dir", "{d}/photos"], 1, "--build-dir {d}/photos is not a sim build directory"),
     (["sim", "{d}/export", "--build-dir", "{d}/afile"], 1, "--build-dir {d}/afile is a file"),

@@ -196,3 +196,20 @@ def test_a_fresh_work_dir_deletes_only_ternpes_files(tmp_path):
     aside = next(tmp_path.glob("v.old-*"))
     assert (aside / "notebook.ipynb").is_file() and str(aside) in said[0]
     assert sorted(os.listdir(d)) == [MARKER]
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    from ternpe import outdir
+    f = tmp_path / "ternpe_top.v"
+    f.write_text("module old; endmodule\n")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(outdir.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        outdir.write_whole(f, "module new_but_cut")
+    assert f.read_text() == "module old; endmodule\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ternpe_top.v"]      # no part file left
+    monkeypatch.undo()
+    outdir.write_whole(f, "module new; endmodule\n")
+    assert f.read_text() == "module new; endmodule\n" and sorted(p.name for p in tmp_path.iterdir()) == ["ternpe_top.v"]
