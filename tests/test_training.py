@@ -253,3 +253,15 @@ def test_layer_spec_networks_train_and_are_recorded():
     _, w = train(TrainConfig(dataset="synthetic", width=32, epochs_float=1, epochs_ternary=0, epochs_finetune=0,
                              method="float"), log=lambda *a: None)
     assert w["layer_specs"][0]["cout"] == 32 and w["layer_specs"][1]["cout"] == 64
+
+
+def test_training_plot_shows_the_speedup_beside_accuracy_and_density(tmp_path):
+    from ternpe.model.plots import plot_history
+    fl = [{"phase": "float", "test_accuracy": 0.9, "group_density": 1.0, "epoch": e} for e in range(3)]
+    tern = [{"phase": "ternary", "test_accuracy": 0.88, "group_density": 0.99 - 0.02 * e, "speedup": 1 + 0.5 * e,
+             "epoch": e} for e in range(4)]
+    labels = plot_history(fl + tern, tmp_path / "training.png")
+    assert labels == ["test accuracy", "tile density", "speedup vs dense (cycles)"]
+    assert (tmp_path / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a run without groups (nothing pruned, no cycles) has no speedup curve
+    assert plot_history(fl, tmp_path / "float.png") == ["test accuracy", "tile density"]
