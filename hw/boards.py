@@ -46,8 +46,9 @@ class Board:
 
 
 BOARDS = {b.name: b for b in [
-    Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12e6, 30e6, 3_000_000,
-          "up5k", "iceprog"),
+    # the iCEBreaker's FT2232H makes 12 Mbaud / n: 6 Mbaud is 5 clocks a bit at 30 MHz (12 would be 2.5)
+    Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12e6, 30e6, 6_000_000,
+          "up5k", "iceprog", uart_note="the FT2232H's second channel"),
     Board("upduino", "amaranth_boards.upduino_v3:UpduinoV3Platform", "ice40", 12e6, 30e6, 3_000_000, "up5k",
           "iceprog", uart_note="a 3.3 V USB-serial adapter on header pins 2 (board RX) and 46 (board TX)",
           uart_pins=("2", "46")),
