@@ -9,7 +9,7 @@ import re
 from ternpe.contract import ArrayGeometry
 
 __all__ = ["METHODS", "ARCHS", "DATASETS", "FILE_DATASETS", "TAU_VARIANTS", "TAU_OVER", "RANK_BASES", "COSTS", "LAM_MAX_FACTOR",
-           "TrainConfig", "is_layer_spec"]
+           "PENALTIES", "PRESETS", "TrainConfig", "is_layer_spec"]
 
 ARCHS = ("cnn", "mlp", "resnet20")
 DATASETS = ("digits", "synthetic", "synthetic-rgb32", "mnist", "fashion-mnist", "cifar10")
@@ -27,6 +27,17 @@ LAM_MAX_FACTOR = 10.0
 METHODS = ("float", "ternary", "naive", "lasso-then-ternary", "wpc")
 #: What a pruning penalty weighs a group by: the cycles the accelerator spends on it, or 1 (the paper).
 COSTS = ("cycles", "groups")
+#: How the penalty acts: a proximal step after each optimizer step (ours: a pulled group reaches
+#: exactly zero and is pruned for good), or a term of the loss whose gradient the optimizer
+#: follows (the paper: loss = CE + lambda x sum of the layers' penalties; a group is pruned at
+#: the end when its ternary codes are all zero).
+PENALTIES = ("proximal", "gradient")
+#: ``--preset``: settings that go together. ``paper``: the paper's setting on CIFAR-sized networks
+#: (shared/PAPER.md): the penalty as a gradient term, every group weighted alike, tau = 0.7 x the
+#: mean group norm, lambda 2.5e-3 (the authors' CIFAR value), first and last layers at full
+#: precision and unpenalized. An option given on the command line wins over its preset.
+PRESETS = {"paper": {"penalty": "gradient", "cost": "groups", "tau": "mean", "r": 0.7, "lam": 2.5e-3,
+                     "first_last": "fp"}}
 
 
 def is_layer_spec(arch: str) -> bool:
@@ -52,6 +63,7 @@ class TrainConfig:
     tau_over: str = "all"
     t: float = 0.05
     first_last: str = "ternary"
+    penalty: str = "proximal"
     act_bits: int = 8
     epochs_float: int = 40
     epochs_ternary: int = 60
@@ -107,6 +119,11 @@ class TrainConfig:
             errs.append(f"--rank-base must be 0 or 1, not {self.rank_base!r}")
         if self.tau_over not in TAU_OVER:
             errs.append(f"--tau-over must be one of {', '.join(TAU_OVER)}, not {self.tau_over!r}")
+        if self.penalty not in PENALTIES:
+            errs.append(f"--penalty must be one of {', '.join(PENALTIES)}, not {self.penalty!r}")
+        elif self.penalty == "gradient" and self.target_speedup is not None:
+            errs.append("--target-speedup watches the masks, which only --penalty proximal changes while training "
+                        "(a gradient penalty prunes at the end): use --penalty proximal, or sweep --lam")
         if self.first_last not in ("ternary", "fp"):
             errs.append(f"--first-last must be 'ternary' or 'fp', not {self.first_last!r}")
         if not (self.lam >= 0 and math.isfinite(self.lam)):

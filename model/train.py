@@ -278,10 +278,18 @@ def _phase(net, data, cfg, epochs, lr, *, penalty=None, groups=None, desc="", hi
                 loss = F.cross_entropy(model(xb), ytr[idx])
             else:
                 loss = cross_entropy_share(model(xb), ytr[mine], len(idx))
+            gradient = penalty and lam > 0 and cfg.penalty == "gradient"
+            if gradient:                 # the paper: the penalty is a term of the loss (every rank adds it
+                pen = groups.penalty(penalty)    # whole; DDP averages the ranks' gradients)
+                loss_opt = loss + lam * pen
+            else:
+                loss_opt = loss
             opt.zero_grad()
-            loss.backward()
+            loss_opt.backward()
             opt.step()
-            if penalty and lam > 0:      # the penalty's proximal step, at this step's learning rate
+            if gradient:
+                pen = pen.detach()
+            elif penalty and lam > 0:    # the penalty's proximal step, at this step's learning rate
                 groups.shrink(penalty, opt.param_groups[0]["lr"] * lam)
                 if adapt:
                     # pruning is for good: stop pulling the moment the masks reach the target

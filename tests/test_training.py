@@ -265,3 +265,32 @@ def test_training_plot_shows_the_speedup_beside_accuracy_and_density(tmp_path):
     assert (tmp_path / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a run without groups (nothing pruned, no cycles) has no speedup curve
     assert plot_history(fl, tmp_path / "float.png") == ["test accuracy", "tile density"]
+
+
+def _cfg_of(argv):
+    from ternpe.cli import parser
+    from ternpe.cli.train import config_from_args
+    a = parser("train").parse_args(["train"] + argv)
+    a.argv = ["train"] + argv
+    return config_from_args(a)
+
+
+def test_paper_preset_sets_the_papers_setting_and_given_options_win():
+    cfg = _cfg_of(["--preset", "paper"])
+    assert (cfg.penalty, cfg.cost, cfg.tau, cfg.r, cfg.lam, cfg.first_last) == ("gradient", "groups", "mean", 0.7,
+                                                                                2.5e-3, "fp")
+    cfg = _cfg_of(["--preset", "paper", "--lam", "0.05", "--first-last=ternary"])
+    assert (cfg.lam, cfg.first_last, cfg.penalty) == (0.05, "ternary", "gradient")
+    assert _cfg_of([]).penalty == "proximal" and _cfg_of([]).first_last == "ternary"     # ours stays the default
+
+
+def test_gradient_penalty_is_a_loss_term_that_prunes_at_the_end():
+    common = dict(dataset="synthetic", epochs_float=2, epochs_ternary=4, epochs_finetune=1, seed=3, cost="groups")
+    _, none = train(TrainConfig(lam=0.0, penalty="gradient", **common), log=lambda *a: None)
+    _, grad = train(TrainConfig(lam=0.5, penalty="gradient", **common), log=lambda *a: None)
+    _, prox = train(TrainConfig(lam=20.0, **common), log=lambda *a: None)
+    # the penalty's gradient pulls groups under tau until their ternary codes are zero: pruned at the end
+    assert grad["group_density"] < none["group_density"]
+    assert grad["group_density"] != prox["group_density"]
+    with pytest.raises(ValueError, match="--target-speedup watches the masks"):
+        TrainConfig(penalty="gradient", target_speedup=2.0).validate()

@@ -67,7 +67,8 @@ def add_parser(sub) -> None:
     t = sub.add_parser(NAME, help=HELP, allow_abbrev=False, description=DESCRIPTION,
                        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     import dataclasses
-    from ternpe.model.config import COSTS, LAM_MAX_FACTOR, METHODS, RANK_BASES, TAU_OVER, TAU_VARIANTS, TrainConfig
+    from ternpe.model.config import (COSTS, LAM_MAX_FACTOR, METHODS, PENALTIES, PRESETS, RANK_BASES, TAU_OVER,
+                                     TAU_VARIANTS, TrainConfig)
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     t.add_argument("--dataset", default=d["dataset"], help="digits (built in), synthetic, synthetic-rgb32 (CIFAR-shaped, generated), mnist (a 5,000-digit sample built in; full MNIST with --data-dir), fashion-mnist, cifar10 (default: %(default)s)")
     t.add_argument("--data-dir", default=None, help="directory with the idx files (full mnist, fashion-mnist) or cifar-10-batches-py")
@@ -109,6 +110,15 @@ def add_parser(sub) -> None:
     t.add_argument("--first-last", default=d["first_last"], choices=("ternary", "fp"),
                    help="first and last layer ternary (hardware) or full precision and unpenalized (the paper's "
                         "setting; 8-bit in the integer model; not exportable) (default: %(default)s)")
+    t.add_argument("--penalty", default=d["penalty"], choices=PENALTIES,
+                   help="how the pruning penalty acts: proximal (a step after each optimizer step; a pulled group "
+                        "reaches zero and is pruned for good) or gradient (the paper: loss = CE + lambda x penalty; "
+                        "groups whose ternary codes are all zero are pruned at the end; its lambda is on the paper's "
+                        "scale, about 1e-3 to 1e-1) (default: %(default)s)")
+    t.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="settings that go together; paper: " + ", ".join(
+                       f"--{k.replace('_', '-')} {v}" for k, v in PRESETS["paper"].items())
+                   + " (the paper's CIFAR setting; an option you give wins over its preset)")
     t.add_argument("--act-bits", type=int, default=d["act_bits"], help="unsigned activation width (default: %(default)s)")
     t.add_argument("--epochs-float", type=int, default=d["epochs_float"], help="float pretraining epochs (default: %(default)s)")
     t.add_argument("--epochs-ternary", type=int, default=d["epochs_ternary"], help="ternary/penalty epochs (default: %(default)s)")
@@ -134,12 +144,7 @@ def run(a) -> int:
     from ternpe.model.train import TrainConfig, train
     if a.workers < 1:
         raise ValueError(f"--workers must be >= 1, not {a.workers}")
-    cfg = TrainConfig(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
-                      lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, lam_max=a.lam_max, tau=a.tau,
-                      rank_base=a.rank_base, tau_over=a.tau_over, r=a.r, t=a.t,
-                      first_last=a.first_last, act_bits=a.act_bits, epochs_float=a.epochs_float,
-                      epochs_ternary=a.epochs_ternary, epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed,
-                      device=a.device, lr=a.lr, lr_ternary=a.lr_ternary, augment=a.augment)
+    cfg = config_from_args(a)
     if a.board is not None:
         cfg = _for_board(cfg, a.board)
     if a.workers > 1:
@@ -157,6 +162,22 @@ def run(a) -> int:
     if main_rank:
         print(f"run written to {a.out} (metrics.json, tilemaps/, training.png)")
     return 0
+
+
+def config_from_args(a):
+    """The :class:`TrainConfig` of parsed arguments ``a``: ``--preset``'s settings, then every option
+    given on the command line (``a.argv``) over them."""
+    from ternpe.model.config import PRESETS, TrainConfig
+    kw = dict(dataset=a.dataset, data_dir=a.data_dir, arch=a.arch, width=a.width, pe=a.pe, method=a.method,
+              lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, lam_max=a.lam_max, tau=a.tau,
+              rank_base=a.rank_base, tau_over=a.tau_over, r=a.r, t=a.t, first_last=a.first_last, penalty=a.penalty,
+              act_bits=a.act_bits, epochs_float=a.epochs_float, epochs_ternary=a.epochs_ternary,
+              epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed, device=a.device, lr=a.lr,
+              lr_ternary=a.lr_ternary, augment=a.augment)
+    if a.preset is not None:
+        given = {tok.split("=", 1)[0] for tok in getattr(a, "argv", []) if tok.startswith("--")}
+        kw.update({k: v for k, v in PRESETS[a.preset].items() if f"--{k.replace('_', '-')}" not in given})
+    return TrainConfig(**kw)
 
 
 def _for_board(cfg, board_name: str):
