@@ -15,8 +15,9 @@ float phase, the zero-code fraction of kept groups, the fraction of kept weights
 (where the straight-through gradient is zero).
 
 Both mechanisms: the proximal step (ours) and the gradient term (the paper's, rows "... grad"),
-each over its own lambda grid (``--lams`` sets one grid for every row). Not yet here: equal
-schedules for lasso-then-ternary, plots.
+each over its own lambda grid (``--lams`` sets one grid for every row). ``--plot`` draws each
+row's points and its Pareto front; ``--table-only`` runs nothing. Not yet here: equal schedules
+for lasso-then-ternary.
 """
 
 from __future__ import annotations
@@ -105,19 +106,55 @@ def _front(points: list) -> list:
                                          and (q["cycles"] < p["cycles"] or q["acc"] > p["acc"]) for q in points)]
 
 
+def _points(rs: list) -> list:
+    points = []
+    for row in ROWS:
+        for lam in sorted({r["lam"] for r in rs if r["row"] == row}):
+            cell = [r for r in rs if r["row"] == row and r["lam"] == lam]
+            acc, acc_sd = _mean_sd([100 * r["integer_accuracy"] for r in cell])
+            cyc, cyc_sd = _mean_sd([r["cycles"] for r in cell])
+            points.append({"row": row, "lam": lam, "acc": acc, "acc_sd": acc_sd, "cycles": cyc,
+                           "cycles_sd": cyc_sd, "seeds": len(cell)})
+    return points
+
+
+def plot(results: list, path) -> None:
+    """Integer accuracy against cycles per data set: each row's points (mean +- std over seeds,
+    lambda rising to the left) joined along its Pareto front."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sets = sorted({r["dataset"] for r in results})
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.5), squeeze=False)
+    for ax, ds in zip(axes[0], sets):
+        rs = [r for r in results if r["dataset"] == ds]
+        points = _points(rs)
+        for i, row in enumerate(ROWS):
+            mine = [p for p in points if p["row"] == row]
+            if not mine:
+                continue
+            style = dict(color=f"C{i}", ls="--" if ROWS[row].get("penalty") == "gradient" else "-")
+            ax.errorbar([p["cycles"] for p in mine], [p["acc"] for p in mine], xerr=[p["cycles_sd"] for p in mine],
+                        yerr=[p["acc_sd"] for p in mine], fmt="o", ms=3, alpha=0.35, color=style["color"])
+            front = sorted(_front(mine), key=lambda p: p["cycles"])
+            ax.plot([p["cycles"] for p in front], [p["acc"] for p in front], marker="o", ms=4, label=row, **style)
+        ax.set_title(f"{ds}: integer accuracy against cycles (dense {rs[0]['dense_cycles']:,}), "
+                     f"{max(p['seeds'] for p in points)} seeds", fontsize=9)
+        ax.set_xlabel("cycles per inference (fewer is faster)")
+        ax.set_ylabel("integer accuracy, % (mean +- std)")
+        ax.set_ylim(max(0, min(p["acc"] for p in points) - 5), 100)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def table(results: list) -> str:
     lines = []
     for ds in sorted({r["dataset"] for r in results}):
         rs = [r for r in results if r["dataset"] == ds]
         lines.append(f"\n{ds}: integer accuracy and cycles, mean +- std over seeds (dense {rs[0]['dense_cycles']:,})")
-        points = []
-        for row in ROWS:
-            for lam in sorted({r["lam"] for r in rs if r["row"] == row}):
-                cell = [r for r in rs if r["row"] == row and r["lam"] == lam]
-                acc, acc_sd = _mean_sd([100 * r["integer_accuracy"] for r in cell])
-                cyc, cyc_sd = _mean_sd([r["cycles"] for r in cell])
-                points.append({"row": row, "lam": lam, "acc": acc, "acc_sd": acc_sd, "cycles": cyc,
-                               "cycles_sd": cyc_sd, "seeds": len(cell)})
+        points = _points(rs)
         for row in ROWS:
             mine = [p for p in points if p["row"] == row]
             front = _front(mine)
@@ -143,13 +180,15 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each (default: %(default)s)")
     p.add_argument("--results", default="bench/results/study.jsonl", help="one line per finished cell")
     p.add_argument("--cache", default="runs/study-float", help="the float phase of each seed, kept for every run")
+    p.add_argument("--plot", default=None, metavar="PNG", help="draw accuracy against cycles, each row's front")
+    p.add_argument("--table-only", action="store_true", help="run nothing: the table (and plot) of what is done")
     a = p.parse_args(argv)
     path = pathlib.Path(a.results)
     done = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     have = {_key(r) for r in done}
     cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs}
              for ds in a.datasets for seed in a.seeds for row in a.rows for lam in (a.lams or lams_of(row))]
-    todo = [c for c in cells if _key(c) not in have]
+    todo = [] if a.table_only else [c for c in cells if _key(c) not in have]
     print(f"{len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     # one seed's first cell trains its float phase alone, so parallel runs do not train it twice
@@ -165,7 +204,10 @@ def main(argv=None):
                 print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} integer "
                       f"{r['integer_accuracy']:.4f}  {r['speedup']:.2f}x", file=sys.stderr, flush=True)
     wanted = {_key(c) for c in cells}
-    print(table([r for r in done if _key(r) in wanted]))
+    results = [r for r in done if _key(r) in wanted]
+    print(table(results))
+    if a.plot and results:
+        plot(results, a.plot)
     return 0
 
 
