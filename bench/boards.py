@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     print(f"{name}: {macs:,} dense MACs per inference; GOP/s = 2 x MACs x inferences/s (compute)\n")
     release = json.loads((ROOT / "bench" / "results" / "boards-release.json").read_text())
     print("| board | PE x image lanes | clock MHz | fmax MHz | LUT | BRAM | DSP | cycles per image (speedup vs dense) "
-          "| inferences/s compute | over UART | GOP/s | GOP/s per 1k LUT | previous release: PE, inferences/s, "
+          "| inferences/s compute | over UART (run-length coded) | GOP/s | GOP/s per 1k LUT | previous release: PE, inferences/s, "
           "GOP/s per 1k LUT |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     missing = []
@@ -64,6 +64,7 @@ def _row(board: str, r: dict, macs: int, old: dict | None) -> str:
     per_image = r.get("cycles_per_image", r["cycles_per_inference"])
     speedup = r["dense_cycles"] / r["cycles_per_inference"]
     gops = 2 * macs * r["inferences_per_s_compute"] / 1e9
+    rle = f"{r['inferences_per_s_link_rle']:,.0f}" if "inferences_per_s_link_rle" in r else "-"
     was = "-"
     if old:
         old_gops = 2 * macs * old["inferences_per_s_compute"] / 1e9
@@ -71,7 +72,7 @@ def _row(board: str, r: dict, macs: int, old: dict | None) -> str:
               f"{old_gops / old['lut'] * 1000:.4f}"
     return (f"| {board} | {r['geometry']} x {lanes} | {r['clock_mhz']:.2f} | {r['fmax_mhz']:.2f} | {u('lut')} | "
             f"{u('bram')} | {u('dsp')} | {per_image:,.0f} ({speedup:.2f}x) | {r['inferences_per_s_compute']:,.0f} | "
-            f"{r['inferences_per_s_link']:,.0f} | {gops:.3f} | {gops / res['lut']['used'] * 1000:.4f} | {was} |")
+            f"{r['inferences_per_s_link']:,.0f} ({rle}) | {gops:.3f} | {gops / res['lut']['used'] * 1000:.4f} | {was} |")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 
-from ternpe.link import CMD_INFER, UART_FRAME_BITS, reply_length, request_length
+from ternpe.link import CMD_INFER, UART_FRAME_BITS, encode_infer, reply_length, request_length
 from ternpe.flow.tools import ToolError, check_tool_vars, require, tool_env
 from ternpe.hw.accelerator import KEEP_LANE_COPIES
 from ternpe.hw.boards import BOARDS, BoardTop
@@ -199,6 +199,12 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
     # a request carries a batch of the image lanes' images; its reply their results
     uart_bytes = request_length(fmt, CMD_INFER) + reply_length(fmt, CMD_INFER)
     N = plan.images
+    # run-length coded (CMD_INFER_RLE, the host's default): the mean over the golden inputs
+    inputs = list(plan.export.golden["inputs"])
+    coded = [len(encode_infer(inputs[k:k + N] + inputs[:max(0, k + N - len(inputs))], rle=True))
+             for k in range(0, len(inputs), N)]
+    rle_bytes = sum(coded) / len(coded) + reply_length(fmt, CMD_INFER)
+    frame_s = UART_FRAME_BITS / top.baud
     return {
         "board": board.name, "export": str(pathlib.Path(export_dir).resolve()), "geometry": str(plan.geometry),
         "plan": plan.summary(),
@@ -211,7 +217,8 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
         "cycles_per_image": model["per_image"], "speedup_vs_dense": plan.speedup,
         "inferences_per_s_compute": clock * 1e6 / model["per_image"],
         "uart_bytes_per_inference": uart_bytes / N,
-        "inferences_per_s_link": N / (uart_bytes * UART_FRAME_BITS / top.baud + model["total"] / (clock * 1e6)),
+        "inferences_per_s_link": N / (uart_bytes * frame_s + model["total"] / (clock * 1e6)),
+        "inferences_per_s_link_rle": N / (rle_bytes * frame_s + model["total"] / (clock * 1e6)),
         "resources": pnr["resources"],
         "planned": {k: fits[k] for k in ("lut", "ff", "bram", "spram", "dsp")},
         "memory_plan": {k: {"width": w, "depth": d, "in": kind, "blocks": n} for k, (w, d, kind, n) in fits["plan"].items()},

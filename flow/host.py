@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from ternpe.link import (CMD_INFER, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK,
-                   STATUS_TIMEOUT, UART_FRAME_BITS, LinkError, LinkFormat, ReplyParser, decode_reply, encode_infer,
-                   encode_info, wrap_seq)
+from ternpe.link import (CMD_INFER, CMD_INFER_RLE, CMD_INFO, QUIET_BYTES, STATUS, STATUS_BUSY, STATUS_CHECKSUM,
+                         STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, UART_FRAME_BITS, LinkError, LinkFormat, ReplyParser,
+                         decode_reply, encode_infer, encode_info, wrap_seq)
 
 __all__ = ["evaluate", "Board", "SerialTransport", "load_images", "decode_image", "ImageError"]
 
@@ -56,6 +56,7 @@ class SerialTransport:
         self.port.reset_input_buffer()
 
     def quiet(self) -> None:
+        self.port.flush()           # the request written is on the line (a non-ok reply may come before its end)
         time.sleep(2 * QUIET_BYTES * UART_FRAME_BITS / self.baud + 0.002)
         self.port.reset_input_buffer()
 
@@ -69,10 +70,12 @@ class Board:
 
     ``retries``: how many times a request is sent again after a busy, timed-out or corrupted
     exchange; then :class:`~ternpe.link.LinkError` says what went wrong. ``stats`` counts
-    requests, retries and skipped frames (stale replies or noise)."""
+    requests, retries and skipped frames (stale replies or noise). ``rle``: send images
+    run-length coded (``CMD_INFER_RLE``; a board that does not know it answers "unknown
+    command", and the host sends plain requests from then on)."""
 
-    def __init__(self, transport, fmt: LinkFormat, *, retries: int = 3):
-        self.t, self.fmt, self.retries = transport, fmt, retries
+    def __init__(self, transport, fmt: LinkFormat, *, retries: int = 3, rle: bool = True):
+        self.t, self.fmt, self.retries, self.rle = transport, fmt, retries, rle
         self.seq = 0
         self._waiting: dict = {}
         self.parser = ReplyParser(fmt, self._waiting.get)
@@ -149,6 +152,14 @@ class Board:
         n = len(flats)
         flats += [np.zeros(self.fmt.input_bytes, np.uint8)] * (self.fmt.images - n)
         payload = np.concatenate(flats)
+        if self.rle:
+            try:
+                return self._exchange(CMD_INFER_RLE, lambda seq: encode_infer(payload, seq, rle=True))[:n]
+            except LinkError as e:
+                if STATUS[STATUS_COMMAND] not in str(e):
+                    raise
+                self.rle = False        # a bitstream from before run-length coding: plain requests from now on
+                self.t.quiet()          # (after its non-ok reply the board drops bytes until the line is quiet)
         return self._exchange(CMD_INFER, lambda seq: encode_infer(payload, seq))[:n]
 
 

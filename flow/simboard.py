@@ -49,6 +49,7 @@ class SimTransport:
         self.to_board = collections.deque()
         self.from_board = bytearray()
         self.clocks = 0
+        self._line_busy_until = 0          # the clock by which the bytes written are on the line
         self.sim = Simulator(self.core)
         self.sim.add_clock(self.period)
         self.sim.add_testbench(self._uart, background=True)
@@ -85,6 +86,7 @@ class SimTransport:
 
     def write(self, data: bytes) -> None:
         self.to_board.extend(data)
+        self._line_busy_until = max(self._line_busy_until, self.clocks) + len(data) * UART_FRAME_BITS * self.divisor
 
     def _wait_for(self, n: int, timeout: float | None) -> None:
         """Run the simulation until the board has sent ``n`` bytes, or raise
@@ -116,8 +118,10 @@ class SimTransport:
         self.from_board.clear()
 
     def quiet(self) -> None:
-        """Wait out the board's quiet period after a broken request (twice over), then discard input."""
-        self.idle(quiet_clocks(self.core))
+        """Wait until the bytes written are all on the line, then out the board's quiet period after a
+        broken request (twice over); then discard input. (A non-ok reply may come before the end of
+        a long request: a request sent at once would follow its tail and be dropped with it.)"""
+        self.idle(max(0, self._line_busy_until - self.clocks) + quiet_clocks(self.core))
         self.from_board.clear()
 
     def idle(self, clocks: int) -> None:

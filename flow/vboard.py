@@ -242,6 +242,7 @@ class VerilatorTransport:
         from amaranth.back import verilog
         self.core = BoardCore(plan, divisor=divisor, timeout_cycles=timeout_cycles)
         self.divisor = divisor
+        self._line_busy_until = 0          # the clock by which the bytes written are on the line
         self.reply_timeout = reply_timeout(self.core)
         self.library = build_library(verilog.convert(self.core, name="boardcore", emit_src=False), build_dir, log=log)
         self._so = _load(self.library)
@@ -254,6 +255,7 @@ class VerilatorTransport:
     def write(self, data: bytes) -> None:
         data = bytes(data)
         self._so.vb_write(self._h, data, len(data))
+        self._line_busy_until = max(self._line_busy_until, self.clocks) + len(data) * UART_FRAME_BITS * self.divisor
 
     def _take(self, n: int) -> bytes:
         buf = ctypes.create_string_buffer(n)
@@ -281,8 +283,10 @@ class VerilatorTransport:
         self._take(self._so.vb_received(self._h))
 
     def quiet(self) -> None:
-        """Wait out the board's quiet period after a broken request (twice over), then discard input."""
-        self.idle(quiet_clocks(self.core))
+        """Wait until the bytes written are all on the line, then out the board's quiet period after a
+        broken request (twice over); then discard input. (A non-ok reply may come before the end of
+        a long request: a request sent at once would follow its tail and be dropped with it.)"""
+        self.idle(max(0, self._line_busy_until - self.clocks) + quiet_clocks(self.core))
         self.discard_input()
 
     def idle(self, clocks: int) -> None:

@@ -12,8 +12,8 @@ from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ternpe.link import (CMD_INFER, CMD_INFO, CYCLES_BYTES, INFO_BYTES, INFO_FIELDS, REP_MAGIC, REQ_MAGIC, SEQ_UNKNOWN,
-                         STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkFormat)
+from ternpe.link import (CMD_INFER, CMD_INFER_RLE, CMD_INFO, CYCLES_BYTES, INFO_BYTES, INFO_FIELDS, REP_MAGIC, REQ_MAGIC,
+                         RLE_ESCAPE, SEQ_UNKNOWN, STATUS_CHECKSUM, STATUS_COMMAND, STATUS_OK, STATUS_TIMEOUT, LinkFormat)
 
 __all__ = ["Request", "ReplyHeader", "BodyByte", "INFO_LAYOUT", "RequestParser", "HeaderSpotter", "ReplyFramer",
            "InfoSerializer", "ResultSerializer"]
@@ -53,7 +53,7 @@ class RequestParser(wiring.Component):
     """Takes requests off the line: magic, SEQ, command, images, checksum, each byte in time.
 
     Bytes before a request's magic are dropped. An infer request's images go out on ``data`` as
-    they arrive; its checksum is known only at the end, so a request that breaks off raises
+    they arrive (a ``CMD_INFER_RLE`` request's runs of zeros expanded, a zero a cycle); its checksum is known only at the end, so a request that breaks off raises
     ``abort`` and what ``data`` carried must be dropped. Every request that ends, well or broken,
     comes out on ``request`` once, the cycle after its last byte (registered).
 
@@ -122,6 +122,7 @@ class RequestParser(wiring.Component):
                                       # last byte's check is one 8-bit compare, no adder)
         count = Signal(range(self.payload_bytes + 1))
         count_last = Signal()         # count is at the payload's last byte (a compare made a byte early)
+        rle, run = Signal(), Signal(8)  # CMD_INFER_RLE; zeros left of a run
         # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
         timed_out = Signal()
         m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~took)
@@ -163,8 +164,8 @@ class RequestParser(wiring.Component):
             with m.State("CMD"):
                 with m.If(rx.valid):
                     m.d.sync += [cmd.eq(rx.payload), want.eq(want - rx.payload), count.eq(0),
-                                 count_last.eq(self.payload_bytes == 1)]
-                    with m.If(rx.payload == CMD_INFER):
+                                 count_last.eq(self.payload_bytes == 1), rle.eq(rx.payload == CMD_INFER_RLE)]
+                    with m.If((rx.payload == CMD_INFER) | (rx.payload == CMD_INFER_RLE)):
                         m.next = "DATA"
                     with m.Elif(rx.payload == CMD_INFO):
                         m.next = "CHECK"
@@ -172,13 +173,37 @@ class RequestParser(wiring.Component):
                         end(STATUS_COMMAND)
                 next_byte()
             with m.State("DATA"):
-                m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
+                escape = rle & (rx.payload == RLE_ESCAPE)       # CMD_INFER_RLE: a run of zeros follows
+                with m.If(escape):
+                    m.d.comb += rx.ready.eq(1)
+                    with m.If(rx.valid):
+                        m.next = "RUN"
+                with m.Else():
+                    m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
                 with m.If(took):
-                    m.d.sync += [want.eq(want - rx.payload), count.eq(count + 1),
-                                 count_last.eq(count == self.payload_bytes - 2)]
-                    with m.If(count_last):
-                        m.next = "CHECK"
+                    m.d.sync += want.eq(want - rx.payload)
+                    with m.If(~escape):
+                        m.d.sync += [count.eq(count + 1), count_last.eq(count == self.payload_bytes - 2)]
+                        with m.If(count_last):
+                            m.next = "CHECK"
                 next_byte()
+            with m.State("RUN"):                                # the run's length
+                with m.If(rx.valid):
+                    m.d.sync += [want.eq(want - rx.payload), run.eq(rx.payload)]
+                    m.next = "ZEROS"
+                next_byte()
+            with m.State("ZEROS"):                              # the run's zeros, one a cycle
+                m.d.comb += [self.busy.eq(1), rx.ready.eq(0), self.data.valid.eq(run != 0),
+                             self.data.payload.eq(0)]
+                m.d.sync += timer.eq(0)
+                with m.If(run == 0):                            # an empty run (never sent): nothing
+                    m.next = "DATA"
+                with m.Elif(self.data.ready):
+                    m.d.sync += [run.eq(run - 1), count.eq(count + 1), count_last.eq(count == self.payload_bytes - 2)]
+                    with m.If(count_last):                      # the images are whole: the rest is dropped
+                        m.next = "CHECK"
+                    with m.Elif(run == 1):
+                        m.next = "DATA"
             with m.State("CHECK"):
                 with m.If(rx.valid):
                     good = rx.payload == want

@@ -8,6 +8,11 @@ Requests (host -> board)::
 * ``CMD_INFER`` (0x01): the payload is a batch of ``images`` images back to back (the board's
   image lanes; image k goes to lane k), each ``input_bytes`` bytes in ``(h, w, c)`` order.
 * ``CMD_INFO`` (0x02): no payload.
+* ``CMD_INFER_RLE`` (0x03): as ``CMD_INFER``, the payload run-length coded (:func:`rle_encode`):
+  a byte ``RLE_ESCAPE`` (0) and a count ``n`` (1..``RLE_MAX_RUN``) stand for ``n`` zero bytes,
+  any other byte for itself. MNIST images are mostly zeros: a third of the bytes on the line.
+  Its reply is an infer reply. A board built before version 4 answers ``STATUS_COMMAND``; the
+  host then sends ``CMD_INFER``.
 
 ``CHK`` makes the 8-bit sum of ``SEQ``, ``CMD``, the payload and ``CHK`` zero.
 
@@ -31,7 +36,8 @@ times, so the rest of a broken request is never parsed as a new one. Bytes outsi
 (anything before "TP") are ignored.
 
 With ``images`` = 1 a request carries one image and a reply one result, as in version 2 of the
-protocol; version 3 (this one) added the batch and INFO's ``images`` field.
+protocol; version 3 added the batch and INFO's ``images`` field; version 4 (this one),
+``CMD_INFER_RLE``.
 
 Every byte goes over a UART, 8N1: ``UART_FRAME_BITS`` bit times a byte (a start bit, the
 ``UART_DATA_BITS`` data bits least significant first, a stop bit).
@@ -48,14 +54,19 @@ import hashlib
 import json
 import operator
 
-__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES",
+__all__ = ["REQ_MAGIC", "REP_MAGIC", "CMD_INFER", "CMD_INFO", "CMD_INFER_RLE", "RLE_ESCAPE", "RLE_MAX_RUN",
+           "rle_encode", "rle_decode", "STATUS", "SEQ_UNKNOWN", "QUIET_BYTES",
            "UART_DATA_BITS", "UART_FRAME_BITS", "INFO_FIELDS", "INFO_BYTES", "CYCLES_BYTES", "LinkError",
            "LinkFormat", "ReplyParser", "checksum", "export_id", "wrap_seq", "pack_info", "unpack_info",
            "encode_infer", "encode_info", "request_length", "reply_length", "decode_reply"]
 
 REQ_MAGIC = b"TP"
 REP_MAGIC = b"tp"
-CMD_INFER, CMD_INFO = 0x01, 0x02
+CMD_INFER, CMD_INFO, CMD_INFER_RLE = 0x01, 0x02, 0x03
+#: ``CMD_INFER_RLE``'s escape byte, and the longest run of zeros one escape stands for: the board
+#: sends a run's zeros on one a cycle while the UART receives the next byte, which takes at least
+#: 40 cycles (``UART_FRAME_BITS`` x the smallest divisor, 4), so a run never overruns it.
+RLE_ESCAPE, RLE_MAX_RUN = 0x00, 32
 STATUS_OK, STATUS_CHECKSUM, STATUS_TIMEOUT, STATUS_COMMAND, STATUS_BUSY = 0, 1, 2, 3, 4
 STATUS = {STATUS_OK: "ok", STATUS_CHECKSUM: "the board saw a wrong request checksum",
           STATUS_TIMEOUT: "the request stopped arriving mid-way (board timeout)",
@@ -167,11 +178,44 @@ def _check_seq(seq: int) -> int:
     return seq
 
 
-def encode_infer(pixels, seq: int = 0) -> bytes:
+def encode_infer(pixels, seq: int = 0, *, rle: bool = False) -> bytes:
     """An infer request carrying ``pixels``: the batch's images back to back, flattened (with one
-    image lane, the image)."""
-    body = bytes([_check_seq(seq), CMD_INFER]) + bytes(int(v) for v in _flat(pixels))
+    image lane, the image); ``rle``: run-length coded (``CMD_INFER_RLE``)."""
+    data = bytes(int(v) for v in _flat(pixels))
+    body = bytes([_check_seq(seq), CMD_INFER_RLE if rle else CMD_INFER]) + (rle_encode(data) if rle else data)
     return REQ_MAGIC + body + bytes([checksum(body)])
+
+
+def rle_encode(data: bytes) -> bytes:
+    """``CMD_INFER_RLE``'s payload of ``data``: each run of zeros as ``RLE_ESCAPE`` and its length,
+    ``RLE_MAX_RUN`` at most an escape; other bytes as they are."""
+    out, i = bytearray(), 0
+    while i < len(data):
+        if data[i] != RLE_ESCAPE:
+            out.append(data[i])
+            i += 1
+            continue
+        n = 1
+        while i + n < len(data) and data[i + n] == RLE_ESCAPE and n < RLE_MAX_RUN:
+            n += 1
+        out += bytes([RLE_ESCAPE, n])
+        i += n
+    return bytes(out)
+
+
+def rle_decode(coded: bytes) -> bytes:
+    """The bytes :func:`rle_encode` coded (its inverse)."""
+    out, i = bytearray(), 0
+    while i < len(coded):
+        if coded[i] == RLE_ESCAPE:
+            if i + 1 >= len(coded):
+                raise LinkError("a run-length coded payload ends in an escape")
+            out += bytes(coded[i + 1])
+            i += 2
+        else:
+            out.append(coded[i])
+            i += 1
+    return bytes(out)
 
 
 def _flat(pixels):
@@ -188,13 +232,16 @@ def encode_info(seq: int = 0) -> bytes:
 
 
 def request_length(fmt: LinkFormat, cmd: int) -> int:
-    """Bytes of a request (magic, SEQ, command, payload, checksum)."""
+    """Bytes of a request (magic, SEQ, command, payload, checksum); a ``CMD_INFER_RLE`` request's
+    depends on its images (``len(encode_infer(images, rle=True))``)."""
+    if cmd == CMD_INFER_RLE:
+        raise ValueError("a run-length coded request's length depends on its images: len(encode_infer(..., rle=True))")
     return 2 + 2 + (fmt.images * fmt.input_bytes if cmd == CMD_INFER else 0) + 1
 
 
 def reply_length(fmt: LinkFormat, cmd: int) -> int:
     """Bytes of a successful reply (magic, status, SEQ, payload, checksum)."""
-    payload = fmt.images * fmt.result_bytes + CYCLES_BYTES if cmd == CMD_INFER else INFO_BYTES
+    payload = fmt.images * fmt.result_bytes + CYCLES_BYTES if cmd in (CMD_INFER, CMD_INFER_RLE) else INFO_BYTES
     return 2 + 2 + payload + 1
 
 

@@ -228,3 +228,84 @@ def test_an_unknown_command_reply_to_our_seq_is_retried():
     port = _ScriptedPort([lambda seq: _reply(STATUS_COMMAND, seq)] * 4)
     with pytest.raises(LinkError, match="no valid reply after 4 attempts.*does not know the command"):
         Board(port, fmt).info()
+
+
+def test_run_length_coded_and_plain_requests_give_the_same_results(board):
+    from ternpe.link import CMD_INFER_RLE, rle_encode
+    ex, t, b = board
+    img = ex.golden["inputs"][1]
+    coded, plain = encode_infer(img, seq=40, rle=True), encode_infer(img, seq=41)
+    assert coded[3] == CMD_INFER_RLE
+    assert coded[4:-1] == rle_encode(bytes(img.reshape(-1).tolist()))
+    want = [int(v) for v in ex.golden["logits"][1]]
+    for frame, seq in ((coded, 40), (plain, 41)):
+        t.write(frame)
+        [r] = decode_reply(t.read(reply_length(t.core.link.format, CMD_INFER)), t.core.link.format, CMD_INFER)
+        assert r["logits"] == want and r["class"] == int(ex.golden["classes"][1])
+    bad = bytearray(coded)
+    bad[-1] ^= 0x11                                 # a coded request's checksum covers its coded bytes
+    t.write(bytes(bad))
+    assert _status_reply(t) == (STATUS_CHECKSUM, 40)
+    t.quiet()
+
+
+def test_host_falls_back_to_plain_requests_for_a_board_without_run_length_coding(board):
+    # a board built before CMD_INFER_RLE answers it "unknown command": stand one in by turning the
+    # command byte of every coded request into one the board does not know
+    from ternpe.link import CMD_INFER_RLE
+    ex, t, _ = board
+
+    class OldBoard:
+        def __init__(self, inner):
+            self.inner, self.coded = inner, 0
+
+        def write(self, data):
+            data = bytearray(data)
+            if data[:2] == REQ_MAGIC and len(data) > 4 and data[3] == CMD_INFER_RLE:
+                self.coded += 1
+                data[3] = 0x7E
+                data[-1] = checksum(bytes(data[2:-1]))
+            self.inner.write(bytes(data))
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+    old = OldBoard(t)
+    b = Board(old, t.core.link.format, retries=1)
+    r = b.infer(ex.golden["inputs"][2])
+    assert r["logits"] == [int(v) for v in ex.golden["logits"][2]] and not b.rle
+    assert old.coded == 2                           # tried coded (and retried), then plain from then on
+    b.infer(ex.golden["inputs"][0])
+    assert old.coded == 2
+
+
+def test_run_length_coding_takes_mnist_to_a_third_of_the_line():
+    import random
+    from ternpe.link import rle_decode, rle_encode
+    from ternpe.model.data import load_dataset
+    ds = load_dataset("mnist")
+    x = ds.x_test
+    rng = random.Random(0)
+    sizes = []
+    for _ in range(50):                         # the built-in sample's test images as the board takes them
+        img = bytes(np.asarray(x[rng.randrange(len(x))], np.uint8).reshape(-1).tolist())
+        assert rle_decode(rle_encode(img)) == img
+        sizes.append(len(rle_encode(img)) / len(img))
+    assert sum(sizes) / len(sizes) < 0.45
+    for data in (b"", bytes(1), b"\x01" * 5, bytes(64) + b"\x07" + bytes(31)):
+        assert rle_decode(rle_encode(data)) == data
+    assert rle_encode(bytes(33)) == b"\x00\x20\x00\x01"      # a run is 32 zeros at most
+
+
+def test_a_malformed_coded_request_is_answered_and_the_link_recovers(board):
+    from ternpe.link import CMD_INFER_RLE
+    ex, t, b = board
+    n = int(ex.golden["inputs"][0].size)
+    # an empty run, then runs of zeros past the image's end: the board stops at the image's last
+    # byte and takes the next as the checksum
+    payload = b"\x00\x00" + b"\x07" + b"\x00\x20" * (n // 32 + 2)
+    body = bytes([50, CMD_INFER_RLE]) + payload
+    t.write(REQ_MAGIC + body + bytes([checksum(body)]))
+    assert _status_reply(t) == (STATUS_CHECKSUM, 50)
+    t.quiet()
+    r = b.infer(ex.golden["inputs"][0])
+    assert r["logits"] == [int(v) for v in ex.golden["logits"][0]]

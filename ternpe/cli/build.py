@@ -69,7 +69,8 @@ def run(a) -> int:
             print(f"  {k:<6} {v['used']:>6} / {v['available']}")
     print(f"  {r['cycles_per_image']:,.0f} cycles per image ({r['speedup_vs_dense']:.2f}x fewer than dense; a batch "
           f"every {r['throughput_cycles']} with the next loading meanwhile): {r['inferences_per_s_compute']:,.0f} "
-          f"inferences/s compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link")
+          f"inferences/s compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link "
+          f"({r['inferences_per_s_link_rle']:,.0f}/s with the images run-length coded, as the host sends them)")
     if r["verified"]:
         print(f"  verified: the netlist unpacked from the bitstream is bit-exact on {r['verified']['samples']} golden "
               f"input(s) (`ternpe verify` runs them all)")
