@@ -247,12 +247,17 @@ class Accelerator(wiring.Component):
                 first = Signal(g.G * A, name=_lane_name("first", e))
                 m.d.sync += first.eq(inb.rd_data)
                 firsts.append(first)
+        s_pre = s1                                       # the stage before s2 (s2 is it, registered)
         if self.plan.options.operand_reg:                # everything else waits the activation's extra register
             s_d, w_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d")
             m.d.sync += [s_d.eq(s2), w_d.eq(r_w)]
-            s2, r_w = s_d, w_d
+            s_pre, s2, r_w = s2, s_d, w_d
             firsts = [self._register(m, f, _lane_name("first_d", e)) for e, f in enumerate(firsts)]
-        acts = [Mux(s2.tag.layer == 0, first, r_act) for first, r_act in zip(firsts, r_acts)]
+        if len(inbs) > 1:       # each lane's input-or-memory select from a register of its own (s2's layer is 0)
+            sel = [self._register(m, s_pre.tag.layer == 0, _lane_name("first_sel", e), lane=e) for e in range(len(inbs))]
+        else:
+            sel = [s2.tag.layer == 0]
+        acts = [Mux(f_sel, first, r_act) for f_sel, first, r_act in zip(sel, firsts, r_acts)]
         weights = Mux(s2.inb & ~s2.empty, r_w, 0)
         if broadcast_register(g):
             s3, w_r = Signal(late), Signal(g.word_bits)
