@@ -53,8 +53,9 @@ class RequestParser(wiring.Component):
     """Takes requests off the line: magic, SEQ, command, images, checksum, each byte in time.
 
     Bytes before a request's magic are dropped. An infer request's images go out on ``data`` as
-    they arrive (a ``CMD_INFER_RLE`` request's runs of zeros expanded, a zero a cycle); its checksum is known only at the end, so a request that breaks off raises
-    ``abort`` and what ``data`` carried must be dropped. Every request that ends, well or broken,
+    they arrive (a ``CMD_INFER_RLE`` request's runs of zeros expanded, a zero a cycle); its
+    checksum is known only at the end, so a request that breaks off raises ``abort`` and what
+    ``data`` carried must be dropped. Every request that ends, well or broken,
     comes out on ``request`` once, the cycle after its last byte (registered).
 
     Parameters
@@ -148,6 +149,12 @@ class RequestParser(wiring.Component):
             with m.Elif(timed_out):
                 end(STATUS_TIMEOUT, abort_now=1)
 
+        def counted():
+            """A byte of the images went out on ``data``: count it; after the last, the checksum is due."""
+            m.d.sync += [count.eq(count + 1), count_last.eq(count == self.payload_bytes - 2)]
+            with m.If(count_last):
+                m.next = "CHECK"
+
         with m.FSM():
             self._between_requests(m, timer, seq)
             with m.State("MAGIC1"):
@@ -183,9 +190,7 @@ class RequestParser(wiring.Component):
                 with m.If(took):
                     m.d.sync += want.eq(want - rx.payload)
                     with m.If(~escape):
-                        m.d.sync += [count.eq(count + 1), count_last.eq(count == self.payload_bytes - 2)]
-                        with m.If(count_last):
-                            m.next = "CHECK"
+                        counted()
                 next_byte()
             with m.State("RUN"):                                # the run's length
                 with m.If(rx.valid):
@@ -199,11 +204,10 @@ class RequestParser(wiring.Component):
                 with m.If(run == 0):                            # an empty run (never sent): nothing
                     m.next = "DATA"
                 with m.Elif(self.data.ready):
-                    m.d.sync += [run.eq(run - 1), count.eq(count + 1), count_last.eq(count == self.payload_bytes - 2)]
-                    with m.If(count_last):                      # the images are whole: the rest is dropped
-                        m.next = "CHECK"
-                    with m.Elif(run == 1):
+                    m.d.sync += run.eq(run - 1)
+                    with m.If(run == 1):
                         m.next = "DATA"
+                    counted()                                   # the images whole: the rest of the run is dropped
             with m.State("CHECK"):
                 with m.If(rx.valid):
                     good = rx.payload == want
