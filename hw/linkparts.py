@@ -192,28 +192,33 @@ class RequestParser(wiring.Component):
                     with m.If(~escape):
                         counted()
                 next_byte()
-            with m.State("RUN"):                                # the run's length
-                with m.If(rx.valid):
-                    m.d.sync += [want.eq(want - rx.payload), run.eq(rx.payload)]
-                    m.next = "ZEROS"
-                next_byte()
-            with m.State("ZEROS"):                              # the run's zeros, one a cycle
-                m.d.comb += [self.busy.eq(1), rx.ready.eq(0), self.data.valid.eq(run != 0),
-                             self.data.payload.eq(0)]
-                m.d.sync += timer.eq(0)
-                with m.If(run == 0):                            # an empty run (never sent): nothing
-                    m.next = "DATA"
-                with m.Elif(self.data.ready):
-                    m.d.sync += run.eq(run - 1)
-                    with m.If(run == 1):
-                        m.next = "DATA"
-                    counted()                                   # the images whole: the rest of the run is dropped
+            self._run_of_zeros(m, want, run, timer, next_byte, counted)
             with m.State("CHECK"):
                 with m.If(rx.valid):
                     good = rx.payload == want
                     end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
         return m
+
+    def _run_of_zeros(self, m, want, run, timer, next_byte, counted):
+        """CMD_INFER_RLE's states after an escape byte: the run's length, then its zeros, one a cycle."""
+        rx = self.rx
+        with m.State("RUN"):                                # the run's length
+            with m.If(rx.valid):
+                m.d.sync += [want.eq(want - rx.payload), run.eq(rx.payload)]
+                m.next = "ZEROS"
+            next_byte()
+        with m.State("ZEROS"):                              # the run's zeros, one a cycle
+            m.d.comb += [self.busy.eq(1), rx.ready.eq(0), self.data.valid.eq(run != 0),
+                         self.data.payload.eq(0)]
+            m.d.sync += timer.eq(0)
+            with m.If(run == 0):                            # an empty run (never sent): nothing
+                m.next = "DATA"
+            with m.Elif(self.data.ready):
+                m.d.sync += run.eq(run - 1)
+                with m.If(run == 1):
+                    m.next = "DATA"
+                counted()                                   # the images whole: the rest of the run is dropped
 
     def _between_requests(self, m, timer, seq):
         """The states outside a request: waiting for its magic, the cycle after one ended, and the
