@@ -13,7 +13,7 @@ all: help
 
 help:
 	@echo "make demo    train the CNN on real 28x28 MNIST (the 5,000-digit sample built in; PE 1x16, WPC weighted"
-	@echo "             by cycles), export it to exports/mnist, generate its Verilog"
+	@echo "             by cycles), export it to exports/mnist, generate its Verilog; its page: runs/mnist/report.html"
 	@echo "make demo DATASET=digits   the same on scikit-learn's 8x8 digits (15 s of training)"
 	@echo "make demo BOARD=icebreaker   ... then co-simulate it and build the bitstream (icebreaker, upduino, ulx3s, orangecrab)"
 	@echo "make bitstreams   build the demo's bitstreams for all four boards"
@@ -53,6 +53,8 @@ ifneq ($(BOARD),)
 	$(BIN)/ternpe build exports/$(DATASET) --board $(BOARD)
 	$(BIN)/python tools/summary.py runs/$(DATASET) bitstreams/$(BOARD)/$(DATASET).report.json
 endif
+	$(BIN)/ternpe report runs/$(DATASET) --export exports/$(DATASET) \
+		$(if $(BOARD),--build bitstreams/$(BOARD)/$(DATASET).report.json)
 
 # bitstreams of the demo for every board (bitstreams/<board>/$(DATASET).{bin,bit} + report.json);
 # each iCE40 bitstream is verified on VERIFY_SAMPLES golden inputs (about a minute each for MNIST)

@@ -653,7 +653,7 @@ def save_run(out, cfg: TrainConfig, net: nn.Module, metrics: dict, history: list
         (tmp / "history.json").write_text(json.dumps(history, indent=1) + "\n")
         from .plots import plot_history, plot_tile_maps
         plot_tile_maps(metrics["layers"], tmp / "tilemaps")
-        plot_history(history, tmp / "training.png")
+        plot_history(history, tmp / "training.png", metrics.get("dense_cycles"))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     replace_dir(out, fill, "run", log=log)
 

@@ -44,8 +44,8 @@ class Kind:
 
 KINDS = {
     "run": Kind("a ternpe run", ("model.pt", "config.json", "history.json", "metrics.json", "training.png",
-                                 "tilemaps/*.png")),
-    "export": Kind("an export", ("manifest.json", "golden.npz", "*.hex")),
+                                 "tilemaps/*.png", "report.html", "model.onnx")),
+    "export": Kind("an export", ("manifest.json", "golden.npz", "*.hex", "sims.json", "qonnx.onnx")),
     "rtl": Kind("a directory of generated Verilog", ("ternpe_top.v", "ternpe_top.json", "netlist_*.v")),
     "sim": Kind("a sim build directory", ("network.json", "reset_mid_inference.json", "rtl/**", "icarus/**",
                                           "verilator/**")),

@@ -8,8 +8,9 @@
 #   dfu-util           its dfu-suffix finishes OrangeCrab bitstreams (DFU images)
 #   fpga-icestorm      icebox_vlog and iceunpack (ternpe verify: the netlist inside an iCE40 bitstream),
 #                      iceprog (flashing iCE40 boards)
+#   chromium-headless-shell   headless Chromium: tests/test_report.py renders `ternpe report`'s page with it
 set -u
-want=(iverilog libusb-1.0-0 libftdi1-2 g++ make dfu-util fpga-icestorm)
+want=(iverilog libusb-1.0-0 libftdi1-2 g++ make dfu-util fpga-icestorm chromium-headless-shell)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

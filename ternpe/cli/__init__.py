@@ -11,12 +11,12 @@ import argparse
 import sys
 import textwrap
 
-from . import build, export, flash, generate, run, sim, train, verify
+from . import build, export, flash, generate, report, run, sim, train, verify
 
 __all__ = ["main", "COMMANDS"]
 
 #: The commands in the order ``ternpe --help`` lists them.
-COMMANDS = {m.NAME: m for m in (train, export, generate, sim, build, verify, flash, run)}
+COMMANDS = {m.NAME: m for m in (train, export, generate, sim, build, verify, flash, run, report)}
 
 _EPILOG = """\
 the demo flow (`make demo`, on the 5,000 MNIST digits built in; `make demo BOARD=icebreaker`
@@ -29,6 +29,7 @@ goes on to sim and build):
   ternpe verify bitstreams/icebreaker/mnist.bin --export exports/mnist --samples 4
   ternpe flash bitstreams/icebreaker/mnist.bin --board icebreaker
   ternpe run --export exports/mnist --board icebreaker --port /dev/ttyUSB1 --golden 4
+  ternpe report runs/mnist --export exports/mnist --build bitstreams/icebreaker/mnist.report.json
 
 the quick run on scikit-learn's 8x8 digits (`make demo DATASET=digits`), then the same commands
 on exports/digits:

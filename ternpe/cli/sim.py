@@ -17,7 +17,8 @@ DESCRIPTION = ("Generate the accelerator's Verilog for an export, simulate it wi
 _EPILOG = """\
 prints, per layer, how many samples match the golden output exactly and the first mismatch
 (layer, (h, w, c), hardware and golden values); the cycles per inference; the simulated cycles
-per wall second. Exits 1 on any mismatch.
+per wall second. Exits 1 on any mismatch. Each run is recorded in the export's sims.json
+(simulator, samples, bit-exact or not, cycles), which `ternpe report` lists.
 
 examples:
   ternpe sim exports/digits                              # Icarus, every golden sample
@@ -86,6 +87,7 @@ def run(a) -> int:
     if res["cycles"]:
         off_model = _print_cycles(a, res)
         failure = failure or off_model
+    _record(a, res, device, failure)
     if a.waves:
         waves = sorted(p for ext in ("*.fst", "*.vcd") for p in (pathlib.Path(build) / a.simulator).glob(ext))
         print("waveforms: " + (", ".join(map(str, waves)) if waves else "none written"))
@@ -94,6 +96,19 @@ def run(a) -> int:
         return 1
     print(f"ternpe sim: all {len(samples)} samples bit-exact")
     return 0
+
+
+def _record(a, res: dict, device: str | None, failure: str | None) -> None:
+    """Append this run to the export's simulation records (``sims.json``, which `ternpe report` lists)."""
+    from ternpe.simlog import append_record
+    samples = res["results"]
+    append_record(a.export, {
+        "command": "sim", "simulator": a.simulator, "design": "generated Verilog", "geometry": res["geometry"],
+        "device": device, "images": res.get("images", 1), "samples": len(samples),
+        "samples_ok": sum(bool(r["ok"]) for r in samples), "bit_exact": all(r["ok"] for r in samples),
+        "cycles": sorted(set(res["cycles"])), "model_cycles": res["model_cycles"],
+        "stalls": {"valid_gap": a.valid_gap, "ready_gap": a.ready_gap} if a.valid_gap or a.ready_gap else None,
+        "failure": failure}, log=lambda msg: print(msg, file=sys.stderr))
 
 
 def _device(a) -> str | None:

@@ -55,6 +55,12 @@ def run(a) -> int:
         return 1
     r = verify_bitstream(a.bitstream, a.export, board_name=a.board, samples=a.samples, work_dir=a.work_dir,
                          force=a.force)
+    from ternpe.simlog import append_record
+    append_record(a.export, {
+        "command": "verify", "simulator": "icarus", "design": f"the netlist inside {a.bitstream}",
+        "samples": r["samples"], "bit_exact": bool(r["ok"]), "cycles": [r["cycles"]] if r.get("cycles") else [],
+        "failure": None if r["ok"] else f"{len(r['mismatches'])} mismatch(es)"},
+        log=lambda msg: print(msg, file=sys.stderr))
     for m in r["mismatches"][:10]:
         where = m["what"] if m["sample"] is None else f"sample {m['sample']} {m['what']}"
         print(f"  MISMATCH {where}: board {m['board']}, golden {m['golden']}")
