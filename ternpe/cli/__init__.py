@@ -11,12 +11,12 @@ import argparse
 import sys
 import textwrap
 
-from . import build, export, flash, generate, report, run, sim, train, verify
+from . import build, export, flash, generate, qimport, report, run, sim, train, verify
 
 __all__ = ["main", "COMMANDS"]
 
 #: The commands in the order ``ternpe --help`` lists them.
-COMMANDS = {m.NAME: m for m in (train, export, generate, sim, build, verify, flash, run, report)}
+COMMANDS = {m.NAME: m for m in (train, qimport, export, generate, sim, build, verify, flash, run, report)}
 
 _EPILOG = """\
 the demo flow (`make demo`, on the 5,000 MNIST digits built in; `make demo BOARD=icebreaker`

@@ -1,0 +1,169 @@
+"""QONNX in and out: ternpe's integer model as a QONNX graph that qonnx executes to the same
+integers, read back to the same export; a Brevitas-trained ternary CNN imported, exported and
+co-simulated bit-exact; and every graph ternpe cannot map refused with the node and the reason."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from ternpe.contract import ArrayGeometry
+from ternpe.image import load_export, write_export
+from ternpe.model.imported import import_qonnx, write_qonnx
+from ternpe.model.qonnx_in import QonnxError, fold_qonnx, read_qonnx, run_graph
+from ternpe.model.randnet import random_export, random_specs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GEOMETRIES = ["1x16", "2x16", "1x8", "4x8"]
+
+
+def _layers(ex):
+    return [l.spec for l in ex.layers], [l.dense_weights() for l in ex.layers], [l.channel_requant() for l in ex.layers]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_networks_go_to_qonnx_and_back_unchanged(tmp_path, seed):
+    """Seeded random networks (residual blocks, identity and option A, in half of them): the QONNX
+    graph executed by qonnx gives every layer's golden integers (write_qonnx checks it, and so does
+    this test), and the graph folds back to the same layers, requantizers and ROM image bytes."""
+    rng = np.random.default_rng(100 + seed)
+    pe = GEOMETRIES[seed % len(GEOMETRIES)]
+    shape, layers = random_specs(rng, ArrayGeometry.parse(pe).G, residual=seed % 2 == 1)
+    ex = random_export(tmp_path / "e", shape=shape, layers=layers, pe=pe, density=float(rng.uniform(0.2, 0.9)),
+                       samples=5, seed=seed)
+    path = write_qonnx(ex.path, tmp_path / "net.onnx")
+    mw = read_qonnx(path, batch=5)
+    fold = fold_qonnx(mw)
+    ran = run_graph(mw, ex.golden["inputs"], input_scale=1.0, tensors=fold.layer_tensors)
+    for i, t in enumerate(fold.layer_tensors):
+        got = ran[t].transpose(0, 2, 3, 1) if ran[t].ndim == 4 else ran[t]
+        assert np.array_equal(got.reshape(ex.golden[f"layer{i}"].shape), ex.golden[f"layer{i}"]), (layers, i)
+    specs, weights, requants = _layers(ex)
+    im = fold.model
+    assert im.specs == specs and fold.notes == []
+    for a, b, wa, wb in zip(requants, im.requants, weights, im.weights):
+        assert np.array_equal(wa, wb)
+        for f in ("mult", "bias", "shift", "res_mult"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), (layers, f)
+    back = write_export(tmp_path / "back", geometry=ex.geometry, act_bits=im.act_bits, specs=im.specs,
+                        weights=im.weights, requants=im.requants, golden=ex.golden, logit_scale=im.logit_scale)
+    for f in sorted(ex.path.glob("*.hex")):
+        assert (back / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def _brevitas_onnx(tmp_path, epochs=3):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import brevitas_digits
+    finally:
+        sys.path.pop(0)
+    return brevitas_digits.export(brevitas_digits.train(epochs, seed=0, log=lambda *_: None), tmp_path / "b.onnx")
+
+
+# Brevitas 0.13.4 and torch.onnx warn of their own deprecations while exporting
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
+def test_a_brevitas_ternary_cnn_runs_bit_exact_on_verilator(tmp_path):
+    """Brevitas-trained (learned activation scales, per-channel weight scales, batch norm) ->
+    QONNX -> ternpe import -> export -> Verilator, bit-exact against the golden outputs; the
+    folded model gives the graph's class on the test split, and its export goes back to QONNX."""
+    from ternpe.flow.cosim import run_cosim
+    from ternpe.model.export import export_run
+    src = _brevitas_onnx(tmp_path)
+    run = import_qonnx(src, tmp_path / "run", dataset="digits", pe="1x8", log=lambda *_: None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes_equal_graph"] >= 0.99
+    assert metrics["agreement"]["layers"][0]["equal"] == 1.0          # the input's step is exactly 1/255
+    assert all(l["equal"] > 0.99 for l in metrics["agreement"]["layers"][:-1])
+    assert metrics["integer_accuracy"] > 0.5
+    ex = load_export(export_run(run, tmp_path / "export", samples=8, qonnx=True, log=lambda *_: None))
+    assert (ex.path / "qonnx.onnx").is_file() and ex.manifest["meta"]["imported"] == str(src)
+    res = run_cosim(ex.path, simulator="verilator", build_dir=tmp_path / "sim", samples=4, taps=False)
+    assert len(res["results"]) == 4 and all(r["ok"] and r["class"] == r["want_class"] for r in res["results"])
+
+
+def _graph(tmp_path, edit):
+    """A two-layer ternpe graph written as QONNX, changed by ``edit(model)``, saved."""
+    ex = random_export(tmp_path / "e", shape=(6, 6, 1), layers="c16,p,fc5", pe="1x16", seed=3)
+    write_qonnx(ex.path, tmp_path / "ok.onnx")
+    model = onnx.load(str(tmp_path / "ok.onnx"))
+    edit(model)
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    return tmp_path / "bad.onnx"
+
+
+def _set_init(model, name, value):
+    for i, t in enumerate(model.graph.initializer):
+        if t.name == name:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.asarray(value, np.float32), name))
+            return
+    raise KeyError(name)
+
+
+def _insert_after(model, tensor, op):
+    """Put a unary ``op`` node on ``tensor``'s way to its consumers."""
+    for n in model.graph.node:
+        n.input[:] = [f"{tensor}_x" if i == tensor else i for i in n.input]
+    model.graph.node.append(helper.make_node(op, [tensor], [f"{tensor}_x"], name=f"my{op}"))
+
+
+def _attr(model, op, name, value):
+    n = next(n for n in model.graph.node if n.op_type == op)
+    kept = [a for a in n.attribute if a.name != name]
+    del n.attribute[:]
+    n.attribute.extend(kept + [helper.make_attribute(name, value)])
+
+
+BAD = {
+    "four-bit weights": (lambda m: _set_init(m, "w0_bitwidth", 4.0), r"weights of 4 bits .* ternary"),
+    "an op it cannot map": (lambda m: _insert_after(m, "v0", "Sigmoid"), r"node mySigmoid \(Sigmoid, .*not one of the ops"),
+    "a signed activation": (lambda m: _attr_signed(m), r"signed activation quantizer"),
+    "6-bit activations": (lambda m: _set_init(m, "q0_bitwidth", 6.0), r"6-bit activations.*8 bits"),
+    "a dilated conv": (lambda m: _attr(m, "Conv", "dilations", [2, 2]), r"conv1 \(Conv.*dilated"),
+}
+
+
+def _attr_signed(m):
+    for n in m.graph.node:
+        if n.output[0] == "q0":
+            for a in n.attribute:
+                if a.name == "signed":
+                    a.CopyFrom(helper.make_attribute("signed", 1))
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_graphs_it_cannot_map_are_refused_with_the_node_and_why(tmp_path, case):
+    edit, want = BAD[case]
+    path = _graph(tmp_path, edit)
+    with pytest.raises(QonnxError, match=want):
+        fold_qonnx(read_qonnx(path))
+
+
+def test_files_that_are_not_qonnx_and_shapes_that_do_not_fit_are_refused(tmp_path):
+    good = _graph(tmp_path, lambda m: None)
+    (tmp_path / "cut.onnx").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "text.onnx").write_text("not a model\n")
+    for bad in ("cut.onnx", "text.onnx"):
+        with pytest.raises(QonnxError, match="is not an ONNX model"):
+            read_qonnx(tmp_path / bad)
+    with pytest.raises(QonnxError, match="no such file"):
+        read_qonnx(tmp_path / "missing.onnx")
+    with pytest.raises(QonnxError, match=r"takes images of 6x6x1.*digits.*8x8x1"):
+        import_qonnx(good, tmp_path / "run", dataset="digits", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_imports_and_says_what_it_cannot(tmp_path, capsys):
+    from ternpe.cli import main
+    src = tmp_path / "x.onnx"
+    src.write_text("no")
+    assert main(["import", str(src), "--dataset", "digits", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "ternpe import: error:" in err and "is not an ONNX model" in err
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    out = capsys.readouterr().out
+    assert "BipolarQuant" in out and "brevitas_digits.py" in out
