@@ -83,7 +83,15 @@ class HostLink(wiring.Component):
         wiring.connect(m, parser.data, q.w_stream)
         m.d.comb += [acc.input.payload.eq(q.r_data), acc.input.valid.eq(q.r_rdy), q.r_en.eq(acc.input.ready)]
         wiring.connect(m, acc.output, result.words)
-        wiring.connect(m, framer.tx, wiring.flipped(self.tx))
+        # the reply's byte is registered before the UART: the choice of the body (INFO or result, a
+        # logit byte out of a wide word) and the framer's byte mux end here, not in the transmitter
+        tx_full, tx_byte = Signal(), Signal(8)
+        m.d.comb += [self.tx.valid.eq(tx_full), self.tx.payload.eq(tx_byte),
+                     framer.tx.ready.eq(~tx_full | self.tx.ready)]
+        with m.If(framer.tx.valid & framer.tx.ready):
+            m.d.sync += [tx_full.eq(1), tx_byte.eq(framer.tx.payload)]
+        with m.Elif(self.tx.ready):
+            m.d.sync += tx_full.eq(0)
 
         answers_info = Signal()       # the reply under way answers INFO: its body is the INFO struct
         with m.If(answers_info):
@@ -115,7 +123,7 @@ class HostLink(wiring.Component):
                 with m.Else():
                     m.d.comb += parser.flush.eq(framer.failed)
                     m.next = "REQUEST"
-        m.d.comb += self.busy.eq(parser.busy | ~phase.ongoing("REQUEST"))
+        m.d.comb += self.busy.eq(parser.busy | ~phase.ongoing("REQUEST") | tx_full)
         return m
 
 

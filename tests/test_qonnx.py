@@ -55,6 +55,25 @@ def test_random_networks_go_to_qonnx_and_back_unchanged(tmp_path, seed):
         assert (back / f.name).read_bytes() == f.read_bytes(), f.name
 
 
+def test_a_trained_run_goes_to_qonnx_and_back_to_the_same_export(quick_run, tmp_path):
+    """ternpe -> QONNX -> ternpe on a trained run: export --qonnx, import the graph, export it
+    again: the same ROM images, requantizers and golden outputs; the graph's classes are the
+    integer model's on the whole test split."""
+    from ternpe.model.export import export_run
+    quiet = dict(log=lambda *_: None)
+    first = load_export(export_run(quick_run["run"], tmp_path / "first", samples=16, qonnx=True, **quiet))
+    run = import_qonnx(first.path / "qonnx.onnx", tmp_path / "run", dataset=quick_run["cfg"].dataset,
+                       pe=quick_run["cfg"].pe, **quiet)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes_equal_graph"] == 1.0 and metrics["notes"] == []
+    assert all(l["equal"] == 1.0 for l in metrics["agreement"]["layers"])
+    again = load_export(export_run(run, tmp_path / "again", samples=16, **quiet))
+    for f in sorted(first.path.glob("*.hex")):
+        assert (again.path / f.name).read_bytes() == f.read_bytes(), f.name
+    for k, v in first.golden.items():
+        assert np.array_equal(again.golden[k], v), k
+
+
 def _brevitas_onnx(tmp_path, epochs=3):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
