@@ -455,6 +455,9 @@ def fold_qonnx(mw, *, input_scale: float | None = None, act_bits: int = 8) -> Qo
         tail = _tail(walk, node, fields["cout"], k, c, layer_inputs, act_bits)
         rq, step = _requant(fields, tail, act, ~codes.reshape(codes.shape[0], -1).any(axis=1), notes)
         res = None if tail.residual is None else dict(residual=tail.residual[0], shortcut=tail.residual[3])
+        if res and res["residual"] >= len(specs):
+            _refuse(node, "the layer adds its own input: the hardware adds the input of an earlier layer "
+                          "(a residual block of two convolutions, the add after the second)")
         try:
             spec = LayerSpec(**fields, pool=tail.pool, relu=tail.quant_scale is not None, **(res or {}))
         except ContractError as e:

@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 from ternpe.contract import ArrayGeometry
 from ternpe.image import load_export, write_export
 from ternpe.model.imported import import_qonnx, write_qonnx
-from ternpe.model.qonnx_in import QonnxError, fold_qonnx, read_qonnx, run_graph
+from ternpe.model.qonnx_in import QonnxError, agreement, fold_qonnx, read_qonnx, run_graph
 from ternpe.model.randnet import random_export, random_specs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -186,3 +186,79 @@ def test_the_cli_imports_and_says_what_it_cannot(tmp_path, capsys):
         main(["import", "--help"])
     out = capsys.readouterr().out
     assert "BipolarQuant" in out and "brevitas_digits.py" in out
+
+
+def _handmade(rng, *, bipolar: bool, residual: bool):
+    """A QONNX graph as FINN's or hls4ml's users write them, not ternpe's nor Brevitas': an input
+    Quant, a conv with a BipolarQuant or per-channel ternary Quant weight and a bias, batch norm,
+    ReLU, learned 8-bit activation scales, optionally a residual block (conv, BN, Add of the
+    block's input, ReLU, Quant), a global average pool, Flatten and a MatMul classifier with a
+    per-tensor ternary weight, then Mul and Add by constants."""
+    g = {"nodes": [], "inits": []}
+
+    def const(name, v):
+        g["inits"].append(numpy_helper.from_array(np.asarray(v, np.float32), name))
+        return name
+
+    def node(op, ins, out, domain="", **attrs):
+        g["nodes"].append(helper.make_node(op, ins, [out], name=f"my_{out}", domain=domain, **attrs))
+        return out
+
+    def quant(x, out, scale, bits, signed, narrow=0):
+        return node("Quant", [x, const(f"{out}_s", scale), const(f"{out}_z", 0.0), const(f"{out}_b", bits)], out,
+                    domain="qonnx.custom_op.general", signed=signed, narrow=narrow, rounding_mode="ROUND")
+
+    def bn(x, out, c):
+        return node("BatchNormalization", [x, const(f"{out}_g", rng.uniform(0.5, 2, c)),
+                                           const(f"{out}_b", rng.normal(0, 0.3, c)),
+                                           const(f"{out}_m", rng.normal(0, 1, c)), const(f"{out}_v", rng.uniform(0.5, 4, c))],
+                    out, epsilon=1e-5)
+
+    def weight(name, shape, per_channel):
+        w = rng.normal(0, 1, shape)
+        if bipolar and name == "w1":
+            return node("BipolarQuant", [const(name, w), const(f"{name}_s", 0.3)], f"{name}_q",
+                        domain="qonnx.custom_op.general")
+        scale = rng.uniform(0.1, 0.5, (shape[0],) + (1,) * (len(shape) - 1)) if per_channel else 0.2
+        return quant(const(name, w), f"{name}_q", scale, 2.0, 1, narrow=1)
+
+    x = quant("x", "xq", 1 / 255, 8.0, 0)
+    a = node("Conv", [x, weight("w1", (8, 1, 3, 3), True), const("b1", rng.normal(0, 0.1, 8))], "c1",
+             kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    a = quant(node("Relu", [bn(a, "bn1", 8)], "r1"), "a1", 0.02, 8.0, 0)
+    if residual:                          # conv, BN, ReLU, Quant, conv, BN, Add of the block's input
+        y = node("Conv", [a, weight("w2", (8, 8, 3, 3), True)], "c2", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        y = quant(node("Relu", [bn(y, "bn2", 8)], "r2"), "a2", 0.03, 8.0, 0)
+        y = node("Conv", [y, weight("w3c", (8, 8, 3, 3), True)], "c3", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        y = node("Add", [bn(y, "bn3", 8), a], "add3")
+        a = quant(node("Relu", [y], "r3"), "a3", 0.03, 8.0, 0)
+    a = node("Flatten", [node("GlobalAveragePool", [a], "gap")], "flat", axis=1)
+    y = node("MatMul", [a, weight("w3", (8, 5), False)], "mm")     # MatMul takes [in, out]
+    y = node("Add", [node("Mul", [y, const("k", 1.5)], "mul"), const("b3", rng.normal(0, 0.1, 5))], "logits")
+    graph = helper.make_graph(g["nodes"], "handmade", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                                    [4, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [4, 5])], g["inits"])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                   helper.make_opsetid("qonnx.custom_op.general", 1)])
+
+
+@pytest.mark.parametrize("bipolar,residual", [(False, False), (True, False), (False, True), (True, True)])
+def test_graphs_written_by_hand_fold_close_to_what_qonnx_computes(tmp_path, bipolar, residual):
+    """BipolarQuant and per-channel ternary weights, conv biases, batch norm, learned activation
+    scales, a residual add, GlobalAveragePool + MatMul, constants after the classifier: the folded
+    integer model gives qonnx's class on random images, and 99% of its activations equal."""
+    rng = np.random.default_rng(7 + 2 * bipolar + residual)
+    onnx.save(_handmade(rng, bipolar=bipolar, residual=residual), str(tmp_path / "h.onnx"))
+    mw = read_qonnx(tmp_path / "h.onnx")
+    fold = fold_qonnx(mw)
+    specs = fold.model.specs
+    assert [s.kind for s in specs] == ["conv"] * (1 + 2 * residual) + ["fc"]
+    assert specs[-1].cin == 8 * 8 * 8 and not specs[-1].relu          # the fc repeated at every pixel
+    assert [s.residual for s in specs] == ([None, None, 1, None] if residual else [None, None])
+    x = rng.integers(0, 256, (64, 8, 8, 1))
+    agree = agreement(mw, fold, x, input_scale=fold.input_scale)
+    assert agree["classes_equal"] >= 0.95, agree
+    # a value on a rounding edge lands one step apart; later layers inherit such steps
+    assert agree["layers"][0]["max_diff_steps"] <= 1.0 + 1e-5, agree
+    assert all(layer["equal"] >= 0.99 for layer in agree["layers"][:-1]), agree
+    assert agree["layers"][-1]["max_rel_diff"] < 0.02, agree
