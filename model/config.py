@@ -78,9 +78,14 @@ class TrainConfig:
     #: the board the array (``pe``) was chosen for (``ternpe train --board``); recorded, and the
     #: export's default board
     board: str | None = None
+    #: torch's intra-op threads (None: torch's default, one a core). A run's numbers depend on it,
+    #: since sums are reduced in another order: the same seed and threads give identical metrics
+    threads: int | None = None
 
     def validate(self):
         errs = []
+        if self.threads is not None and not 1 <= self.threads <= 256:
+            errs.append(f"--threads must be between 1 and 256, not {self.threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             errs.append(f"--device must be auto, cpu or cuda, not {self.device!r}")
         if self.method not in METHODS:

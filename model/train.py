@@ -403,6 +403,8 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
         out = check_out(out, force=force)
     dev = resolve_device(cfg.device)
     distributed = setup(dev)
+    if cfg.threads is not None and not distributed:
+        torch.set_num_threads(cfg.threads)
     if not is_main():
         log = _silent
     t0 = time.time()
@@ -455,6 +457,7 @@ def train(cfg: TrainConfig, out: str | pathlib.Path | None = None, *, log=print,
     bias_bits = _integer_metrics(metrics, net, groups, data[0], ds, cfg.act_bits)
     _storage_metrics(metrics, net, groups, specs, bias_bits, cfg.act_bits)
     metrics["train_seconds"] = round(time.time() - t0, 2)
+    metrics["threads"] = torch.get_num_threads()
     _log_summary(log, metrics)
     if distributed:
         metrics["processes"] = world_size()

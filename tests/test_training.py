@@ -45,6 +45,24 @@ def test_runs_are_reproducible(tmp_path):
         assert {k: v for k, v in m.items() if k != "train_seconds"} == {k: v for k, v in a.items() if k != "train_seconds"}
 
 
+def test_a_run_is_reproduced_by_another_process_with_other_thread_settings(tmp_path):
+    """`ternpe train --threads 1` in two processes whose environments ask for 1 and 2 threads: the
+    same metrics.json figures (the thread count changes the order sums are reduced in)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    runs = []
+    for n in (1, 2):
+        out = tmp_path / f"t{n}"
+        subprocess.run([sys.executable, "-m", "ternpe.cli", "train", "--dataset", "digits", "--epochs-float", "1",
+                        "--epochs-ternary", "2", "--epochs-finetune", "1", "--threads", "1", "--out", str(out)],
+                       check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(n)})
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    a, b = ({k: v for k, v in m.items() if k != "train_seconds"} for m in runs)
+    assert a == b and a["threads"] == 1
+
+
 def test_compression_rate_formula():
     """CR = 16 / (rho * (1 - s_min)) over the penalized layers."""
     from ternpe.model.nets import SeqNet, cnn_specs

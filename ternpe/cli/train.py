@@ -124,12 +124,16 @@ def add_parser(sub) -> None:
     t.add_argument("--epochs-ternary", type=int, default=d["epochs_ternary"], help="ternary/penalty epochs (default: %(default)s)")
     t.add_argument("--epochs-finetune", type=int, default=d["epochs_finetune"], help="masked fine-tuning epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=d["seed"], help="random seed; a run is reproducible from it (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=d["seed"], help="random seed; the same seed and --threads give identical metrics (default: %(default)s)")
     t.add_argument("--lr", type=float, default=d["lr"], help="learning rate of the float phase (default: %(default)s)")
     t.add_argument("--lr-ternary", type=float, default=d["lr_ternary"],
                    help="learning rate of the ternary, penalty and fine-tune phases (default: %(default)s)")
     t.add_argument("--augment", action="store_true",
                    help="random 4-pixel shifts and horizontal flips (the standard CIFAR-10 augmentation)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch's threads (default: one a core). A run's numbers depend on it (sums are reduced "
+                        "in another order): the same --seed and --threads give identical metrics.json figures; "
+                        "metrics.json records the count used")
     t.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when torch sees a GPU, else the CPU (default: %(default)s)")
     t.add_argument("--workers", type=int, default=1, metavar="N",
@@ -172,7 +176,7 @@ def config_from_args(a):
               lam=a.lam, cost=a.cost, target_speedup=a.target_speedup, lam_max=a.lam_max, tau=a.tau,
               rank_base=a.rank_base, tau_over=a.tau_over, r=a.r, t=a.t, first_last=a.first_last, penalty=a.penalty,
               act_bits=a.act_bits, epochs_float=a.epochs_float, epochs_ternary=a.epochs_ternary,
-              epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed, device=a.device, lr=a.lr,
+              epochs_finetune=a.epochs_finetune, batch=a.batch, seed=a.seed, threads=a.threads, device=a.device, lr=a.lr,
               lr_ternary=a.lr_ternary, augment=a.augment)
     if a.preset is not None:
         given = {tok.split("=", 1)[0] for tok in getattr(a, "argv", []) if tok.startswith("--")}
