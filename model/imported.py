@@ -75,7 +75,8 @@ def import_qonnx(src, out, *, dataset: str, data_dir=None, pe: str = "1x16", inp
     cfg = {"imported": str(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "dataset": dataset,
            "data_dir": data_dir, "pe": pe, "input_scale": scale, "act_bits": im.act_bits, "arch": "qonnx",
            "method": "imported"}
-    metrics = {"graph_accuracy": float(np.mean(graph_classes == ds.y_test)),
+    metrics = {"method": "imported", "dataset": dataset, "arch": "qonnx", "pe": str(geometry),
+               "graph_accuracy": float(np.mean(graph_classes == ds.y_test)),
                "integer_accuracy": float(np.mean(im.predict(ds.x_test) == ds.y_test)),
                "classes_equal_graph": float(np.mean(graph_classes == im.predict(ds.x_test))),
                "agreement": agree, "notes": fold.notes, "cycles": sparse, "dense_cycles": dense,

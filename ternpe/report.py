@@ -64,9 +64,15 @@ def load_run(run) -> tuple:
         raise ReportError(f"run {run}: no such directory; give the directory `ternpe train --out {run}` wrote "
                           f"(make one with that command)")
     fix = f"train the run again (`ternpe train --out {run}`)"
+    config = _read_json(run / "config.json", "it is not a ternpe run", fix) if (run / "config.json").exists() else {}
+    if isinstance(config, dict) and "imported" in config:        # `ternpe import`: no training, no tile maps
+        fix = f"import it again (`ternpe import {config['imported']} --out {run} ...`)"
+        metrics = _read_json(run / "metrics.json", "it is not a finished import", fix)
+        if not isinstance(metrics, dict) or "agreement" not in metrics:
+            raise ReportError(f"{run / 'metrics.json'}: not an imported run's metrics (no agreement); {fix}")
+        return config, [], metrics
     metrics = _read_json(run / "metrics.json", "it is not a finished ternpe run", fix)
     history = _read_json(run / "history.json", "a run without its training history cannot be reported", fix)
-    config = _read_json(run / "config.json", "it is not a ternpe run", fix) if (run / "config.json").exists() else {}
     if not isinstance(history, list) or not all(isinstance(h, dict) and "test_accuracy" in h for h in history):
         raise ReportError(f"{run / 'history.json'}: not a training history (a list of epochs); {fix}")
     if not isinstance(metrics, dict) or "layers" not in metrics:
@@ -139,8 +145,11 @@ def load_build(path, export_name: str | None) -> tuple:
 def load_report(run, *, export=None, builds=()) -> Report:
     """Everything a page shows, read and checked before anything is written."""
     config, history, metrics = load_run(run)
+    if "imported" in config and export is None:
+        raise ReportError(f"{run} was imported from QONNX and keeps no tile maps: give its export (--export; make "
+                          f"one with `ternpe export {run} --out EXPORT`)")
     rep = Report(run=pathlib.Path(run), config=config, history=history, metrics=metrics,
-                 layers=layers_of_run(metrics), source="the run's metrics.json (give --export for the export's)",
+                 layers=[] if "imported" in config else layers_of_run(metrics), source="the run's metrics.json (give --export for the export's)",
                  totals=(metrics.get("dense_cycles"), metrics.get("cycles")))
     if export is not None:
         ex = load_export_dir(export)

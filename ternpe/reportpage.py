@@ -109,7 +109,27 @@ def _summary(rep: Report) -> str:
     return "<h2>Key figures</h2>" + _table("summary", ["", "value"], rows)
 
 
+def _imported(rep: Report) -> str:
+    """An imported run's section: where the graph came from and how the integer model agrees with it."""
+    c, m = rep.config, rep.metrics
+    agree = m.get("agreement", {})
+    rows = [[_e(l.get("layer")), _num(l.get("equal"), ".4%"), _num(l.get("max_diff_steps"), ".3g")]
+            for l in agree.get("layers", [])]
+    notes = "".join(f"<li>{_e(n)}</li>" for n in m.get("notes", []))
+    return ("<h2>Imported from QONNX</h2>"
+            f"<p class=note>graph <code>{_e(c.get('imported'))}</code> (sha256 {_e(str(c.get('sha256'))[:16])}...), "
+            f"input = pixel x {_num(c.get('input_scale'), '.6g')}. On the {_e(c.get('dataset'))} test split the graph "
+            f"(executed by qonnx) scores {_num(m.get('graph_accuracy'), '.4f')}, the integer model "
+            f"{_num(m.get('integer_accuracy'), '.4f')}, the same class on {_num(m.get('classes_equal_graph'), '.2%')}."
+            f" Per layer, on {_num(agree.get('samples'))} images: activations equal to the graph's, the largest "
+            f"difference in steps (the logits: real values, never equal).</p>"
+            + _table("agreement", ["layer", "equal", "largest difference (steps)"], rows)
+            + (f"<ul class=note>{notes}</ul>" if notes else ""))
+
+
 def _training(rep: Report) -> str:
+    if "imported" in rep.config:
+        return _imported(rep)
     if not rep.history:
         return "<h2>Training</h2><p>history.json holds no epochs.</p>"
     fig, labels = figures.history_figure(rep.history, rep.totals[0])

@@ -102,6 +102,9 @@ def test_a_brevitas_ternary_cnn_runs_bit_exact_on_verilator(tmp_path):
     assert (ex.path / "qonnx.onnx").is_file() and ex.manifest["meta"]["imported"] == str(src)
     res = run_cosim(ex.path, simulator="verilator", build_dir=tmp_path / "sim", samples=4, taps=False)
     assert len(res["results"]) == 4 and all(r["ok"] and r["class"] == r["want_class"] for r in res["results"])
+    from ternpe.report import write_report              # its page: the import's agreement beside the export's
+    page = write_report(run, export=ex.path, log=lambda *_: None).read_text()
+    assert "Imported from QONNX" in page and f"{metrics['graph_accuracy']:.4f}" in page and "conv2" in page
 
 
 def _graph(tmp_path, edit):
