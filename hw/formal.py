@@ -22,14 +22,15 @@ copies of what they compare across cycles.
 
 from __future__ import annotations
 
+from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import CODE_MINUS, CODE_PLUS, LayerSpec, accumulator_bits, signed_bits
 from ternpe.link import CMD_INFER, request_length
 from .accelerator import Accelerator
-from .hostlink import HostLink
+from .hostlink import WATCHDOG_MARGIN, HostLink
 from .pe import TernaryPE, check_pe_shape
 
 __all__ = ["contract_acc_bits", "PEOverflowCheck", "OutputStreamCheck", "HostLinkResponseCheck", "hostlink_bound"]
@@ -247,11 +248,33 @@ def hostlink_bound(plan, *, timeout_cycles: int, quiet_cycles: int) -> int:
     """The bound ``B`` of :class:`HostLinkResponseCheck`: the longest of the link's three silent
     waits, plus 4 cycles for its registered stages (the timeout compare, the accelerator's reset,
     the input FIFO): a request byte (``timeout_cycles``, then a timeout reply), the quiet period
-    after a non-ok reply (``quiet_cycles``, then idle), an inference (the cycle model's latency,
-    from the first pixel in to the class out, then the logits are sent). Each wait ends with a
-    byte sent or the link idle, so ``B`` is the maximum, not the sum, of the three."""
-    lat = plan.cycles["latency"]
-    return max(timeout_cycles, quiet_cycles, lat) + 4
+    after a non-ok reply (``quiet_cycles``, then idle), a result (the watchdog's limit: the cycle
+    model's latency, from the first pixel in to the class out, and ``WATCHDOG_MARGIN``; then the
+    logits are sent, or the reply is cut). Each wait ends with a byte sent or the link idle, so
+    ``B`` is the maximum, not the sum, of the three."""
+    return max(timeout_cycles, quiet_cycles, plan.cycles["latency"] + WATCHDOG_MARGIN) + 4
+
+
+class FreeAccelerator(wiring.Component):
+    """An accelerator whose every output is free in each cycle (``AnySeq``): ``input.ready``,
+    ``output.valid``, ``output.payload`` and ``cycles``. A property proved of the host link with
+    it behind holds whatever the real accelerator does, hung or glitched included.
+
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+        The accelerator it stands for (its widths).
+    """
+
+    def __init__(self, plan):
+        super().__init__({"input": In(stream.Signature(unsigned(plan.act_bits))),
+                          "output": Out(stream.Signature(signed(plan.out_bits))), "cycles": Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.input.ready.eq(AnySeq(1)), self.output.valid.eq(AnySeq(1)),
+                     self.output.payload.eq(AnySeq(self.output.payload.shape())), self.cycles.eq(AnySeq(32))]
+        return m
 
 
 class HostLinkResponseCheck(wiring.Component):
@@ -260,18 +283,18 @@ class HostLinkResponseCheck(wiring.Component):
     ``tx.ready`` is held 1 (the UART transmitter takes every byte at once; a real one adds its
     byte time to the bound); the received bytes
     (``rx.valid``, ``rx.payload``) are free. The harness counts the cycles in which the link is
-    busy (``busy``: not in its idle, listening state) and neither takes a received byte nor sends
-    one; the count restarts at any byte either way and whenever the link is idle. Asserted: the
-    count stays below ``bound``. So after any byte (in particular the last byte of a request),
-    within ``bound`` cycles the link sends a byte (a reply starts or goes on), takes another one
-    or goes back to listening. Covered: a reply byte is sent.
+    busy (``busy``: not in its idle, listening state) and neither takes a received byte, sends
+    one, nor passes a pixel to the accelerator; the count restarts at any of those and whenever
+    the link is idle. Asserted: the count stays below ``bound``. So after any byte (in particular
+    the last byte of a request), within ``bound`` cycles the link sends a byte (a reply starts or
+    goes on), takes another one, feeds the accelerator or goes back to listening. Covered: a reply
+    byte is sent.
 
-    Checked by bmc from reset over :attr:`bmc_depth` cycles: every sequence of received bytes
-    that fits (garbage, broken, timed-out, info and whole inference requests, back to back) and
-    ``bound`` cycles after it. Silences that start later than ``bmc_depth - bound`` cycles after
-    reset (say, during a second inference) are not reached. k-induction (k = 45 on the smallest
-    network) does not close: as for :class:`OutputStreamCheck`, its counterexample starts from a
-    state the link never reaches (waiting for results an idle accelerator will never send).
+    With the real accelerator, checked by bmc from reset over :attr:`bmc_depth` cycles: every
+    sequence of received bytes that fits (garbage, broken, timed-out, info and whole inference
+    requests, back to back) and ``bound`` cycles after it. With ``free_accelerator`` (a
+    :class:`FreeAccelerator` behind the link) it is proved by k-induction (k = ``bound + 2``):
+    any number of requests, from any state, whatever the accelerator does.
 
     Parameters
     ----------
@@ -280,6 +303,8 @@ class HostLinkResponseCheck(wiring.Component):
         The :class:`~ternpe.hw.hostlink.HostLink`'s.
     bound : int or None
         ``B``; ``None``: :func:`hostlink_bound`.
+    free_accelerator : bool
+        Put a :class:`FreeAccelerator` behind the link instead of the real one.
 
     Members
     -------
@@ -287,8 +312,10 @@ class HostLinkResponseCheck(wiring.Component):
         The received bytes, free (``ready`` is the link's).
     """
 
-    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int, bound: int | None = None):
-        self.link = HostLink(plan, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
+    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int, bound: int | None = None,
+                 free_accelerator: bool = False):
+        self.link = HostLink(plan, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles,
+                             acc=FreeAccelerator(plan) if free_accelerator else None)
         self.bound = (hostlink_bound(plan, timeout_cycles=timeout_cycles, quiet_cycles=quiet_cycles)
                       if bound is None else bound)
         self.request_bytes = request_length(self.link.format, CMD_INFER)
@@ -306,7 +333,9 @@ class HostLinkResponseCheck(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), link.rx)
         m.d.comb += [link.tx.ready.eq(1), Assume(~ResetSignal())]
         silent = Signal(range(self.bound + 1))
-        moved = (link.rx.valid & link.rx.ready) | (link.tx.valid & link.tx.ready)
+        acc = link.acc
+        moved = ((link.rx.valid & link.rx.ready) | (link.tx.valid & link.tx.ready) |
+                 (acc.input.valid & acc.input.ready))
         with m.If(~link.busy | moved):
             m.d.sync += silent.eq(0)
         with m.Elif(silent < self.bound):

@@ -20,15 +20,19 @@ has the line while the link waits for a request; the
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.link import CMD_INFO, STATUS_BUSY, LinkFormat
 from .accelerator import Accelerator
-from .linkparts import HeaderSpotter, InfoSerializer, ReplyFramer, RequestParser, ResultSerializer
+from .linkparts import HeaderSpotter, InfoSerializer, ReplyFramer, RequestParser, ResultSerializer, fill_encodings
 
 __all__ = ["HostLink"]
+
+
+#: Cycles past the cycle model's latency the link waits for a result before it gives the reply up.
+WATCHDOG_MARGIN = 8
 
 
 class HostLink(wiring.Component):
@@ -42,6 +46,9 @@ class HostLink(wiring.Component):
         Longest gap between two bytes of a request.
     quiet_cycles : int
         After a non-ok reply, input is discarded until the line has been quiet this long.
+    acc : Elaboratable or None
+        The accelerator behind the link (``None``: ``Accelerator(plan)``); a proof puts one with
+        free outputs here (:class:`~ternpe.hw.formal.FreeAccelerator`).
 
     Members
     -------
@@ -55,12 +62,14 @@ class HostLink(wiring.Component):
         The last request failed (checksum, timeout, command); cleared by the next good one.
     """
 
-    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int = 64):
+    def __init__(self, plan, *, timeout_cycles: int, quiet_cycles: int = 64, acc=None):
         self.plan = plan
         self.export = plan.export
         self.timeout_cycles = timeout_cycles
         self.quiet_cycles = quiet_cycles
-        self.acc = Accelerator(plan)
+        self.acc = Accelerator(plan) if acc is None else acc
+        #: the longest wait for a body byte before the reply is cut: an inference, and a margin
+        self.watchdog_cycles = plan.cycles["latency"] + WATCHDOG_MARGIN
         self.format = LinkFormat.of_plan(plan)
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                           "busy": Out(1), "error": Out(1)})
@@ -75,9 +84,10 @@ class HostLink(wiring.Component):
         m.submodules.info = info = InfoSerializer(fmt)
         m.submodules.result = result = ResultSerializer(classes=fmt.classes, logit_bytes=fmt.logit_bytes,
                                                         word_shape=acc.output.payload.shape(), images=fmt.images)
-        # a broken request resets the accelerator and the images buffered for it (registered)
-        abort = Signal()
-        m.d.sync += abort.eq(parser.abort)
+        # a broken request, or a reply whose results do not come (the watchdog), resets the accelerator
+        # and the images buffered for it (registered)
+        abort, stuck = Signal(), Signal()
+        m.d.sync += abort.eq(parser.abort | stuck)
         m.submodules.acc = ResetInserter(abort)(acc)
         m.submodules.fifo = q = ResetInserter(abort)(fifo.SyncFIFOBuffered(width=8, depth=8))
         wiring.connect(m, parser.data, q.w_stream)
@@ -100,6 +110,13 @@ class HostLink(wiring.Component):
             _join(m, result.body, framer.body)
         m.d.comb += [result.cycles.eq(acc.cycles), result.en.eq(framer.body_open & ~answers_info),
                      self.error.eq(framer.failed)]
+        # the watchdog: a body byte waited for longer than an inference takes (the cycle model's
+        # latency and a margin) cuts the reply; the link then answers every request within a bound,
+        # whatever state the accelerator is in
+        waited = Signal(range(self.watchdog_cycles + 1))
+        m.d.sync += waited.eq(Mux(framer.body_open & ~framer.body.valid & (waited < self.watchdog_cycles),
+                                  waited + 1, Mux(framer.body_open & ~framer.body.valid, waited, 0)))
+        m.d.comb += [stuck.eq(waited >= self.watchdog_cycles), framer.cut.eq(stuck)]
 
         header, request = framer.header, parser.request
         with m.FSM() as phase:
@@ -112,7 +129,7 @@ class HostLink(wiring.Component):
                     m.next = "REPLY"
             with m.State("REPLY"):            # the framer sends; a request arriving meanwhile is spotted
                 _join(m, wiring.flipped(self.rx), spotter.rx)
-                with m.If(framer.done):
+                with m.If(framer.done | framer.header.ready):       # sent (or, after a glitch, none under way)
                     m.next = "NEXT"
             with m.State("NEXT"):             # a request spotted is answered busy; a broken one is flushed
                 m.d.comb += [spotter.clear.eq(1), header.valid.eq(spotter.found.valid),
@@ -123,6 +140,7 @@ class HostLink(wiring.Component):
                 with m.Else():
                     m.d.comb += parser.flush.eq(framer.failed)
                     m.next = "REQUEST"
+            fill_encodings(m, phase, "REQUEST")
         m.d.comb += self.busy.eq(parser.busy | ~phase.ongoing("REQUEST") | tx_full)
         return m
 

@@ -124,9 +124,10 @@ class RequestParser(wiring.Component):
         count = Signal(range(self.payload_bytes + 1))
         count_last = Signal()         # count is at the payload's last byte (a compare made a byte early)
         rle, run = Signal(), Signal(8)  # CMD_INFER_RLE; zeros left of a run
-        # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle
+        # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle; it is
+        # ">=", so no value of the counter (say, after a glitch) can keep a request open for long
         timed_out = Signal()
-        m.d.sync += timed_out.eq((timer == self.timeout_cycles - 1) & ~took)
+        m.d.sync += timed_out.eq((timer >= self.timeout_cycles - 1) & ~took)
         # every byte is taken at once, but the image's: as fast as ``data`` takes them
         m.d.comb += [rx.ready.eq(1), req.payload.seq.eq(seq), req.payload.cmd.eq(cmd),
                      self.data.payload.eq(rx.payload)]
@@ -155,7 +156,7 @@ class RequestParser(wiring.Component):
             with m.If(count_last):
                 m.next = "CHECK"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             self._between_requests(m, timer, seq)
             with m.State("MAGIC1"):
                 with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
@@ -192,16 +193,18 @@ class RequestParser(wiring.Component):
                     with m.If(~escape):
                         counted()
                 next_byte()
-            self._run_of_zeros(m, want, run, timer, next_byte, counted)
+            self._run_of_zeros(m, want, run, timer, timed_out, next_byte, counted, end)
             with m.State("CHECK"):
                 with m.If(rx.valid):
                     good = rx.payload == want
                     end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
+            fill_encodings(m, fsm, "IDLE")
         return m
 
-    def _run_of_zeros(self, m, want, run, timer, next_byte, counted):
-        """CMD_INFER_RLE's states after an escape byte: the run's length, then its zeros, one a cycle."""
+    def _run_of_zeros(self, m, want, run, timer, timed_out, next_byte, counted, end):
+        """CMD_INFER_RLE's states after an escape byte: the run's length, then its zeros, one a cycle
+        (a stall of ``data`` as long as the timeout gives the request up, as a missing byte does)."""
         rx = self.rx
         with m.State("RUN"):                                # the run's length
             with m.If(rx.valid):
@@ -211,9 +214,11 @@ class RequestParser(wiring.Component):
         with m.State("ZEROS"):                              # the run's zeros, one a cycle
             m.d.comb += [self.busy.eq(1), rx.ready.eq(0), self.data.valid.eq(run != 0),
                          self.data.payload.eq(0)]
-            m.d.sync += timer.eq(0)
+            m.d.sync += timer.eq(Mux(self.data.ready | (run == 0), 0, timer + 1))
             with m.If(run == 0):                            # an empty run (never sent): nothing
                 m.next = "DATA"
+            with m.Elif(timed_out):
+                end(STATUS_TIMEOUT, abort_now=1)
             with m.Elif(self.data.ready):
                 m.d.sync += run.eq(run - 1)
                 with m.If(run == 1):
@@ -239,7 +244,7 @@ class RequestParser(wiring.Component):
             m.d.sync += timer.eq(timer + 1)
             with m.If(rx.valid):
                 m.d.sync += timer.eq(0)
-            with m.Elif(timer == self.quiet_cycles - 1):
+            with m.Elif(timer >= self.quiet_cycles - 1):
                 m.next = "IDLE"
 
 
@@ -298,11 +303,15 @@ class ReplyFramer(wiring.Component):
     done : Out(1)
         The reply's last byte, its checksum, is taken.
     failed : Out(1)
-        The reply under way (from its second cycle) or the last one is not ``STATUS_OK``.
+        The reply under way (from its second cycle) or the last one is not ``STATUS_OK``, or was cut.
+    cut : In(1)
+        End the body now (its source is stuck): the checksum follows, made wrong, so the host
+        retries; the reply counts as failed.
     """
 
     header: In(stream.Signature(ReplyHeader))
     body: In(stream.Signature(BodyByte))
+    cut: In(1)
     body_open: Out(1)
     tx: Out(stream.Signature(8))
     done: Out(1)
@@ -321,7 +330,7 @@ class ReplyFramer(wiring.Component):
                     m.d.sync += csum.eq(csum + byte)
                 m.next = state
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.header.ready.eq(1)
                 with m.If(self.header.valid):
@@ -343,14 +352,28 @@ class ReplyFramer(wiring.Component):
             with m.State("BODY"):
                 m.d.comb += [self.body_open.eq(1), tx.valid.eq(body.valid), tx.payload.eq(body.payload.data),
                              body.ready.eq(tx.ready)]
-                with m.If(body.valid & tx.ready):
+                with m.If(self.cut & ~body.valid):
+                    m.d.sync += [csum.eq(csum + 1), self.failed.eq(1)]      # -csum is then not the sum
+                    m.next = "SUM"
+                with m.Elif(body.valid & tx.ready):
                     m.d.sync += csum.eq(csum + body.payload.data)
                     with m.If(body.payload.last):
                         m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += self.done.eq(tx.ready)
                 send(-csum, "IDLE", summed=False)
+            fill_encodings(m, fsm, "IDLE")
         return m
+
+
+def fill_encodings(m, fsm, to: str) -> None:
+    """Inside ``with m.FSM() as fsm``: a state for every encoding of the state register no state
+    uses, each going to ``to``. No value of the register then leaves the FSM stuck: what a
+    k-induction starts from (any state) and what a register upset would leave behind."""
+    n = len(fsm.encoding)
+    for i in range(n, 1 << max(1, (n - 1).bit_length())):
+        with m.State(f"UNUSED_{i}"):
+            m.next = to
 
 
 def _send_bytes(m, body, value, index, count: int):
@@ -437,7 +460,7 @@ class ResultSerializer(wiring.Component):
         nbyte = Signal(range(max(L, CYCLES_BYTES)))
         nword = Signal(range(self.classes + 1))
         nimage = Signal(range(self.images))
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("TAKE"):
                 m.d.comb += words.ready.eq(self.en)
                 with m.If(self.en & words.valid):
@@ -464,4 +487,5 @@ class ResultSerializer(wiring.Component):
                     m.d.sync += nbyte.eq(nbyte + 1)
                     with m.If(last):
                         m.next = "TAKE"
+            fill_encodings(m, fsm, "TAKE")
         return m

@@ -16,6 +16,7 @@ from ternpe.flow import formal
 from ternpe.flow.formal import run_formal
 from ternpe.flow.resources import with_images
 from ternpe.hw.plan import plan_accelerator
+from ternpe.hw.hostlink import WATCHDOG_MARGIN
 from ternpe.hw.formal import HostLinkResponseCheck, OutputStreamCheck, PEOverflowCheck, contract_acc_bits
 from ternpe.model.randnet import random_export
 from ternpe.flow.tools import ToolError
@@ -113,8 +114,23 @@ def _link(exports, tmp_path, name, bound=None, cover=True):
                                   pytest.param("fc4-fc3-1x4", marks=slow)])
 def test_host_link_is_never_silent_for_long(exports, tmp_path, name):
     h, r = _link(exports, tmp_path, name)
-    assert h.bound == plan_accelerator(exports[name]).cycles["latency"] + 4
+    assert h.bound == plan_accelerator(exports[name]).cycles["latency"] + WATCHDOG_MARGIN + 4
     assert r.passed, _explain(r)
+
+
+@pytest.mark.parametrize("name", [pytest.param("fc3-1x4", marks=slow)])
+def test_host_link_answers_by_induction_whatever_the_accelerator_does(exports, tmp_path, name):
+    """k-induction (k = bound + 2) with an accelerator whose outputs are free every cycle: for any
+    number of requests, from any state, the link is never busy and still for ``bound`` cycles.
+    It closes because the link recovers from every state on its own: its timeouts compare with
+    ">=", a stalled image stream times a request out, the watchdog cuts a reply whose results do
+    not come, and every unused FSM encoding leads back to idle (before those, the solver found
+    each as a counterexample). The cover (bmc from reset) reaches a reply byte."""
+    h = HostLinkResponseCheck(plan_accelerator(exports[name]), timeout_cycles=TIMEOUT, quiet_cycles=QUIET,
+                              free_accelerator=True)
+    r = run_formal(h, tmp_path, name="link_induction", mode="prove", depth=h.bound + 2, cover_depth=h.bmc_depth)
+    assert r.passed, _explain(r)
+    assert "successful proof by k-induction" in r.log.read_text()
 
 
 def test_host_link_bound_below_the_timeout_fails(exports, tmp_path):
