@@ -430,7 +430,7 @@ class Accelerator(wiring.Component):
             # the logits take writes only while the layers run (``open``, registered: a cycle after
             # the top sequencer's COMPUTE), never while the argmax reads them
             if len(requants) > 1:       # each lane registers the tag beside its write-back (and its results with it)
-                valid = self._register(m, valid, _lane_name("wb_valid", e))
+                valid = self._register(m, valid, _lane_name("wb_valid", e), lane=e)
                 tag_open = data.StructLayout({"tag": tq.shape(), "open": 1})
                 both = self._register(m, Cat(tq, self.probes.computing), _lane_name("wb_tag", e), tag_open,
                                       lane=e)

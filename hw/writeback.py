@@ -109,8 +109,11 @@ class WriteBack(wiring.Component):
         first_e = Array(Const(b, len(e_wb)) for b in bases_e)[tq.layer]
         after_first = Array(Const(b + l.spec.cout, len(e_wb)) for b, l in zip(bases_e, ex.layers))[tq.layer]
         step = Array(Const(l.spec.cout, 16) for l in ex.layers)[tq.layer]
-        new_pix = self.valid & tq.pix_first & (tq.q == 0)
-        m.d.comb += e_now.eq(Mux(new_pix, Mux(tq.layer_first, first_e, e_next), e_wb))
+        # the address is taken from the tag alone (it matters only with ``valid``): ``valid``, which
+        # comes from a lane's copy, stays out of the adder and the bank decode behind it
+        at_pix = tq.pix_first & (tq.q == 0)
+        new_pix = self.valid & at_pix
+        m.d.comb += e_now.eq(Mux(at_pix, Mux(tq.layer_first, first_e, e_next), e_wb))
         with m.If(new_pix):
             m.d.sync += [e_wb.eq(e_now), e_next.eq(Mux(tq.layer_first, after_first, e_next + step))]
         w_idx = Signal(len(e_wb) + 1)
