@@ -59,12 +59,14 @@ LANE_COST = {
     "ecp5": {"lut": 1191.0, "ff": 1610.0},
 }
 
-#: The share of a device's logic ``--pe auto`` fills. On ECP5 the rest is left to the placer: a
-#: 70% design (52,863 LUT4s on the ECP5-85F) had nextpnr's analytical placer at 3 minutes an
-#: iteration on this 2-core machine, past 10 minutes before its first legal placement converged;
-#: at 35% a build takes minutes (docs/accelerator.md, "Image lanes"). More lanes by hand:
-#: ``--image-lanes N`` (checked against the whole device).
-AUTO_FILL = {"ice40": 1.0, "ecp5": 0.35}
+#: The share of a device's logic ``--pe auto`` fills (the trained array with one lane is taken
+#: whatever its size, if it fits). On ECP5 it is what has been measured to route and meet the
+#: ULX3S's 100 MHz (nextpnr placer seed 1, the MNIST export, docs/accelerator.md "Image lanes"):
+#: 2x16 x 4 lanes (15% of the ECP5-85F's LUTs) closes at 105.73 MHz; 6 lanes (21%) reached 87.7,
+#: 92.9, 99.7 and 96.4 MHz over four builds, each fixing the last critical path (now a requantizer's
+#: multiplier, far from its lane); 10 lanes (32%) did not route in an hour; a 70% design never
+#: reached a legal placement. More lanes by hand: ``--image-lanes N`` (checked against the device).
+AUTO_FILL = {"ice40": 1.0, "ecp5": 0.16}
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no
@@ -247,8 +249,11 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
         if cand is not None and (best is None or cand.cycles["per_image"] < best.cycles["per_image"]):
             best, best_limit = cand, limit
         p *= 2
-    if best is None:
-        check_fit(with_images(plan_for_device(ex, dev), images or 1), dev)          # raises with the numbers
+    if best is None:            # the trained array alone is past the fill: it, if it fits the device at all
+        best = with_images(plan_for_device(ex, dev), images or 1)
+        check_fit(best, dev)                                                        # raises with the numbers
+        best_limit = (f"{best.geometry} alone needs more than the {AUTO_FILL[dev.family]:.0%} of the device's "
+                      f"logic --pe auto fills: nothing wider, no more image lanes")
     return best, best_limit
 
 
