@@ -16,8 +16,10 @@ def test_the_array_for_a_device_is_the_fastest_whose_dense_accelerator_fits(devi
     specs = parse_layers("c16,p,c32,p,fc10", (28, 28, 1), 10)
     geometry, lanes, limit = array_for_device(specs, (28, 28, 1), device)
     assert geometry.G == 16 and geometry.P in (1, 2, 4, 8, 16) and lanes >= 1
-    # what stopped it: the next image lane lacks a named resource, or the input stream is the bound
-    assert limit.startswith(f"{geometry} with {lanes + 1} image lanes would need ") or limit.startswith("the input")
+    # what stopped it: the next image lane lacks a named resource, the input stream is the bound, or
+    # the trained array alone is past the logic --pe auto fills (the ECP5-25F: 16% is 3,886 LUTs)
+    assert (limit.startswith(f"{geometry} with {lanes + 1} image lanes would need ") or limit.startswith("the input")
+            or (limit.startswith(f"{geometry} alone needs more than") and (geometry.P, lanes) == (1, 1)))
     if device == "up5k":
         assert (geometry.P, lanes) == (1, 1)           # neither a second PE nor a second lane fits the UP5K
     if device == "ecp5-85f":
