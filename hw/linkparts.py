@@ -158,17 +158,7 @@ class RequestParser(wiring.Component):
 
         with m.FSM() as fsm:
             self._between_requests(m, timer, seq)
-            with m.State("MAGIC1"):
-                with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
-                    m.next = "SEQ"
-                with m.Elif(rx.valid & (rx.payload != REQ_MAGIC[0])):
-                    m.next = "IDLE"
-                next_byte()
-            with m.State("SEQ"):
-                with m.If(rx.valid):
-                    m.d.sync += [seq.eq(rx.payload), want.eq(-rx.payload)]
-                    m.next = "CMD"
-                next_byte()
+            self._magic_and_seq(m, seq, want, next_byte)
             with m.State("CMD"):
                 with m.If(rx.valid):
                     m.d.sync += [cmd.eq(rx.payload), want.eq(want - rx.payload), count.eq(0),
@@ -201,6 +191,22 @@ class RequestParser(wiring.Component):
                 next_byte()
             fill_encodings(m, fsm, "IDLE")
         return m
+
+    def _magic_and_seq(self, m, seq, want, next_byte):
+        """The request's second magic byte (a first one again keeps waiting for it), then its SEQ,
+        where the checksum starts."""
+        rx = self.rx
+        with m.State("MAGIC1"):
+            with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
+                m.next = "SEQ"
+            with m.Elif(rx.valid & (rx.payload != REQ_MAGIC[0])):
+                m.next = "IDLE"
+            next_byte()
+        with m.State("SEQ"):
+            with m.If(rx.valid):
+                m.d.sync += [seq.eq(rx.payload), want.eq(-rx.payload)]
+                m.next = "CMD"
+            next_byte()
 
     def _run_of_zeros(self, m, want, run, timer, timed_out, next_byte, counted, end):
         """CMD_INFER_RLE's states after an escape byte: the run's length, then its zeros, one a cycle
