@@ -20,7 +20,7 @@ has the line while the link waits for a request; the
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -114,8 +114,10 @@ class HostLink(wiring.Component):
         # latency and a margin) cuts the reply; the link then answers every request within a bound,
         # whatever state the accelerator is in
         waited = Signal(range(self.watchdog_cycles + 1))
-        m.d.sync += waited.eq(Mux(framer.body_open & ~framer.body.valid & (waited < self.watchdog_cycles),
-                                  waited + 1, Mux(framer.body_open & ~framer.body.valid, waited, 0)))
+        with m.If(~framer.body_open | framer.body.valid):
+            m.d.sync += waited.eq(0)
+        with m.Elif(~stuck):
+            m.d.sync += waited.eq(waited + 1)
         m.d.comb += [stuck.eq(waited >= self.watchdog_cycles), framer.cut.eq(stuck)]
 
         header, request = framer.header, parser.request

@@ -21,7 +21,7 @@ from ternpe.cycles import cycle_model
 from ternpe.image import ExportError, golden_vectors, load_export, write_export
 from ternpe.outdir import check_dir, replace_dir
 from .data import load_dataset
-from .qonnx_in import QonnxError, agreement, fold_qonnx, read_qonnx, run_graph
+from .qonnx_in import QonnxError, agreement, as_contract_layout, fold_qonnx, read_qonnx, run_graph
 from .qonnx_out import integer_model_to_qonnx
 
 __all__ = ["import_qonnx", "is_imported_run", "export_imported", "write_qonnx", "check_qonnx"]
@@ -43,9 +43,9 @@ def _row_tiles(im, geometry: ArrayGeometry) -> list:
     return rows
 
 
-def _fold(onnx_path, cfg: dict, batch: int = BATCH):
+def _fold(onnx_path, input_scale: float | None, batch: int = BATCH):
     mw = read_qonnx(onnx_path, batch=batch)
-    return mw, fold_qonnx(mw, input_scale=cfg["input_scale"])
+    return mw, fold_qonnx(mw, input_scale=input_scale)
 
 
 def import_qonnx(src, out, *, dataset: str, data_dir=None, pe: str = "1x16", input_scale: float | None = None,
@@ -55,7 +55,7 @@ def import_qonnx(src, out, *, dataset: str, data_dir=None, pe: str = "1x16", inp
     out = check_dir(out, "run", force=force, error=QonnxError)
     geometry = ArrayGeometry.parse(pe)
     ds = load_dataset(dataset, data_dir)
-    mw, fold = _fold(src, {"input_scale": input_scale})
+    mw, fold = _fold(src, input_scale)
     scale = fold.input_scale
     shape = tuple(mw.get_tensor_shape(mw.graph.input[0].name)[1:])
     if (shape[1], shape[2], shape[0]) != ds.shape:
@@ -70,6 +70,7 @@ def import_qonnx(src, out, *, dataset: str, data_dir=None, pe: str = "1x16", inp
         f"on {len(ds.x_test)} test images")
     graph_classes = np.argmax(run_graph(mw, ds.x_test, input_scale=scale)[mw.graph.output[0].name], axis=1)
     agree = agreement(mw, fold, ds.x_test[:BATCH], input_scale=scale)
+    classes = im.predict(ds.x_test)
     rows = _row_tiles(im, geometry)
     sparse, dense = cycle_model(im.specs, geometry, rows)["total"], cycle_model(im.specs, geometry)["total"]
     cfg = {"imported": str(src), "sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "dataset": dataset,
@@ -77,8 +78,8 @@ def import_qonnx(src, out, *, dataset: str, data_dir=None, pe: str = "1x16", inp
            "method": "imported"}
     metrics = {"method": "imported", "dataset": dataset, "arch": "qonnx", "pe": str(geometry),
                "graph_accuracy": float(np.mean(graph_classes == ds.y_test)),
-               "integer_accuracy": float(np.mean(im.predict(ds.x_test) == ds.y_test)),
-               "classes_equal_graph": float(np.mean(graph_classes == im.predict(ds.x_test))),
+               "integer_accuracy": float(np.mean(classes == ds.y_test)),
+               "classes_equal_graph": float(np.mean(graph_classes == classes)),
                "agreement": agree, "notes": fold.notes, "cycles": sparse, "dense_cycles": dense,
                "speedup": dense / sparse,
                "layers": [{"name": s.name, "nonzero_tiles": int(sum(r)), "tiles": TileLayout(s, geometry).count}
@@ -105,7 +106,7 @@ def export_imported(run_dir, out, *, samples: int, force: bool = False, qonnx: b
     digest = hashlib.sha256((run_dir / "model.onnx").read_bytes()).hexdigest()
     if digest != cfg.get("sha256"):
         raise ExportError(f"{run_dir}/model.onnx changed since it was imported; import it again")
-    _, fold = _fold(run_dir / "model.onnx", cfg, batch=1)
+    _, fold = _fold(run_dir / "model.onnx", cfg["input_scale"], batch=1)
     im, ds = fold.model, load_dataset(cfg["dataset"], cfg.get("data_dir"))
     samples = min(samples, len(ds.x_test))
     x = ds.x_test[:samples]
@@ -144,6 +145,6 @@ def check_qonnx(path, ex) -> None:
     fold = fold_qonnx(mw)
     ran = run_graph(mw, ex.golden["inputs"], input_scale=fold.input_scale, tensors=fold.layer_tensors)
     for i, (layer, t) in enumerate(zip(ex.layers, fold.layer_tensors, strict=True)):
-        got = ran[t].transpose(0, 2, 3, 1) if ran[t].ndim == 4 else ran[t]
-        if not np.array_equal(got.reshape(ex.golden[f"layer{i}"].shape), ex.golden[f"layer{i}"]):
+        want = ex.golden[f"layer{i}"]
+        if not np.array_equal(as_contract_layout(ran[t], want.shape), want):
             raise ExportError(f"{path}: qonnx's execution of layer {layer.spec.name} differs from the integer model")

@@ -31,7 +31,7 @@ import numpy as np
 from ternpe.contract import MULT_BITS, ContractError, LayerSpec, gap_fc_weights, requant_params
 from .fold import LOGIT_RESOLUTION, IntegerModel
 
-__all__ = ["QonnxError", "QonnxFold", "read_qonnx", "fold_qonnx"]
+__all__ = ["QonnxError", "QonnxFold", "read_qonnx", "fold_qonnx", "run_graph", "agreement", "as_contract_layout"]
 
 #: Ops that pass a tensor on unchanged for the walk.
 _PASS = {"Cast", "Identity"}
@@ -138,8 +138,15 @@ def _channel_vector(value, cout: int, node, what: str) -> np.ndarray:
     _refuse(node, f"its {what} has shape {v.shape}, not one value or one per channel ({cout})")
 
 
+def _rounding_mode(attrs: dict) -> str:
+    """A Quant node's ``rounding_mode`` (ROUND when absent) as text."""
+    mode = attrs.get("rounding_mode", "ROUND")
+    return mode.decode() if isinstance(mode, bytes) else mode
+
+
 def _ternary_weight(walk, tensor, node):
-    """``(codes, scale per output row)`` of the weight input ``tensor`` of ``node``, rows first."""
+    """The dequantized weight of ``node`` (its input ``tensor``), as the weight's Quant or
+    BipolarQuant computes it (qonnx's own functions)."""
     from qonnx.custom_op.general.bipolar_quant import binary_quant
     from qonnx.custom_op.general.quant import quant
     q = walk.producer.get(tensor)
@@ -160,9 +167,7 @@ def _ternary_weight(walk, tensor, node):
                        f"and takes ternary weights, a 2-bit signed narrow Quant ({{-1, 0, +1}} x scale)")
         if zero is None or np.any(zero != 0):
             _refuse(q, "a ternary weight needs zero point 0")
-        wq = quant(x, scale, zero, bits, signed=True, narrow=True,
-                   rounding_mode=a.get("rounding_mode", b"ROUND").decode()
-                   if isinstance(a.get("rounding_mode"), bytes) else a.get("rounding_mode", "ROUND"))
+        wq = quant(x, scale, zero, bits, signed=True, narrow=True, rounding_mode=_rounding_mode(a))
     return np.asarray(wq, np.float64)
 
 
@@ -329,14 +334,16 @@ def _affine(walk, node, tail: _Tail, tensor: str, cout: int, layer_inputs: dict)
         if tail.pool and op != "Add":
             _refuse(node, "a scaling after a MaxPool: a max commutes with the activation quantizer, not with this")
         v = _channel_vector(const, cout, node, "constant")
-        if op in ("Sub",) and node.input[0] != tensor:
-            tail.k, tail.c, v = -tail.k, -tail.c, v
         if op == "Mul":
             tail.k, tail.c = tail.k * v, tail.c * v
         elif op == "Div":
             tail.k, tail.c = tail.k / v, tail.c / v
-        else:
-            tail.c = tail.c + (v if op == "Add" or node.input[0] != tensor else -v)
+        elif op == "Add":
+            tail.c = tail.c + v
+        elif node.input[0] == tensor:           # x - v
+            tail.c = tail.c - v
+        else:                                   # v - x
+            tail.k, tail.c = -tail.k, v - tail.c
     elif op == "Add" and len(other) == 1 and tail.residual is None:
         tail.residual = _shortcut_source(walk, other[0], node, layer_inputs, cout)
     elif op == "BatchNormalization":
@@ -368,8 +375,7 @@ def _act_quant(walk, node, act_bits: int):
     if bits is None or float(bits) != act_bits:
         _refuse(node, f"{bits if bits is None else float(bits):g}-bit activations: this hardware's requantizer "
                       f"clamps to {act_bits} bits; quantize every activation to {act_bits} bits")
-    mode = a.get("rounding_mode", "ROUND")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = _rounding_mode(a)
     if mode not in ("ROUND", "FLOOR"):
         _refuse(node, f"rounding_mode {mode}: ROUND and FLOOR map onto the requantizer")
     return float(scale.reshape(-1)[0]), mode == "FLOOR"
@@ -403,7 +409,12 @@ def _tail(walk, node, cout: int, k, c, layer_inputs: dict, act_bits: int) -> _Ta
         tensor, node = nxt.output[0], nxt
 
 
-def _requant(spec_fields, tail: _Tail, act: _Act, dead, notes: list):
+#: Said once when a graph's activation quantizer rounds half to even.
+_HALF_EVEN_NOTE = ("ROUND (half to even) is folded as rounding half up: they differ only where a value falls "
+                   "exactly half-way between two steps")
+
+
+def _requant(spec_fields, tail: _Tail, dead, notes: list):
     """The requantizer of a layer, and the real value of one unit of its output."""
     name = spec_fields["name"]
     if tail.quant_scale is not None:
@@ -414,9 +425,8 @@ def _requant(spec_fields, tail: _Tail, act: _Act, dead, notes: list):
         step, res = step or 1.0, None
         if tail.residual is not None:
             raise QonnxError(f"layer {name}: a residual add in the last layer (the logits)")
-    if not tail.floor and tail.quant_scale is not None and "half to even" not in " ".join(notes):
-        notes.append("ROUND (half to even) is folded as rounding half up: they differ only where a value falls "
-                     "exactly half-way between two steps")
+    if not tail.floor and tail.quant_scale is not None and _HALF_EVEN_NOTE not in notes:
+        notes.append(_HALF_EVEN_NOTE)
     try:
         m = tail.k / step
         # a pruned-away filter's accumulator is always 0: its multiplier is moot, and a batch norm with
@@ -453,7 +463,7 @@ def fold_qonnx(mw, *, input_scale: float | None = None, act_bits: int = 8) -> Qo
         name = names[len(specs)] if len(names) > len(specs) else f"{kind}{kinds[kind]}"
         fields, codes, k, c = _layer_weights(walk, node, act, flat, positions, name)
         tail = _tail(walk, node, fields["cout"], k, c, layer_inputs, act_bits)
-        rq, step = _requant(fields, tail, act, ~codes.reshape(codes.shape[0], -1).any(axis=1), notes)
+        rq, step = _requant(fields, tail, ~codes.reshape(codes.shape[0], -1).any(axis=1), notes)
         res = None if tail.residual is None else dict(residual=tail.residual[0], shortcut=tail.residual[3])
         if res and res["residual"] >= len(specs):
             _refuse(node, "the layer adds its own input: the hardware adds the input of an earlier layer "
@@ -461,7 +471,7 @@ def fold_qonnx(mw, *, input_scale: float | None = None, act_bits: int = 8) -> Qo
         try:
             spec = LayerSpec(**fields, pool=tail.pool, relu=tail.quant_scale is not None, **(res or {}))
         except ContractError as e:
-            raise QonnxError(f"node {node.name} ({node.op_type}): {e}") from None
+            _refuse(node, str(e))
         specs.append(spec)
         weights.append(codes.reshape(spec.weight_shape))
         requants.append(rq)
@@ -491,6 +501,11 @@ def run_graph(mw, x_uint8: np.ndarray, *, input_scale: float, tensors=()) -> dic
     return {t: np.concatenate(v) for t, v in got.items()}
 
 
+def as_contract_layout(values: np.ndarray, shape: tuple) -> np.ndarray:
+    """A graph tensor's values (NCHW, or [N, F]) in the contract's channels-last ``shape``."""
+    return (values.transpose(0, 2, 3, 1) if values.ndim == 4 else values).reshape(shape)
+
+
 def agreement(mw, fold: QonnxFold, x_uint8: np.ndarray, *, input_scale: float) -> dict:
     """How the folded integer model agrees with the graph qonnx executes, layer by layer: the
     share of activations equal in integer units and the largest difference (in steps; for the
@@ -499,10 +514,7 @@ def agreement(mw, fold: QonnxFold, x_uint8: np.ndarray, *, input_scale: float) -
     ran = run_graph(mw, x_uint8, input_scale=input_scale, tensors=fold.layer_tensors)
     layers = []
     for spec, t, step, mine in zip(fold.model.specs, fold.layer_tensors, fold.layer_steps, outs, strict=True):
-        theirs = ran[t] / step
-        if theirs.ndim == 4:
-            theirs = theirs.transpose(0, 2, 3, 1)
-        theirs = theirs.reshape(mine.shape)
+        theirs = as_contract_layout(ran[t] / step, mine.shape)
         diff = np.abs(theirs - mine)
         exact = np.rint(theirs) == mine if spec.relu else diff == 0
         row = {"layer": spec.name, "equal": float(exact.mean()), "max_diff_steps": float(diff.max(initial=0))}

@@ -39,6 +39,7 @@ class _Graph:
         from onnx import helper, numpy_helper
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.inits = [], []
+        self.inputs = []            # each layer's input tensor, in order (a residual layer's shortcut)
 
     def const(self, name, value, dtype=np.float32):
         self.inits.append(self.numpy_helper.from_array(np.asarray(value, dtype), name))
@@ -66,14 +67,20 @@ def _fc_columns_chw(w, shape):
     return np.asarray(w).reshape(w.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
 
 
-def _shortcut(g, src, spec, i):
-    """The shortcut map of residual layer ``spec`` from activation ``src`` (float32, NCHW)."""
+def _shortcut(g, spec, i, shapes):
+    """The shortcut map residual layer ``i`` adds, as double: its source layer's input as is, or
+    (``pad``, ResNet option A) every second row and column with the channels zero-padded."""
+    src = g.inputs[spec.residual]
     if spec.shortcut == "pad":
         big = np.iinfo(np.int64).max
         src = g.node("Slice", [src, g.const(f"sl{i}_s", [0, 0], np.int64), g.const(f"sl{i}_e", [big, big], np.int64),
                                g.const(f"sl{i}_a", [2, 3], np.int64), g.const(f"sl{i}_t", [2, 2], np.int64)], f"sub{i}")
-        return src
-    return src
+    sc = g.node("Cast", [src], f"scd{i}", to=11)
+    if spec.shortcut == "pad":
+        channels = shapes[spec.residual][2]
+        extra, off = spec.cout - channels, spec.shortcut_offset(channels)
+        sc = g.node("Pad", [sc, g.const(f"pad{i}", [0, off, 0, 0, 0, extra - off, 0, 0], np.int64)], f"scp{i}")
+    return sc
 
 
 def _layer(g, i, spec, w, rq, a, shapes, act_bits):
@@ -98,18 +105,14 @@ def _layer(g, i, spec, w, rq, a, shapes, act_bits):
     v = g.node("Mul", [v, g.const(f"m{i}", _channels(rq.mult * scale, conv), np.float64)], f"mul{i}")
     v = g.node("Add", [v, g.const(f"b{i}", _channels(rq.bias * scale, conv), np.float64)], f"v{i}")
     if spec.residual is not None:
-        sc = g.node("Cast", [_shortcut(g, g.inputs[spec.residual], spec, i)], f"scd{i}", to=11)
-        if spec.shortcut == "pad":
-            extra = spec.cout - shapes[spec.residual][2]
-            off = spec.shortcut_offset(shapes[spec.residual][2])
-            sc = g.node("Pad", [sc, g.const(f"pad{i}", [0, off, 0, 0, 0, extra - off, 0, 0], np.int64)], f"scp{i}")
-        sc = g.node("Mul", [sc, g.const(f"r{i}", _channels(rq.res_mult * scale, True), np.float64)], f"scm{i}")
+        sc = g.node("Mul", [_shortcut(g, spec, i, shapes), g.const(f"r{i}", _channels(rq.res_mult * scale, True), np.float64)], f"scm{i}")
         v = g.node("Add", [v, sc], f"vr{i}")
     if not spec.relu:
         return g.node("Floor", [v], "logits")           # double: logits may pass float32's 24 bits
-    q = g.node("Cast", [g.quant(v, f"q{i}", act_bits, signed=False, narrow=False, rounding="FLOOR")], f"a{i + 1}"
-               if not spec.pool else f"r{i}", to=1)
-    return g.node("MaxPool", [q], f"a{i + 1}", kernel_shape=[2, 2], strides=[2, 2]) if spec.pool else q
+    q = g.quant(v, f"q{i}", act_bits, signed=False, narrow=False, rounding="FLOOR")
+    if not spec.pool:
+        return g.node("Cast", [q], f"a{i + 1}", to=1)
+    return g.node("MaxPool", [g.node("Cast", [q], f"r{i}", to=1)], f"a{i + 1}", kernel_shape=[2, 2], strides=[2, 2])
 
 
 def integer_model_to_qonnx(specs, weights, requants, *, act_bits: int, input_shape, logit_scale: float,
@@ -122,7 +125,6 @@ def integer_model_to_qonnx(specs, weights, requants, *, act_bits: int, input_sha
     g = _Graph()
     h, wd, c = input_shape
     shapes = [(h, wd, c)] + [(s.out_h, s.out_w, s.cout) if s.kind == "conv" else (s.cout,) for s in specs]
-    g.inputs = []
     a = "pixels"
     for i, (spec, w, rq) in enumerate(zip(specs, weights, requants, strict=True)):
         g.inputs.append(a)
