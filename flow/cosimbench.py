@@ -25,7 +25,8 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
-from ternpe.image import load_export
+from ternpe.contract import ArrayGeometry
+from ternpe.image import load_export, reorder_golden, widen
 
 
 def _cfg() -> dict:
@@ -33,10 +34,15 @@ def _cfg() -> dict:
 
 
 def _load(cfg) -> tuple:
-    """The export the Verilog was generated from, and the golden vectors to compare with."""
+    """The export the Verilog was generated from (on the array ``pe``: its hidden layers' channels
+    in the order :func:`~ternpe.image.widen` gives them), and the golden vectors to compare with."""
     ex = load_export(cfg["export"], check_golden=False)
-    same = cfg["golden"] == cfg["export"]
-    return ex, ex.golden if same else load_export(cfg["golden"], check_golden=False).golden
+    if cfg.get("pe"):
+        ex = widen(ex, ArrayGeometry.parse(cfg["pe"]))
+    if cfg["golden"] == cfg["export"]:
+        return ex, ex.golden
+    orders = ex.manifest.get("channel_orders") or []
+    return ex, reorder_golden(load_export(cfg["golden"], check_golden=False).golden, orders)
 
 
 class Top:

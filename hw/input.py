@@ -230,7 +230,7 @@ class InputBuffer(wiring.Component):
         shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
         d_reading, d_col, d_xok = Signal(name="d_reading"), Signal(range(R + 1), name="d_col"), Signal(name="d_xok")
         d2_reading, d2_col, d2_xok = Signal(name="d2_reading"), Signal.like(d_col, name="d2_col"), Signal(name="d2_xok")
-        bank_data = [Signal(width, name=f"bank_data{b}") for b in range(R)]
+        bank_data = [Signal(width, name=f"bank_data{b}", reset_less=True) for b in range(R)]
         m.d.sync += [d_reading.eq(reading), d_col.eq(col), d_xok.eq((xcol >= 0) & (xcol < W)),
                      d2_reading.eq(d_reading), d2_col.eq(d_col), d2_xok.eq(d_xok)]
         m.d.sync += [bank_data[b].eq(banks[b].rdata) for b in range(R)]

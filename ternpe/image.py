@@ -40,7 +40,8 @@ from .contract import (ArrayGeometry, ContractError, LayerSpec, has_residual, MA
                        unpack_tile_words, unsigned_bits)
 
 __all__ = ["FORMAT_VERSION", "manifest_digest", "write_manifest", "ExportError", "ExportedLayer", "Export", "write_export", "golden_vectors", "rewrite_export",
-           "with_tile_density", "load_export", "widen", "densified",
+           "with_tile_density", "load_export", "widen", "densified", "group_channels", "channel_orders",
+           "reorder_golden",
            "read_hex", "write_hex"]
 
 FORMAT_VERSION = 2
@@ -260,12 +261,100 @@ def with_tile_density(src, dst, density: float) -> "Export":
     return rewrite_export(src, dst, weights)
 
 
+def _channel_masks(spec: LayerSpec, w: np.ndarray, G: int) -> np.ndarray:
+    """``[cout, cols]``: which columns (activation words) each output channel has weights in."""
+    tiles = TileLayout(spec, ArrayGeometry(1, G)).tile_array(w)      # [cout, cols, 1, words, G]
+    return (tiles != 0).any(axis=(2, 3, 4))[:spec.cout]
+
+
+def _cycles(ex: Export, geometry: ArrayGeometry, ws: list) -> int:
+    """Cycles of the network with weights ``ws`` on ``geometry`` (the cycle model's total)."""
+    from .cycles import cycle_model
+    specs = [l.spec for l in ex.layers]
+    rows = [(TileLayout(sp, geometry).tile_array(w) != 0).any(axis=(2, 3, 4)).sum(axis=1) for sp, w in zip(specs, ws)]
+    return cycle_model(specs, geometry, rows)["total"]
+
+
+def group_channels(masks: np.ndarray, P: int) -> np.ndarray:
+    """An order of the output channels that puts channels with the same live columns in one
+    ``P``-row tile: greedy, each tile started from the channel with the most live columns left and
+    filled with those that add the fewest columns to its union (ties: the fuller channel, then the
+    lower index). Channels with no weights come last, so their rows' activation words stay empty."""
+    left = list(range(len(masks)))
+    weight = masks.sum(axis=1)
+    order = []
+    while left:
+        first = max(left, key=lambda c: (weight[c], -c))
+        left.remove(first)
+        group, union = [first], masks[first].copy()
+        while len(group) < P and left:
+            cand = np.asarray(left)
+            grow = (masks[cand] | union).sum(axis=1)
+            best = int(cand[np.lexsort((cand, -weight[cand], grow))[0]])
+            left.remove(best)
+            group.append(best)
+            union |= masks[best]
+        order += group
+    return np.asarray(order, np.int64)
+
+
+def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
+    """Per layer, the order of its output channels on the ``P' x G`` array ``geometry`` (None: as
+    trained). A wide tile is skipped only when all its ``P'`` channels are pruned in its column, so
+    channels pruned alike are placed side by side (:func:`group_channels`). The next layer reads
+    its input in that order, which moves its weights between its own columns when the map has more
+    than ``G`` channels; so a layer's order is kept only where the cycle model's total (both layers
+    counted) falls. As trained: the logits (their order is the classes'), and networks with a
+    shortcut (the block's input and output share an order)."""
+    orders = [None] * len(ex.layers)
+    if ex.has_residual or geometry.P == ex.geometry.P:
+        return orders
+    ws = _reordered_weights(ex, orders)
+    best = _cycles(ex, geometry, ws)
+    for i, l in enumerate(ex.layers[:-1]):
+        trial = orders[:i] + [group_channels(_channel_masks(l.spec, ws[i], geometry.G), geometry.P)] + orders[i + 1:]
+        trial_ws = _reordered_weights(ex, trial)
+        cycles = _cycles(ex, geometry, trial_ws)
+        if cycles < best:
+            orders, ws, best = trial, trial_ws, cycles
+    return orders
+
+
+def reorder_golden(golden: dict, orders: list) -> dict:
+    """``golden`` with each layer's outputs in the channel order ``orders`` gives (the logits and
+    classes are unchanged)."""
+    out = dict(golden)
+    for i, order in enumerate(orders):
+        if order is not None:
+            out[f"layer{i}"] = np.asarray(golden[f"layer{i}"])[..., order]
+    return out
+
+
+def _reordered_weights(ex: Export, orders: list) -> list:
+    """Every layer's weights with its output channels, and the next layer's input, in ``orders``."""
+    ws = [l.dense_weights() for l in ex.layers]
+    for i, order in enumerate(orders):
+        if order is None:
+            continue
+        ws[i] = ws[i][order]
+        nxt = ws[i + 1]
+        if nxt.ndim == 4:                                   # a conv reads channels on its axis 1
+            ws[i + 1] = nxt[:, order]
+        else:                                               # an fc reads the map flattened (h, w, c)
+            c = len(order)
+            ws[i + 1] = nxt.reshape(nxt.shape[0], -1, c)[:, :, order].reshape(nxt.shape)
+    return ws
+
+
 def widen(ex: Export, geometry: ArrayGeometry) -> Export:
     """The export ``ex`` on a wider array ``P' x G`` (``P'`` a multiple of the trained ``P``).
 
-    A wider tile is the union of ``P'/P`` trained tiles of consecutive filters: it is non-zero
-    (and costs cycles) when any of its parts is. The integer network is unchanged, so the golden
-    outputs and the export id stay valid; only the tiling (and so the cycle count) changes.
+    A wider tile is the union of ``P'`` trained rows: it is non-zero (and costs cycles) when any of
+    its parts is. The output channels are first grouped so that rows pruned alike share a wide
+    tile (:func:`channel_orders`; the next layer's input follows, and the golden outputs of the
+    hidden layers are reordered with them). The network computes the same logits, so the export
+    id stays valid; only the tiling (and so the cycle count) changes. ``manifest["channel_orders"]``
+    records the orders.
     """
     g0 = ex.geometry
     if geometry == g0:
@@ -276,18 +365,21 @@ def widen(ex: Export, geometry: ArrayGeometry) -> Export:
     if geometry.P % g0.P:
         raise ExportError(f"--pe {geometry}: P'={geometry.P} must be a multiple of the trained P={g0.P} "
                           f"(a wider tile is a union of trained tiles), e.g. --pe {2 * g0.P}x{g0.G}")
+    orders = channel_orders(ex, geometry)
     layers = []
-    for l in ex.layers:
+    for l, w, order in zip(ex.layers, _reordered_weights(ex, orders), orders):
         lay = TileLayout(l.spec, geometry)
-        kept, rowptr, cols = _csr(lay.tile_array(l.dense_weights()))
+        kept, rowptr, cols = _csr(lay.tile_array(w))
         n_ch = lay.rows * geometry.P
         rq = l.channel_requant()
-        pad = [None if v is None else np.concatenate([v, np.zeros(n_ch - len(v), np.int64)])
+        idx = np.arange(l.spec.cout) if order is None else order
+        pad = [None if v is None else np.concatenate([v[idx], np.zeros(n_ch - len(v), np.int64)])
                for v in (rq.mult, rq.bias, rq.shift, rq.res_mult)]
         layers.append(ExportedLayer(l.spec, lay, kept, rowptr, cols, RequantParams(*pad), l.acc_bits, l.bias_bits))
     manifest = {**ex.manifest, "geometry": {"P": geometry.P, "G": geometry.G, "word_bits": geometry.word_bits},
-                "trained_geometry": {"P": g0.P, "G": g0.G}}
-    return Export(ex.path, manifest, geometry, ex.act_bits, layers, ex.golden)
+                "trained_geometry": {"P": g0.P, "G": g0.G},
+                "channel_orders": [None if o is None else [int(v) for v in o] for o in orders]}
+    return Export(ex.path, manifest, geometry, ex.act_bits, layers, reorder_golden(ex.golden, orders))
 
 
 def densified(ex: Export) -> Export:

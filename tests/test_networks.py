@@ -9,7 +9,7 @@ from ternpe.contract import ArrayGeometry
 from ternpe.cycles import drain_cycles
 from ternpe.hw.accelerator import Accelerator
 from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
-from ternpe.image import widen
+from ternpe.image import group_channels, widen
 from ternpe.model.randnet import random_export, random_specs
 from ternpe.flow.sim import simulate
 
@@ -111,22 +111,66 @@ def test_memories_in_many_banks_and_short_pipelines(pe, bank, write_reg, operand
 @pytest.mark.parametrize("factor", [2, 4])
 def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
     """--pe P'xG at generate time: the same export on a wider array. A wide tile is skipped only
-    when all its parts are pruned, so the cycles fall by at most the factor."""
+    when all its parts are pruned, so the cycles fall by at most the factor; the channels are
+    grouped first, which never costs cycles against the trained order."""
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="2x16", density=0.5, seed=7)
-    wide = widen(ex, ArrayGeometry(2 * factor, 16))
+    g = ArrayGeometry(2 * factor, 16)
+    wide = widen(ex, g)
     assert wide.geometry.P == 2 * factor
-    for narrow_l, wide_l in zip(ex.layers, wide.layers):
-        # a wide tile is non-zero iff one of its parts is
-        parts = np.zeros((wide_l.layout.rows, wide_l.layout.cols), bool)
+    orders = wide.manifest["channel_orders"]
+    assert orders[-1] is None                                   # the logits keep the classes' order
+    assert any(o is not None for o in orders)                   # this network's channels were regrouped
+    for i, (narrow_l, wide_l) in enumerate(zip(ex.layers, wide.layers)):
+        if i and orders[i - 1] is not None:
+            continue                # its input was reordered: its columns moved (the simulation checks it)
+        # a wide tile is non-zero iff one of its parts is: channel order[j] sits in wide row j // P'
+        order = np.arange(narrow_l.spec.cout) if orders[i] is None else np.asarray(orders[i])
+        live = np.zeros((narrow_l.layout.rows * narrow_l.layout.geometry.P, narrow_l.layout.cols), bool)
         rows = np.repeat(np.arange(narrow_l.layout.rows), np.diff(narrow_l.rowptr))
-        parts[rows // factor, narrow_l.cols] = True
+        for r, c, t in zip(rows, narrow_l.cols, narrow_l.tiles):
+            live[r * 2:(r + 1) * 2, c] |= (t != 0).any(axis=(1, 2))
+        parts = np.zeros((wide_l.layout.rows, wide_l.layout.cols), bool)
+        for j, ch in enumerate(order):
+            parts[j // g.P] |= live[ch]
         got = np.zeros_like(parts)
         got[np.repeat(np.arange(wide_l.layout.rows), np.diff(wide_l.rowptr)), wide_l.cols] = True
         assert (got == parts).all()
-    _, m_wide = check(wide)
+    _, m_wide = check(wide)                                      # bit-exact, every layer, in the new order
+    assert wide.golden["logits"].tolist() == ex.golden["logits"].tolist()
     m_narrow = plan_accelerator(ex).cycles
     assert m_wide["total"] < m_narrow["total"]
     assert m_narrow["total"] / m_wide["total"] <= factor
+    assert m_wide["total"] <= _consecutive_cycles(ex, g)
+
+
+def _consecutive_cycles(ex, g):
+    """Cycles on ``g`` with the channels in their trained order (no grouping)."""
+    from ternpe.image import _cycles
+    return _cycles(ex, g, [l.dense_weights() for l in ex.layers])
+
+
+def test_channel_grouping_puts_channels_pruned_alike_together():
+    """Hand-made masks: the fullest channel starts a tile and takes the channel that adds the
+    fewest columns (ties: the fuller, then the lower index); empty channels come last."""
+    m = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0], [1, 1, 1]], bool)
+    assert group_channels(m, 2).tolist() == [5, 0, 1, 4, 2, 3]      # 5 tiles; the trained order has 6
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_channel_grouping_finds_the_grouping_when_one_exists(seed):
+    """Seeded random masks made of a few column patterns, each on a multiple of P channels, then
+    shuffled: the grouping puts every pattern's channels in tiles of their own (the fewest tiles)."""
+    rng = np.random.default_rng(seed)
+    P = int(rng.choice([2, 4, 8]))
+    cols = int(rng.integers(1, 12))
+    patterns = rng.random((int(rng.integers(1, 6)), cols)) < rng.random()
+    counts = [P * int(rng.integers(1, 4)) for _ in patterns]
+    masks = np.repeat(patterns, counts, axis=0)
+    masks = masks[rng.permutation(len(masks))]
+    order = group_channels(masks, P)
+    assert sorted(order.tolist()) == list(range(len(masks)))
+    grouped = masks[order].reshape(-1, P, cols)
+    assert int(grouped.any(axis=1).sum()) == sum(c // P * int(p.sum()) for p, c in zip(patterns, counts))
 
 
 def test_next_image_loads_while_this_one_computes(tmp_path):
