@@ -35,6 +35,7 @@ import zlib
 
 import numpy as np
 
+from .cycles import cycle_model, rows_per_group
 from .contract import (ArrayGeometry, ContractError, LayerSpec, has_residual, MAX_SHIFT, MULT_BITS, SHIFT_BITS, RequantParams, TileLayout,
                        accumulator_bits, pack_tile_words, run_integer_network,
                        unpack_tile_words, unsigned_bits)
@@ -269,20 +270,24 @@ def _channel_masks(spec: LayerSpec, w: np.ndarray, G: int) -> np.ndarray:
 
 def _cycles(ex: Export, geometry: ArrayGeometry, ws: list) -> int:
     """Cycles of the network with weights ``ws`` on ``geometry`` (the cycle model's total)."""
-    from .cycles import cycle_model
     specs = [l.spec for l in ex.layers]
     rows = [(TileLayout(sp, geometry).tile_array(w) != 0).any(axis=(2, 3, 4)).sum(axis=1) for sp, w in zip(specs, ws)]
     return cycle_model(specs, geometry, rows)["total"]
 
 
-def group_channels(masks: np.ndarray, P: int) -> np.ndarray:
+def group_channels(masks: np.ndarray, P: int, per_word: int = 1) -> np.ndarray:
     """An order of the output channels that puts channels with the same live columns in one
     ``P``-row tile: greedy, each tile started from the channel with the most live columns left and
     filled with those that add the fewest columns to its union (ties: the fuller channel, then the
-    lower index). Channels with no weights come last, so their rows' activation words stay empty."""
+    lower index); channels with no weights come last.
+
+    ``per_word``: tile rows that share an activation word (``G / P`` in a layer whose channels
+    fill whole words). A word whose rows have no tile at all still costs an op per output position
+    (its constant outputs are written), so the live tiles are then dealt to the words in turn:
+    every word gets one while there are enough."""
     left = list(range(len(masks)))
     weight = masks.sum(axis=1)
-    order = []
+    tiles = []
     while left:
         first = max(left, key=lambda c: (weight[c], -c))
         left.remove(first)
@@ -294,8 +299,17 @@ def group_channels(masks: np.ndarray, P: int) -> np.ndarray:
             left.remove(best)
             group.append(best)
             union |= masks[best]
-        order += group
-    return np.asarray(order, np.int64)
+        tiles.append(group)
+    if per_word > 1 and len(masks) % (P * per_word) == 0:
+        words = [[] for _ in range(len(tiles) // per_word)]
+        live = [t for t in tiles if masks[t].any()]
+        for k, t in enumerate(live):
+            words[k % len(words)].append(t)
+        dead = iter(t for t in tiles if not masks[t].any())
+        for w in words:
+            w += [next(dead) for _ in range(per_word - len(w))]
+        tiles = [t for w in words for t in w]
+    return np.asarray([c for t in tiles for c in t], np.int64)
 
 
 def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
@@ -312,7 +326,9 @@ def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
     ws = _reordered_weights(ex, orders)
     best = _cycles(ex, geometry, ws)
     for i, l in enumerate(ex.layers[:-1]):
-        trial = orders[:i] + [group_channels(_channel_masks(l.spec, ws[i], geometry.G), geometry.P)] + orders[i + 1:]
+        per_word = rows_per_group(geometry, l.spec, last=False)
+        order = group_channels(_channel_masks(l.spec, ws[i], geometry.G), geometry.P, per_word)
+        trial = orders[:i] + [order] + orders[i + 1:]
         trial_ws = _reordered_weights(ex, trial)
         cycles = _cycles(ex, geometry, trial_ws)
         if cycles < best:

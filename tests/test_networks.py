@@ -156,6 +156,16 @@ def test_channel_grouping_puts_channels_pruned_alike_together():
     assert group_channels(m, 2).tolist() == [5, 0, 1, 4, 2, 3]      # 5 tiles; the trained order has 6
 
 
+def test_channel_grouping_gives_every_activation_word_a_live_tile():
+    """Rows sharing an activation word with no tile still cost an op per position: with two words
+    of two 2-channel rows each and two live tiles, each word gets one."""
+    m = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0], [0, 0], [0, 0]], bool)
+    assert group_channels(m, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]            # live rows together
+    spread = group_channels(m, 2, per_word=2).tolist()
+    assert [set(spread[k:k + 2]) for k in (0, 4)] == [{0, 1}, {2, 3}]           # one live row per word
+    assert set(spread[2:4]) | set(spread[6:8]) == {4, 5, 6, 7}
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_channel_grouping_finds_the_grouping_when_one_exists(seed):
     """Seeded random masks made of a few column patterns, each on a multiple of P channels, then
