@@ -327,13 +327,15 @@ class ReplyFramer(wiring.Component):
         m = Module()
         tx, body = self.tx, self.body
         status, seq = Signal(8), Signal(8)
-        csum = Signal(8)              # the sum of the reply from STATUS on
+        csum = Signal(8)              # the sum of the reply from STATUS on, but for ...
+        pend = Signal(8)              # ... the byte sent last cycle: no adder after the body's mux
+        m.d.sync += [csum.eq(csum + pend), pend.eq(0)]
 
         def send(byte, state, summed=True):
             m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
             with m.If(tx.ready):
                 if summed:
-                    m.d.sync += csum.eq(csum + byte)
+                    m.d.sync += pend.eq(byte)
                 m.next = state
 
         with m.FSM() as fsm:
@@ -359,15 +361,15 @@ class ReplyFramer(wiring.Component):
                 m.d.comb += [self.body_open.eq(1), tx.valid.eq(body.valid), tx.payload.eq(body.payload.data),
                              body.ready.eq(tx.ready)]
                 with m.If(self.cut & ~body.valid):
-                    m.d.sync += [csum.eq(csum + 1), self.failed.eq(1)]      # -csum is then not the sum
+                    m.d.sync += [pend.eq(1), self.failed.eq(1)]      # -csum is then not the sum
                     m.next = "SUM"
                 with m.Elif(body.valid & tx.ready):
-                    m.d.sync += csum.eq(csum + body.payload.data)
+                    m.d.sync += pend.eq(body.payload.data)
                     with m.If(body.payload.last):
                         m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += self.done.eq(tx.ready)
-                send(-csum, "IDLE", summed=False)
+                send(-(csum + pend), "IDLE", summed=False)
             fill_encodings(m, fsm, "IDLE")
         return m
 
