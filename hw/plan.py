@@ -117,10 +117,10 @@ class AcceleratorOptions:
 
     @property
     def extra_drain(self) -> int:
-        """Cycles these register stages add to every layer's drain (image lanes: two, where each
-        lane registers the operands, flags and weights it shares with the others, and the tag
-        before its write-back)."""
-        return int(self.write_reg) + int(self.operand_reg) + 2 * int(self.images > 1)
+        """Cycles these register stages add to every layer's drain (image lanes: three, where each
+        lane registers the operands, flags and weights it shares with the others, the tag before
+        its write-back, and its logit rows' decode before its logit registers)."""
+        return int(self.write_reg) + int(self.operand_reg) + 3 * int(self.images > 1)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

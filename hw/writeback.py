@@ -191,9 +191,18 @@ class LogitRegisters(wiring.Component):
         regs = [Signal(signed(plan.logit_bits), name=f"logit{c}", init=int(const[c]) if c in empty else 0)
                 for c in range(classes)]
         m.d.comb += [self.logits[c].eq(r) for c, r in enumerate(regs)]
-        with m.If(self.valid & (tq.layer == L - 1)), m.Switch(tq.r):
-            for row in range(last.layout.rows):
-                with m.Case(row):
-                    m.d.sync += [regs[row * P + p].eq(self.y[p]) for p in range(P)
-                                 if row * P + p < classes and row * P + p not in empty]
+        rows = range(last.layout.rows)
+        hit = [self.valid & (tq.layer == L - 1) & (tq.r == row) for row in rows]
+        y = self.y
+        if plan.images > 1:
+            # an image lane lies anywhere on the die: its row decode is registered with the
+            # results, and the logit registers load from there (one of the lanes' drain cycles)
+            hit_r = [Signal(name=f"hit{row}") for row in rows]
+            y = Signal(data.ArrayLayout(signed(plan.logit_bits), P), name="y_r")
+            m.d.sync += [h.eq(x) for h, x in zip(hit_r, hit)] + [y.eq(self.y)]
+            hit = hit_r
+        for row in rows:
+            with m.If(hit[row]):
+                m.d.sync += [regs[row * P + p].eq(y[p]) for p in range(P)
+                             if row * P + p < classes and row * P + p not in empty]
         return m

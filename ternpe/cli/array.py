@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-PE_HELP = ("array P'xG: P' a multiple of the trained P (a wider tile is skipped only when all its trained parts "
-           "are pruned), or auto: the array and image lanes with the most inferences/s that fit the device "
-           "(default: as trained)")
+PE_HELP = ("array P'xG: P' a multiple of the trained P (a wide tile holds P' filters and is skipped when all "
+           "of them are pruned in its column; the filters pruned alike are grouped first), or auto: the array "
+           "and image lanes with the most inferences/s that fit the device (default: as trained)")
 
 LANES_HELP = ("image lanes: N copies of the array's datapath in lockstep on one controller and one weight ROM, "
               "each computing its own image (N times the throughput, the trained tile still the unit of "
