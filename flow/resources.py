@@ -33,7 +33,7 @@ from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
            "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "array_for_device",
-           "format_plan", "with_images", "LANE_COST", "AUTO_FILL"]
+           "format_plan", "with_images", "LANE_COST", "AUTO_FILL", "auto_fill"]
 
 
 class FitError(GenerateError):
@@ -60,13 +60,21 @@ LANE_COST = {
 }
 
 #: The share of a device's logic ``--pe auto`` fills (the trained array with one lane is taken
-#: whatever its size, if it fits). On ECP5 it is what has been measured to route and meet the
-#: ULX3S's 100 MHz (nextpnr placer seed 1, the MNIST export, docs/accelerator.md "Image lanes"):
-#: 2x16 x 4 lanes (15% of the ECP5-85F's LUTs) closes at 105.73 MHz; 6 lanes (21%) reached 87.7,
-#: 92.9, 99.7 and 96.4 MHz over four builds, each fixing the last critical path (now a requantizer's
-#: multiplier, far from its lane); 10 lanes (32%) did not route in an hour; a 70% design never
-#: reached a legal placement. More lanes by hand: ``--image-lanes N`` (checked against the device).
-AUTO_FILL = {"ice40": 1.0, "ecp5": 0.16}
+#: whatever its size, if it fits), by device and else by family. It is what has been measured to
+#: route and meet the board's clock (the MNIST export, docs/accelerator.md "Image lanes"). On the
+#: ECP5-85F at 100 MHz, with the hard blocks' registers (flow/hardregs.py): 2x16 x 6 lanes (22% of
+#: its LUTs) closes at 105.67 MHz on placer seed 1; 4x16 x 5 lanes (29%) at 103.12 MHz on seed 2
+#: (seed 1: 99.04); before them 10 lanes (32%) did not route in an hour and a 70% design never
+#: reached a legal placement. Other ECP5s keep the 16% measured before (a 4-lane ULX3S build); the
+#: OrangeCrab's 25F at 124.8 MHz has not been tried wider. More lanes by hand: ``--image-lanes N``
+#: (checked against the device).
+AUTO_FILL = {"ice40": 1.0, "ecp5": 0.16, "ecp5-85f": 0.28}
+
+
+def auto_fill(device) -> float:
+    """The share of ``device``'s logic ``--pe auto`` fills (:data:`AUTO_FILL`)."""
+    dev = _device(device)
+    return AUTO_FILL.get(dev.name, AUTO_FILL[dev.family])
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no
@@ -223,7 +231,7 @@ def with_images(plan: AcceleratorPlan, images: int) -> AcceleratorPlan:
 
 
 def _lack(est: dict, dev: Device, over: list) -> str:
-    fill, have = AUTO_FILL[dev.family], dev.as_dict()
+    fill, have = auto_fill(dev), dev.as_dict()
     return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({fill:.0%} filled at most)" if k in ("lut", "ff")
                                                              and fill < 1 else "") for k in over)
 
@@ -252,14 +260,14 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
     if best is None:            # the trained array alone is past the fill: it, if it fits the device at all
         best = with_images(plan_for_device(ex, dev), images or 1)
         check_fit(best, dev)                                                        # raises with the numbers
-        best_limit = (f"{best.geometry} alone needs more than the {AUTO_FILL[dev.family]:.0%} of the device's "
+        best_limit = (f"{best.geometry} alone needs more than the {auto_fill(dev):.0%} of the device's "
                       f"logic --pe auto fills: nothing wider, no more image lanes")
     return best, best_limit
 
 
 def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple:
     """``(plan, limit)``: ``base`` with the most image lanes that fit ``dev`` and still pay."""
-    tag, fill = f"{base.geometry}", AUTO_FILL[dev.family]
+    tag, fill = f"{base.geometry}", auto_fill(dev)
     if images is not None:
         plan = with_images(base, images)
         over = over_budget(estimate(plan, dev), dev, fill=fill)

@@ -220,7 +220,7 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
     stream still feeds; checked against a brute-force search, on every device and a small one."""
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import AUTO_FILL, auto_plan, estimate, plan_for_device, with_images
+    from ternpe.flow.resources import auto_fill, auto_plan, estimate, plan_for_device, with_images
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000),
                 dataclasses.replace(DEVICES["ecp5-85f"], name="tiny", lut=6000, ff=6000)]:
@@ -230,7 +230,7 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
         def fits(p):
             e, have = estimate(p, dev), dev.as_dict()
             return (all(e[k] <= have[k] for k in ("bram", "spram", "dsp"))
-                    and all(e[k] is None or e[k] <= AUTO_FILL[dev.family] * have[k] for k in ("lut", "ff")))
+                    and all(e[k] is None or e[k] <= auto_fill(dev) * have[k] for k in ("lut", "ff")))
         fitting = [p for P in (1, 2, 4, 8, 16) for n in range(1, 40)
                    for p in [with_images(plan_for_device(widen(ex, ArrayGeometry(P, 16)), dev), n)]
                    if fits(p) and (n == 1 or not p.cycles["load_bound"])]
