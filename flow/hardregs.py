@@ -45,7 +45,6 @@ class _Module:
     """One module's cells with each net bit's driver and readers."""
 
     def __init__(self, module: dict):
-        self.m = module
         self.cells = module["cells"]
         self.driver = {}
         self.readers = collections.defaultdict(list)
@@ -63,9 +62,6 @@ class _Module:
                         self.driver[b] = ("<port>", port, 0)
                     else:
                         self.readers[b].append(("<port>", port, 0))
-
-    def bit(self, cell, port):
-        return self.cells[cell]["connections"].get(port, ["x"])[0]
 
     def plain_ff(self, name, clk) -> dict | None:
         """The flip-flop ``name`` if it is a TRELLIS_FF on ``clk`` with no enable and a reset to 0
