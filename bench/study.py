@@ -90,7 +90,10 @@ def _run(job):
     cell, cache = job
     epochs = dict(zip(("epochs_float", "epochs_ternary", "epochs_finetune"), cell["epochs"] or ()))
     cfg = TrainConfig(dataset=cell["dataset"], seed=cell["seed"], lam=cell["lam"], **ROWS[cell["row"]], **epochs)
-    net, m = train(cfg, log=lambda *a: None, float_cache=cache)
+    try:
+        net, m = train(cfg, log=lambda *a: None, float_cache=cache)
+    except Exception as e:      # a cell that fails (a diverged run) is kept as failed; the rest go on
+        return {**cell, "error": f"{type(e).__name__}: {e}"}
     figures = {k: m[k] for k in ("float_accuracy", "integer_accuracy", "cycles", "dense_cycles", "speedup",
                                  "compression_rate", "group_density")}
     return {**cell, **figures, "mechanism": _mechanism(net, cfg, m["dataset"], cache)}
@@ -114,7 +117,9 @@ def _points(rs: list) -> list:
             acc, acc_sd = _mean_sd([100 * r["integer_accuracy"] for r in cell])
             cyc, cyc_sd = _mean_sd([r["cycles"] for r in cell])
             points.append({"row": row, "lam": lam, "acc": acc, "acc_sd": acc_sd, "cycles": cyc,
-                           "cycles_sd": cyc_sd, "seeds": len(cell)})
+                           "cycles_sd": cyc_sd, "seeds": len(cell),
+                           "speedup": statistics.mean(r["speedup"] for r in cell),
+                           "float": statistics.mean(100 * r["float_accuracy"] for r in cell)})
     return points
 
 
@@ -124,6 +129,7 @@ def plot(results: list, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    results = _split(results)[0]
     sets = sorted({r["dataset"] for r in results})
     fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.5), squeeze=False)
     for ax, ds in zip(axes[0], sets):
@@ -149,22 +155,45 @@ def plot(results: list, path) -> None:
     plt.close(fig)
 
 
+#: "within a point of float": integer accuracy (mean over seeds) at most this far below float's
+NEAR_FLOAT = 0.5
+
+
+def _split(results: list) -> tuple:
+    """(the finished cells, the failed ones no later run of the same cell finished)."""
+    ok = [r for r in results if "error" not in r]
+    keys = {_key(r) for r in ok}
+    return ok, [r for r in results if "error" in r and _key(r) not in keys]
+
+
 def table(results: list) -> str:
     lines = []
+    results, failed = _split(results)
     for ds in sorted({r["dataset"] for r in results}):
         rs = [r for r in results if r["dataset"] == ds]
-        lines.append(f"\n{ds}: integer accuracy and cycles, mean +- std over seeds (dense {rs[0]['dense_cycles']:,})")
+        fl = statistics.mean(100 * r["float_accuracy"] for r in rs)
+        lines.append(f"\n{ds}: integer accuracy and cycles, mean +- std over seeds (dense {rs[0]['dense_cycles']:,}, "
+                     f"float {fl:.2f} %)")
         points = _points(rs)
         for row in ROWS:
             mine = [p for p in points if p["row"] == row]
             front = _front(mine)
             for p in sorted(mine, key=lambda p: p["lam"]):
                 lines.append(f"  {row:<20} lambda {p['lam']:<6g} {p['acc']:6.2f} +- {p['acc_sd']:4.2f} %  "
-                             f"{p['cycles']:9,.0f} +- {p['cycles_sd']:7,.0f} cycles  {p['seeds']} seeds"
-                             + ("  front" if p in front else ""))
+                             f"{p['cycles']:9,.0f} +- {p['cycles_sd']:7,.0f} cycles  {p['speedup']:5.2f}x  "
+                             f"{p['seeds']} seeds" + ("  front" if p in front else ""))
+        lines.append(f"  fastest within {NEAR_FLOAT} points of float (mean over seeds; its own seeds' float):")
+        for row in ROWS:
+            near = [p for p in points if p["row"] == row and p["acc"] >= p["float"] - NEAR_FLOAT]
+            if near:
+                p = max(near, key=lambda p: p["speedup"])
+                lines.append(f"    {row:<20} {p['speedup']:5.2f}x  {p['acc']:6.2f} % (float {p['float']:.2f}) "
+                             f"lambda {p['lam']:g}, {p['seeds']} seeds")
         lines.append("  best over all rows (the common front, by cycles):")
         for p in sorted(_front(points), key=lambda p: p["cycles"]):
             lines.append(f"    {p['cycles']:9,.0f} cycles  {p['acc']:6.2f} %  {p['row']} (lambda {p['lam']:g})")
+    for r in failed:
+        lines.append(f"failed: {r['dataset']} {r['row']} lambda {r['lam']:g} seed {r['seed']}: {r['error']}")
     return "\n".join(lines)
 
 
@@ -182,14 +211,19 @@ def main(argv=None):
     p.add_argument("--cache", default="runs/study-float", help="the float phase of each seed, kept for every run")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw accuracy against cycles, each row's front")
     p.add_argument("--table-only", action="store_true", help="run nothing: the table (and plot) of what is done")
+    p.add_argument("--retry-failed", action="store_true", help="run again the cells kept as failed")
     a = p.parse_args(argv)
     path = pathlib.Path(a.results)
     done = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     have = {_key(r) for r in done}
+    # a row's points in turn, each over all seeds, so a stopped study leaves whole points
     cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs}
-             for ds in a.datasets for seed in a.seeds for row in a.rows for lam in (a.lams or lams_of(row))]
+             for ds in a.datasets for row in a.rows for lam in (a.lams or lams_of(row)) for seed in a.seeds]
+    if a.retry_failed:
+        have = {_key(r) for r in done if "error" not in r}
+        done = [r for r in done if "error" not in r or _key(r) not in {_key(c) for c in cells}]
     todo = [] if a.table_only else [c for c in cells if _key(c) not in have]
-    print(f"{len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)}", file=sys.stderr)
+    print(f"{sum(_key(c) in have for c in cells)} of {len(cells)} cells done; running {len(todo)}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     # one seed's first cell trains its float phase alone, so parallel runs do not train it twice
     first = {(c["dataset"], c["seed"]): c for c in reversed(todo)}
@@ -201,8 +235,9 @@ def main(argv=None):
                 f.write(json.dumps(r) + "\n")
                 f.flush()
                 done.append(r)
-                print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} integer "
-                      f"{r['integer_accuracy']:.4f}  {r['speedup']:.2f}x", file=sys.stderr, flush=True)
+                print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} "
+                      + (f"failed: {r['error']}" if "error" in r else
+                         f"integer {r['integer_accuracy']:.4f}  {r['speedup']:.2f}x"), file=sys.stderr, flush=True)
     wanted = {_key(c) for c in cells}
     results = [r for r in done if _key(r) in wanted]
     print(table(results))

@@ -116,9 +116,14 @@ def fold(net: nn.Module) -> IntegerModel:
             k = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
             c = (bn.bias.detach().double() - bn.running_mean.double() * torch.from_numpy(k)).numpy()
             s_out = act.step
-            if s_out <= 0:
-                raise ContractError(f"layer {spec.name}: activation range not calibrated")
-            res = None if spec.residual is None else steps[spec.residual] / s_out
+            # a layer whose calibrated range is 0 (collapsed: every output was 0, the quantizer's
+            # step is 1e-8 / levels) folds to a requantizer that emits 0; its step is moot
+            collapsed = s_out <= 0
+            if collapsed:
+                s_out = 1.0
+                dead = np.ones_like(dead)
+                c = np.zeros_like(c)
+            res = None if spec.residual is None else (0.0 if collapsed else steps[spec.residual] / s_out)
             # a pruned-away filter's accumulator is always 0: its multiplier is moot, and its
             # batch norm (no variance left) would make it huge
             m_real = np.where(dead, 0.0, k * w_scale * s_in / s_out)

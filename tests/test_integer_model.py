@@ -58,3 +58,24 @@ def test_fold_breaks_when_a_code_flips(quick_run):
 
 def test_input_scale_is_pixel_over_255():
     assert INPUT_SCALE == pytest.approx(1 / 255)
+
+
+def test_a_collapsed_layer_folds_to_zeros(quick_run):
+    """A layer whose every output was 0 in calibration (clip 0: a penalty that pruned it away)
+    folds to a requantizer that emits 0, and the logits still follow torch's."""
+    import copy
+    net = copy.deepcopy(quick_run["net"]).eval()
+    hidden = [b for b in net.blocks if isinstance(b.act, ActQuant)]
+    lin, act = hidden[0].lin, hidden[0].act
+    with torch.no_grad():
+        lin.mask.zero_()
+        hidden[0].bn.bias.fill_(-1.0)      # relu(bias) = 0 with no weights: the layer is dead
+        act.clip.zero_()
+    im = fold(net)
+    x = synthetic().x_test[:32]
+    outs = im.run(x)
+    assert not outs[0].any()
+    assert not im.weights[0].any() and not im.requants[0].mult.any()
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x.astype(np.float64) / 255).float().permute(0, 3, 1, 2)).double().numpy()
+    np.testing.assert_allclose(outs[-1] * im.logit_scale, ref, atol=2 * im.logit_scale + 1e-4 * np.abs(ref).max())
