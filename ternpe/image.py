@@ -318,14 +318,18 @@ def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
     channels pruned alike are placed side by side (:func:`group_channels`). The next layer reads
     its input in that order, which moves its weights between its own columns when the map has more
     than ``G`` channels; so a layer's order is kept only where the cycle model's total (both layers
-    counted) falls. As trained: the logits (their order is the classes'), and networks with a
-    shortcut (the block's input and output share an order)."""
+    counted) falls. As trained: the logits (their order is the classes'), a layer that adds a
+    shortcut and a layer whose output is a shortcut (the block's input and output share an order:
+    in a residual network, the first convolution of each block is the one reordered)."""
     orders = [None] * len(ex.layers)
-    if ex.has_residual or geometry.P == ex.geometry.P:
+    if geometry.P == ex.geometry.P:
         return orders
+    sources = {l.spec.residual for l in ex.layers if l.spec.residual is not None}
     ws = _reordered_weights(ex, orders)
     best = _cycles(ex, geometry, ws)
     for i, l in enumerate(ex.layers[:-1]):
+        if l.spec.residual is not None or i + 1 in sources:
+            continue
         per_word = rows_per_group(geometry, l.spec, last=False)
         order = group_channels(_channel_masks(l.spec, ws[i], geometry.G), geometry.P, per_word)
         trial = orders[:i] + [order] + orders[i + 1:]

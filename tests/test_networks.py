@@ -143,6 +143,27 @@ def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
     assert m_wide["total"] <= _consecutive_cycles(ex, g)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_widened_residual_network_regroups_only_the_free_layers(seed, tmp_path):
+    """In a residual network a block's input and output share one order (a shortcut adds them
+    channel by channel), so only a layer that neither adds nor feeds a shortcut is regrouped:
+    the first convolution of each block. Bit-exact in the new order, never slower."""
+    ex = random_export(tmp_path / "n", shape=(8, 8, 2), layers="c16,c16,c16r,c32s2,c32,c32r,fc10", pe="2x16",
+                       density=0.5, seed=seed)
+    g = ArrayGeometry(8, 16)
+    wide = widen(ex, g)
+    orders = wide.manifest["channel_orders"]
+    sources = {l.spec.residual for l in ex.layers if l.spec.residual is not None}
+    assert sources
+    for i, (l, o) in enumerate(zip(ex.layers, orders)):
+        if l.spec.residual is not None or i + 1 in sources or i == len(orders) - 1:
+            assert o is None, f"layer {i} adds or feeds a shortcut but was reordered"
+    assert any(o is not None for o in orders), "no free layer was regrouped"
+    check(wide)
+    assert wide.golden["logits"].tolist() == ex.golden["logits"].tolist()
+    assert plan_accelerator(wide).cycles["total"] <= _consecutive_cycles(ex, g)
+
+
 def _consecutive_cycles(ex, g):
     """Cycles on ``g`` with the channels in their trained order (no grouping)."""
     from ternpe.image import _cycles
