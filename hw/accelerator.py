@@ -226,7 +226,7 @@ class Accelerator(wiring.Component):
                                   "tag": OpTag(self.plan)})
         s1, s2 = Signal(late), Signal(late)
         m.d.sync += [getattr(s1, f).eq(getattr(op, f)) for f in ("valid", "clear", "last", "inb", "empty", "j", "tag")]
-        r_w = Signal(g.word_bits)
+        r_w = Signal(g.word_bits, reset_less=True)
         # registered in its bank (twice with operand_reg: the first register beside its block RAM),
         # muxed on the way on
         regs = 2 if self.plan.options.operand_reg else 1
@@ -244,15 +244,15 @@ class Accelerator(wiring.Component):
                 m.d.comb += [inb.win_q.eq(q), inb.win_j.eq(j)]
                 firsts.append(inb.win_word)
             else:
-                first = Signal(g.G * A, name=_lane_name("first", e))
+                first = Signal(g.G * A, name=_lane_name("first", e), reset_less=True)
                 m.d.sync += first.eq(inb.rd_data)
                 firsts.append(first)
         s_pre = s1                                       # the stage before s2 (s2 is it, registered)
         if self.plan.options.operand_reg:                # everything else waits the activation's extra register
-            s_d, w_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d")
+            s_d, w_d = Signal(late, name="s_op"), Signal(g.word_bits, name="r_w_d", reset_less=True)
             m.d.sync += [s_d.eq(s2), w_d.eq(r_w)]
             s_pre, s2, r_w = s2, s_d, w_d
-            firsts = [self._register(m, f, _lane_name("first_d", e)) for e, f in enumerate(firsts)]
+            firsts = [self._register(m, f, _lane_name("first_d", e), reset_less=True) for e, f in enumerate(firsts)]
         if len(inbs) > 1:       # each lane's input-or-memory select from a register of its own (s2's layer is 0)
             sel = [self._register(m, s_pre.tag.layer == 0, _lane_name("first_sel", e), lane=e) for e in range(len(inbs))]
         else:
@@ -260,14 +260,14 @@ class Accelerator(wiring.Component):
         acts = [Mux(f_sel, first, r_act) for f_sel, first, r_act in zip(sel, firsts, r_acts)]
         weights = Mux(s2.inb & ~s2.empty, r_w, 0)
         if broadcast_register(g):
-            s3, w_r = Signal(late), Signal(g.word_bits)
+            s3, w_r = Signal(late), Signal(g.word_bits, reset_less=True)
             m.d.sync += [s3.eq(s2), w_r.eq(weights)]
             s2, weights = s3, w_r
-            acts = [self._register(m, a, _lane_name("act_r", e)) for e, a in enumerate(acts)]
+            acts = [self._register(m, a, _lane_name("act_r", e), reset_less=True) for e, a in enumerate(acts)]
         ops, lane_w = [s2] * len(acts), [weights] * len(acts)
         if len(acts) > 1:           # each lane registers what it shares with the others, beside its PEs
             ops = [self._register(m, s2, _lane_name("s_lane", e), late, lane=e) for e in range(len(acts))]
-            lane_w = [self._register(m, weights, _lane_name("w_lane", e), lane=e) for e in range(len(acts))]
+            lane_w = [self._register(m, weights, _lane_name("w_lane", e), lane=e, reset_less=True) for e in range(len(acts))]
             acts = [self._register(m, a, _lane_name("act_lane", e)) for e, a in enumerate(acts)]
         arrays = []
         for e, (act, s_e, w_e) in enumerate(zip(acts, ops, lane_w)):
@@ -435,7 +435,7 @@ class Accelerator(wiring.Component):
                 both = self._register(m, Cat(tq, self.probes.computing), _lane_name("wb_tag", e), tag_open,
                                       lane=e)
                 tag, opened = both.tag, both.open
-                outs = [self._register(m, o, _lane_name(f"wb_y{p}", e), o.shape()) for p, o in enumerate(outs)]
+                outs = [self._register(m, o, _lane_name(f"wb_y{p}", e), o.shape(), reset_less=True) for p, o in enumerate(outs)]
             else:
                 opened = self._register(m, self.probes.computing, "logits_open")
             m.submodules[_lane_name("writeback", e)] = wr = WriteBack(self.plan)

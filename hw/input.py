@@ -167,7 +167,7 @@ class InputBuffer(wiring.Component):
             a = Signal(name=f"adv_d{n + 1}")
             m.d.sync += a.eq(adv[-1])
             adv.append(a)
-        cur = [[Signal(width, name=f"patch{r}_{c}") for c in range(R)] for r in range(R)]
+        cur = [[Signal(width, name=f"patch{r}_{c}", reset_less=True) for c in range(R)] for r in range(R)]
         with m.If(adv[-1]):
             m.d.sync += [cur[r][c].eq(shadow[r][c]) for r in range(R) for c in range(R)]
         x0 = Signal.like(xcol)
@@ -227,7 +227,8 @@ class InputBuffer(wiring.Component):
         """The shadow patch: the bank outputs are registered as they are (block RAM outputs are
         slow), then column ``d2_col`` of the shadow is written: patch row r is bank (rot + r) mod R."""
         R, W = patch_rows(self.spec), self.spec.in_w
-        shadow = [[Signal(width, name=f"shadow{r}_{c}") for c in range(R)] for r in range(R)]
+        # data registers, every column written per pixel: without reset (as bank_data)
+        shadow = [[Signal(width, name=f"shadow{r}_{c}", reset_less=True) for c in range(R)] for r in range(R)]
         d_reading, d_col, d_xok = Signal(name="d_reading"), Signal(range(R + 1), name="d_col"), Signal(name="d_xok")
         d2_reading, d2_col, d2_xok = Signal(name="d2_reading"), Signal.like(d_col, name="d2_col"), Signal(name="d2_xok")
         bank_data = [Signal(width, name=f"bank_data{b}", reset_less=True) for b in range(R)]

@@ -69,7 +69,7 @@ class TernaryPE(wiring.Component):
         self.lanes = operator.index(lanes)
         self.act_bits = operator.index(act_bits)
         self.acc_bits = operator.index(acc_bits)
-        self.accumulator = Signal(signed(self.acc_bits), name="acc")
+        self.accumulator = Signal(signed(self.acc_bits), name="acc", reset_less=True)
         super().__init__({
             "valid": In(1), "clear": In(1), "last": In(1),
             "act": In(data.ArrayLayout(unsigned(self.act_bits), self.lanes)),
@@ -87,7 +87,7 @@ class TernaryPE(wiring.Component):
         A = self.act_bits
         level = []
         for g in range(self.lanes):
-            t = Signal(signed(A + 1), name=f"term{g}")
+            t = Signal(signed(A + 1), name=f"term{g}", reset_less=True)
             x = self.act[g]
             with m.Switch(self.code[g]):
                 with m.Case(CODE_PLUS):
@@ -107,7 +107,7 @@ class TernaryPE(wiring.Component):
         while len(level) > 1:
             nxt = []
             for i in range(0, len(level), 2):
-                s = Signal(signed(A + 2 + n), name=f"sum_l{n}_{i // 2}")
+                s = Signal(signed(A + 2 + n), name=f"sum_l{n}_{i // 2}", reset_less=True)
                 m.d.sync += s.eq(level[i] + level[i + 1] if i + 1 < len(level) else level[i])
                 nxt.append(s)
             level, n = nxt, n + 1
@@ -122,6 +122,8 @@ class TernaryPE(wiring.Component):
         with m.If(v):
             m.d.sync += acc.eq(acc_next)
         m.d.sync += self.result_valid.eq(v & l)
+        result = Signal.like(self.result, reset_less=True)     # read only with result_valid
+        m.d.comb += self.result.eq(result)
         with m.If(v & l):
-            m.d.sync += self.result.eq(acc_next)
+            m.d.sync += result.eq(acc_next)
         return m

@@ -83,10 +83,12 @@ class Requantizer(wiring.Component):
         A = self.acc_bits
         # stage 0: the operands registered beside the multipliers (with a wide array the
         # requantizers sit far apart on the die; their inputs must not travel in the multiply's cycle)
-        acc, mult = Signal.like(self.acc), Signal.like(self.mult)
-        bias = [Signal.like(self.bias, name=f"bias{i}") for i in range(3)]
-        shift = [Signal.like(self.shift, name=f"shift{i}") for i in range(4)]
-        clamp = [Signal(name=f"clamp{i}") for i in range(5)]
+        # only the valid flags are reset: the data registers are read with them, and a reset net
+        # (the host link's abort) reaching every one of them is a long path on a wide array
+        acc, mult = Signal.like(self.acc, reset_less=True), Signal.like(self.mult, reset_less=True)
+        bias = [Signal.like(self.bias, name=f"bias{i}", reset_less=True) for i in range(3)]
+        shift = [Signal.like(self.shift, name=f"shift{i}", reset_less=True) for i in range(4)]
+        clamp = [Signal(name=f"clamp{i}", reset_less=True) for i in range(5)]
         valid = [Signal(name=f"valid{i}") for i in range(5)]
         m.d.sync += [acc.eq(self.acc), mult.eq(self.mult), bias[2].eq(self.bias), shift[3].eq(self.shift),
                      clamp[4].eq(self.clamp), valid[4].eq(self.valid)]
@@ -95,32 +97,34 @@ class Requantizer(wiring.Component):
         for n, (lo, hi) in enumerate(chunks):
             top = hi == A
             piece = acc[lo:hi].as_signed() if top else acc[lo:hi].as_unsigned()
-            part = Signal(signed(hi - lo + MULT_BITS + (0 if top else 1)), name=f"part{n}")
+            part = Signal(signed(hi - lo + MULT_BITS + (0 if top else 1)), name=f"part{n}", reset_less=True)
             m.d.sync += part.eq(piece * mult)
             parts.append((lo, part))
         m.d.sync += [bias[0].eq(bias[2]), shift[0].eq(shift[3]), clamp[0].eq(clamp[4]), valid[0].eq(valid[4])]
         if self.residual:
-            sc, rmul = Signal.like(self.sc), Signal.like(self.res_mult)
+            sc, rmul = Signal.like(self.sc, reset_less=True), Signal.like(self.res_mult, reset_less=True)
             m.d.sync += [sc.eq(self.sc), rmul.eq(self.res_mult)]
-            part = Signal(signed(self.act_bits + 1 + MULT_BITS), name="part_sc")
+            part = Signal(signed(self.act_bits + 1 + MULT_BITS), name="part_sc", reset_less=True)
             m.d.sync += part.eq(sc * rmul)
             parts.append((0, part))
-        prod = Signal(signed(self.out_bits - 1 if self.residual else A + MULT_BITS))
+        prod = Signal(signed(self.out_bits - 1 if self.residual else A + MULT_BITS), reset_less=True)
         m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), bias[1].eq(bias[0]), shift[1].eq(shift[0]),
                      clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
         # stage 3: + bias (one carry chain)
-        total = Signal(signed(self.out_bits))
+        total = Signal(signed(self.out_bits), reset_less=True)
         m.d.sync += [total.eq(prod + bias[1]), shift[2].eq(shift[1]), clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
         # stage 4: arithmetic shift (a barrel shifter)
-        shifted = Signal(signed(self.out_bits))
+        shifted = Signal(signed(self.out_bits), reset_less=True)
         m.d.sync += [shifted.eq(total >> shift[2]), clamp[3].eq(clamp[2]), valid[3].eq(valid[2])]
         # stage 5: ReLU and saturation
         top = (1 << self.act_bits) - 1
+        out = Signal.like(self.out, reset_less=True)
+        m.d.comb += self.out.eq(out)
         with m.If(clamp[3] & (shifted < 0)):
-            m.d.sync += self.out.eq(0)
+            m.d.sync += out.eq(0)
         with m.Elif(clamp[3] & (shifted > top)):
-            m.d.sync += self.out.eq(top)
+            m.d.sync += out.eq(top)
         with m.Else():
-            m.d.sync += self.out.eq(shifted)
+            m.d.sync += out.eq(shifted)
         m.d.sync += self.out_valid.eq(valid[3])
         return m

@@ -89,7 +89,7 @@ class WriteBack(wiring.Component):
     def _pool(self, m) -> list:
         """Per lane, the maximum over the pool positions so far, this result included."""
         A, P = self.plan.act_bits, self.plan.geometry.P
-        mx = [Signal(A, name=f"max{p}") for p in range(P)]
+        mx = [Signal(A, name=f"max{p}", reset_less=True) for p in range(P)]     # set at a pool's first
         mx_new = [Signal(A, name=f"max_new{p}") for p in range(P)]
         for p in range(P):
             y = self.y[p]
@@ -149,8 +149,8 @@ class WriteBack(wiring.Component):
         lg = _log2(opts.ram_bank)
         w_en_d, w_word, w_data, w_mask = w_en, word, wdata, lane_mask
         if opts.write_reg == 2:
-            w_en_d, w_word = Signal(name="w_en_r"), Signal.like(word, name="w_word_r")
-            w_data, w_mask = Signal.like(wdata, name="w_data_r"), Signal(G, name="w_mask_r")
+            w_en_d, w_word = Signal(name="w_en_r"), Signal.like(word, name="w_word_r", reset_less=True)
+            w_data, w_mask = Signal.like(wdata, name="w_data_r", reset_less=True), Signal(G, name="w_mask_r", reset_less=True)
             m.d.sync += [w_en_d.eq(w_en), w_word.eq(word), w_data.eq(wdata), w_mask.eq(lane_mask)]
         dom = m.d.sync if opts.write_reg else m.d.comb
         dom += [self.wr_addr.eq(w_word), self.wr_data.eq(w_data)]
@@ -188,8 +188,10 @@ class LogitRegisters(wiring.Component):
         last = plan.export.layers[-1]
         const = requantize(np.zeros(classes, np.int64), last.channel_requant(), relu=False, act_bits=plan.act_bits)
         empty = {c for r in plan.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, classes))}
-        regs = [Signal(signed(plan.logit_bits), name=f"logit{c}", init=int(const[c]) if c in empty else 0)
-                for c in range(classes)]
+        # without reset: a row is written by every inference before the logits are read, and an
+        # empty row keeps its constant from configuration (the host link's abort need not reach them)
+        regs = [Signal(signed(plan.logit_bits), name=f"logit{c}", init=int(const[c]) if c in empty else 0,
+                       reset_less=True) for c in range(classes)]
         m.d.comb += [self.logits[c].eq(r) for c, r in enumerate(regs)]
         rows = range(last.layout.rows)
         hit = [self.valid & (tq.layer == L - 1) & (tq.r == row) for row in rows]
@@ -198,7 +200,7 @@ class LogitRegisters(wiring.Component):
             # an image lane lies anywhere on the die: its row decode is registered with the
             # results, and the logit registers load from there (one of the lanes' drain cycles)
             hit_r = [Signal(name=f"hit{row}") for row in rows]
-            y = Signal(data.ArrayLayout(signed(plan.logit_bits), P), name="y_r")
+            y = Signal(data.ArrayLayout(signed(plan.logit_bits), P), name="y_r", reset_less=True)
             m.d.sync += [h.eq(x) for h, x in zip(hit_r, hit)] + [y.eq(self.y)]
             hit = hit_r
         for row in rows:
