@@ -312,27 +312,118 @@ def group_channels(masks: np.ndarray, P: int, per_word: int = 1) -> np.ndarray:
     return np.asarray([c for t in tiles for c in t], np.int64)
 
 
+def _order_classes(ex: Export) -> tuple:
+    """The activation maps that must share one channel order, and how they are linked.
+
+    Map ``t`` is layer ``t``'s output. A residual layer adds the input of layer ``r`` (map
+    ``r - 1``) to its output channel by channel, so with an identity shortcut both maps are one
+    class; a pad shortcut (ResNet option A) puts the source's channel ``c`` on the layer's
+    channel ``c + off``, so the layer's class (the child) holds its parent's order shifted by
+    ``off`` there and orders only its zero-padded channels freely. Returns ``(classes, parent,
+    fixed)``: the classes (sorted lists of maps, by first map), per class ``(parent class, off)``
+    or None, and the classes that keep the trained order (the logits; a shortcut from the
+    network's input; more than one parent)."""
+    L = len(ex.layers)
+    root = list(range(L))
+
+    def find(t):
+        while root[t] != t:
+            root[t] = root[root[t]]
+            t = root[t]
+        return t
+    pads, fixed_maps = [], {L - 1}
+    for j, l in enumerate(ex.layers):
+        r = l.spec.residual
+        if r is None:
+            continue
+        if r == 0:
+            fixed_maps.add(j)
+        elif l.spec.shortcut == "pad":
+            pads.append((r - 1, j, l.spec.shortcut_offset(ex.layers[r - 1].spec.cout)))
+        else:
+            root[find(j)] = find(r - 1)
+    groups = {}
+    for t in range(L):
+        groups.setdefault(find(t), []).append(t)
+    classes = sorted(groups.values())
+    of = {t: k for k, c in enumerate(classes) for t in c}
+    parent, fixed = [None] * len(classes), {of[t] for t in fixed_maps}
+    for src, dst, off in pads:
+        k = of[dst]
+        if parent[k] is not None and parent[k] != (of[src], off):
+            fixed.add(k)
+        parent[k] = (of[src], off)
+    changed = True
+    while changed:                  # a parent and its child move together: one fixed fixes both
+        changed = False
+        for k, pk in enumerate(parent):
+            if pk is not None and (pk[0] in fixed) != (k in fixed):
+                fixed |= {k, pk[0]}
+                changed = True
+    return classes, parent, fixed
+
+
+def _class_masks(ex: Export, ws: list, classes: list, parent: list, k: int, G: int) -> np.ndarray:
+    """``[C, cols]``: per channel of class ``k``, its live columns in every layer of the class
+    and, through pad links, in every descendant class (where the channel lands shifted)."""
+    parts = [_channel_masks(ex.layers[t].spec, ws[t], G) for t in classes[k]]
+    for d, pd in enumerate(parent):
+        if pd is not None and pd[0] == k:
+            sub = _class_masks(ex, ws, classes, parent, d, G)
+            parts.append(sub[pd[1]:pd[1] + len(parts[0])])
+    return np.concatenate(parts, axis=1)
+
+
+def _class_order(ex: Export, ws: list, classes, parent, orders: list, k: int, geometry) -> np.ndarray:
+    """Class ``k``'s order: grouped (:func:`group_channels`) where it is free; a child class
+    holds its parent's (current) order shifted by the pad offset, and groups its zero-padded
+    channels among themselves into the slots before and after."""
+    t0 = classes[k][0]
+    spec = ex.layers[t0].spec
+    masks = _class_masks(ex, ws, classes, parent, k, geometry.G)
+    if parent[k] is None:
+        per_word = min(rows_per_group(geometry, ex.layers[t].spec, last=False) for t in classes[k])
+        return group_channels(masks, geometry.P, per_word)
+    pk, off = parent[k]
+    src = ex.layers[classes[pk][0]].spec.cout
+    mid = (np.arange(src) if orders[classes[pk][0]] is None else np.asarray(orders[classes[pk][0]])) + off
+    free = np.asarray([c for c in range(spec.cout) if not off <= c < off + src], np.int64)
+    grouped = free[group_channels(masks[free], geometry.P)] if len(free) else free
+    return np.concatenate([grouped[:off], mid, grouped[off:]]).astype(np.int64)
+
+
 def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
     """Per layer, the order of its output channels on the ``P' x G`` array ``geometry`` (None: as
     trained). A wide tile is skipped only when all its ``P'`` channels are pruned in its column, so
     channels pruned alike are placed side by side (:func:`group_channels`). The next layer reads
     its input in that order, which moves its weights between its own columns when the map has more
-    than ``G`` channels; so a layer's order is kept only where the cycle model's total (both layers
-    counted) falls. As trained: the logits (their order is the classes'), a layer that adds a
-    shortcut and a layer whose output is a shortcut (the block's input and output share an order:
-    in a residual network, the first convolution of each block is the one reordered)."""
-    orders = [None] * len(ex.layers)
+    than ``G`` channels; so an order is kept only where the cycle model's total (all layers
+    counted) falls. Maps joined by a shortcut share one order (:func:`_order_classes`): a
+    residual block's input and output, a stage of ResNet; a pad shortcut carries the order into
+    the next stage's middle channels. As trained: the logits (their order is the classes'), and
+    a map joined to the network's input."""
+    L = len(ex.layers)
+    orders = [None] * L
     if geometry.P == ex.geometry.P:
         return orders
-    sources = {l.spec.residual for l in ex.layers if l.spec.residual is not None}
+    classes, parent, fixed = _order_classes(ex)
+    children = {k: [d for d, pd in enumerate(parent) if pd is not None and pd[0] == k] for k in range(len(classes))}
+
+    def with_class(base: list, k: int, ws: list) -> list:
+        """``base`` with class ``k`` (and its descendants, which follow it) ordered afresh."""
+        out = list(base)
+        order = _class_order(ex, ws, classes, parent, out, k, geometry)
+        for t in classes[k]:
+            out[t] = order
+        for d in children[k]:
+            out = with_class(out, d, ws)
+        return out
     ws = _reordered_weights(ex, orders)
     best = _cycles(ex, geometry, ws)
-    for i, l in enumerate(ex.layers[:-1]):
-        if l.spec.residual is not None or i + 1 in sources:
+    for k in range(len(classes)):
+        if k in fixed:
             continue
-        per_word = rows_per_group(geometry, l.spec, last=False)
-        order = group_channels(_channel_masks(l.spec, ws[i], geometry.G), geometry.P, per_word)
-        trial = orders[:i] + [order] + orders[i + 1:]
+        trial = with_class(orders, k, ws)
         trial_ws = _reordered_weights(ex, trial)
         cycles = _cycles(ex, geometry, trial_ws)
         if cycles < best:

@@ -143,22 +143,36 @@ def test_widened_array_is_bit_exact_and_faster(factor, tmp_path):
     assert m_wide["total"] <= _consecutive_cycles(ex, g)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_widened_residual_network_regroups_only_the_free_layers(seed, tmp_path):
-    """In a residual network a block's input and output share one order (a shortcut adds them
-    channel by channel), so only a layer that neither adds nor feeds a shortcut is regrouped:
-    the first convolution of each block. Bit-exact in the new order, never slower."""
-    ex = random_export(tmp_path / "n", shape=(8, 8, 2), layers="c16,c16,c16r,c32s2,c32,c32r,fc10", pe="2x16",
-                       density=0.5, seed=seed)
+@pytest.mark.parametrize("seed,layers", [(0, "c16,c16,c16r,c32s2,c32,c32r,fc10"),
+                                         (1, "c16,c16,c16r,c16,c16r,c32s2,c32r,c32,c32r,fc10"),
+                                         (2, "c16,c32,c32,c32r,c64s2,c64,c64r,fc10"),
+                                         (3, "c16,p,c16,c16r,c32s2,c32r,c32,c32r,fc10")])
+def test_widened_residual_network_shares_orders_across_shortcuts(seed, layers, tmp_path):
+    """In a residual network the maps a shortcut joins share one order: an identity shortcut's
+    source and sum the same, a pad shortcut's sum holds the source's order shifted by its
+    offset. Within that, channels are regrouped; bit-exact in the new order, never slower."""
+    ex = random_export(tmp_path / "n", shape=(8, 8, 2), layers=layers, pe="2x16", density=0.4, seed=seed)
     g = ArrayGeometry(8, 16)
     wide = widen(ex, g)
     orders = wide.manifest["channel_orders"]
-    sources = {l.spec.residual for l in ex.layers if l.spec.residual is not None}
-    assert sources
-    for i, (l, o) in enumerate(zip(ex.layers, orders)):
-        if l.spec.residual is not None or i + 1 in sources or i == len(orders) - 1:
-            assert o is None, f"layer {i} adds or feeds a shortcut but was reordered"
-    assert any(o is not None for o in orders), "no free layer was regrouped"
+
+    def order(t):
+        return np.arange(ex.layers[t].spec.cout) if orders[t] is None else np.asarray(orders[t])
+    assert orders[-1] is None
+    joined = 0
+    for j, l in enumerate(ex.layers):
+        r = l.spec.residual
+        if r is None or r == 0:
+            continue
+        src, off = order(r - 1), l.spec.shortcut_offset(ex.layers[r - 1].spec.cout)
+        assert order(j)[off:off + len(src)].tolist() == (src + off).tolist(), f"layer {j}: shortcut order broken"
+        pad = sorted(set(range(l.spec.cout)) - set(range(off, off + len(src))))
+        assert sorted(order(j)[:off].tolist() + order(j)[off + len(src):].tolist()) == pad
+        joined += 1
+        if l.spec.shortcut == "pad":        # these networks' pad shortcuts carry a regrouped order on
+            assert orders[r - 1] is not None
+    assert joined
+    assert any(o is not None for o in orders), "nothing was regrouped"
     check(wide)
     assert wide.golden["logits"].tolist() == ex.golden["logits"].tolist()
     assert plan_accelerator(wide).cycles["total"] <= _consecutive_cycles(ex, g)
