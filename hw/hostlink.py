@@ -93,13 +93,22 @@ class HostLink(wiring.Component):
         wiring.connect(m, parser.data, q.w_stream)
         m.d.comb += [acc.input.payload.eq(q.r_data), acc.input.valid.eq(q.r_rdy), q.r_en.eq(acc.input.ready)]
         wiring.connect(m, acc.output, result.words)
-        # the reply's byte is registered before the UART: the choice of the body (INFO or result, a
-        # logit byte out of a wide word) and the framer's byte mux end here, not in the transmitter
+        # the reply's byte is registered twice before the UART: the choice of the body (INFO or
+        # result, a logit byte out of a wide word) and the framer's byte mux end in the first
+        # register, and the second may lie by the transmitter (on a large die the link's logic
+        # spreads between the lanes' results and the UART pin)
+        a_full, a_byte = Signal(), Signal(8)
         tx_full, tx_byte = Signal(), Signal(8)
+        b_ready, a_ready = Signal(), Signal()
         m.d.comb += [self.tx.valid.eq(tx_full), self.tx.payload.eq(tx_byte),
-                     framer.tx.ready.eq(~tx_full | self.tx.ready)]
-        with m.If(framer.tx.valid & framer.tx.ready):
-            m.d.sync += [tx_full.eq(1), tx_byte.eq(framer.tx.payload)]
+                     b_ready.eq(~tx_full | self.tx.ready), a_ready.eq(~a_full | b_ready),
+                     framer.tx.ready.eq(a_ready)]
+        with m.If(framer.tx.valid & a_ready):
+            m.d.sync += [a_full.eq(1), a_byte.eq(framer.tx.payload)]
+        with m.Elif(b_ready):
+            m.d.sync += a_full.eq(0)
+        with m.If(a_full & b_ready):
+            m.d.sync += [tx_full.eq(1), tx_byte.eq(a_byte)]
         with m.Elif(self.tx.ready):
             m.d.sync += tx_full.eq(0)
 
