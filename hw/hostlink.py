@@ -26,7 +26,8 @@ from amaranth.lib.wiring import In, Out
 
 from ternpe.link import CMD_INFO, STATUS_BUSY, LinkFormat
 from .accelerator import Accelerator
-from .linkparts import HeaderSpotter, InfoSerializer, ReplyFramer, RequestParser, ResultSerializer, fill_encodings
+from .linkparts import (BodyByte, HeaderSpotter, InfoSerializer, ReplyFramer, RequestParser, ResultSerializer,
+                        fill_encodings)
 
 __all__ = ["HostLink"]
 
@@ -112,11 +113,25 @@ class HostLink(wiring.Component):
         with m.Elif(self.tx.ready):
             m.d.sync += tx_full.eq(0)
 
+        # the body's byte is registered on its way to the framer (the result serializer sits by the
+        # lanes' results, the framer by the UART): a byte every other cycle at most, far more than
+        # the UART takes. It fills only while the framer is in the body and not cutting it, and a
+        # byte taken is always sent (the framer leaves the body after the last byte, or cuts it
+        # when none is there): nothing stays behind for the next reply.
         answers_info = Signal()       # the reply under way answers INFO: its body is the INFO struct
+        body = stream.Signature(BodyByte).create()
+        body_full = Signal()
+        body_r = Signal(BodyByte)
+        m.d.comb += [framer.body.valid.eq(body_full), framer.body.payload.eq(body_r),
+                     body.ready.eq(framer.body_open & ~body_full & ~framer.cut)]
+        with m.If(~framer.body_open | (framer.body.valid & framer.body.ready)):
+            m.d.sync += body_full.eq(0)
+        with m.Elif(body.valid & body.ready):
+            m.d.sync += [body_full.eq(1), body_r.eq(body.payload)]
         with m.If(answers_info):
-            _join(m, info.body, framer.body)
+            _join(m, info.body, body)
         with m.Else():
-            _join(m, result.body, framer.body)
+            _join(m, result.body, body)
         m.d.comb += [result.cycles.eq(acc.cycles), result.en.eq(framer.body_open & ~answers_info),
                      self.error.eq(framer.failed)]
         # the watchdog: a body byte waited for longer than an inference takes (the cycle model's
