@@ -16,8 +16,9 @@ float phase, the zero-code fraction of kept groups, the fraction of kept weights
 
 Both mechanisms: the proximal step (ours) and the gradient term (the paper's, rows "... grad"),
 each over its own lambda grid (``--lams`` sets one grid for every row). ``--plot`` draws each
-row's points and its Pareto front; ``--table-only`` runs nothing. Not yet here: equal schedules
-for lasso-then-ternary.
+row's points and its Pareto front; ``--table-only`` runs nothing. Every method has the same
+schedule: the float phase of its seed (shared), ``epochs_ternary`` ternary epochs and
+``epochs_finetune`` fine-tune epochs; lasso-then-ternary runs its float lasso phase before them.
 """
 
 from __future__ import annotations
@@ -50,8 +51,15 @@ def lams_of(row: str) -> tuple:
     return GRAD_LAMS if ROWS[row].get("penalty") == "gradient" else LAMS
 
 
+#: A row whose training changed since cells were kept: its cells of an older version run again.
+#: lasso-then-ternary 2: the same ternary and fine-tune epochs as the others after its lasso
+#: phase (version 1 fine-tuned its ternary network for ``epochs_finetune`` only).
+VERSIONS = {"lasso-then-ternary": 2}
+
+
 def _key(cell: dict) -> tuple:
-    return cell["dataset"], cell["row"], float(cell["lam"]), int(cell["seed"]), tuple(cell["epochs"] or ())
+    return (cell["dataset"], cell["row"], float(cell["lam"]), int(cell["seed"]), tuple(cell["epochs"] or ()),
+            int(cell.get("version", 1)))
 
 
 def _mechanism(net, cfg, ds_name: str, cache) -> list:
@@ -217,7 +225,7 @@ def main(argv=None):
     done = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     have = {_key(r) for r in done}
     # a row's points in turn, each over all seeds, so a stopped study leaves whole points
-    cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs}
+    cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs, "version": VERSIONS.get(row, 1)}
              for ds in a.datasets for row in a.rows for lam in (a.lams or lams_of(row)) for seed in a.seeds]
     if a.retry_failed:
         have = {_key(r) for r in done if "error" not in r}

@@ -5,7 +5,8 @@ float model too), then:
 
 * ``ternary``: ternary fine-tuning, no pruning;
 * ``naive``: ternarization and plain PE-wise group lasso at the same time;
-* ``lasso-then-ternary``: group lasso on the float model, prune, then ternarize;
+* ``lasso-then-ternary``: group lasso on the float model, prune, then ternarize (the same
+  ternary and fine-tune epochs as the others, after its lasso phase);
 * ``wpc``: ternarization and Weight Penalty Clipping at the same time.
 
 The pruning methods end with hard pruning (a tile is pruned when all its ternary weights are
@@ -542,10 +543,13 @@ def _ternary_with(penalty: str):
 
 
 def _lasso_then_ternary(net, data, cfg, **kw) -> float:
+    """Group lasso on the float model (``epochs_ternary``), prune; then the same ternary schedule
+    as the other methods on the masked network: ``epochs_ternary`` and ``epochs_finetune``."""
     lam = _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="float+lasso", penalty="lasso", **kw)
     kw["groups"].prune()
     _set_modes(net, ternary=True, quant_acts=True)
-    _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="ternary (masked)", **kw)
+    _phase(net, data, cfg, cfg.epochs_ternary, cfg.lr_ternary, desc="ternary (masked)", **kw)
+    _phase(net, data, cfg, cfg.epochs_finetune, cfg.lr_ternary, desc="fine-tune (masked)", **kw)
     return lam
 
 

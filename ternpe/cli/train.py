@@ -121,7 +121,8 @@ def add_parser(sub) -> None:
                    + " (the paper's CIFAR setting; an option you give wins over its preset)")
     t.add_argument("--act-bits", type=int, default=d["act_bits"], help="unsigned activation width (default: %(default)s)")
     t.add_argument("--epochs-float", type=int, default=d["epochs_float"], help="float pretraining epochs (default: %(default)s)")
-    t.add_argument("--epochs-ternary", type=int, default=d["epochs_ternary"], help="ternary/penalty epochs (default: %(default)s)")
+    t.add_argument("--epochs-ternary", type=int, default=d["epochs_ternary"], help="ternary/penalty epochs; lasso-then-ternary: its float lasso phase, then as many ternary ones "
+                   "(default: %(default)s)")
     t.add_argument("--epochs-finetune", type=int, default=d["epochs_finetune"], help="masked fine-tuning epochs (default: %(default)s)")
     t.add_argument("--batch", type=int, default=d["batch"], help="batch size (default: %(default)s)")
     t.add_argument("--seed", type=int, default=d["seed"], help="random seed; the same seed and --threads give identical metrics (default: %(default)s)")
