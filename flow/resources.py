@@ -63,8 +63,8 @@ LANE_COST = {
 #: whatever its size, if it fits), by device and else by family. It is what has been measured to
 #: route and meet the board's clock (the MNIST export, docs/accelerator.md "Image lanes"). On the
 #: ECP5-85F at 100 MHz, with the hard blocks' registers (flow/hardregs.py): 2x16 x 6 lanes (22% of
-#: its LUTs) closes at 105.67 MHz on placer seed 1; 4x16 x 5 lanes (29%) at 103.12 MHz on seed 2
-#: (seed 1: 99.04); before them 10 lanes (32%) did not route in an hour and a 70% design never
+#: its LUTs) closes at 105.67 MHz on placer seed 1; 4x16 x 5 lanes (29%) at 101.92 MHz on seed 1
+#: (with the data registers without reset); before them 10 lanes (32%) did not route in an hour and a 70% design never
 #: reached a legal placement. Other ECP5s keep the 16% measured before (a 4-lane ULX3S build); the
 #: OrangeCrab's 25F at 124.8 MHz has not been tried wider. More lanes by hand: ``--image-lanes N``
 #: (checked against the device).
