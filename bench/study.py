@@ -156,7 +156,16 @@ def plot(results: list, path) -> None:
                      f"{max(p['seeds'] for p in points)} seeds", fontsize=9)
         ax.set_xlabel("cycles per inference (fewer is faster)")
         ax.set_ylabel("integer accuracy, % (mean +- std)")
-        ax.set_ylim(max(0, min(p["acc"] for p in points) - 5), 100)
+        fl = statistics.mean(100 * r["float_accuracy"] for r in rs)
+        ax.axhline(fl, color="grey", lw=0.8, ls=":", label=f"float {fl:.2f} %")
+        ax.axhspan(fl - NEAR_FLOAT, fl, color="grey", alpha=0.12, lw=0)
+        # the region where methods differ: a collapsed point (chance accuracy) would squash it
+        low = min(p["acc"] for p in points)
+        ax.set_ylim(max(low - 1, fl - 8), min(100, fl + 2))
+        cut = [p for p in points if p["acc"] < fl - 8]
+        if cut:
+            ax.text(0.01, 0.01, f"{len(cut)} point(s) below {fl - 8:.0f} % not shown", transform=ax.transAxes,
+                    fontsize=7, va="bottom")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
