@@ -236,9 +236,10 @@ def main(argv=None):
     # a row's points in turn, each over all seeds, so a stopped study leaves whole points
     cells = [{"dataset": ds, "row": row, "lam": lam, "seed": seed, "epochs": a.epochs, "version": VERSIONS.get(row, 1)}
              for ds in a.datasets for row in a.rows for lam in (a.lams or lams_of(row)) for seed in a.seeds]
+    wanted = {_key(c) for c in cells}
     if a.retry_failed:
         have = {_key(r) for r in done if "error" not in r}
-        done = [r for r in done if "error" not in r or _key(r) not in {_key(c) for c in cells}]
+        done = [r for r in done if "error" not in r or _key(r) not in wanted]
     todo = [] if a.table_only else [c for c in cells if _key(c) not in have]
     print(f"{sum(_key(c) in have for c in cells)} of {len(cells)} cells done; running {len(todo)}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,6 @@ def main(argv=None):
                 print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} "
                       + (f"failed: {r['error']}" if "error" in r else
                          f"integer {r['integer_accuracy']:.4f}  {r['speedup']:.2f}x"), file=sys.stderr, flush=True)
-    wanted = {_key(c) for c in cells}
     results = [r for r in done if _key(r) in wanted]
     print(table(results))
     if a.plot and results:
