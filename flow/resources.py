@@ -64,8 +64,8 @@ LANE_COST = {
 #: route and meet the board's clock (the MNIST export, docs/accelerator.md "Image lanes"). On the
 #: ECP5-85F at 100 MHz, with the hard blocks' registers (flow/hardregs.py): 2x16 x 6 lanes (22% of
 #: its LUTs) closes at 105.67 MHz on placer seed 1; 4x16 x 5 lanes (29%) at 101.92 MHz on seed 1
-#: (with the data registers without reset); before them 10 lanes (32%) did not route in an hour and a 70% design never
-#: reached a legal placement. Other ECP5s keep the 16% measured before (a 4-lane ULX3S build); the
+#: (with the data registers without reset); before them 10 lanes (32%) did not route in an hour
+#: and a 70% design never reached a legal placement. Other ECP5s keep the 16% measured before (a 4-lane ULX3S build); the
 #: OrangeCrab's 25F at 124.8 MHz has not been tried wider. More lanes by hand: ``--image-lanes N``
 #: (checked against the device).
 AUTO_FILL = {"ice40": 1.0, "ecp5": 0.16, "ecp5-85f": 0.28}
