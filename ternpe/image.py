@@ -363,24 +363,23 @@ def _order_classes(ex: Export) -> tuple:
     return classes, parent, fixed
 
 
-def _class_masks(ex: Export, ws: list, classes: list, parent: list, k: int, G: int) -> np.ndarray:
+def _class_masks(ex: Export, ws: list, classes: list, parent: list, children: dict, k: int, G: int) -> np.ndarray:
     """``[C, cols]``: per channel of class ``k``, its live columns in every layer of the class
     and, through pad links, in every descendant class (where the channel lands shifted)."""
     parts = [_channel_masks(ex.layers[t].spec, ws[t], G) for t in classes[k]]
-    for d, pd in enumerate(parent):
-        if pd is not None and pd[0] == k:
-            sub = _class_masks(ex, ws, classes, parent, d, G)
-            parts.append(sub[pd[1]:pd[1] + len(parts[0])])
+    for d in children[k]:
+        off = parent[d][1]
+        parts.append(_class_masks(ex, ws, classes, parent, children, d, G)[off:off + len(parts[0])])
     return np.concatenate(parts, axis=1)
 
 
-def _class_order(ex: Export, ws: list, classes, parent, orders: list, k: int, geometry) -> np.ndarray:
+def _class_order(ex: Export, ws: list, classes, parent, children, orders: list, k: int, geometry) -> np.ndarray:
     """Class ``k``'s order: grouped (:func:`group_channels`) where it is free; a child class
     holds its parent's (current) order shifted by the pad offset, and groups its zero-padded
     channels among themselves into the slots before and after."""
     t0 = classes[k][0]
     spec = ex.layers[t0].spec
-    masks = _class_masks(ex, ws, classes, parent, k, geometry.G)
+    masks = _class_masks(ex, ws, classes, parent, children, k, geometry.G)
     if parent[k] is None:
         per_word = min(rows_per_group(geometry, ex.layers[t].spec, last=False) for t in classes[k])
         return group_channels(masks, geometry.P, per_word)
@@ -412,7 +411,7 @@ def channel_orders(ex: Export, geometry: ArrayGeometry) -> list:
     def with_class(base: list, k: int, ws: list) -> list:
         """``base`` with class ``k`` (and its descendants, which follow it) ordered afresh."""
         out = list(base)
-        order = _class_order(ex, ws, classes, parent, out, k, geometry)
+        order = _class_order(ex, ws, classes, parent, children, out, k, geometry)
         for t in classes[k]:
             out[t] = order
         for d in children[k]:
