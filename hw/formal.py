@@ -23,7 +23,7 @@ copies of what they compare across cycles.
 from __future__ import annotations
 
 from amaranth.asserts import AnySeq
-from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth.hdl import Assert, Assume, C, Cat, Cover, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -126,22 +126,27 @@ class PEOverflowCheck(wiring.Component):
                      pe.act.eq(self.act), pe.code.eq(self.code)]
         m.d.comb += Assume(~ResetSignal())
 
-        # this word's terms, summed here; pairwise, in the order of the PE's tree: the solver
-        # proves equal sums of the same association quickly, of another association (a chain)
-        # very slowly from 16 lanes on
-        tsum = Signal(signed(signed_bits(-M, M)))
-        terms = [Mux(self.code[g] == CODE_PLUS, self.act[g], Mux(self.code[g] == CODE_MINUS, -self.act[g], 0))
-                 for g in range(self.lanes)]
+        # this word's terms, summed here exactly; pairwise, in the order of the PE's tree and
+        # with its carry-ins (a minus term as -x - 1, plus 1): the solver proves equal sums of
+        # the same association quickly, of another association (a chain) very slowly from 16
+        # lanes on
+        tsum = Signal(signed(signed_bits(-M - self.lanes, M)))    # the sum less the last owed bit
+        xs = [Cat(self.act[g], C(0, 1)) for g in range(self.lanes)]
+        terms = [Mux(self.code[g] == CODE_PLUS, x, Mux(self.code[g] == CODE_MINUS, ~x, 0)).as_signed()
+                 for g, x in enumerate(xs)]
+        minus = [t[-1] for t in terms]
         while len(terms) > 1:
-            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        m.d.comb += tsum.eq(terms[0])
+            terms = [(terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]) + (minus.pop() if minus else 0)
+                     for i in range(0, len(terms), 2)]
+        owed = Signal()                                # the +1 the accumulator adds, as the PE's does
+        m.d.comb += [tsum.eq(terms[0]), owed.eq(minus[0] if minus else 0)]
         # delayed to the accumulator: the PE adds a word latency - 1 cycles after it came in
-        v, c, l, t = self.valid, self.clear, self.last, tsum
+        v, c, l, t, o = self.valid, self.clear, self.last, tsum, owed
         for n in range(pe.latency - 1):
-            vd, cd, ld, td = Signal(name=f"v_d{n}"), Signal(name=f"c_d{n}"), Signal(name=f"l_d{n}"), \
-                Signal.like(tsum, name=f"t_d{n}")
-            m.d.sync += [vd.eq(v), cd.eq(c), ld.eq(l), td.eq(t)]
-            v, c, l, t = vd, cd, ld, td
+            vd, cd, ld, td, od = Signal(name=f"v_d{n}"), Signal(name=f"c_d{n}"), Signal(name=f"l_d{n}"), \
+                Signal.like(tsum, name=f"t_d{n}"), Signal(name=f"o_d{n}")
+            m.d.sync += [vd.eq(v), cd.eq(c), ld.eq(l), td.eq(t), od.eq(o)]
+            v, c, l, t, o = vd, cd, ld, td, od
 
         exact = Signal(signed(SHADOW_BITS))            # the exact running sum
         exact_next = Signal(signed(SHADOW_BITS))
@@ -149,7 +154,7 @@ class PEOverflowCheck(wiring.Component):
         count = Signal(range(N + 1))                   # words in `exact` since its clear
         open_ = Signal()                               # a sum is open (cleared, not yet ended)
         res_valid = Signal()                           # when result_valid must be high
-        m.d.comb += exact_next.eq(Mux(c, t, exact + t))
+        m.d.comb += exact_next.eq(Mux(c, 0, exact) + t + o)
         # the driver: a word without clear continues an open sum of fewer than N words
         m.d.comb += Assume(~(v & ~c & (~open_ | (count == N))))
         with m.If(v):

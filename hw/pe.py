@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -85,18 +85,25 @@ class TernaryPE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         A = self.act_bits
+        # A lane's term is +x, ~x = -x - 1 (a minus code: its one's complement, one LUT a bit
+        # where -x needs a carry chain too) or 0 (the register's reset). The +1 each minus term
+        # still owes is the term's sign bit: every adder of the tree, and the accumulator, takes
+        # one owed bit as its carry-in (one carry chain still), and the bits not yet taken are
+        # registered down the tree beside the sums. A tree of n lanes has at least n - 1 adders,
+        # so the accumulator takes the last one: it adds the exact sum.
         level = []
         for g in range(self.lanes):
             t = Signal(signed(A + 1), name=f"term{g}", reset_less=True)
-            x = self.act[g]
+            x = Cat(self.act[g], C(0, 1))
             with m.Switch(self.code[g]):
                 with m.Case(CODE_PLUS):
                     m.d.sync += t.eq(x)
                 with m.Case(CODE_MINUS):
-                    m.d.sync += t.eq(-x)
+                    m.d.sync += t.eq(~x)
                 with m.Default():
                     m.d.sync += t.eq(0)
             level.append(t)
+        owed = [t[A] for t in level]
         flags = [(self.valid, self.clear, self.last)]
         for _ in range(self.latency - 1):
             v, c, l = Signal(), Signal(), Signal()
@@ -108,17 +115,19 @@ class TernaryPE(wiring.Component):
             nxt = []
             for i in range(0, len(level), 2):
                 s = Signal(signed(A + 2 + n), name=f"sum_l{n}_{i // 2}", reset_less=True)
-                m.d.sync += s.eq(level[i] + level[i + 1] if i + 1 < len(level) else level[i])
+                total = level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                m.d.sync += s.eq(total + owed.pop() if owed else total)
                 nxt.append(s)
-            level, n = nxt, n + 1
+            carried = [Signal(name=f"owed_l{n}_{k}", reset_less=True) for k in range(len(owed))]
+            m.d.sync += [d.eq(o) for d, o in zip(carried, owed)]
+            level, owed, n = nxt, carried, n + 1
+        assert len(owed) <= 1, "a tree of n lanes has n - 1 adders or more"
         tree = level[0]
         acc = self.accumulator
         v, c, l = flags[-1]           # aligned with `tree`
         acc_next = Signal(signed(self.acc_bits))
-        with m.If(c):
-            m.d.comb += acc_next.eq(tree)
-        with m.Else():
-            m.d.comb += acc_next.eq(acc + tree)
+        base = Mux(c, 0, acc)
+        m.d.comb += acc_next.eq(base + tree + owed[0] if owed else base + tree)
         with m.If(v):
             m.d.sync += acc.eq(acc_next)
         m.d.sync += self.result_valid.eq(v & l)

@@ -481,7 +481,10 @@ def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = M
 
     Each channel's shift is the largest that keeps its ``|mult|`` (and ``|res_mult|``) within
     ``mult_bits`` signed bits (and at most ``MAX_SHIFT``), so the larger multiplier keeps
-    ``mult_bits - 1`` significant bits.
+    ``mult_bits - 1`` significant bits. A constant channel (both scales 0: a pruned filter) has
+    shift 0 and its bias rounded half up, ``floor(b_real + 0.5)``: the value a shift would give,
+    without a bias ``MAX_SHIFT`` bits wider than the live channels' (which would widen the
+    layer's bias in the image and every requantizer's adders).
     """
     m_real = np.asarray(m_real, np.float64)
     b_real = np.asarray(b_real, np.float64)
@@ -491,15 +494,15 @@ def requant_params(m_real: np.ndarray, b_real: np.ndarray, *, mult_bits: int = M
         raise ContractError("requantization scale or bias is not finite (a diverged model?)")
     limit = (1 << (mult_bits - 1)) - 1
     mag = np.abs(m_real) if r_real is None else np.maximum(np.abs(m_real), np.abs(r_real))
-    with np.errstate(divide="ignore"):
-        shift = np.where(mag > 0, np.floor(np.log2(limit / np.where(mag > 0, mag, 1))), MAX_SHIFT)
+    live = mag > 0
+    shift = np.where(live, np.floor(np.log2(limit / np.where(live, mag, 1))), 0)
     shift = np.clip(shift, 0, MAX_SHIFT).astype(np.int64)
     scale = np.ldexp(1.0, shift)
     mult = np.round(m_real * scale).astype(np.int64)
     if np.abs(mult).max(initial=0) > limit:
         raise ContractError(f"requantization scale {mag.max():g} does not fit {mult_bits} signed bits")
     half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
-    bias = (np.round(b_real * scale) + half).astype(np.int64)
+    bias = np.where(live, np.round(b_real * scale) + half, np.floor(b_real + 0.5)).astype(np.int64)
     res = None if r_real is None else np.round(r_real * scale).astype(np.int64)
     return RequantParams(mult=mult, bias=bias, shift=shift, res_mult=res)
 

@@ -142,6 +142,26 @@ def test_requantize_rounds_half_up_clamps_and_relus():
     np.testing.assert_array_equal(rq.shift, [15, 16, 13])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_constant_channel_has_shift_0_and_does_not_widen_the_bias(seed):
+    rng = np.random.default_rng(seed)
+    m_real = rng.uniform(1e-4, 1e-2, 12)
+    b_real = rng.normal(0, 3, 12)
+    dead = rng.permutation(12)[:5]
+    m_real[dead] = 0.0
+    b_real[dead[:2]] = [2.5, -3.5]        # ties round half up, as a shift's offset would
+    rq = requant_params(m_real, b_real)
+    live_only = requant_params(np.delete(m_real, dead), np.delete(b_real, dead))
+    np.testing.assert_array_equal(rq.shift[dead], 0)
+    np.testing.assert_array_equal(rq.mult[dead], 0)
+    np.testing.assert_array_equal(rq.bias[dead], np.floor(b_real[dead] + 0.5))
+    assert rq.bias_bits() <= max(live_only.bias_bits(), 4)
+    acc = rng.integers(-5000, 5000, (50, 12))
+    y = requantize(acc, rq, relu=False, act_bits=8)
+    np.testing.assert_array_equal(y[:, dead], np.broadcast_to(np.floor(b_real[dead] + 0.5), (50, len(dead))))
+    assert y[0, dead[0]] == 3 and y[0, dead[1]] == -3
+
+
 def test_requant_rejects_nan():
     with pytest.raises(ContractError, match="not finite"):
         requant_params(np.array([np.nan]), np.array([0.0]))

@@ -7,7 +7,8 @@ from ternpe.hw.pe import TernaryPE
 from blocksim import random_sums, run_block
 
 
-@pytest.mark.parametrize("G,A,extremes", [(1, 8, False), (5, 8, False), (16, 8, False), (16, 8, True), (8, 3, True)])
+@pytest.mark.parametrize("G,A,extremes", [(1, 8, False), (2, 8, True), (3, 8, False), (5, 8, False), (16, 8, False),
+                                         (16, 8, True), (8, 3, True), (24, 6, True)])
 def test_pe_against_reference(G, A, extremes):
     fan = 3 * G
     acc_bits = signed_bits(-fan * ((1 << A) - 1), fan * ((1 << A) - 1))
