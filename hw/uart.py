@@ -103,11 +103,16 @@ class UARTTx(wiring.Component):
         timer = Signal(range(d))
         shreg = Signal(UART_FRAME_BITS)
         bits = Signal(range(UART_FRAME_BITS + 1))
-        m.d.comb += self.data.ready.eq((bits == 0) & (timer == 0))
+        # ready is `bits == 0 and timer == 0`, kept in a register of its own (its next value from
+        # the counters' next values): the link's reply path starts at a flip-flop, not at the
+        # counters' compare (on the ULX3S at 4x16 x 5 lanes that compare began seed 1's critical
+        # path into the link's framer, 96.88 MHz)
+        idle = Signal(init=1)
+        m.d.comb += self.data.ready.eq(idle)
         with m.If(timer != 0):                  # the current bit (the stop bit too) lasts d cycles
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += [timer.eq(timer - 1), idle.eq((timer == 1) & (bits == 0))]
         with m.Elif(bits != 0):
-            m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), bits.eq(bits - 1), timer.eq(d - 1)]
+            m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), bits.eq(bits - 1), timer.eq(d - 1), idle.eq(0)]
         with m.Elif(self.data.valid):
-            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), bits.eq(UART_FRAME_BITS)]     # start, data, stop
+            m.d.sync += [shreg.eq(Cat(0, self.data.payload, 1)), bits.eq(UART_FRAME_BITS), idle.eq(0)]  # start, data, stop
         return m
