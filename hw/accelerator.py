@@ -51,7 +51,7 @@ from .input import InputBuffer
 from .plan import AcceleratorPlan, GenerateError, log2 as _log2, shortcut_lanes
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer
-from .writeback import LogitRegisters, WriteBack
+from .writeback import LogitMemory, LogitRegisters, WriteBack
 
 __all__ = ["GenerateError", "Accelerator", "AcceleratorProbes", "LaneCopies", "KEEP_LANE_COPIES"]
 
@@ -366,7 +366,8 @@ class Accelerator(wiring.Component):
         rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
         rq_init = [rq_layout.const([word(l, r * P + p) for p in range(P)]).as_value().value
                    for l in ex.layers for r in range(l.layout.rows)]
-        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init)
+        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init,
+                                           attrs={"ram_style": "block"} if self.plan.options.requant_bram else {})
         rq_rd = rqrom.read_port()
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
@@ -439,7 +440,8 @@ class Accelerator(wiring.Component):
             else:
                 opened = self._register(m, self.probes.computing, "logits_open")
             m.submodules[_lane_name("writeback", e)] = wr = WriteBack(self.plan)
-            m.submodules[_lane_name("logits", e)] = lg = LogitRegisters(self.plan)
+            ram = self.plan.options.logit_ram
+            m.submodules[_lane_name("logits", e)] = lg = (LogitMemory if ram else LogitRegisters)(self.plan)
             m.d.comb += [self.probes.open[e].eq(opened), wr.valid.eq(valid), wr.tag.eq(tag),
                          lg.valid.eq(valid & opened), lg.tag.eq(tag)]
             m.d.comb += [wr.y[p].eq(o[:A]) for p, o in enumerate(outs)]
@@ -453,7 +455,7 @@ class Accelerator(wiring.Component):
                 wp = mem.write_port(granularity=A)
                 m.d.comb += [wp.addr.eq(wr.wr_addr[:max(1, (mem.depth - 1).bit_length())]), wp.data.eq(wr.wr_data),
                              wp.en.eq(wr.wr_en[i])]
-            logits.append(lg.logits)
+            logits.append(lg)
         return logits
 
     def _sequence(self, m, ctrl, inbs, logits):
@@ -462,16 +464,23 @@ class Accelerator(wiring.Component):
         plan, N = self.plan, len(inbs)
         m.submodules.argmax = am = Argmax(classes=plan.classes, logit_bits=plan.logit_bits, out_bits=plan.out_bits)
         lane = Signal(range(max(N, 2)), name="result_lane")     # no register left at N = 1: never read
-        if N == 1:
-            m.d.comb += [am.logits.eq(logits[0]), self.probes.argmax_logits_held.eq(1)]
-        else:       # the lane's logits are registered before its argmax: no mux over the lanes in its path
-            chosen = Signal.like(am.logits, name="lane_logits")
-            m.d.comb += am.logits.eq(chosen)
-            with m.Switch(lane):
-                for e, lg in enumerate(logits):
-                    with m.Case(e):
-                        m.d.sync += chosen.eq(lg)
-                        m.d.comb += self.probes.argmax_logits_held.eq(chosen.as_value() == lg.as_value())
+        if plan.options.logit_ram:      # each lane's memory reads the class the argmax fetches
+            m.d.comb += [lg.fetch.eq(am.fetch) for lg in logits]
+            m.d.comb += [am.logit.eq(Array(lg.logit for lg in logits)[lane] if N > 1 else logits[0].logit),
+                         self.probes.argmax_logits_held.eq(1)]
+        else:       # the class fetched is registered, then the logits are muxed
+            at = Signal.like(am.fetch, name="logit_at")
+            m.d.sync += at.eq(am.fetch)
+            if N == 1:
+                m.d.comb += [am.logit.eq(logits[0].logits[at]), self.probes.argmax_logits_held.eq(1)]
+            else:   # the lane's logits are registered before its argmax: no mux over the lanes in its path
+                chosen = Signal.like(logits[0].logits, name="lane_logits")
+                m.d.comb += am.logit.eq(chosen[at])
+                with m.Switch(lane):
+                    for e, lg in enumerate(logits):
+                        with m.Case(e):
+                            m.d.sync += chosen.eq(lg.logits)
+                            m.d.comb += self.probes.argmax_logits_held.eq(chosen.as_value() == lg.logits.as_value())
         wiring.connect(m, am.output, wiring.flipped(self.output))
         pr = self.probes
         m.d.comb += [pr.argmax_active.eq(am.busy | am.output.valid), pr.lane_in_range.eq(lane < N)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ternpe.cycles import argmax_cycles
@@ -18,6 +18,10 @@ class Argmax(wiring.Component):
     upper and lower halves are compared with the best so far, so no comparator spans the whole
     width in one cycle.
 
+    The logits are read a cycle after they are asked for (``fetch``, then ``logit``), so they may
+    sit in registers behind an address register, or in a block RAM's synchronous read port
+    (:class:`~ternpe.hw.writeback.LogitMemory`).
+
     Parameters
     ----------
     classes : int
@@ -30,8 +34,11 @@ class Argmax(wiring.Component):
     -------
     start : In(1)
         The logits are final: begin (taken when idle).
-    logits : In(ArrayLayout(signed(logit_bits), classes))
-        Held from ``start`` until ``done``.
+    fetch : Out(range(classes + 2))
+        The class whose logit ``logit`` holds in the next cycle (past ``classes - 1``: none).
+    logit : In(signed(logit_bits))
+        The logit of the class ``fetch`` named in the previous cycle; the logits are held from
+        ``start`` until ``done``.
     output : Out(stream.Signature(signed(out_bits)))
         The ``classes`` logits, then the class index.
     busy : Out(1)
@@ -42,46 +49,45 @@ class Argmax(wiring.Component):
 
     def __init__(self, *, classes: int, logit_bits: int, out_bits: int):
         self.classes, self.logit_bits = classes, logit_bits
-        super().__init__({"start": In(1), "logits": In(data.ArrayLayout(signed(logit_bits), classes)),
+        super().__init__({"start": In(1), "fetch": Out(range(classes + 2)), "logit": In(signed(logit_bits)),
                           "output": Out(stream.Signature(signed(out_bits))), "busy": Out(1), "done": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         classes, lb = self.classes, self.logit_bits
-        logits = self.logits
+        last = 2 * classes
         n = Signal(range(argmax_cycles(classes) + 2))
         cand, cand_i = Signal(signed(lb)), Signal(range(classes))
         best, best_i = Signal(signed(lb)), Signal(range(classes))
         half = lb // 2
         hi_gt, hi_eq, lo_gt, cmp_i = Signal(), Signal(), Signal(), Signal(range(classes))
         oi = Signal(range(classes + 1))
-        # one mux over the logits: the next candidate while comparing, the logit sent while sending
-        k, sending = Signal(range(classes + 1)), Signal()
-        cur = Signal(signed(lb))
-        m.d.comb += [k.eq(n >> 1), cur.eq(logits[Mux(sending, oi, k)] if classes > 1 else logits[0])]
         with m.FSM(name="argmax"):
             with m.State("IDLE"):
+                m.d.comb += self.fetch.eq(0)
                 with m.If(self.start):
                     m.d.sync += n.eq(0)
                     m.next = "COMPARE"
             with m.State("COMPARE"):
-                # fetch (n even) / compare the halves (n odd) / update with the next fetch
-                m.d.comb += self.busy.eq(1)
+                # take the fetched logit (n even) / compare the halves (n odd) / update with the
+                # next take; the class taken at n is n / 2, so it is fetched at n - 1
+                m.d.comb += [self.busy.eq(1), self.fetch.eq(Mux(n == last, 0, (n + 1) >> 1))]
                 m.d.sync += n.eq(n + 1)
                 with m.If(~n[0]):
-                    m.d.sync += [cand.eq(cur), cand_i.eq(k)]
+                    m.d.sync += [cand.eq(self.logit), cand_i.eq(n >> 1)]
                     with m.If((n >= 2) & ((cmp_i == 0) | hi_gt | (hi_eq & lo_gt))):
                         m.d.sync += [best.eq(cand), best_i.eq(cmp_i)]
                 with m.Else():
                     m.d.sync += [hi_gt.eq(cand[half:].as_signed() > best[half:].as_signed()),
                                  hi_eq.eq(cand[half:] == best[half:]), lo_gt.eq(cand[:half] > best[:half]),
                                  cmp_i.eq(cand_i)]
-                with m.If(n == 2 * classes):
+                with m.If(n == last):
                     m.d.sync += oi.eq(0)
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                m.d.comb += [sending.eq(1), self.output.valid.eq(1),
-                             self.output.payload.eq(Mux(oi == classes, best_i, cur))]
+                # the logit sent is held while the stream stalls: the same class is fetched again
+                m.d.comb += [self.output.valid.eq(1), self.output.payload.eq(Mux(oi == classes, best_i, self.logit)),
+                             self.fetch.eq(Mux(self.output.ready, oi + 1, oi))]
                 with m.If(self.output.ready):
                     m.d.sync += oi.eq(oi + 1)
                     with m.If(oi == classes):

@@ -219,8 +219,11 @@ class OutputStreamCheck(wiring.Component):
 
     @property
     def prove_depth(self) -> int:
-        """k of the k-induction: the invariants carry over one cycle; one more for margin."""
-        return 2
+        """k of the k-induction: the invariants carry over one cycle; one more for margin. With the
+        logits in block RAM one more: the payload is read a cycle before it is sent, and the
+        logits' last write may fall in the argmax's first cycle (its fetch of class 0), which no
+        invariant covers at one image lane."""
+        return 3 if self.plan.options.logit_ram else 2
 
     @property
     def bmc_depth(self) -> int:

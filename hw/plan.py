@@ -60,6 +60,7 @@ class MemoryName:
     SHORTCUT = "activations (shortcut port)"
     INPUT = "input"
     INPUT_BANK = "input bank"            # + " <n>": one per patch row of a window-mode first layer
+    LOGITS = "logits"                    # with AcceleratorOptions.logit_ram
 
     @classmethod
     def input_bank(cls, n: int) -> str:
@@ -71,9 +72,9 @@ class MemoryName:
 
     @classmethod
     def per_image(cls, name: str) -> bool:
-        """Each image lane has its own copy (the input and the activations); the weights, the
-        tile list and the requantizer constants are shared by all."""
-        return name in (cls.ACTIVATIONS, cls.SHORTCUT, cls.INPUT) or cls.is_input_bank(name)
+        """Each image lane has its own copy (the input, the activations and the logits); the
+        weights, the tile list and the requantizer constants are shared by all."""
+        return name in (cls.ACTIVATIONS, cls.SHORTCUT, cls.INPUT, cls.LOGITS) or cls.is_input_bank(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,12 @@ class AcceleratorOptions:
         array and requantizers, sharing the controller, the tile list and the weight ROM. ``N``
         images are computed in the cycles of one (the argmax runs once per image): throughput
         times ``N`` and the latency of one image, with every trained tile still the unit of skipping.
+    logit_ram : bool
+        The logits in a block RAM, a word per tile row (:class:`~ternpe.hw.writeback.LogitMemory`),
+        not in registers before a ``classes``-way mux (the same cycles; iCE40: logic cells saved).
+    requant_bram : bool
+        The requantizer constants in block RAM even where Yosys would map a ROM this small to
+        logic (iCE40: logic cells saved; the same cycles, its read is synchronous either way).
     """
 
     spram: bool = False
@@ -106,6 +113,8 @@ class AcceleratorOptions:
     write_reg: int = 0
     operand_reg: bool = False
     images: int = 1
+    logit_ram: bool = False
+    requant_bram: bool = False
 
     def __post_init__(self):
         if not isinstance(self.images, int) or self.images < 1:
@@ -355,7 +364,8 @@ class AcceleratorPlan:
         if options == self.options:
             return self
         drain = drain_cycles(self.geometry) + options.extra_drain
-        plan = dataclasses.replace(self, options=options, drain=drain)
+        shapes = _memory_shapes(self.export, self.programs, self.layers[0].window, self.logit_bits, options)
+        plan = dataclasses.replace(self, options=options, drain=drain, memory_shapes=shapes)
         return dataclasses.replace(plan, cycles=plan._cycle_model(drain))
 
     def _cycle_model(self, drain: int) -> dict:
@@ -373,6 +383,26 @@ class AcceleratorPlan:
                 "per_image": self.cycles["per_image"], "dense_cycles": self.dense_cycles}
 
 
+def _memory_shapes(ex, progs, window: bool, logit_bits: int, options: AcceleratorOptions) -> dict:
+    """``{MemoryName: (width, depth)}`` of the accelerator of ``ex`` (its layers' ``progs``) under
+    ``options``."""
+    g = ex.geometry
+    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
+    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
+    bias_bits = max(l.bias_bits for l in ex.layers)
+    depth = plan_activations([l.spec for l in ex.layers], g.G).depth
+    shapes = {MemoryName.WEIGHTS: (g.word_bits, sum(len(p.words) for p in progs)),
+              MemoryName.TILE_LIST: (tile_entry_bits(col_bits, row_bits), sum(len(p.entries) for p in progs)),
+              MemoryName.REQUANT: (g.P * (MULT_BITS + bias_bits + SHIFT_BITS), sum(l.layout.rows for l in ex.layers)),
+              MemoryName.ACTIVATIONS: (g.G * ex.act_bits, depth)}
+    if ex.has_residual:      # the shortcut is read through a second port: a second copy
+        shapes[MemoryName.SHORTCUT] = (g.G * ex.act_bits, depth)
+    shapes.update(input_memories(ex.layers[0].spec, g.G, ex.act_bits, window))
+    if options.logit_ram:
+        shapes[MemoryName.LOGITS] = (g.P * logit_bits, ex.layers[-1].layout.rows)
+    return shapes
+
+
 def plan_accelerator(export, options: AcceleratorOptions | None = None) -> AcceleratorPlan:
     """The plan of the accelerator of ``export`` (a loaded, validated export on the array it is to
     run on) under ``options``; raises :class:`GenerateError` when the hardware cannot run it."""
@@ -388,13 +418,7 @@ def plan_accelerator(export, options: AcceleratorOptions | None = None) -> Accel
     bias_bits = max(l.bias_bits for l in ex.layers)
     logit_bits = _logit_bits(ex)
     classes = ex.layers[-1].spec.cout
-    shapes = {MemoryName.WEIGHTS: (g.word_bits, sum(len(p.words) for p in progs)),
-              MemoryName.TILE_LIST: (tile_entry_bits(col_bits, row_bits), sum(len(p.entries) for p in progs)),
-              MemoryName.REQUANT: (g.P * (MULT_BITS + bias_bits + SHIFT_BITS), sum(l.layout.rows for l in ex.layers)),
-              MemoryName.ACTIVATIONS: (g.G * ex.act_bits, act.depth)}
-    if residual:      # the shortcut is read through a second port: a second copy
-        shapes[MemoryName.SHORTCUT] = (g.G * ex.act_bits, act.depth)
-    shapes.update(input_memories(ex.layers[0].spec, g.G, ex.act_bits, layers[0].window))
+    shapes = _memory_shapes(ex, progs, layers[0].window, logit_bits, options)
     drain = drain_cycles(g) + options.extra_drain
     plan = AcceleratorPlan(
         export=ex, options=options, layers=layers, programs=progs, act=act,

@@ -6,6 +6,7 @@ import numpy as np
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ternpe.contract import requantize
@@ -13,7 +14,7 @@ from ternpe.cycles import rows_per_group
 from .controller import OpTag
 from .plan import element_limit, log2 as _log2
 
-__all__ = ["WriteBack", "LogitRegisters"]
+__all__ = ["WriteBack", "LogitRegisters", "LogitMemory"]
 
 
 def write_banks(plan) -> int:
@@ -186,8 +187,7 @@ class LogitRegisters(wiring.Component):
         plan, tq = self.plan, self.tag
         P, classes, L = plan.geometry.P, plan.classes, len(plan.layers)
         last = plan.export.layers[-1]
-        const = requantize(np.zeros(classes, np.int64), last.channel_requant(), relu=False, act_bits=plan.act_bits)
-        empty = {c for r in plan.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, classes))}
+        const, empty = _logit_constants(plan)
         # without reset: a row is written by every inference before the logits are read, and an
         # empty row keeps its constant from configuration (the host link's abort need not reach them)
         regs = [Signal(signed(plan.logit_bits), name=f"logit{c}", init=int(const[c]) if c in empty else 0,
@@ -207,4 +207,85 @@ class LogitRegisters(wiring.Component):
             with m.If(hit[row]):
                 m.d.sync += [regs[row * P + p].eq(y[p]) for p in range(P)
                              if row * P + p < classes and row * P + p not in empty]
+        return m
+
+
+def _logit_constants(plan) -> tuple:
+    """``(const, empty)``: the last layer's outputs with no tiles (the requantized bias) and the
+    classes of its rows without tiles, which hold them from configuration."""
+    P, classes = plan.geometry.P, plan.classes
+    last = plan.export.layers[-1]
+    const = requantize(np.zeros(classes, np.int64), last.channel_requant(), relu=False, act_bits=plan.act_bits)
+    empty = {c for r in plan.programs[-1].empty_rows for c in range(r * P, min((r + 1) * P, classes))}
+    return const, empty
+
+
+class LogitMemory(wiring.Component):
+    """The last layer's results in a block RAM: a word per tile row (its ``P`` logits), read a
+    cycle after :class:`~ternpe.hw.argmax.Argmax` asks (``AcceleratorOptions.logit_ram``).
+
+    Against :class:`LogitRegisters` it saves a flip-flop per logit bit and the ``classes``-way mux
+    in front of the argmax (617 logic cells of the MNIST CNN's on the iCE40 UP5K, with the
+    requantizer constants in block RAM); the argmax already fetches a cycle before it compares
+    or sends, so the cycles do not change.
+    Rows without tiles hold their constant from configuration (the memory's initial contents)
+    and are never written.
+
+    Parameters
+    ----------
+    plan : ternpe.hw.plan.AcceleratorPlan
+
+    Members
+    -------
+    valid, y, tag : In
+        As :class:`LogitRegisters`'s.
+    fetch : In(range(classes + 2))
+        The class to read (past ``classes - 1``: any).
+    logit : Out(signed(logit_bits))
+        The logit of the class ``fetch`` named in the previous cycle.
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        lb = plan.logit_bits
+        super().__init__({"valid": In(1), "y": In(data.ArrayLayout(signed(lb), plan.geometry.P)),
+                          "tag": In(OpTag(plan)), "fetch": In(range(plan.classes + 2)), "logit": Out(signed(lb))})
+
+    @staticmethod
+    def init_words(plan) -> list:
+        """The memory's initial contents: a row's ``P`` logits, lane ``p`` at bits ``p * logit_bits``
+        (two's complement); the rows without tiles hold their constants, the others 0."""
+        P, lb = plan.geometry.P, plan.logit_bits
+        const, empty = _logit_constants(plan)
+        rows = plan.export.layers[-1].layout.rows
+        return [sum((int(const[c]) & ((1 << lb) - 1)) << (p * lb) for p in range(P)
+                    if (c := r * P + p) < plan.classes and c in empty) for r in range(rows)]
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, tq = self.plan, self.tag
+        P, lb, L = plan.geometry.P, plan.logit_bits, len(plan.layers)
+        rows = plan.export.layers[-1].layout.rows
+        m.submodules.mem = mem = Memory(shape=P * lb, depth=rows, init=self.init_words(plan))
+        wp, rp = mem.write_port(), mem.read_port()
+        empty = sum(1 << r for r in plan.programs[-1].empty_rows)
+        row = tq.r[:max(1, (rows - 1).bit_length())]
+        en = self.valid & (tq.layer == L - 1) & ~(Const(empty, rows).bit_select(tq.r, 1) if empty else 0)
+        word = self.y.as_value()
+        if plan.images > 1:
+            # an image lane lies anywhere on the die: its write is registered (one of the lanes'
+            # drain cycles, as the logit registers' row decode)
+            en_r, row_r = Signal(name="logit_we"), Signal.like(row, name="logit_row")
+            word_r = Signal.like(word, name="logit_word", reset_less=True)
+            m.d.sync += [en_r.eq(en), row_r.eq(row), word_r.eq(word)]
+            en, row, word = en_r, row_r, word_r
+        m.d.comb += [wp.addr.eq(row), wp.data.eq(word), wp.en.eq(en)]
+        lg = _log2(P)
+        m.d.comb += rp.addr.eq(self.fetch >> lg)
+        if P == 1:
+            m.d.comb += self.logit.eq(rp.data.as_signed())
+        else:
+            lane = Signal(lg, name="logit_lane")
+            m.d.sync += lane.eq(self.fetch[:lg])
+            m.d.comb += self.logit.eq(Array(rp.data[p * lb:(p + 1) * lb].as_signed() for p in range(P))[lane])
         return m

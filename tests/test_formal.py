@@ -15,7 +15,7 @@ from ternpe.contract import LayerSpec, accumulator_bits
 from ternpe.flow import formal
 from ternpe.flow.formal import run_formal
 from ternpe.flow.resources import with_images
-from ternpe.hw.plan import plan_accelerator
+from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
 from ternpe.hw.hostlink import WATCHDOG_MARGIN
 from ternpe.hw.formal import HostLinkResponseCheck, OutputStreamCheck, PEOverflowCheck, contract_acc_bits
 from ternpe.model.randnet import random_export
@@ -82,12 +82,17 @@ def test_pe_one_bit_narrower_overflows(tmp_path, lanes, act_bits, words):
 
 # ---- 2. the accelerator's output stream holds until ready ----------------------------------------
 
-@pytest.mark.parametrize("name,images", [("fc3-1x4", 1), ("fc3-2x4", 1), ("fc3-1x4", 3), ("fc4-fc3-1x4", 2),
-                                         pytest.param("fc5-4x4", 1, marks=slow),
-                                         pytest.param("fc4-fc3-1x4", 1, marks=slow)])
-def test_output_stream_holds_until_ready(exports, tmp_path, name, images):
-    # k-induction: every cycle of every inference; the covers (bmc from reset) reach a stall
-    h = OutputStreamCheck(with_images(plan_accelerator(exports[name]), images))
+@pytest.mark.parametrize("name,images,logit_ram", [("fc3-1x4", 1, False), ("fc3-2x4", 1, True), ("fc3-1x4", 3, False),
+                                                   ("fc4-fc3-1x4", 2, False), ("fc3-1x4", 2, True),
+                                                   pytest.param("fc3-1x4", 1, True, marks=slow),
+                                                   pytest.param("fc3-2x4", 1, False, marks=slow),
+                                                   pytest.param("fc5-4x4", 1, False, marks=slow),
+                                                   pytest.param("fc4-fc3-1x4", 1, False, marks=slow)])
+def test_output_stream_holds_until_ready(exports, tmp_path, name, images, logit_ram):
+    # k-induction: every cycle of every inference; the covers (bmc from reset) reach a stall. With
+    # the logits in block RAM (the iCE40 option) the payload is the memory's read data
+    plan = plan_accelerator(exports[name], AcceleratorOptions(logit_ram=logit_ram))
+    h = OutputStreamCheck(with_images(plan, images))
     r = run_formal(h, tmp_path, name="output", mode="prove", depth=h.prove_depth, cover_depth=h.bmc_depth)
     assert r.passed, _explain(r)
     assert "successful proof by k-induction" in r.log.read_text()

@@ -62,13 +62,32 @@ def test_network_with_the_ecp5_pipeline(name, tmp_path):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_networks(seed, tmp_path):
+    """Odd seeds with the logits in block RAM (the iCE40 option), even ones in registers."""
     rng = np.random.default_rng(100 + seed)
     G = int(rng.choice([8, 16]))
     P = int(rng.choice([1, 2, 4]))
     shape, layers = random_specs(rng, G)
     ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{P}x{G}", density=float(rng.uniform(0.2, 1)),
                        seed=seed)
-    check(ex)
+    check(ex, options={"logit_ram": bool(seed % 2)})
+
+
+@pytest.mark.parametrize("name,images,seed", [("digits-cnn", 1, 1), ("no-pool-hidden-fc", 1, 7),
+                                              ("residual-option-a-wide-pe", 1, 2), ("five-layers-1x1", 2, 3),
+                                              ("stride-2", 3, 4)])
+def test_logits_in_block_ram(name, images, seed, tmp_path):
+    """The logits in a block RAM, a word per tile row, read a cycle after the argmax fetches (the
+    iCE40 option): bit-exact, with the cycles of the logit registers, from 1 to 16 logits a word
+    (classes that fill a word and classes that do not), on image lanes too. Rows without tiles
+    keep their constants from the memory's initial contents: the 2x8 network has one."""
+    shape, layers, pe = NETWORKS[name]
+    ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.3, samples=images + 1, seed=seed)
+    _, model = check(ex, n=images + 1, options={"logit_ram": True, "images": images}, overlap=images > 1)
+    assert model == plan_accelerator(ex, AcceleratorOptions(images=images)).cycles
+    plan = plan_accelerator(ex, AcceleratorOptions(logit_ram=True))
+    assert plan.memory_shapes["logits"] == (plan.geometry.P * plan.logit_bits, ex.layers[-1].layout.rows)
+    if name == "no-pool-hidden-fc":
+        assert plan.programs[-1].empty_rows, "the case must have a last-layer row without tiles"
 
 
 @pytest.mark.parametrize("seed", range(5))

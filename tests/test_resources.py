@@ -1,6 +1,7 @@
 """The resource model's choices (flow/resources.py): the array a board gets, before training
 (`ternpe train --board`) and for a trained export (`--pe auto`)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -81,3 +82,43 @@ def test_synthesis_keeps_each_image_lanes_copies_apart(tmp_path):
     assert len(lanes) == 3 and len({flops(t) for t in lanes}) == 1 and flops(lanes[0]) > 0
     # ... which merged synthesis keeps once for all lanes
     assert flops(stats[True]["stat"]) - flops(stats[False]["stat"]) >= 2 * flops(lanes[0]) * 9 // 10
+
+
+@pytest.mark.parametrize("pe,images", [("1x8", 1), ("2x8", 2), ("4x8", 3)])
+def test_ice40_keeps_the_logits_and_requantizer_constants_in_block_ram(tmp_path, pe, images):
+    # logic cells are what the UP5K lacks: its options move the logits and the requantizer
+    # constants into block RAM; the ECP5's keep them in logic. The memory plan counts the logits'
+    # memory, a word per row of P logits, once per image lane; the cycles do not change
+    from ternpe.flow.resources import estimate, memory_plan
+    from ternpe.hw.plan import MemoryName
+    from ternpe.model.randnet import random_export
+    ex = random_export(tmp_path / "n", shape=(6, 6, 1), layers="c8,p,c16,fc10", pe=pe, seed=len(pe) + images)
+    ice = with_images(plan_for_device(ex, "up5k"), images)
+    ecp = with_images(plan_for_device(ex, "ecp5-85f"), images)
+    assert ice.options.logit_ram and ice.options.requant_bram
+    assert not ecp.options.logit_ram and not ecp.options.requant_bram
+    P, rows = ice.geometry.P, ex.layers[-1].layout.rows
+    assert rows == -(-10 // P)
+    assert ice.memory_shapes[MemoryName.LOGITS] == (P * ice.logit_bits, rows)
+    assert MemoryName.LOGITS not in ecp.memory_shapes
+    width, depth, kind, blocks = memory_plan(ice, "up5k")[MemoryName.LOGITS]
+    assert kind == "bram" and blocks == images * -(-width // 16)        # 256 x 16 at most 16 bits a block
+    assert estimate(ice, "up5k")["per_memory"][MemoryName.LOGITS] == blocks
+    assert ice.cycles == with_images(plan_for_device(ex, "up5k"), images).with_options(
+        dataclasses.replace(ice.options, logit_ram=False)).cycles
+
+
+def test_ice40_gives_block_ram_back_to_logic_when_it_runs_short(tmp_path):
+    # a dense 28x28 CNN takes 29 of the UP5K's 30 block RAMs with its logits in registers (the
+    # model counts the requantizer constants' blocks either way: Yosys may put them there): the
+    # logits' 2 blocks would make 31, so both options stay off and the network still fits
+    from ternpe.flow.resources import check_fit, memory_plan
+    from ternpe.model.randnet import random_export
+    ex = random_export(tmp_path / "dense", shape=(28, 28, 1), layers="c16,p,c32,p,fc10", pe="1x16", density=1.0,
+                       samples=1, seed=1)
+    plan = plan_for_device(ex, "up5k")
+    assert not plan.options.requant_bram and not plan.options.logit_ram
+    used = sum(n for *_, kind, n in memory_plan(plan, "up5k").values() if kind == "bram")
+    assert used <= 30 and check_fit(plan, "up5k", logic=False)
+    both = plan.with_options(dataclasses.replace(plan.options, logit_ram=True, requant_bram=True))
+    assert sum(n for *_, kind, n in memory_plan(both, "up5k").values() if kind == "bram") > 30
