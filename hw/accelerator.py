@@ -354,54 +354,74 @@ class Accelerator(wiring.Component):
             tags.append(tg)
         rows_all = [l.layout.rows for l in ex.layers]
         rq_base = [sum(rows_all[:i]) for i in range(L)]
-        fields = {"mult": signed(MULT_BITS), "bias": signed(self.plan.bias_bits), "shift": unsigned(SHIFT_BITS)}
+        # with requant_bram (iCE40) the bias and shift are a ROM of their own, read where the
+        # requantizer adds them (Requantizer.LATE cycles on): no register carries them there
+        late = self.plan.options.requant_bram
+        early_fields = {"mult": signed(MULT_BITS)}
+        late_fields = {"bias": signed(self.plan.bias_bits), "shift": unsigned(SHIFT_BITS)}
         if self.plan.residual:
-            fields["res_mult"] = signed(MULT_BITS)
+            early_fields["res_mult"] = signed(MULT_BITS)
+        fields = early_fields if late else {**early_fields, **late_fields}
 
-        def word(l, c):
-            w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c])}
-            if self.plan.residual:
-                w["res_mult"] = 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])
-            return w
-        rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
-        rq_init = [rq_layout.const([word(l, r * P + p) for p in range(P)]).as_value().value
-                   for l in ex.layers for r in range(l.layout.rows)]
-        m.submodules.rqrom = rqrom = Memory(shape=rq_layout.size, depth=len(rq_init), init=rq_init,
-                                           attrs={"ram_style": "block"} if self.plan.options.requant_bram else {})
-        rq_rd = rqrom.read_port()
+        def word(l, c, names):
+            w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c]),
+                 "res_mult": 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])}
+            return {k: w[k] for k in names}
+
+        def rom(name, flds):
+            layout = data.ArrayLayout(data.StructLayout(flds), P)
+            init = [layout.const([word(l, r * P + p, flds) for p in range(P)]).as_value().value
+                    for l in ex.layers for r in range(l.layout.rows)]
+            m.submodules[name] = mem = Memory(shape=layout.size, depth=len(init), init=init,
+                                              attrs={"ram_style": "block"} if late else {})
+            return layout, mem.read_port()
+
+        def address(tag):
+            return Array(Const(b, 16) for b in rq_base + [0])[tag.layer] + tag.r
+        rq_layout, rq_rd = rom("rqrom", fields)
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
         # image lanes: each registers the constants once more, beside its requantizers
         lanes = len(arrays) > 1
         early = (3 if self.plan.options.operand_reg and len(tags) >= 3 + lanes else 2) + lanes
-        pre = tags[-early]
-        m.d.comb += rq_rd.addr.eq(Array(Const(b, 16) for b in rq_base + [0])[pre.layer] + pre.r)
+        m.d.comb += rq_rd.addr.eq(address(tags[-early]))
         at_res = tags[-1]
         rq_data = rq_rd.data
         if early - lanes == 3:
             rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
             m.d.sync += rq_data.eq(rq_rd.data)
+        after = []              # the tag as it follows the result down the requantizer
+        for n in range(Requantizer.latency):
+            tg = Signal(tag_layout, name=f"tag_r{n}")
+            m.d.sync += tg.eq(after[-1] if after else at_res)
+            after.append(tg)
+        if late:                # read a cycle (and a lane register) before the bias is added
+            late_layout, late_rd = rom("rqrom_late", late_fields)
+            m.d.comb += late_rd.addr.eq(address(after[Requantizer.LATE - 2 - lanes]))
         requants = []
         for e, arr in enumerate(arrays):
             lane_data = rq_data
             if lanes:
                 lane_data = self._register(m, rq_data, _lane_name("rq_lane", e), lane=e, reset_less=True)
             rq_words = data.View(rq_layout, lane_data)
+            if late:
+                late_data = late_rd.data
+                if lanes:
+                    late_data = self._register(m, late_rd.data, _lane_name("rq_late_lane", e), lane=e,
+                                               reset_less=True)
+                late_words = data.View(late_layout, late_data)
             lane_rqs = [Requantizer(acc_bits=self.plan.acc_bits, bias_bits=self.plan.bias_bits,
-                                    act_bits=self.plan.act_bits, residual=self.plan.residual) for _ in range(P)]
+                                    act_bits=self.plan.act_bits, residual=self.plan.residual, late_constants=late)
+                        for _ in range(P)]
             for p, rq in enumerate(lane_rqs):
                 m.submodules[_lane_name(f"requant{p}", e)] = rq
+                consts = late_words[p] if late else rq_words[p]
                 m.d.comb += [rq.valid.eq(arr.result_valid), rq.acc.eq(arr.result[p]), rq.mult.eq(rq_words[p].mult),
-                             rq.bias.eq(rq_words[p].bias), rq.shift.eq(rq_words[p].shift),
-                             rq.clamp.eq(at_res.layer != L - 1)]
+                             rq.bias.eq(consts.bias), rq.shift.eq(consts.shift), rq.clamp.eq(at_res.layer != L - 1)]
             if self.plan.residual:
                 self._shortcut(m, lane_rqs, banks[e], tags, rq_words, e)
             requants.append(lane_rqs)
-        for n in range(Requantizer.latency):
-            tg = Signal(tag_layout, name=f"tag_r{n}")
-            m.d.sync += tg.eq(tags[-1])
-            tags.append(tg)
-        return requants, tags[-1]
+        return requants, after[-1]
 
     def _shortcut(self, m, requants, banks, tags, rq_words, e):
         """The shortcut of image lane ``e``: its word is read two stages ahead of the result and

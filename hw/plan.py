@@ -56,6 +56,7 @@ class MemoryName:
     WEIGHTS = "weights"
     TILE_LIST = "tile list"
     REQUANT = "requantizer constants"
+    REQUANT_LATE = "requantizer bias and shift"    # with AcceleratorOptions.requant_bram
     ACTIVATIONS = "activations"
     SHORTCUT = "activations (shortcut port)"
     INPUT = "input"
@@ -104,7 +105,9 @@ class AcceleratorOptions:
         not in registers before a ``classes``-way mux (the same cycles; iCE40: logic cells saved).
     requant_bram : bool
         The requantizer constants in block RAM even where Yosys would map a ROM this small to
-        logic (iCE40: logic cells saved; the same cycles, its read is synchronous either way).
+        logic, in two ROMs: the multipliers read with the accumulator, the bias and shift
+        ``Requantizer.LATE`` cycles later where they are added, so no register carries them down
+        the requantizer's pipeline (iCE40: logic cells saved; the same cycles and block RAMs).
     """
 
     spram: bool = False
@@ -393,8 +396,14 @@ def _memory_shapes(ex, progs, window: bool, logit_bits: int, options: Accelerato
     depth = plan_activations([l.spec for l in ex.layers], g.G).depth
     shapes = {MemoryName.WEIGHTS: (g.word_bits, sum(len(p.words) for p in progs)),
               MemoryName.TILE_LIST: (tile_entry_bits(col_bits, row_bits), sum(len(p.entries) for p in progs)),
-              MemoryName.REQUANT: (g.P * (MULT_BITS + bias_bits + SHIFT_BITS), sum(l.layout.rows for l in ex.layers)),
               MemoryName.ACTIVATIONS: (g.G * ex.act_bits, depth)}
+    rows = sum(l.layout.rows for l in ex.layers)
+    mults, late = MULT_BITS * (1 + ex.has_residual), bias_bits + SHIFT_BITS
+    if options.requant_bram:    # the multipliers with the accumulator, the bias and shift where they are added
+        shapes[MemoryName.REQUANT] = (g.P * mults, rows)
+        shapes[MemoryName.REQUANT_LATE] = (g.P * late, rows)
+    else:
+        shapes[MemoryName.REQUANT] = (g.P * (mults + late), rows)
     if ex.has_residual:      # the shortcut is read through a second port: a second copy
         shapes[MemoryName.SHORTCUT] = (g.G * ex.act_bits, depth)
     shapes.update(input_memories(ex.layers[0].spec, g.G, ex.act_bits, window))

@@ -53,13 +53,22 @@ class Requantizer(wiring.Component):
     out : Out(signed(out_bits))
         ``out_bits = acc_bits + MULT_BITS + 1`` holds any unclamped logit.
     out_valid : Out(1)
+
+    With ``late_constants``, ``bias`` and ``shift`` are taken :attr:`LATE` cycles after the
+    ``acc`` they belong to, in the cycle the bias is added, rather than with it: no register
+    carries them down the pipeline (the iCE40 reads them from a ROM of their own, later).
     """
 
-    def __init__(self, *, acc_bits: int, bias_bits: int, act_bits: int, residual: bool = False):
+    #: Cycles from ``acc`` to its ``bias`` and ``shift`` with ``late_constants``.
+    LATE = 3
+
+    def __init__(self, *, acc_bits: int, bias_bits: int, act_bits: int, residual: bool = False,
+                 late_constants: bool = False):
         self.acc_bits = operator.index(acc_bits)
         self.bias_bits = operator.index(bias_bits)
         self.act_bits = operator.index(act_bits)
         self.residual = bool(residual)
+        self.late_constants = bool(late_constants)
         ports = {
             "valid": In(1), "acc": In(signed(self.acc_bits)), "mult": In(signed(MULT_BITS)),
             "bias": In(signed(self.bias_bits)), "shift": In(unsigned(SHIFT_BITS)), "clamp": In(1),
@@ -90,8 +99,11 @@ class Requantizer(wiring.Component):
         shift = [Signal.like(self.shift, name=f"shift{i}", reset_less=True) for i in range(4)]
         clamp = [Signal(name=f"clamp{i}", reset_less=True) for i in range(5)]
         valid = [Signal(name=f"valid{i}") for i in range(5)]
-        m.d.sync += [acc.eq(self.acc), mult.eq(self.mult), bias[2].eq(self.bias), shift[3].eq(self.shift),
-                     clamp[4].eq(self.clamp), valid[4].eq(self.valid)]
+        m.d.sync += [acc.eq(self.acc), mult.eq(self.mult), clamp[4].eq(self.clamp), valid[4].eq(self.valid)]
+        # the bias and shift ride beside the product until they are used (without late constants)
+        carry = [] if self.late_constants else [(bias[2], self.bias), (shift[3], self.shift), (bias[0], bias[2]),
+                                               (shift[0], shift[3]), (bias[1], bias[0]), (shift[1], shift[0])]
+        m.d.sync += [dst.eq(src) for dst, src in carry]
         chunks = [(lo, min(A, lo + ACC_BITS_PER_MULTIPLIER)) for lo in range(0, A, ACC_BITS_PER_MULTIPLIER)]
         parts = []
         for n, (lo, hi) in enumerate(chunks):
@@ -100,7 +112,7 @@ class Requantizer(wiring.Component):
             part = Signal(signed(hi - lo + MULT_BITS + (0 if top else 1)), name=f"part{n}", reset_less=True)
             m.d.sync += part.eq(piece * mult)
             parts.append((lo, part))
-        m.d.sync += [bias[0].eq(bias[2]), shift[0].eq(shift[3]), clamp[0].eq(clamp[4]), valid[0].eq(valid[4])]
+        m.d.sync += [clamp[0].eq(clamp[4]), valid[0].eq(valid[4])]
         if self.residual:
             sc, rmul = Signal.like(self.sc, reset_less=True), Signal.like(self.res_mult, reset_less=True)
             m.d.sync += [sc.eq(self.sc), rmul.eq(self.res_mult)]
@@ -108,11 +120,14 @@ class Requantizer(wiring.Component):
             m.d.sync += part.eq(sc * rmul)
             parts.append((0, part))
         prod = Signal(signed(self.out_bits - 1 if self.residual else A + MULT_BITS), reset_less=True)
-        m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), bias[1].eq(bias[0]), shift[1].eq(shift[0]),
-                     clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
+        m.d.sync += [prod.eq(sum(part << lo for lo, part in parts)), clamp[1].eq(clamp[0]), valid[1].eq(valid[0])]
         # stage 3: + bias (one carry chain)
         total = Signal(signed(self.out_bits), reset_less=True)
-        m.d.sync += [total.eq(prod + bias[1]), shift[2].eq(shift[1]), clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
+        if self.late_constants:     # the bias and shift arrive now
+            m.d.sync += [total.eq(prod + self.bias), shift[2].eq(self.shift)]
+        else:
+            m.d.sync += [total.eq(prod + bias[1]), shift[2].eq(shift[1])]
+        m.d.sync += [clamp[2].eq(clamp[1]), valid[2].eq(valid[1])]
         # stage 4: arithmetic shift (a barrel shifter)
         shifted = Signal(signed(self.out_bits), reset_less=True)
         m.d.sync += [shifted.eq(total >> shift[2]), clamp[3].eq(clamp[2]), valid[3].eq(valid[2])]

@@ -51,6 +51,10 @@ class UARTRx(wiring.Component):
         sync0, rx = Signal(init=1), Signal(init=1)
         m.d.sync += [sync0.eq(self.rx), rx.eq(sync0)]
         timer = Signal(range(d + d // 2 + 1))
+        # `timer == 0`, kept in a register of its own (set with every write of the timer): the
+        # bit and shift enables come from a flip-flop, not from the counter's compare, so the
+        # shift register may lie by the link without a long path through the counter
+        zero = Signal(init=1)
         bits = Signal(range(UART_DATA_BITS + 1))
         shreg = Signal(UART_DATA_BITS)
         with m.If(self.data.ready):
@@ -58,17 +62,18 @@ class UARTRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    m.d.sync += [timer.eq(d + d // 2 - 1), bits.eq(0)]   # to the middle of bit 0
+                    # to the middle of bit 0
+                    m.d.sync += [timer.eq(d + d // 2 - 1), zero.eq(d + d // 2 - 1 == 0), bits.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.sync += timer.eq(timer - 1)
-                with m.If(timer == 0):
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1), timer.eq(d - 1)]
+                m.d.sync += [timer.eq(timer - 1), zero.eq(timer == 1)]
+                with m.If(zero):
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bits.eq(bits + 1), timer.eq(d - 1), zero.eq(d == 1)]
                     with m.If(bits == UART_DATA_BITS - 1):
                         m.next = "STOP"
             with m.State("STOP"):
-                m.d.sync += timer.eq(timer - 1)
-                with m.If(timer == 0):
+                m.d.sync += [timer.eq(timer - 1), zero.eq(timer == 1)]
+                with m.If(zero):
                     with m.If(rx):
                         m.d.sync += [self.data.payload.eq(shreg), self.data.valid.eq(1)]
                     with m.Else():

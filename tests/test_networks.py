@@ -62,30 +62,36 @@ def test_network_with_the_ecp5_pipeline(name, tmp_path):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_networks(seed, tmp_path):
-    """Odd seeds with the logits in block RAM (the iCE40 option), even ones in registers."""
+    """Odd seeds with the iCE40's memory options (logits and requantizer constants in block RAM)."""
     rng = np.random.default_rng(100 + seed)
     G = int(rng.choice([8, 16]))
     P = int(rng.choice([1, 2, 4]))
     shape, layers = random_specs(rng, G)
     ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{P}x{G}", density=float(rng.uniform(0.2, 1)),
                        seed=seed)
-    check(ex, options={"logit_ram": bool(seed % 2)})
+    check(ex, options={"logit_ram": bool(seed % 2), "requant_bram": bool(seed % 2)})
 
 
 @pytest.mark.parametrize("name,images,seed", [("digits-cnn", 1, 1), ("no-pool-hidden-fc", 1, 7),
                                               ("residual-option-a-wide-pe", 1, 2), ("five-layers-1x1", 2, 3),
                                               ("stride-2", 3, 4)])
-def test_logits_in_block_ram(name, images, seed, tmp_path):
-    """The logits in a block RAM, a word per tile row, read a cycle after the argmax fetches (the
-    iCE40 option): bit-exact, with the cycles of the logit registers, from 1 to 16 logits a word
-    (classes that fill a word and classes that do not), on image lanes too. Rows without tiles
-    keep their constants from the memory's initial contents: the 2x8 network has one."""
+def test_the_ice40_memory_options(name, images, seed, tmp_path):
+    """The iCE40's options, bit-exact with the cycles of the others. The logits in a block RAM, a
+    word per tile row, read a cycle after the argmax fetches: from 1 to 16 logits a word (classes
+    that fill a word and classes that do not), on image lanes too; rows without tiles keep their
+    constants from the memory's initial contents (the 2x8 network has one). The requantizer
+    constants in two ROMs, the bias and shift read three cycles after the multipliers (a
+    residual network's shortcut multiplier with the early ones)."""
     shape, layers, pe = NETWORKS[name]
     ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.3, samples=images + 1, seed=seed)
-    _, model = check(ex, n=images + 1, options={"logit_ram": True, "images": images}, overlap=images > 1)
+    ice = {"logit_ram": True, "requant_bram": True}
+    _, model = check(ex, n=images + 1, options={**ice, "images": images}, overlap=images > 1)
     assert model == plan_accelerator(ex, AcceleratorOptions(images=images)).cycles
-    plan = plan_accelerator(ex, AcceleratorOptions(logit_ram=True))
+    plan = plan_accelerator(ex, AcceleratorOptions(**ice))
     assert plan.memory_shapes["logits"] == (plan.geometry.P * plan.logit_bits, ex.layers[-1].layout.rows)
+    P, rows = plan.geometry.P, sum(l.layout.rows for l in ex.layers)
+    assert plan.memory_shapes["requantizer constants"] == (P * 16 * (1 + ex.has_residual), rows)
+    assert plan.memory_shapes["requantizer bias and shift"] == (P * (plan.bias_bits + 5), rows)
     if name == "no-pool-hidden-fc":
         assert plan.programs[-1].empty_rows, "the case must have a last-layer row without tiles"
 
@@ -100,7 +106,7 @@ def test_random_residual_networks(seed, tmp_path):
     shape, layers = random_specs(rng, G, residual=True)
     ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{min(P, G)}x{G}",
                        density=float(rng.uniform(0.2, 1)), seed=seed)
-    check(ex)
+    check(ex, options={"requant_bram": bool(seed % 2)})     # odd seeds: the bias and shift read late
 
 
 @pytest.mark.parametrize("pe,bank,write_reg,operand_reg", [("1x1", 16, 2, True), ("1x2", 4, 1, False),
