@@ -245,13 +245,14 @@ def main(argv=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     # one seed's first cell trains its float phase alone, so parallel runs do not train it twice
     first = {(c["dataset"], c["seed"]): c for c in reversed(todo)}
-    with cf.ProcessPoolExecutor(a.jobs) as ex, path.open("a") as f:
+    with cf.ProcessPoolExecutor(a.jobs) as ex:
         for batch in (list(first.values()), [c for c in todo if c not in first.values()]):
-            # each cell is kept the moment it finishes, whatever the order
+            # each cell is kept the moment it finishes, whatever the order; the file is opened for
+            # each line, so a file replaced meanwhile (a git checkout, a stash) still gets it
             for fut in cf.as_completed([ex.submit(_run, (c, a.cache)) for c in batch]):
                 r = fut.result()
-                f.write(json.dumps(r) + "\n")
-                f.flush()
+                with path.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
                 done.append(r)
                 print(f"  {r['dataset']:<7} seed {r['seed']}  {r['row']:<20} lambda {r['lam']:<6g} "
                       + (f"failed: {r['error']}" if "error" in r else
