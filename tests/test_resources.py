@@ -22,7 +22,8 @@ def test_the_array_for_a_device_is_the_fastest_whose_dense_accelerator_fits(devi
     assert (limit.startswith(f"{geometry} with {lanes + 1} image lanes would need ") or limit.startswith("the input")
             or (limit.startswith(f"{geometry} alone needs more than") and (geometry.P, lanes) == (1, 1)))
     if device == "up5k":
-        assert (geometry.P, lanes) == (1, 1)           # neither a second PE nor a second lane fits the UP5K
+        # two PEs fit the UP5K (the MNIST CNN at 2x16 places at 92% of its logic), a second lane does not
+        assert (geometry.P, lanes) == (2, 1)
     if device == "ecp5-85f":
         assert lanes > 1
 
