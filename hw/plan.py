@@ -367,8 +367,7 @@ class AcceleratorPlan:
         if options == self.options:
             return self
         drain = drain_cycles(self.geometry) + options.extra_drain
-        shapes = _memory_shapes(self.export, self.programs, self.layers[0].window, self.logit_bits, options)
-        plan = dataclasses.replace(self, options=options, drain=drain, memory_shapes=shapes)
+        plan = dataclasses.replace(self, options=options, drain=drain, memory_shapes=_memory_shapes(self, options))
         return dataclasses.replace(plan, cycles=plan._cycle_model(drain))
 
     def _cycle_model(self, drain: int) -> dict:
@@ -386,16 +385,12 @@ class AcceleratorPlan:
                 "per_image": self.cycles["per_image"], "dense_cycles": self.dense_cycles}
 
 
-def _memory_shapes(ex, progs, window: bool, logit_bits: int, options: AcceleratorOptions) -> dict:
-    """``{MemoryName: (width, depth)}`` of the accelerator of ``ex`` (its layers' ``progs``) under
-    ``options``."""
-    g = ex.geometry
-    col_bits = unsigned_bits(max(l.layout.cols - 1 for l in ex.layers))
-    row_bits = unsigned_bits(max(l.layout.rows - 1 for l in ex.layers))
-    bias_bits = max(l.bias_bits for l in ex.layers)
-    depth = plan_activations([l.spec for l in ex.layers], g.G).depth
+def _memory_shapes(plan: "AcceleratorPlan", options: AcceleratorOptions) -> dict:
+    """``{MemoryName: (width, depth)}`` of the accelerator of ``plan`` under ``options`` (the
+    plan's own memory shapes are ignored)."""
+    ex, progs, g, bias_bits, depth = plan.export, plan.programs, plan.geometry, plan.bias_bits, plan.act.depth
     shapes = {MemoryName.WEIGHTS: (g.word_bits, sum(len(p.words) for p in progs)),
-              MemoryName.TILE_LIST: (tile_entry_bits(col_bits, row_bits), sum(len(p.entries) for p in progs)),
+              MemoryName.TILE_LIST: (tile_entry_bits(plan.col_bits, plan.row_bits), sum(len(p.entries) for p in progs)),
               MemoryName.ACTIVATIONS: (g.G * ex.act_bits, depth)}
     rows = sum(l.layout.rows for l in ex.layers)
     mults, late = MULT_BITS * (1 + ex.has_residual), bias_bits + SHIFT_BITS
@@ -406,9 +401,9 @@ def _memory_shapes(ex, progs, window: bool, logit_bits: int, options: Accelerato
         shapes[MemoryName.REQUANT] = (g.P * (mults + late), rows)
     if ex.has_residual:      # the shortcut is read through a second port: a second copy
         shapes[MemoryName.SHORTCUT] = (g.G * ex.act_bits, depth)
-    shapes.update(input_memories(ex.layers[0].spec, g.G, ex.act_bits, window))
+    shapes.update(input_memories(ex.layers[0].spec, g.G, ex.act_bits, plan.layers[0].window))
     if options.logit_ram:
-        shapes[MemoryName.LOGITS] = (g.P * logit_bits, ex.layers[-1].layout.rows)
+        shapes[MemoryName.LOGITS] = (g.P * plan.logit_bits, ex.layers[-1].layout.rows)
     return shapes
 
 
@@ -427,13 +422,12 @@ def plan_accelerator(export, options: AcceleratorOptions | None = None) -> Accel
     bias_bits = max(l.bias_bits for l in ex.layers)
     logit_bits = _logit_bits(ex)
     classes = ex.layers[-1].spec.cout
-    shapes = _memory_shapes(ex, progs, layers[0].window, logit_bits, options)
     drain = drain_cycles(g) + options.extra_drain
     plan = AcceleratorPlan(
         export=ex, options=options, layers=layers, programs=progs, act=act,
         shortcut=shortcut_constants(ex, act.bases) if residual else None,
         col_bits=col_bits, row_bits=row_bits, acc_bits=max(l.acc_bits for l in ex.layers), bias_bits=bias_bits,
         logit_bits=logit_bits, out_bits=max(logit_bits, unsigned_bits(classes) + 1), classes=classes,
-        residual=residual, memory_shapes=shapes, drain=drain, cycles={})
-    return dataclasses.replace(plan, cycles=plan._cycle_model(drain))
+        residual=residual, memory_shapes={}, drain=drain, cycles={})
+    return dataclasses.replace(plan, memory_shapes=_memory_shapes(plan, options), cycles=plan._cycle_model(drain))
 
