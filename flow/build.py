@@ -121,7 +121,8 @@ def build_steps(top, board, bdir: pathlib.Path) -> list:
 
 def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> tuple:
     """Run the build's commands in ``bdir``; place and route again with other placer seeds while
-    timing fails (nextpnr is deterministic per seed). On ECP5 the netlist's fabric registers beside
+    timing fails or the placer finds no legal placement (nextpnr is deterministic per seed; an
+    unplaced seed is recorded with fmax ``None``). On ECP5 the netlist's fabric registers beside
     the block RAMs and multipliers move into them before place and route (:mod:`.hardregs`).
     Returns ``(seconds per tool, [(seed, fmax)], registers moved)``."""
     times, seeds, moved = {}, [], {}
@@ -146,6 +147,11 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
                     f"cost fmax)")
                 p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
+            if p.returncode and seed is not None and seed < 4 and _unplaced(p):
+                # near a full device, legal placement depends on the seed as timing does
+                log(f"note: nextpnr found no legal placement with seed {seed}; trying seed {seed + 1}")
+                seeds.append((seed, None))          # no fmax: not placed
+                continue
             if p.returncode:
                 _step_failed(p, tool, board, bdir, fits)
             if tool == "yosys" and board.family == "ecp5":
@@ -176,6 +182,11 @@ def _yosys_error(bdir: pathlib.Path) -> str:
     return errors[-1] if errors else "no message"
 
 
+def _unplaced(p) -> bool:
+    """nextpnr's placer gave up (rather than the design not fitting at all)."""
+    return "Unable to find legal placement" in (p.stderr or p.stdout)
+
+
 def _step_failed(p, tool, board, bdir, fits):
     text = p.stderr or p.stdout
     cells = re.search(r"Failed to expand region .* of (\d+) (ICESTORM_LCs|TRELLIS_COMB)", text)
@@ -183,7 +194,19 @@ def _step_failed(p, tool, board, bdir, fits):
         raise BuildError(f"{board.name}: the design needs {cells.group(1)} logic cells and {board.device} has "
                          f"{board.resources['lut']} (the resource model estimated {fits['lut']}): use a "
                          f"narrower array (--pe auto picks one that fits) or a larger board")
+    if _unplaced(p):
+        used = re.search(r"(ICESTORM_LC|TRELLIS_COMB):\s+(\d+)/\s*(\d+)", _read(bdir / "top.tim"))
+        fill = f" ({used.group(2)} of {used.group(3)} logic cells)" if used else ""
+        raise BuildError(f"{board.name}: nextpnr found no legal placement for the design{fill} with any of "
+                         f"placer seeds 1-4: near a full "
+                         f"{board.device} flip-flops must share a logic block with others of the same clock enable "
+                         f"and reset, and not all of them find one. Use a narrower array (--pe) or a larger board; "
+                         f"the netlist and nextpnr's log are in {bdir}")
     raise BuildError(f"{tool} failed (exit {p.returncode}) in {bdir}:\n{text[-3000:]}")
+
+
+def _read(path: pathlib.Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _verify(bit, export_dir, top, plan, samples, bdir, log):
@@ -217,7 +240,7 @@ def _report(*, export_dir, top, plan, fits, pnr, seeds, times, total, dest, veri
         "dense_cycles": plan.dense_cycles,
         "bitstream": str(dest),
         "clock_mhz": clock, "fmax_mhz": pnr["fmax_mhz"], "timing_met": bool(pnr["fmax_mhz"] and pnr["fmax_mhz"] >= clock),
-        "best_fmax_mhz": max((f for _, f in seeds), default=pnr["fmax_mhz"]),
+        "best_fmax_mhz": max((f for _, f in seeds if f is not None), default=pnr["fmax_mhz"]),
         "baud": top.baud, "cycles_per_inference": model["total"], "image_lanes": N,
         "cycles_per_image": model["per_image"], "speedup_vs_dense": plan.speedup,
         "inferences_per_s_compute": clock * 1e6 / model["per_image"],

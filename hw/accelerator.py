@@ -378,13 +378,23 @@ class Accelerator(wiring.Component):
 
         def address(tag):
             return Array(Const(b, 16) for b in rq_base + [0])[tag.layer] + tag.r
+
+        def addressed(port, chain, at, name):
+            """``port`` reads the row of ``chain[at]``'s tag; the address (a layer's base from a
+            table, plus its row) is computed a stage earlier and registered, where that stage exists"""
+            if at == 0:
+                m.d.comb += port.addr.eq(address(chain[0]))
+                return
+            reg = Signal(len(port.addr), name=name)
+            m.d.sync += reg.eq(address(chain[at - 1]))
+            m.d.comb += port.addr.eq(reg)
         rq_layout, rq_rd = rom("rqrom", fields)
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
         # image lanes: each registers the constants once more, beside its requantizers
         lanes = len(arrays) > 1
         early = (3 if self.plan.options.operand_reg and len(tags) >= 3 + lanes else 2) + lanes
-        m.d.comb += rq_rd.addr.eq(address(tags[-early]))
+        addressed(rq_rd, tags, len(tags) - early, "rq_addr")
         at_res = tags[-1]
         rq_data = rq_rd.data
         if early - lanes == 3:
@@ -397,7 +407,7 @@ class Accelerator(wiring.Component):
             after.append(tg)
         if late:                # read a cycle (and a lane register) before the bias is added
             late_layout, late_rd = rom("rqrom_late", late_fields)
-            m.d.comb += late_rd.addr.eq(address(after[Requantizer.LATE - 2 - lanes]))
+            addressed(late_rd, tags + after, len(tags) + Requantizer.LATE - 2 - lanes, "rq_late_addr")
         requants = []
         for e, arr in enumerate(arrays):
             lane_data = rq_data

@@ -116,7 +116,23 @@ class RequestParser(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rx, req = self.rx, self.request
-        took = rx.valid & rx.ready
+        # the byte is registered as it arrives, with the compares the states make of it: the states
+        # then decide from registers alone (on the iCE40 this logic was the critical path, the
+        # line's valid and the byte's compares running through every state's next-state logic).
+        # The register holds one byte and takes the next once it is empty (a byte every other
+        # cycle at most: a UART byte is 10 bit times), and takes none while a request's end goes
+        # out (what comes after a request is the spotter's)
+        full, byte = Signal(), Signal(8)
+        flags = {"magic0": REQ_MAGIC[0], "magic1": REQ_MAGIC[1], "infer": CMD_INFER, "infer_rle": CMD_INFER_RLE,
+                 "info": CMD_INFO, "escape": RLE_ESCAPE}
+        is_ = {k: Signal(name=f"is_{k}") for k in flags}
+        take = Signal()               # the states consume the registered byte this cycle
+        accept = rx.valid & rx.ready
+        with m.If(accept):
+            m.d.sync += [full.eq(1), byte.eq(rx.payload)]
+            m.d.sync += [is_[k].eq(rx.payload == v) for k, v in flags.items()]
+        with m.Elif(take):
+            m.d.sync += full.eq(0)
         timer = Signal(range(max(self.timeout_cycles, self.quiet_cycles) + 1))
         seq, cmd = Signal(8, init=SEQ_UNKNOWN), Signal(8)
         want = Signal(8)              # minus the sum from SEQ on: the checksum byte that makes it zero (the
@@ -124,28 +140,31 @@ class RequestParser(wiring.Component):
         count = Signal(range(self.payload_bytes + 1))
         count_last = Signal()         # count is at the payload's last byte (a compare made a byte early)
         rle, run = Signal(), Signal(8)  # CMD_INFER_RLE; zeros left of a run
+        run_last = Signal()           # run == 1 (registered with run)
         # the timeout compare is registered: the wide counter's compare is not in the FSM's cycle; it is
         # ">=", so no value of the counter (say, after a glitch) can keep a request open for long
         timed_out = Signal()
-        m.d.sync += timed_out.eq((timer >= self.timeout_cycles - 1) & ~took)
-        # every byte is taken at once, but the image's: as fast as ``data`` takes them
-        m.d.comb += [rx.ready.eq(1), req.payload.seq.eq(seq), req.payload.cmd.eq(cmd),
-                     self.data.payload.eq(rx.payload)]
+        m.d.sync += timed_out.eq((timer >= self.timeout_cycles - 1) & ~take)
+        m.d.comb += [req.payload.seq.eq(seq), req.payload.cmd.eq(cmd), self.data.payload.eq(byte)]
         # a request's end is registered (request, abort): nothing of the last byte's checks reaches
         # the reply's framer in the same cycle; the parser takes no byte meanwhile (ENDED)
         status, ended, abort = Signal(8), Signal(), Signal()
         m.d.sync += [ended.eq(0), abort.eq(0)]
-        m.d.comb += [req.valid.eq(ended), req.payload.status.eq(status), self.abort.eq(abort)]
+        m.d.comb += [req.valid.eq(ended), req.payload.status.eq(status), self.abort.eq(abort),
+                     rx.ready.eq(~full & ~ended)]
 
         def end(status_now, abort_now=0):
             m.d.sync += [ended.eq(1), status.eq(status_now), abort.eq(abort_now)]
             m.next = "ENDED"
 
-        def next_byte():
-            """A byte is due: count the gap, give the request up when it is too long."""
+        def next_byte(consume=True):
+            """A byte is due: count the gap, give the request up when it is too long (a byte that
+            arrives as it is given up is dropped: see ENDED)."""
             m.d.comb += self.busy.eq(1)
+            if consume:
+                m.d.comb += take.eq(full)
             m.d.sync += timer.eq(timer + 1)
-            with m.If(took):
+            with m.If(take):
                 m.d.sync += timer.eq(0)
             with m.Elif(timed_out):
                 end(STATUS_TIMEOUT, abort_now=1)
@@ -157,98 +176,98 @@ class RequestParser(wiring.Component):
                 m.next = "CHECK"
 
         with m.FSM() as fsm:
-            self._between_requests(m, timer, seq)
-            self._magic_and_seq(m, seq, want, next_byte)
+            self._between_requests(m, timer, seq, full, is_, take)
+            self._magic_and_seq(m, seq, want, full, byte, is_, next_byte)
             with m.State("CMD"):
-                with m.If(rx.valid):
-                    m.d.sync += [cmd.eq(rx.payload), want.eq(want - rx.payload), count.eq(0),
-                                 count_last.eq(self.payload_bytes == 1), rle.eq(rx.payload == CMD_INFER_RLE)]
-                    with m.If((rx.payload == CMD_INFER) | (rx.payload == CMD_INFER_RLE)):
+                with m.If(full):
+                    m.d.sync += [cmd.eq(byte), want.eq(want - byte), count.eq(0),
+                                 count_last.eq(self.payload_bytes == 1), rle.eq(is_["infer_rle"])]
+                    with m.If(is_["infer"] | is_["infer_rle"]):
                         m.next = "DATA"
-                    with m.Elif(rx.payload == CMD_INFO):
+                    with m.Elif(is_["info"]):
                         m.next = "CHECK"
                     with m.Else():
                         end(STATUS_COMMAND)
                 next_byte()
             with m.State("DATA"):
-                escape = rle & (rx.payload == RLE_ESCAPE)       # CMD_INFER_RLE: a run of zeros follows
+                escape = rle & is_["escape"]                # CMD_INFER_RLE: a run of zeros follows
                 with m.If(escape):
-                    m.d.comb += rx.ready.eq(1)
-                    with m.If(rx.valid):
+                    m.d.comb += take.eq(full)
+                    with m.If(full):
                         m.next = "RUN"
                 with m.Else():
-                    m.d.comb += [self.data.valid.eq(rx.valid), rx.ready.eq(self.data.ready)]
-                with m.If(took):
-                    m.d.sync += want.eq(want - rx.payload)
+                    m.d.comb += [self.data.valid.eq(full), take.eq(full & self.data.ready)]
+                with m.If(take):
+                    m.d.sync += want.eq(want - byte)
                     with m.If(~escape):
                         counted()
-                next_byte()
-            self._run_of_zeros(m, want, run, timer, timed_out, next_byte, counted, end)
+                next_byte(consume=False)
+            self._run_of_zeros(m, want, run, run_last, timer, timed_out, full, byte, next_byte, counted, end)
             with m.State("CHECK"):
-                with m.If(rx.valid):
-                    good = rx.payload == want
+                with m.If(full):
+                    good = byte == want
                     end(Mux(good, STATUS_OK, STATUS_CHECKSUM), abort_now=~good)
                 next_byte()
             fill_encodings(m, fsm, "IDLE")
         return m
 
-    def _magic_and_seq(self, m, seq, want, next_byte):
+    def _magic_and_seq(self, m, seq, want, full, byte, is_, next_byte):
         """The request's second magic byte (a first one again keeps waiting for it), then its SEQ,
         where the checksum starts."""
-        rx = self.rx
         with m.State("MAGIC1"):
-            with m.If(rx.valid & (rx.payload == REQ_MAGIC[1])):
+            with m.If(full & is_["magic1"]):
                 m.next = "SEQ"
-            with m.Elif(rx.valid & (rx.payload != REQ_MAGIC[0])):
+            with m.Elif(full & ~is_["magic0"]):
                 m.next = "IDLE"
             next_byte()
         with m.State("SEQ"):
-            with m.If(rx.valid):
-                m.d.sync += [seq.eq(rx.payload), want.eq(-rx.payload)]
+            with m.If(full):
+                m.d.sync += [seq.eq(byte), want.eq(-byte)]
                 m.next = "CMD"
             next_byte()
 
-    def _run_of_zeros(self, m, want, run, timer, timed_out, next_byte, counted, end):
+    def _run_of_zeros(self, m, want, run, run_last, timer, timed_out, full, byte, next_byte, counted, end):
         """CMD_INFER_RLE's states after an escape byte: the run's length, then its zeros, one a cycle
         (a stall of ``data`` as long as the timeout gives the request up, as a missing byte does)."""
-        rx = self.rx
         with m.State("RUN"):                                # the run's length
-            with m.If(rx.valid):
-                m.d.sync += [want.eq(want - rx.payload), run.eq(rx.payload)]
+            with m.If(full):
+                m.d.sync += [want.eq(want - byte), run.eq(byte), run_last.eq(byte == 1)]
                 m.next = "ZEROS"
             next_byte()
         with m.State("ZEROS"):                              # the run's zeros, one a cycle
-            m.d.comb += [self.busy.eq(1), rx.ready.eq(0), self.data.valid.eq(run != 0),
-                         self.data.payload.eq(0)]
-            m.d.sync += timer.eq(Mux(self.data.ready | (run == 0), 0, timer + 1))
-            with m.If(run == 0):                            # an empty run (never sent): nothing
+            empty = Signal()
+            m.d.comb += [empty.eq(run == 0), self.busy.eq(1), self.data.valid.eq(~empty), self.data.payload.eq(0)]
+            m.d.sync += timer.eq(Mux(self.data.ready | empty, 0, timer + 1))
+            with m.If(empty):                               # an empty run (never sent): nothing
                 m.next = "DATA"
             with m.Elif(timed_out):
                 end(STATUS_TIMEOUT, abort_now=1)
             with m.Elif(self.data.ready):
-                m.d.sync += run.eq(run - 1)
-                with m.If(run == 1):
+                m.d.sync += [run.eq(run - 1), run_last.eq(run == 2)]
+                with m.If(run_last):
                     m.next = "DATA"
                 counted()                                   # the images whole: the rest of the run is dropped
 
-    def _between_requests(self, m, timer, seq):
+    def _between_requests(self, m, timer, seq, full, is_, take):
         """The states outside a request: waiting for its magic, the cycle after one ended, and the
         dropping of bytes after ``flush`` until the line is quiet."""
         rx = self.rx
         with m.State("IDLE"):
+            m.d.comb += take.eq(full)
             with m.If(self.flush):
                 m.d.sync += timer.eq(0)
                 m.next = "DISCARD"
-            with m.Elif(rx.valid & (rx.payload == REQ_MAGIC[0])):
+            with m.Elif(full & is_["magic0"]):
                 m.d.sync += [timer.eq(0), seq.eq(SEQ_UNKNOWN)]
                 m.next = "MAGIC1"
-        with m.State("ENDED"):          # the request and abort are out; the next byte waits
-            m.d.comb += [rx.ready.eq(0), self.busy.eq(1)]
+        with m.State("ENDED"):          # the request and abort are out; the next byte waits (one
+            m.d.comb += self.busy.eq(1)   # taken as the request timed out is dropped)
+            m.d.sync += full.eq(0)
             m.next = "IDLE"
         with m.State("DISCARD"):
-            m.d.comb += self.busy.eq(1)
+            m.d.comb += [self.busy.eq(1), take.eq(full)]
             m.d.sync += timer.eq(timer + 1)
-            with m.If(rx.valid):
+            with m.If(rx.valid):          # quiet from the line's last byte
                 m.d.sync += timer.eq(0)
             with m.Elif(timer >= self.quiet_cycles - 1):
                 m.next = "IDLE"

@@ -10,7 +10,7 @@ from ternpe.hw.plan import plan_accelerator
 from ternpe.image import densified, load_export, rewrite_export
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def export(quick_run):
     return load_export(quick_run["export"])
 

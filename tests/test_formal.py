@@ -40,7 +40,7 @@ NETWORKS = {"fc3-1x4": dict(shape=(2, 2, 1), layers="fc3", pe="1x4", seed=1),
 TIMEOUT, QUIET = 8, 8
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("formal_exports")
     return {name: random_export(root / name, density=0.7, **kw) for name, kw in NETWORKS.items()}
@@ -120,7 +120,7 @@ def _link(exports, tmp_path, name, bound=None, cover=True):
                                   pytest.param("fc4-fc3-1x4", marks=slow)])
 def test_host_link_is_never_silent_for_long(exports, tmp_path, name):
     h, r = _link(exports, tmp_path, name)
-    assert h.bound == plan_accelerator(exports[name]).cycles["latency"] + WATCHDOG_MARGIN + 4
+    assert h.bound == plan_accelerator(exports[name]).cycles["latency"] + WATCHDOG_MARGIN + 5
     assert r.passed, _explain(r)
 
 
@@ -149,8 +149,8 @@ def test_host_link_bound_below_an_inference_fails(exports, tmp_path):
     # above the timeout and the quiet period, below the compute time: only waiting for the
     # accelerator is that long, so the bmc depth holds a whole inference request
     ex = exports["fc3-1x4"]
-    bound = plan_accelerator(ex).cycles["total"] // 2
-    assert bound > max(TIMEOUT, QUIET) + 4
+    bound = max(TIMEOUT, QUIET) + 6
+    assert bound < plan_accelerator(ex).cycles["total"]
     _, r = _link(exports, tmp_path, "fc3-1x4", bound=bound, cover=False)
     assert r.status == "FAIL", _explain(r)
 

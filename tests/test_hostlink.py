@@ -14,7 +14,7 @@ from ternpe.link import (CMD_INFER, REQ_MAGIC, SEQ_UNKNOWN, STATUS_BUSY, STATUS_
                          export_id, reply_length)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def board(quick_run):
     ex = load_export(quick_run["export"])
     t = SimTransport(plan_accelerator(ex), divisor=4, timeout_cycles=3000)
@@ -116,7 +116,7 @@ def test_link_fuzz_never_gives_a_wrong_answer(tmp_path):
     assert b.stats["retries"] > 0, "the fuzz must actually break exchanges"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def lanes_board(tmp_path_factory):
     """A board with two image lanes running a tiny random network (the fuzz's)."""
     from ternpe.hw.plan import AcceleratorOptions

@@ -77,8 +77,8 @@ def test_parser_takes_requests_and_drops_what_comes_before_them():
     out = _parse(_bytes(b"\x00TxTT" + encode_infer(image, seq=5) + b"P" + encode_info(seq=6), idle=1))
     assert [r[:4] for r in out["requests"]] == [(STATUS_OK, 5, CMD_INFER, 0), (STATUS_OK, 6, CMD_INFO, 0)]
     assert out["data"] == image
-    # each request comes out the cycle after its checksum byte is taken (registered)
-    assert [r[4] for r in out["requests"]] == [out["taken"][12] + 1, out["taken"][-1] + 1]
+    # each request comes out two cycles after its checksum byte is taken (the byte and the end registered)
+    assert [r[4] for r in out["requests"]] == [out["taken"][12] + 2, out["taken"][-1] + 2]
 
 
 def test_parser_takes_a_batch_of_images_and_times_out_inside_the_second():
@@ -86,11 +86,11 @@ def test_parser_takes_a_batch_of_images_and_times_out_inside_the_second():
     out = _parse(_bytes(encode_infer(batch, seq=5) + encode_info(seq=6), idle=1), images=2)
     assert [r[:4] for r in out["requests"]] == [(STATUS_OK, 5, CMD_INFER, 0), (STATUS_OK, 6, CMD_INFO, 0)]
     assert out["data"] == batch
-    assert out["requests"][0][4] == out["taken"][4 + 6] + 1
+    assert out["requests"][0][4] == out["taken"][4 + 6] + 2
     # one image's bytes and its checksum are not a request of two: the parser waits, then times out
     out = _parse(_bytes(encode_infer(batch[:3], seq=8)), images=2)
     assert [(s, q, a) for s, q, _, a, _ in out["requests"]] == [(STATUS_TIMEOUT, 8, 1)]
-    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 2
+    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 3
 
 
 def test_parser_answers_broken_requests_and_asks_to_drop_the_image():
@@ -109,18 +109,24 @@ def test_parser_gives_a_request_up_timeout_cycles_after_its_last_byte(sent):
     out = _parse(_bytes(frame, idle=3))
     seq = 11 if sent > 2 else SEQ_UNKNOWN
     assert [(s, q, a) for s, q, _, a, _ in out["requests"]] == [(STATUS_TIMEOUT, seq, 1)]
-    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 2      # the timeout's end registered
+    assert out["requests"][0][4] == out["taken"][-1] + TIMEOUT + 3      # the byte, the end registered
     assert out["data"] == list(frame[4:])
 
 
 def test_parser_waits_on_a_full_image_buffer_without_timing_out():
-    # the first image byte is taken at cycle 14; the second waits until just before the timeout
+    # the first image byte is taken at cycle 14 and offered at 15; the buffer takes it just before
+    # the timeout, and the second byte is taken the cycle after
     image = [10, 20, 30]
     stalled = range(15, 14 + TIMEOUT - 1)
     out = _parse(_bytes(encode_infer(image, seq=1), idle=2), data_ready=lambda c: c not in stalled)
-    assert out["taken"][4:6] == [14, 14 + TIMEOUT - 1]
+    assert out["taken"][4:6] == [14, 14 + TIMEOUT]
     assert [r[:4] for r in out["requests"]] == [(STATUS_OK, 1, CMD_INFER, 0)]
     assert out["data"] == image
+    # a cycle longer, and the request is given up with its byte still waiting in the parser
+    longer = range(15, 14 + TIMEOUT)
+    out = _parse(_bytes(encode_infer(image, seq=1), idle=2), data_ready=lambda c: c not in longer)
+    assert [(s, q, a) for s, q, _, a, _ in out["requests"]] == [(STATUS_TIMEOUT, 1, 1)]
+    assert out["data"] == []
 
 
 def test_flush_drops_bytes_until_the_line_is_quiet():

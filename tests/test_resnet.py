@@ -77,7 +77,7 @@ def test_average_pool_then_fc_is_an_fc_over_the_flattened_map():
     np.testing.assert_array_equal(acc, x.sum(axis=(1, 2)) @ w.T)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def resnet(tmp_path_factory):
     from ternpe.model.data import synthetic
     from ternpe.model.train import TrainConfig, train

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def study():
     path = pathlib.Path(__file__).parent.parent / "bench" / "study.py"
     spec = importlib.util.spec_from_file_location("study", path)

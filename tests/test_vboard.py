@@ -19,7 +19,7 @@ from ternpe.flow.tools import ToolError
 FUZZ_NET = dict(shape=(4, 4, 1), layers="c16,fc4", density=0.7, samples=8, seed=5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def fuzz_export(tmp_path_factory):
     return random_export(tmp_path_factory.mktemp("fuzznet") / "e", **FUZZ_NET)
 

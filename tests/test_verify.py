@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def built(tmp_path_factory):
     from ternpe.flow.build import build
     from ternpe.model.randnet import random_export

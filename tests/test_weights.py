@@ -10,7 +10,7 @@ from ternpe.image import load_export
 from blocksim import run_block
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")      # built once per worker, however the tests interleave
 def export(quick_run):
     return load_export(quick_run["export"])
 
