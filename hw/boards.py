@@ -34,6 +34,8 @@ class Board:
     uart_note: str = "the board's USB-serial bridge"
     uart_pins: tuple = ()    # (rx, tx) pins when the board has no UART resource
     bitstream_ext: str = "bin"
+    bauds: tuple = ()        # slower rates its USB-serial side makes, fastest first: a clock that
+                             # cannot make ``baud`` takes the first of these it can
 
     @property
     def resources(self) -> dict:
@@ -48,7 +50,8 @@ class Board:
 BOARDS = {b.name: b for b in [
     # the iCEBreaker's FT2232H makes 12 Mbaud / n: 6 Mbaud is 5 clocks a bit at 30 MHz (12 would be 2.5)
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 12e6, 30e6, 6_000_000,
-          "up5k", "iceprog", uart_note="the FT2232H's second channel"),
+          "up5k", "iceprog", uart_note="the FT2232H's second channel",
+          bauds=tuple(12_000_000 // n for n in (3, 4, 5, 6, 8, 10, 12))),
     Board("upduino", "amaranth_boards.upduino_v3:UpduinoV3Platform", "ice40", 12e6, 30e6, 3_000_000, "up5k",
           "iceprog", uart_note="a 3.3 V USB-serial adapter on header pins 2 (board RX) and 46 (board TX)",
           uart_pins=("2", "46")),
@@ -118,10 +121,21 @@ class BoardTop(Elaboratable):
     @staticmethod
     def clocking(board: Board, clock_hz: float | None = None, baud: int | None = None) -> tuple:
         """``(pll, clock_hz, baud, divisor)`` of ``board`` at ``clock_hz`` (the PLL's nearest) and
-        ``baud``; :class:`ValueError` when no PLL setting or UART divisor makes them."""
+        ``baud``; :class:`ValueError` when no PLL setting or UART divisor makes them. Without
+        ``baud``: the board's rate, or where the clock cannot make it, the fastest of
+        ``board.bauds`` that it can."""
         pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, clock_hz or board.clock_hz)
-        baud = baud or board.baud
-        return pll, pll["f_out"], baud, divisor(pll["f_out"], baud)
+        f = pll["f_out"]
+        if baud is None:
+            for b in (board.baud,) + board.bauds:
+                try:
+                    return pll, f, b, divisor(f, b)
+                except ValueError:
+                    continue
+            rates = ", ".join(f"{b / 1e6:g}" for b in (board.baud,) + board.bauds)
+            raise ValueError(f"a {f / 1e6:.3f} MHz clock makes none of {board.name}'s UART rates ({rates} Mbaud) "
+                             f"within 2%")
+        return pll, f, baud, divisor(f, baud)
 
     def __new__(cls, plan, board: Board, *, clock_hz: float | None = None, baud: int | None = None):
         cls.clocking(board, clock_hz, baud)      # before the top exists: a refused top is never left unused

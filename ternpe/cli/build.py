@@ -71,6 +71,10 @@ def run(a) -> int:
           f"every {r['throughput_cycles']} with the next loading meanwhile): {r['inferences_per_s_compute']:,.0f} "
           f"inferences/s compute, {r['inferences_per_s_link']:,.0f}/s over the {r['baud'] / 1e6:g} Mbaud link "
           f"({r['inferences_per_s_link_rle']:,.0f}/s with the images run-length coded, as the host sends them)")
+    from ternpe.hw.boards import BOARDS
+    if r["baud"] != BOARDS[a.board].baud:
+        print(f"  the UART runs at {r['baud'] / 1e6:g} Mbaud (this clock cannot make the board's "
+              f"{BOARDS[a.board].baud / 1e6:g}): talk to it with `ternpe run --board {a.board} --baud {r['baud']}`")
     if r["verified"]:
         print(f"  verified: the netlist unpacked from the bitstream is bit-exact on {r['verified']['samples']} golden "
               f"input(s) (`ternpe verify` runs them all)")

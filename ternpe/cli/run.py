@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     rn.add_argument("--export", required=True, help="the export the bitstream was built from")
     rn.add_argument("--board", default=None, help=board_names() + " (sets the baud rate)")
     rn.add_argument("--port", default=None, help="serial port of the board, e.g. /dev/ttyUSB1")
+    rn.add_argument("--baud", type=int, default=None,
+                    help="UART rate, when the bitstream was built for another clock than the board's (its build "
+                         "report's \"baud\"; default: the board's rate)")
     rn.add_argument("--sim", action="store_true", help="talk to the simulated board instead of a serial port")
     rn.add_argument("--images", nargs="*", default=[],
                     help="image files (PNG, JPEG, BMP, TIFF, ...) read by their format: 8-bit values as they are, "
@@ -118,7 +121,8 @@ def _transport(a, plan) -> tuple:
         board(a.board)               # a known board, before the port is asked for
     if not a.port or a.board is None:
         raise ValueError("give --board and --port (e.g. --board icebreaker --port /dev/ttyUSB1), or --sim")
-    return SerialTransport(a.port, board(a.board).baud), f"{a.board} on {a.port}"
+    baud = a.baud or board(a.board).baud
+    return SerialTransport(a.port, baud), f"{a.board} on {a.port} at {baud / 1e6:g} Mbaud"
 
 
 def _infer_each(b, todo: list, ex) -> int:
