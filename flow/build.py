@@ -177,8 +177,7 @@ def _drop_lane_copies(bdir: pathlib.Path) -> bool:
 
 
 def _yosys_error(bdir: pathlib.Path) -> str:
-    rpt = bdir / "top.rpt"
-    errors = re.findall(r"^ERROR: (.*)$", rpt.read_text(errors="replace"), re.M) if rpt.exists() else []
+    errors = re.findall(r"^ERROR: (.*)$", _read(bdir / "top.rpt"), re.M)
     return errors[-1] if errors else "no message"
 
 
@@ -282,8 +281,7 @@ def build(export_dir, board_name: str, *, out_dir="bitstreams", build_root="buil
     times, seeds, moved = _run_steps(build_steps(top, board, bdir), board=board, bdir=bdir, env=env, clock=clock, fits=fits,
                               progress=progress, log=log)
     total = time.perf_counter() - t0
-    tim = bdir / "top.tim"
-    pnr = _parse_nextpnr(tim.read_text() if tim.exists() else "", board.family)
+    pnr = _parse_nextpnr(_read(bdir / "top.tim"), board.family)
     bit = bdir / f"top.{board.bitstream_ext}"
     out = pathlib.Path(out_dir) / board_name
     out.mkdir(parents=True, exist_ok=True)

@@ -127,14 +127,14 @@ class BoardTop(Elaboratable):
         pll = (ice40_pll if board.family == "ice40" else ecp5_pll)(board.clk_in_hz, clock_hz or board.clock_hz)
         f = pll["f_out"]
         if baud is None:
-            for b in (board.baud,) + board.bauds:
+            rates = (board.baud,) + board.bauds
+            for b in rates:
                 try:
                     return pll, f, b, divisor(f, b)
                 except ValueError:
                     continue
-            rates = ", ".join(f"{b / 1e6:g}" for b in (board.baud,) + board.bauds)
-            raise ValueError(f"a {f / 1e6:.3f} MHz clock makes none of {board.name}'s UART rates ({rates} Mbaud) "
-                             f"within 2%")
+            raise ValueError(f"a {f / 1e6:.3f} MHz clock makes none of {board.name}'s UART rates "
+                             f"({', '.join(f'{b / 1e6:g}' for b in rates)} Mbaud) within 2%")
         return pll, f, baud, divisor(f, baud)
 
     def __new__(cls, plan, board: Board, *, clock_hz: float | None = None, baud: int | None = None):

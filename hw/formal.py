@@ -255,8 +255,8 @@ class OutputStreamCheck(wiring.Component):
 def hostlink_bound(plan, *, timeout_cycles: int, quiet_cycles: int) -> int:
     """The bound ``B`` of :class:`HostLinkResponseCheck`: the longest of the link's three silent
     waits, plus 5 cycles for its registered stages (the parser's byte register, the timeout
-    compare, the accelerator's reset, the input FIFO): a request byte (``timeout_cycles``, then a timeout reply), the quiet period
-    after a non-ok reply (``quiet_cycles``, then idle), a result (the watchdog's limit: the cycle
+    compare, the accelerator's reset, the input FIFO): a request byte (``timeout_cycles``, then a
+    timeout reply), the quiet period after a non-ok reply (``quiet_cycles``, then idle), a result (the watchdog's limit: the cycle
     model's latency, from the first pixel in to the class out, and ``WATCHDOG_MARGIN``; then the
     logits are sent, or the reply is cut). Each wait ends with a byte sent or the link idle, so
     ``B`` is the maximum, not the sum, of the three."""
