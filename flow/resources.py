@@ -37,7 +37,8 @@ from ternpe.image import widen
 
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
            "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "array_for_device",
-           "format_plan", "with_images", "LANE_COST", "AUTO_FILL", "auto_fill"]
+           "format_plan", "with_images", "LANE_COST", "AUTO_FILL", "auto_fill",
+           "AUTO_BRAM_FILL", "auto_bram_fill"]
 
 
 class FitError(GenerateError):
@@ -82,6 +83,18 @@ def auto_fill(device) -> float:
     """The share of ``device``'s logic ``--pe auto`` fills (:data:`AUTO_FILL`)."""
     dev = _device(device)
     return AUTO_FILL.get(dev.name, AUTO_FILL[dev.family])
+
+#: The share of a device's block RAMs ``--pe auto`` fills, by device (else all of them). On the
+#: ECP5-85F at 100 MHz (ResNet-20 at 8x16, docs/accelerator.md "Image lanes"): 2 lanes, 158 of
+#: 208 DP16KD (76%), routed in 36 minutes; 3 lanes, 199 (96%), placed at an estimated 54 MHz and
+#: still had 130,870 of 147,542 arcs to route after 11 minutes of nextpnr's router (stopped). The
+#: block RAMs then fill every column of the die, so each lane's memories lie far from its PEs.
+AUTO_BRAM_FILL = {"ecp5-85f": 0.80}
+
+
+def auto_bram_fill(device) -> float:
+    """The share of ``device``'s block RAMs ``--pe auto`` fills (:data:`AUTO_BRAM_FILL`)."""
+    return AUTO_BRAM_FILL.get(_device(device).name, 1.0)
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no
@@ -203,13 +216,15 @@ def estimate(plan: AcceleratorPlan, device: Device | str) -> dict:
             "options": plan.options.as_dict()}
 
 
-def over_budget(est: dict, device: Device | str, logic: bool = True, fill: float = 1.0) -> list:
+def over_budget(est: dict, device: Device | str, logic: bool = True, fill: float = 1.0,
+                bram_fill: float = 1.0) -> list:
     """The resources of an :func:`estimate` that ``device`` does not have enough of
     (``logic=False``: memories and multipliers only; ``fill``: the share of its LUTs and
-    flip-flops the logic may take)."""
+    flip-flops the logic may take; ``bram_fill``: the share of its block RAMs)."""
     have = _device(device).as_dict()
+    share = {"lut": fill, "ff": fill, "bram": bram_fill}
     keys = ("lut", "ff", "bram", "spram", "dsp") if logic else ("bram", "spram", "dsp")
-    return [k for k in keys if est[k] is not None and est[k] > (fill if k in ("lut", "ff") else 1) * have[k]]
+    return [k for k in keys if est[k] is not None and est[k] > share.get(k, 1) * have[k]]
 
 
 def check_fit(plan: AcceleratorPlan, device: Device | str, *, logic: bool = True) -> dict:
@@ -254,9 +269,10 @@ def with_images(plan: AcceleratorPlan, images: int) -> AcceleratorPlan:
 
 
 def _lack(est: dict, dev: Device, over: list) -> str:
-    fill, have = auto_fill(dev), dev.as_dict()
-    return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({fill:.0%} filled at most)" if k in ("lut", "ff")
-                                                             and fill < 1 else "") for k in over)
+    have = dev.as_dict()
+    share = {"lut": auto_fill(dev), "ff": auto_fill(dev), "bram": auto_bram_fill(dev)}
+    return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({share[k]:.0%} filled at most)"
+                                                             if share.get(k, 1) < 1 else "") for k in over)
 
 
 def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
@@ -266,8 +282,8 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
     Candidates: every ``P' x G`` with ``P'`` a power-of-two multiple of the trained ``P`` up to
     ``G`` (a wider ``P'`` skips a tile only where all its trained parts are pruned), each with
     1, 2, ... image lanes (which keep the trained tile as the unit of skipping) while they fit:
-    block RAMs, SPRAMs and multipliers in full, logic to ``AUTO_FILL`` of the device, and while the
-    input stream still feeds them (past ``load_bound`` a lane adds nothing). Of equal speed the
+    SPRAMs and multipliers in full, block RAMs to ``AUTO_BRAM_FILL`` and logic to ``AUTO_FILL`` of
+    the device, and while the input stream still feeds them (past ``load_bound`` a lane adds nothing). Of equal speed the
     smaller design is taken. ``images`` fixes the lanes. The clock is the board's: the model
     does not predict timing, the build checks it."""
     dev = _device(device)
@@ -282,15 +298,16 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
         p *= 2
     if best is None:            # the trained array alone is past the fill: it, if it fits the device at all
         best = with_images(plan_for_device(ex, dev), images or 1)
-        check_fit(best, dev)                                                        # raises with the numbers
-        best_limit = (f"{best.geometry} alone needs more than the {auto_fill(dev):.0%} of the device's "
-                      f"logic --pe auto fills: nothing wider, no more image lanes")
+        est = check_fit(best, dev)                                                  # raises with the numbers
+        over = over_budget(est, dev, fill=auto_fill(dev), bram_fill=auto_bram_fill(dev))
+        best_limit = (f"{best.geometry} alone needs more than --pe auto fills, {_lack(est, dev, over)}: "
+                      f"nothing wider, no more image lanes")
     return best, best_limit
 
 
 def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple:
     """``(plan, limit)``: ``base`` with the most image lanes that fit ``dev`` and still pay."""
-    tag, fill = f"{base.geometry}", auto_fill(dev)
+    tag, fill, bram_fill = f"{base.geometry}", auto_fill(dev), auto_bram_fill(dev)
     if images is not None:
         plan = with_images(base, images)
         over = over_budget(estimate(plan, dev), dev, fill=fill)
@@ -299,7 +316,7 @@ def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple
     while True:
         plan = with_images(base, n)
         est = estimate(plan, dev)
-        over = over_budget(est, dev, fill=fill)
+        over = over_budget(est, dev, fill=fill, bram_fill=bram_fill)
         if over:
             return best, f"{tag} with {n} image lanes would need " + _lack(est, dev, over)
         if best is not None and plan.cycles["load_bound"]:

@@ -276,20 +276,23 @@ def test_dense_baseline_of_the_speedup(tmp_path):
 
 def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
     """--pe auto: of every array P' x G (P' from the trained P to G) with 1, 2, ... image lanes,
-    the one with the fewest cycles per image that fits (logic to AUTO_FILL) and that the input
-    stream still feeds; checked against a brute-force search, on every device and a small one."""
+    the one with the fewest cycles per image that fits (logic to AUTO_FILL, block RAMs to
+    AUTO_BRAM_FILL) and that the input stream still feeds; checked against a brute-force search,
+    on every device and small ones (one whose block RAM fill binds)."""
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import auto_fill, auto_plan, estimate, plan_for_device, with_images
+    from ternpe.flow.resources import (AUTO_BRAM_FILL, auto_bram_fill, auto_fill, auto_plan, estimate,
+                                       plan_for_device, with_images)
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000),
-                dataclasses.replace(DEVICES["ecp5-85f"], name="tiny", lut=6000, ff=6000)]:
+                dataclasses.replace(DEVICES["ecp5-85f"], name="tiny", lut=6000, ff=6000),
+                dataclasses.replace(DEVICES["ecp5-85f"], name="ecp5-85f", bram=30)]:
         plan, limit = auto_plan(ex, dev)
         assert plan.options == with_images(plan_for_device(widen(ex, plan.geometry), dev), plan.images).options
 
         def fits(p):
             e, have = estimate(p, dev), dev.as_dict()
-            return (all(e[k] <= have[k] for k in ("bram", "spram", "dsp"))
+            return (all(e[k] <= have[k] for k in ("spram", "dsp")) and e["bram"] <= auto_bram_fill(dev) * have["bram"]
                     and all(e[k] is None or e[k] <= auto_fill(dev) * have[k] for k in ("lut", "ff")))
         fitting = [p for P in (1, 2, 4, 8, 16) for n in range(1, 40)
                    for p in [with_images(plan_for_device(widen(ex, ArrayGeometry(P, 16)), dev), n)]
@@ -303,6 +306,9 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
         nxt = with_images(plan, plan.images + 1)
         if fits(nxt):
             assert nxt.cycles["load_bound"] and limit.startswith("the input stream")
+        elif (dev.name, dev.bram) == ("ecp5-85f", 30):
+            # the lane after it wants more than the 80% of the block RAMs (24 of 30) --pe auto fills
+            assert AUTO_BRAM_FILL["ecp5-85f"] == 0.8 and "BRAM of 30 (80% filled at most)" in limit, limit
         else:
             assert limit.startswith(f"{plan.geometry} with {plan.images + 1} image lanes would need ")
     small = plan_for_device(ex, "ecp5-85f")
