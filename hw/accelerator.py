@@ -62,6 +62,11 @@ __all__ = ["GenerateError", "Accelerator", "AcceleratorProbes", "LaneCopies", "K
 #: reintegration with an internal error on some networks.)
 KEEP_LANE_COPIES = "setattr -mod -set keep_hierarchy 1 *.lane_copies*"
 
+#: The requantizer constants' ROM goes to block RAM (``ram_style``) when its word is wider than
+#: this, 8 DP16KD widths: Yosys maps a shallow ROM to logic whatever its width, and at 16x16
+#: (1,008 bits, 44 rows on ResNet-20) that logic hangs on one address register across the die.
+ROM_LOGIC_BITS = 8 * 36
+
 
 class LaneCopies(Elaboratable):
     """One image lane's registers of the values every lane registers alike (an op, a tag, a weight
@@ -372,8 +377,12 @@ class Accelerator(wiring.Component):
             layout = data.ArrayLayout(data.StructLayout(flds), P)
             init = [layout.const([word(l, r * P + p, flds) for p in range(P)]).as_value().value
                     for l in ex.layers for r in range(l.layout.rows)]
+            # in block RAM, as the resource model counts it, where Yosys might map it to logic: with
+            # requant_bram, and on a wide array (a word past 8 block RAM widths: in logic, the 1,008-bit
+            # word of 16x16 is thousands of LUTs on one address register, 84.93 MHz on the ULX3S)
+            block = late or layout.size > ROM_LOGIC_BITS
             m.submodules[name] = mem = Memory(shape=layout.size, depth=len(init), init=init,
-                                              attrs={"ram_style": "block"} if late else {})
+                                              attrs={"ram_style": "block"} if block else {})
             return layout, mem.read_port()
 
         def address(tag):
