@@ -20,7 +20,7 @@ help:
 	@echo "make sim     co-simulate the demo's Verilog on Icarus and Verilator against the golden outputs"
 	@echo "make resnet20   ResNet-20 on the CIFAR-shaped synthetic set: train (pruned), export, every layer on"
 	@echo "             Verilator against the golden outputs, its ULX3S bitstream (100 MHz)"
-	@echo "make resnet20-ulx3s   the same trained for the ULX3S (8x16 array, image lanes: --pe auto)"
+	@echo "make resnet20-ulx3s   the same trained for the ULX3S (the array chosen for the board: --pe auto)"
 	@echo "make test    run the test suite"
 	@echo "make formal  the formal proofs (SymbiYosys): PE accumulator, output stream, host link, with the slow ones"
 	@echo "make bench   print the method table (digits and MNIST, 3 seeds) and the hardware figures of the demo"
@@ -76,9 +76,9 @@ resnet20: setup
 	$(BIN)/ternpe sim exports/resnet20 --simulator verilator --samples 2
 	$(BIN)/ternpe build exports/resnet20 --board ulx3s
 
-# ResNet-20 trained for the ULX3S: the array is chosen for the board before training (8x16), the
-# penalty weighs each tile by its cycles there; built with the image lanes --pe auto fits (about
-# 40 minutes of place and route on 2 cores; not in CI).
+# ResNet-20 trained for the ULX3S: the array is chosen for the board before training by the resource
+# model (16x16), the penalty weighs each tile by its cycles there; built with the array and image
+# lanes --pe auto fits (about 45 minutes of place and route on 2 cores; not in CI).
 RESNET_ULX3S_FLAGS ?= --dataset synthetic-rgb32 --arch resnet20 --epochs-float 6 --epochs-ternary 8 \
 	--epochs-finetune 3 --board ulx3s --target-speedup 3.5 --lam-max 100
 resnet20-ulx3s: setup

@@ -38,7 +38,7 @@ from ternpe.image import widen
 __all__ = ["FitError", "COEFFICIENTS", "features", "block_rams", "memory_plan", "uses_spram", "accelerator_options",
            "plan_for_device", "estimate", "check_fit", "over_budget", "auto_geometry", "auto_plan", "array_for_device",
            "format_plan", "with_images", "LANE_COST", "AUTO_FILL", "auto_fill",
-           "AUTO_BRAM_FILL", "auto_bram_fill"]
+           "AUTO_BRAM_FILL", "auto_bram_fill", "auto_shares"]
 
 
 class FitError(GenerateError):
@@ -95,6 +95,13 @@ AUTO_BRAM_FILL = {"ecp5-85f": 0.80}
 def auto_bram_fill(device) -> float:
     """The share of ``device``'s block RAMs ``--pe auto`` fills (:data:`AUTO_BRAM_FILL`)."""
     return AUTO_BRAM_FILL.get(_device(device).name, 1.0)
+
+
+def auto_shares(device) -> dict:
+    """The share of each of ``device``'s resources ``--pe auto`` fills, by :func:`estimate` key
+    (LUTs and flip-flops: :func:`auto_fill`; block RAMs: :func:`auto_bram_fill`; the rest in full)."""
+    fill = auto_fill(device)
+    return {"lut": fill, "ff": fill, "bram": auto_bram_fill(device)}
 
 #: Words of one bank of the weight ROM and of the activation memory, each bank's output registered
 #: before the banks are muxed: on ECP5 one block RAM deep at a wide word (DP16KD 512 x 36), so no
@@ -216,13 +223,12 @@ def estimate(plan: AcceleratorPlan, device: Device | str) -> dict:
             "options": plan.options.as_dict()}
 
 
-def over_budget(est: dict, device: Device | str, logic: bool = True, fill: float = 1.0,
-                bram_fill: float = 1.0) -> list:
+def over_budget(est: dict, device: Device | str, logic: bool = True, shares: dict | None = None) -> list:
     """The resources of an :func:`estimate` that ``device`` does not have enough of
-    (``logic=False``: memories and multipliers only; ``fill``: the share of its LUTs and
-    flip-flops the logic may take; ``bram_fill``: the share of its block RAMs)."""
+    (``logic=False``: memories and multipliers only; ``shares``: the share of each resource the
+    design may take, by key, the rest in full, e.g. :func:`auto_shares`)."""
     have = _device(device).as_dict()
-    share = {"lut": fill, "ff": fill, "bram": bram_fill}
+    share = shares or {}
     keys = ("lut", "ff", "bram", "spram", "dsp") if logic else ("bram", "spram", "dsp")
     return [k for k in keys if est[k] is not None and est[k] > share.get(k, 1) * have[k]]
 
@@ -269,8 +275,7 @@ def with_images(plan: AcceleratorPlan, images: int) -> AcceleratorPlan:
 
 
 def _lack(est: dict, dev: Device, over: list) -> str:
-    have = dev.as_dict()
-    share = {"lut": auto_fill(dev), "ff": auto_fill(dev), "bram": auto_bram_fill(dev)}
+    have, share = dev.as_dict(), auto_shares(dev)
     return ", ".join(f"{est[k]} {k.upper()} of {have[k]}" + (f" ({share[k]:.0%} filled at most)"
                                                              if share.get(k, 1) < 1 else "") for k in over)
 
@@ -299,7 +304,7 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
     if best is None:            # the trained array alone is past the fill: it, if it fits the device at all
         best = with_images(plan_for_device(ex, dev), images or 1)
         est = check_fit(best, dev)                                                  # raises with the numbers
-        over = over_budget(est, dev, fill=auto_fill(dev), bram_fill=auto_bram_fill(dev))
+        over = over_budget(est, dev, shares=auto_shares(dev))
         best_limit = (f"{best.geometry} alone needs more than --pe auto fills, {_lack(est, dev, over)}: "
                       f"nothing wider, no more image lanes")
     return best, best_limit
@@ -307,16 +312,16 @@ def auto_plan(ex, device: Device | str, *, images: int | None = None) -> tuple:
 
 def _most_lanes(base: AcceleratorPlan, dev: Device, images: int | None) -> tuple:
     """``(plan, limit)``: ``base`` with the most image lanes that fit ``dev`` and still pay."""
-    tag, fill, bram_fill = f"{base.geometry}", auto_fill(dev), auto_bram_fill(dev)
+    tag, shares = f"{base.geometry}", auto_shares(dev)
     if images is not None:
         plan = with_images(base, images)
-        over = over_budget(estimate(plan, dev), dev, fill=fill)
+        over = over_budget(estimate(plan, dev), dev, shares=shares)
         return (None, None) if over else (plan, f"--image-lanes {images} (given)")
     best, n = None, 1
     while True:
         plan = with_images(base, n)
         est = estimate(plan, dev)
-        over = over_budget(est, dev, fill=fill, bram_fill=bram_fill)
+        over = over_budget(est, dev, shares=shares)
         if over:
             return best, f"{tag} with {n} image lanes would need " + _lack(est, dev, over)
         if best is not None and plan.cycles["load_bound"]:

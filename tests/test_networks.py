@@ -281,8 +281,8 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
     on every device and small ones (one whose block RAM fill binds)."""
     import dataclasses
     from ternpe.devices import DEVICES
-    from ternpe.flow.resources import (AUTO_BRAM_FILL, auto_bram_fill, auto_fill, auto_plan, estimate,
-                                       plan_for_device, with_images)
+    from ternpe.flow.resources import (AUTO_BRAM_FILL, FitError, auto_bram_fill, auto_fill, auto_plan, estimate,
+                                       over_budget, plan_for_device, with_images)
     ex = random_export(tmp_path / "n", shape=(8, 8, 1), layers="c16,p,c32,p,fc10", pe="1x16", seed=4)
     for dev in [*DEVICES.values(), dataclasses.replace(DEVICES["ecp5-85f"], name="small", lut=12000),
                 dataclasses.replace(DEVICES["ecp5-85f"], name="tiny", lut=6000, ff=6000),
@@ -311,6 +311,19 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
             assert AUTO_BRAM_FILL["ecp5-85f"] == 0.8 and "BRAM of 30 (80% filled at most)" in limit, limit
         else:
             assert limit.startswith(f"{plan.geometry} with {plan.images + 1} image lanes would need ")
+        for n in (2, 3):        # lanes given: the fastest array with n lanes within the same shares
+            with_n = [p for p in fitting if p.images == n]
+            trained = with_images(plan_for_device(ex, dev), n)
+            if not with_n and over_budget(estimate(trained, dev), dev):    # not even on the whole device
+                with pytest.raises(FitError, match=f"does not fit {dev.name}"):
+                    auto_plan(ex, dev, images=n)
+                continue
+            given, lim = auto_plan(ex, dev, images=n)
+            if with_n:
+                assert fits(given) and given.images == n and lim == f"--image-lanes {n} (given)", dev.name
+                assert given.cycles["per_image"] == min(p.cycles["per_image"] for p in with_n)
+            else:
+                assert (given.geometry, given.images) == (ex.geometry, n) and "alone needs more than" in lim
     small = plan_for_device(ex, "ecp5-85f")
     assert auto_plan(ex, "ecp5-85f", images=3)[0].images == 3
     assert small.images == 1

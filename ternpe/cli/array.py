@@ -9,8 +9,10 @@ PE_HELP = ("array P'xG: P' a multiple of the trained P (a wide tile holds P' fil
 
 LANES_HELP = ("image lanes: N copies of the array's datapath in lockstep on one controller and one weight ROM, "
               "each computing its own image (N times the throughput, the trained tile still the unit of "
-              "skipping; images go in batches of N). With --pe auto: fix N instead of choosing it (default: 1, "
-              "or --pe auto's choice)")
+              "skipping; images go in batches of N). With --pe auto: fix N and take the fastest array with N "
+              "lanes within the shares of the device's logic and block RAMs that --pe auto fills "
+              "(docs/accelerator.md); with --pe P'xG, N is checked against the whole device (default: 1, or --pe auto's "
+              "choice)")
 
 
 def add_array_options(parser, *, what: str = "") -> None:
