@@ -31,6 +31,12 @@ KEPT_VERILATOR_WARNINGS = ("CASEINCOMPLETE", "WIDTHEXPAND", "WIDTHTRUNC")
 VERILATOR_ARGS = ["-Wno-fatal", *(f"-Wno-{w}" for w in KEPT_VERILATOR_WARNINGS), "--output-split", "0"]
 
 
+#: The C++ of a co-simulation model, compiled unoptimized: the cocotb testbench, which wakes on
+#: every clock edge, bounds the run, while g++ -Os of a network's model takes most of its build
+#: (the MNIST CNN: 22 s of 29 for a 4-sample run; 18 s in all at -O0). The host-link board
+#: model (:mod:`.vboard`), which runs long fuzzes, is built with -O2.
+COSIM_CFLAGS = ["-CFLAGS", "-O0"]
+
 #: The runner compiles with -g2012, where Yosys's time-0 trigger of ``always @*`` blocks (a
 #: ``reg`` with an initializer) fires before the blocks wait, leaving constant-input
 #: combinational outputs at X. Amaranth writes Verilog-2005; compile it as such.
@@ -82,7 +88,7 @@ def run_verilog(sources, toplevel, *, simulator, build_dir, test_module, testcas
     with _environ({k: env[k] for k in ("PATH", "VERILATOR_ROOT", "CXXFLAGS") if k in env}):
         runner = get_runner(simulator)
         # a gate-level netlist has no always @* blocks, and the cell models need SystemVerilog
-        build_args = list(VERILATOR_ARGS if simulator == "verilator" else [] if netlist else ICARUS_ARGS)
+        build_args = list([*VERILATOR_ARGS, *COSIM_CFLAGS] if simulator == "verilator" else [] if netlist else ICARUS_ARGS)
         sources = [pathlib.Path(s).resolve() for s in sources]
         build_waves = waves
         if simulator == "icarus" and waves:

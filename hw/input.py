@@ -103,7 +103,8 @@ class InputBuffer(wiring.Component):
                      self.input.ready.eq(skid.w_rdy)]
         if self.slack:          # two writes may follow before a producer sees this: 1 + 2 <= 4 - 1
             m.d.sync += self.space.eq(skid.w_level <= 1)
-        # a pixel is taken while its slot is free, and (single-port banks) not while the gatherer reads
+        # a pixel is taken while its slot is free, and (single-port banks) not while the gatherer
+        # reads (a register: the banks' write enables are a short path from flip-flops)
         reading = Signal()
         m.d.comb += skid.r_en.eq(~full.bit_select(wslot, 1) & ~reading)
         accept = skid.r_rdy & skid.r_en
@@ -178,11 +179,12 @@ class InputBuffer(wiring.Component):
                     m.d.sync += [gpy.eq(0), gpx.eq(0), x0.eq(-pad), xcol.eq(-pad), col.eq(0)]
                     m.next = "TABLE"
             with m.State("TABLE"):          # the first row's table is registered
+                m.d.sync += reading.eq(1)
                 m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += reading.eq(1)
+            with m.State("READ"):           # `reading` is a register, set as READ is entered
                 m.d.sync += [col.eq(col + 1), xcol.eq(xcol + 1)]
                 with m.If(col == R - 1):
+                    m.d.sync += reading.eq(0)
                     m.next = "LAST"
             with m.State("LAST"):           # the last column's data is registered
                 m.next = "LAND"
@@ -199,6 +201,7 @@ class InputBuffer(wiring.Component):
                     with m.If(shadow_last):
                         m.next = "IDLE"
                     with m.Else():
+                        m.d.sync += reading.eq(1)
                         m.next = "READ"
 
         self._window_lanes(m, cur)
@@ -251,24 +254,25 @@ class InputBuffer(wiring.Component):
         s, A = self.spec, self.export.act_bits
         H, W, C, R = s.in_h, s.in_w, s.cin, patch_rows(s)
         ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
-        ymod = Signal(range(R))
+        # the bank (y mod R) and the byte (c) as one-hot registers, stepped with the counters: a
+        # bank's write enable is then an AND of flip-flops
+        bank_oh, lane_en = Signal(R, init=1, name="bank_oh"), Signal(C, init=1, name="lane_oh")
         grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
         m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
         with m.If(accept):
-            m.d.sync += lc.eq(lc + 1)
+            m.d.sync += [lc.eq(lc + 1), lane_en.eq(lane_en.rotate_left(1))]
             with m.If(lc == C - 1):
                 m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
                 with m.If(lx == W - 1):
-                    m.d.sync += [lx.eq(0), ly.eq(ly + 1), ymod.eq(ymod + 1), addr.eq(grp)]
-                    with m.If(ymod == R - 1):
-                        m.d.sync += [ymod.eq(0), grp.eq(grp + W), addr.eq(grp + W)]
+                    m.d.sync += [lx.eq(0), ly.eq(ly + 1), bank_oh.eq(bank_oh.rotate_left(1)), addr.eq(grp)]
+                    with m.If(bank_oh[R - 1]):
+                        m.d.sync += [grp.eq(grp + W), addr.eq(grp + W)]
                     with m.If(ly == H - 1):
-                        m.d.sync += [ly.eq(0), ymod.eq(0), grp.eq(0), addr.eq(0)]
-        lane_en = Const(1, C) << lc if C > 1 else Const(1, 1)
+                        m.d.sync += [ly.eq(0), bank_oh.eq(1), grp.eq(0), addr.eq(0)]
         w_addr = Cat(addr[:abits], wslot)
         for b, ram in enumerate(banks):
             m.d.comb += [ram.wdata.eq(pixel.replicate(C)),
-                         ram.wen.eq(Mux(accept & (ymod == b), lane_en, 0))]
+                         ram.wen.eq(Mux(accept & bank_oh[b], lane_en, 0))]
         return w_addr
 
     def _window_lanes(self, m, cur):
