@@ -253,16 +253,17 @@ class InputBuffer(wiring.Component):
         taken only in a cycle when the gatherer does not read."""
         s, A = self.spec, self.export.act_bits
         H, W, C, R = s.in_h, s.in_w, s.cin, patch_rows(s)
-        ly, lx, lc = Signal(range(H + 1)), Signal(range(W + 1)), Signal(range(C + 1))
+        ly, lx = Signal(range(H + 1)), Signal(range(W + 1))
         # the bank (y mod R) and the byte (c) as one-hot registers, stepped with the counters: a
         # bank's write enable is then an AND of flip-flops
         bank_oh, lane_en = Signal(R, init=1, name="bank_oh"), Signal(C, init=1, name="lane_oh")
         grp, addr = Signal(max(1, abits)), Signal(max(1, abits))    # row-group base, entry
-        m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & (lc == C - 1))
+        last_c = lane_en[C - 1]
+        m.d.comb += last_pixel.eq((ly == H - 1) & (lx == W - 1) & last_c)
         with m.If(accept):
-            m.d.sync += [lc.eq(lc + 1), lane_en.eq(lane_en.rotate_left(1))]
-            with m.If(lc == C - 1):
-                m.d.sync += [lc.eq(0), lx.eq(lx + 1), addr.eq(addr + 1)]
+            m.d.sync += lane_en.eq(lane_en.rotate_left(1))
+            with m.If(last_c):
+                m.d.sync += [lx.eq(lx + 1), addr.eq(addr + 1)]
                 with m.If(lx == W - 1):
                     m.d.sync += [lx.eq(0), ly.eq(ly + 1), bank_oh.eq(bank_oh.rotate_left(1)), addr.eq(grp)]
                     with m.If(bank_oh[R - 1]):
