@@ -141,13 +141,15 @@ def accelerator_options(plan: AcceleratorPlan, device: Device | str) -> Accelera
     (UP5K), on ECP5 the tile list in LUTs (its block RAM's 5.6 ns clock-to-out sits in the
     controller's one-cycle loop), the weight ROM's bank depth, and on ECP5 two register stages on
     the activation write and a second register after each activation bank (its block RAMs lie
-    far from the logic; three cycles more of drain per layer); on the iCE40 the logits and the
+    far from the logic; three cycles more of drain per layer), and a wide requantizer-constant ROM
+    split by channel with an address register each; on the iCE40 the logits and the
     requantizer constants in block RAM where the block RAMs are free (logic cells are what the
     UP5K lacks: 617 fewer for the MNIST CNN at 1x16, the same cycles)."""
     dev = _device(device)
     ecp5 = dev.family == "ecp5"
     opts = AcceleratorOptions(spram=uses_spram(plan, dev), index_in_logic=ecp5, ram_bank=RAM_BANK[dev.family],
-                              write_reg=2 if ecp5 else 0, operand_reg=ecp5, images=plan.images)
+                              write_reg=2 if ecp5 else 0, operand_reg=ecp5, images=plan.images,
+                              requant_slices=ecp5)
     if ecp5:
         return opts
     # block RAM for logic cells only where the block RAMs are free: the requantizer constants
@@ -181,7 +183,7 @@ def memory_plan(plan: AcceleratorPlan, device: Device | str) -> dict:
         copies = plan.images if MemoryName.per_image(k) else 1
         if opts.spram and MemoryName.is_input_bank(k):
             out[k] = (w, d, "spram", copies)
-        elif opts.index_in_logic and k == MemoryName.TILE_LIST:
+        elif (opts.index_in_logic and k == MemoryName.TILE_LIST) or (k == MemoryName.REQUANT and plan.requant_sliced):
             out[k] = (w, d, "lut", 0)
         else:
             out[k] = (w, d, "bram", copies * block_rams(dev.family, w, d))

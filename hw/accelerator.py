@@ -48,24 +48,20 @@ from .argmax import Argmax
 from .array import PEArray
 from .controller import Controller, OpTag
 from .input import InputBuffer
-from .plan import AcceleratorPlan, GenerateError, log2 as _log2, shortcut_lanes
+from .plan import ROM_LOGIC_BITS, AcceleratorPlan, GenerateError, log2 as _log2, shortcut_lanes
 from .requant import Requantizer
 from .weights import SparseTileWeightBuffer
 from .writeback import LogitMemory, LogitRegisters, WriteBack
 
-__all__ = ["GenerateError", "Accelerator", "AcceleratorProbes", "LaneCopies", "KEEP_LANE_COPIES"]
+__all__ = ["GenerateError", "Accelerator", "AcceleratorProbes", "LaneCopies", "RomSlice", "KEEP_LANE_COPIES"]
 
 #: Yosys command, run after the design is read, that keeps each image lane's :class:`LaneCopies`
-#: a module of its own. Yosys merges flip-flops of equal inputs (``opt_merge``), which would leave
-#: one copy driving every image lane across the die; it does not merge across a kept hierarchy.
+#: and each :class:`RomSlice` a module of its own. Yosys merges flip-flops of equal inputs
+#: (``opt_merge``), which would leave one copy driving every image lane (or every slice of the
+#: requantizer ROM) across the die; it does not merge across a kept hierarchy.
 #: (A ``keep`` on the flip-flops themselves, or a kept module per copy, stops Yosys 0.70's ABC
 #: reintegration with an internal error on some networks.)
-KEEP_LANE_COPIES = "setattr -mod -set keep_hierarchy 1 *.lane_copies*"
-
-#: The requantizer constants' ROM goes to block RAM (``ram_style``) when its word is wider than
-#: this, 8 DP16KD widths: Yosys maps a shallow ROM to logic whatever its width, and at 16x16
-#: (1,008 bits, 44 rows on ResNet-20) that logic hangs on one address register across the die.
-ROM_LOGIC_BITS = 8 * 36
+KEEP_LANE_COPIES = "setattr -mod -set keep_hierarchy 1 *.lane_copies* *.rqrom_slice*"
 
 
 class LaneCopies(Elaboratable):
@@ -86,6 +82,28 @@ class LaneCopies(Elaboratable):
         m = Module()
         m.d.sync += [q.eq(d) for d, q in self._pairs]
         return m
+
+class RomSlice(Elaboratable):
+    """One channel's requantizer constants (``init``, a word per tile row) as a ROM in logic, read
+    through its own copy of the address register: ``data`` holds the word of ``addr`` two cycles
+    later. Its submodule name starts with ``rqrom_slice`` (kept apart: :data:`KEEP_LANE_COPIES`), so
+    each slice's address register sits beside its LUTs and fans out to them alone."""
+
+    def __init__(self, width: int, init: list):
+        self._init = list(init)
+        self.addr = Signal(max(1, (len(self._init) - 1).bit_length()))
+        self.data = Signal(width)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rom = mem = Memory(shape=len(self.data), depth=len(self._init), init=self._init,
+                                        attrs={"ram_style": "logic"})
+        rd = mem.read_port()
+        copy = Signal.like(self.addr, name="addr_copy")
+        m.d.sync += copy.eq(self.addr)
+        m.d.comb += [rd.addr.eq(copy), self.data.eq(rd.data)]
+        return m
+
 
 class Accelerator(wiring.Component):
     """The whole network on a ``P x G`` ternary array.
@@ -380,7 +398,7 @@ class Accelerator(wiring.Component):
             # in block RAM, as the resource model counts it, where Yosys might map it to logic: with
             # requant_bram, and on a wide array (a word past 8 block RAM widths: in logic, the 1,008-bit
             # word of 16x16 is thousands of LUTs on one address register, 84.93 MHz on the ULX3S)
-            block = late or layout.size > ROM_LOGIC_BITS
+            block = late or layout.size > ROM_LOGIC_BITS    # (past it on ECP5: sliced, below)
             m.submodules[name] = mem = Memory(shape=layout.size, depth=len(init), init=init,
                                               attrs={"ram_style": "block"} if block else {})
             return layout, mem.read_port()
@@ -397,18 +415,35 @@ class Accelerator(wiring.Component):
             reg = Signal(len(port.addr), name=name)
             m.d.sync += reg.eq(address(chain[at - 1]))
             m.d.comb += port.addr.eq(reg)
-        rq_layout, rq_rd = rom("rqrom", fields)
         # with operand_reg (ECP5) the constants are read a stage earlier and registered as they
         # leave the block RAM, which may lie far from the requantizers; no cycle is added
         # image lanes: each registers the constants once more, beside its requantizers
         lanes = len(arrays) > 1
         early = (3 if self.plan.options.operand_reg and len(tags) >= 3 + lanes else 2) + lanes
-        addressed(rq_rd, tags, len(tags) - early, "rq_addr")
+        at = len(tags) - early
+        if self.plan.requant_sliced:
+            # a ROM per channel, each reading through its own copy of the address register
+            assert at > 0, "a sliced requantizer ROM needs a pipeline stage before its address"
+            rq_layout, ch = data.ArrayLayout(data.StructLayout(fields), P), data.StructLayout(fields)
+            nxt = Signal(16, name="rq_addr_next")
+            m.d.comb += nxt.eq(address(tags[at - 1]))
+            words = []
+            for p in range(P):
+                init = [ch.const(word(l, r * P + p, fields)).as_value().value
+                        for l in ex.layers for r in range(l.layout.rows)]
+                m.submodules[f"rqrom_slice{p}"] = sl = RomSlice(ch.size, init)
+                m.d.comb += sl.addr.eq(nxt)
+                words.append(sl.data)
+            rq_read = Cat(*words)
+        else:
+            rq_layout, rq_rd = rom("rqrom", fields)
+            addressed(rq_rd, tags, at, "rq_addr")
+            rq_read = rq_rd.data
         at_res = tags[-1]
-        rq_data = rq_rd.data
+        rq_data = rq_read
         if early - lanes == 3:
-            rq_data = Signal.like(rq_rd.data, name="rq_word", reset_less=True)
-            m.d.sync += rq_data.eq(rq_rd.data)
+            rq_data = Signal(len(rq_read), name="rq_word", reset_less=True)
+            m.d.sync += rq_data.eq(rq_read)
         after = []              # the tag as it follows the result down the requantizer
         for n in range(Requantizer.latency):
             tg = Signal(tag_layout, name=f"tag_r{n}")

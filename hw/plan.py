@@ -78,6 +78,11 @@ class MemoryName:
         return name in (cls.ACTIVATIONS, cls.SHORTCUT, cls.INPUT, cls.LOGITS) or cls.is_input_bank(name)
 
 
+#: The requantizer constants' ROM word (``P`` channels) above which it is split by channel under
+#: :attr:`AcceleratorOptions.requant_slices`: 8 DP16KD widths.
+ROM_LOGIC_BITS = 8 * 36
+
+
 @dataclasses.dataclass(frozen=True)
 class AcceleratorOptions:
     """How the accelerator is laid out on a device family (:func:`ternpe.flow.resources.accelerator_options`).
@@ -108,6 +113,11 @@ class AcceleratorOptions:
         logic, in two ROMs: the multipliers read with the accumulator, the bias and shift
         ``Requantizer.LATE`` cycles later where they are added, so no register carries them down
         the requantizer's pipeline (iCE40: logic cells saved; the same cycles and block RAMs).
+    requant_slices : bool
+        A requantizer-constant ROM word wider than :data:`ROM_LOGIC_BITS` as ``P`` ROMs in logic,
+        one per channel, each with its own copy of the address register beside it (ECP5: in one
+        ROM, the 1,008-bit word of a 16x16 array hangs thousands of LUTs on one address register
+        across the die; in block RAM, 28 more of them, the design does not route). The same cycles.
     """
 
     spram: bool = False
@@ -118,6 +128,7 @@ class AcceleratorOptions:
     images: int = 1
     logit_ram: bool = False
     requant_bram: bool = False
+    requant_slices: bool = False
 
     def __post_init__(self):
         if not isinstance(self.images, int) or self.images < 1:
@@ -357,6 +368,13 @@ class AcceleratorPlan:
     @property
     def speedup(self) -> float:
         return self.dense_cycles / self.cycles["total"]
+
+    @property
+    def requant_sliced(self) -> bool:
+        """Whether the requantizer constants are ``P`` ROMs in logic, one per channel
+        (:attr:`AcceleratorOptions.requant_slices` and a word wider than :data:`ROM_LOGIC_BITS`)."""
+        o = self.options
+        return o.requant_slices and not o.requant_bram and self.memory_shapes[MemoryName.REQUANT][0] > ROM_LOGIC_BITS
 
     def memory_bits(self) -> dict:
         """Bits of every memory (checked before synthesis), of one image lane's copy."""

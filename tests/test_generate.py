@@ -56,19 +56,27 @@ def test_generated_verilog_passes_verilator_lint(quick_run, tmp_path):
     assert p.returncode == 0 and "%Warning" not in p.stderr, p.stderr[:3000]
 
 
-@pytest.mark.parametrize("pe, block", [("1x16", False), ("4x16", False), ("8x16", True), ("16x16", True)])
-def test_a_wide_requantizer_rom_is_held_in_block_ram(tmp_path, pe, block):
-    """The requantizer constants' ROM (P channels a word) asks Yosys for block RAM once its word
-    is wider than ROM_LOGIC_BITS (at 16x16, 84.93 MHz on the ULX3S with it in logic); narrower,
-    Yosys chooses. Random networks, the ECP5's options (a residual block: the widest word)."""
+@pytest.mark.parametrize("pe, sliced", [("1x16", False), ("4x16", False), ("8x16", True), ("16x16", True)])
+def test_a_wide_requantizer_rom_is_split_by_channel(tmp_path, pe, sliced):
+    """On ECP5 the requantizer constants' ROM (P channels a word) becomes P ROMs in logic, one per
+    channel, each a module with its own address register, once its word is wider than
+    ROM_LOGIC_BITS (at 16x16 in one ROM: 84.93 MHz on the ULX3S; in block RAM it did not route);
+    narrower, one ROM, not asked to be in block RAM. Random networks (a residual block: the
+    widest word)."""
     import re
     from ternpe.flow.generate import generate
-    from ternpe.hw.accelerator import ROM_LOGIC_BITS
+    from ternpe.hw.plan import ROM_LOGIC_BITS
     from ternpe.model.randnet import random_export
     ex = random_export(tmp_path / "n", shape=(8, 8, 3), layers="c16,c16,c16r,fc10", pe=pe, seed=3)
     out = generate(ex, tmp_path / "rtl", device="ecp5-85f", log=lambda *a: None)
     v = (out / "ternpe_top.v").read_text()
+    P = int(pe.split("x")[0])
+    slices = re.findall(r"^module \\\S*\.rqrom_slice(\d+) ", v, re.M)
     decl = re.search(r'(\(\* ram_style = "block" \*\)\s*)?reg \[(\d+):0\] (\w*rqrom\w*)\s*\[', v)
-    assert decl, "the requantizer ROM is not in the Verilog"
-    assert (int(decl.group(2)) + 1 > ROM_LOGIC_BITS) == block
-    assert bool(decl.group(1)) == block, decl.group(0)
+    if sliced:
+        assert sorted(map(int, slices)) == list(range(P)) and not decl
+        bodies = re.findall(r"^module \\\S*\.rqrom_slice\d+ .*?^endmodule", v, re.M | re.S)
+        assert all('ram_style = "logic"' in b and "addr_copy" in b for b in bodies)
+    else:
+        assert not slices and decl, "the requantizer ROM is not in the Verilog"
+        assert int(decl.group(2)) + 1 <= ROM_LOGIC_BITS and not decl.group(1), decl.group(0)

@@ -8,7 +8,7 @@ import pytest
 from ternpe.contract import ArrayGeometry
 from ternpe.cycles import drain_cycles
 from ternpe.hw.accelerator import Accelerator
-from ternpe.hw.plan import AcceleratorOptions, plan_accelerator
+from ternpe.hw.plan import ROM_LOGIC_BITS, AcceleratorOptions, plan_accelerator
 from ternpe.image import group_channels, widen
 from ternpe.model.randnet import random_export, random_specs
 from ternpe.flow.sim import simulate
@@ -45,8 +45,9 @@ def test_network_bit_exact_and_cycles_follow_the_model(name, tmp_path):
 
 
 # the ECP5 options (flow.resources.accelerator_options), with banks of 16 words so that even these
-# small networks spread their weights and activations over several banks
-ECP5_OPTIONS = {"index_in_logic": True, "ram_bank": 16, "write_reg": 2, "operand_reg": True}
+# small networks spread their weights and activations over several banks; a requantizer ROM word
+# past ROM_LOGIC_BITS (8x8 and 16x16 here) is split by channel
+ECP5_OPTIONS = {"index_in_logic": True, "ram_bank": 16, "write_reg": 2, "operand_reg": True, "requant_slices": True}
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -58,6 +59,22 @@ def test_network_with_the_ecp5_pipeline(name, tmp_path):
     ex = random_export(tmp_path / name, shape=shape, layers=layers, pe=pe, density=0.6, seed=len(name) + 1)
     _, model = check(ex, options=ECP5_OPTIONS)
     assert model["total"] == plan_accelerator(ex).cycles["total"] + 3 * len(ex.layers)
+    plan = plan_accelerator(ex, AcceleratorOptions(**ECP5_OPTIONS))
+    assert plan.requant_sliced == (plan.memory_shapes["requantizer constants"][0] > ROM_LOGIC_BITS)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_wide_networks_with_the_ecp5_pipeline(seed, tmp_path):
+    """Seeded random networks (residual blocks at random places) on 8- and 16-PE arrays with the
+    ECP5 options: the requantizer ROM split by channel, each slice on its own address register."""
+    rng = np.random.default_rng(300 + seed)
+    G = 16
+    P = int(rng.choice([8, 16]))
+    shape, layers = random_specs(rng, G, residual=bool(seed % 2 == 0))
+    ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{P}x{G}",
+                       density=float(rng.uniform(0.2, 1)), seed=seed)
+    assert plan_accelerator(ex, AcceleratorOptions(**ECP5_OPTIONS)).requant_sliced
+    check(ex, options=ECP5_OPTIONS)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -106,7 +123,8 @@ def test_random_residual_networks(seed, tmp_path):
     shape, layers = random_specs(rng, G, residual=True)
     ex = random_export(tmp_path / "net", shape=shape, layers=layers, pe=f"{min(P, G)}x{G}",
                        density=float(rng.uniform(0.2, 1)), seed=seed)
-    check(ex, options={"requant_bram": bool(seed % 2)})     # odd seeds: the bias and shift read late
+    # odd seeds: the bias and shift read late; even ones: a wide ROM split by channel
+    check(ex, options={"requant_bram": bool(seed % 2), "requant_slices": not seed % 2})
 
 
 @pytest.mark.parametrize("pe,bank,write_reg,operand_reg", [("1x1", 16, 2, True), ("1x2", 4, 1, False),
