@@ -83,6 +83,13 @@ class LaneCopies(Elaboratable):
         m.d.sync += [q.eq(d) for d, q in self._pairs]
         return m
 
+def _constants(l, c, names) -> dict:
+    """Channel ``c``'s requantizer constants in layer ``l`` (the fields ``names``)."""
+    w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c]),
+         "res_mult": 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])}
+    return {k: w[k] for k in names}
+
+
 class RomSlice(Elaboratable):
     """One channel's requantizer constants (``init``, a word per tile row) as a ROM in logic, read
     through its own copy of the address register: ``data`` holds the word of ``addr`` two cycles
@@ -366,6 +373,19 @@ class Accelerator(wiring.Component):
         m.d.sync += [e_first.eq(op.sc + first), rot.eq(op.sc[:lg] + rot_c), mask.eq(mask_c)]
         m.d.sync += [s2.tag.sc_word.eq(e_first >> _log2(g.G)), s2.tag.sc_rot.eq(rot), s2.tag.sc_mask.eq(mask)]
 
+    def _rom_slices(self, m, fields, addr):
+        """The requantizer constants as ``P`` :class:`RomSlice` s, one per channel, each registering
+        ``addr`` (the row's address, a stage before it is read) itself; their words, channel 0 first."""
+        ex, P = self.plan.export, self.plan.geometry.P
+        ch, words = data.StructLayout(fields), []
+        for p in range(P):
+            init = [ch.const(_constants(l, r * P + p, fields)).as_value().value
+                    for l in ex.layers for r in range(l.layout.rows)]
+            m.submodules[f"rqrom_slice{p}"] = sl = RomSlice(ch.size, init)
+            m.d.comb += sl.addr.eq(addr)
+            words.append(sl.data)
+        return Cat(*words)
+
     def _requantize(self, m, arrays, banks, tags):
         """Requantizer constants (one ROM word of ``P`` channels per tile row, shared by the image
         lanes) and each lane's requantizers."""
@@ -386,14 +406,9 @@ class Accelerator(wiring.Component):
             early_fields["res_mult"] = signed(MULT_BITS)
         fields = early_fields if late else {**early_fields, **late_fields}
 
-        def word(l, c, names):
-            w = {"mult": int(l.requant.mult[c]), "bias": int(l.requant.bias[c]), "shift": int(l.requant.shift[c]),
-                 "res_mult": 0 if l.requant.res_mult is None else int(l.requant.res_mult[c])}
-            return {k: w[k] for k in names}
-
         def rom(name, flds):
             layout = data.ArrayLayout(data.StructLayout(flds), P)
-            init = [layout.const([word(l, r * P + p, flds) for p in range(P)]).as_value().value
+            init = [layout.const([_constants(l, r * P + p, flds) for p in range(P)]).as_value().value
                     for l in ex.layers for r in range(l.layout.rows)]
             # in block RAM, as the resource model counts it, where Yosys might map it to logic: with
             # requant_bram, and on a wide array (a word past 8 block RAM widths: in logic, the 1,008-bit
@@ -421,20 +436,10 @@ class Accelerator(wiring.Component):
         lanes = len(arrays) > 1
         early = (3 if self.plan.options.operand_reg and len(tags) >= 3 + lanes else 2) + lanes
         at = len(tags) - early
-        if self.plan.requant_sliced:
-            # a ROM per channel, each reading through its own copy of the address register
+        if self.plan.requant_sliced:    # a ROM per channel, each on its own copy of the address register
             assert at > 0, "a sliced requantizer ROM needs a pipeline stage before its address"
-            rq_layout, ch = data.ArrayLayout(data.StructLayout(fields), P), data.StructLayout(fields)
-            nxt = Signal(16, name="rq_addr_next")
-            m.d.comb += nxt.eq(address(tags[at - 1]))
-            words = []
-            for p in range(P):
-                init = [ch.const(word(l, r * P + p, fields)).as_value().value
-                        for l in ex.layers for r in range(l.layout.rows)]
-                m.submodules[f"rqrom_slice{p}"] = sl = RomSlice(ch.size, init)
-                m.d.comb += sl.addr.eq(nxt)
-                words.append(sl.data)
-            rq_read = Cat(*words)
+            rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
+            rq_read = self._rom_slices(m, fields, address(tags[at - 1]))
         else:
             rq_layout, rq_rd = rom("rqrom", fields)
             addressed(rq_rd, tags, at, "rq_addr")
