@@ -85,11 +85,13 @@ def auto_fill(device) -> float:
     return AUTO_FILL.get(dev.name, AUTO_FILL[dev.family])
 
 #: The share of a device's block RAMs ``--pe auto`` fills, by device (else all of them). On the
-#: ECP5-85F at 100 MHz (ResNet-20 at 8x16, docs/accelerator.md "Image lanes"): 2 lanes, 158 of
-#: 208 DP16KD (76%), routed in 36 minutes; 3 lanes, 199 (96%), placed at an estimated 54 MHz and
-#: still had 130,870 of 147,542 arcs to route after 11 minutes of nextpnr's router (stopped). The
-#: block RAMs then fill every column of the die, so each lane's memories lie far from its PEs.
-AUTO_BRAM_FILL = {"ecp5-85f": 0.80}
+#: ECP5-85F at 100 MHz, placer seed 1 (ResNet-20, docs/accelerator.md "Image lanes"): 16x16 with
+#: one lane, 75 of 208 DP16KD (36%), closed at 109.19 MHz; 8x16 with 2 lanes, 145 (70%), had
+#: 63,181 connections left after 23 minutes of routing (stopped), and 158 (76%) routed in 36
+#: minutes at 83.54 MHz; 3 lanes, 199 (96%), placed at an estimated 54 MHz and still had 130,870
+#: of 147,542 arcs to route after 11 minutes (stopped). Past about 60% the block RAMs fill most
+#: columns of the die, so each lane's memories lie far from its PEs.
+AUTO_BRAM_FILL = {"ecp5-85f": 0.60}
 
 
 def auto_bram_fill(device) -> float:
