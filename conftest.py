@@ -7,6 +7,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The ``long`` tests and the groups that keep to one worker (``xdist_group``: bitstream
+    verify, formal, distributed training) first: pytest-xdist's ``--dist loadgroup`` (make test)
+    hands out work in collection order, so they start at once and the short tests fill in around
+    them, instead of a group of several minutes starting last on one worker while the other idles."""
+    def first(item):
+        return item.get_closest_marker("long") is not None or item.get_closest_marker("xdist_group") is not None
+    items.sort(key=lambda item: not first(item))        # stable: each part keeps its order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _unused_elaboratables_warn():
     """Amaranth stays silent about blocks built and never elaborated until a process has

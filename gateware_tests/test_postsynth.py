@@ -3,7 +3,11 @@ SB_MAC16 cells) simulated with Icarus on golden inputs: catches what RTL simulat
 (synthesis, memory/DSP inference, and the SPRAM input banks of the UP5K memory plan, which only
 exist as primitives)."""
 
+import pytest
+
 from ternpe.flow.cosim import run_cosim, synthesize_netlist
+
+pytestmark = pytest.mark.long          # synthesis and a netlist simulation: over a minute each
 
 
 def test_ice40_netlist_is_bit_exact(cosim_export, tmp_path):

@@ -349,6 +349,7 @@ def test_pe_auto_picks_the_fastest_array_and_lanes_that_fit(tmp_path):
 
 @pytest.mark.parametrize("name,images", [("digits-cnn", 2), ("residual-option-a-narrow-pe", 2), ("5x5-kernels", 4),
                                          ("rgb-32x32", 3), ("residual-identity", 4)])
+@pytest.mark.long
 def test_image_lanes(name, images, tmp_path):
     """N image lanes in lockstep on one controller and one weight ROM: every image bit-exact (a
     batch that is not full is filled with blank images), the batch's cycles, latency and

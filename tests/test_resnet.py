@@ -158,6 +158,7 @@ def test_resnet_export_round_trip_and_cycles(resnet, tmp_path):
         load_export(tmp_path / "e")
 
 
+@pytest.mark.long
 def test_resnet20_runs_on_the_accelerator_and_the_up5k_refuses_it(resnet, tmp_path):
     """The trained ResNet-20 on the Verilator board (its Verilog behind the UART host link):
     bit-exact logits and class, cycles = the model's (every layer through the debug taps is
