@@ -142,9 +142,9 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
             if p.returncode and tool == "yosys" and _drop_lane_copies(bdir):
                 # Yosys 0.70 stops on some networks with the lanes' copies kept apart (an internal
                 # error in its ABC reintegration): synthesized again with them merged
-                log(f"note: Yosys failed with the image lanes' copies kept apart ({_yosys_error(bdir)}); "
-                    f"synthesizing again with them merged (the lanes then share those registers, which may "
-                    f"cost fmax)")
+                log(f"note: Yosys failed with the image lanes' copies and the requantizer ROM's slices kept "
+                    f"apart ({_yosys_error(bdir)}); synthesizing again with them merged (the lanes and slices "
+                    f"then share those registers, which may cost fmax)")
                 p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode and seed is not None and seed < 4 and _unplaced(p):
@@ -172,7 +172,7 @@ def _drop_lane_copies(bdir: pathlib.Path) -> bool:
     text = ys.read_text() if ys.exists() else ""
     if KEEP_LANE_COPIES not in text:
         return False
-    ys.write_text(text.replace(KEEP_LANE_COPIES, "# (image lanes' copies merged: " + KEEP_LANE_COPIES + ")"))
+    ys.write_text(text.replace(KEEP_LANE_COPIES, "# (copies merged: " + KEEP_LANE_COPIES + ")"))
     return True
 
 
