@@ -139,13 +139,18 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
             s = time.perf_counter()
             extra = ["--seed", str(seed)] if seed is not None else []
             p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
-            if p.returncode and tool == "yosys" and _drop_lane_copies(bdir):
-                # Yosys 0.70 stops on some networks with the lanes' copies kept apart (an internal
-                # error in its ABC reintegration): synthesized again with them merged
+            bad = tool == "yosys" and (p.returncode or _conflicting_drivers(bdir))
+            if bad and _drop_lane_copies(bdir):
+                # Yosys 0.70, with the kept copies, stops on some networks (an internal error in its
+                # ABC reintegration) or leaves some nets with two drivers: synthesized again merged
+                why = _yosys_error(bdir) if p.returncode else f"{bad} nets with two drivers"
                 log(f"note: Yosys failed with the image lanes' copies and the requantizer ROM's slices kept "
-                    f"apart ({_yosys_error(bdir)}); synthesizing again with them merged (the lanes and slices "
+                    f"apart ({why}); synthesizing again with them merged (the lanes and slices "
                     f"then share those registers, which may cost fmax)")
                 p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
+            if tool == "yosys" and not p.returncode and _conflicting_drivers(bdir):
+                raise BuildError(f"Yosys left {_conflicting_drivers(bdir)} nets with two drivers (see "
+                                 f"{bdir / 'top.rpt'}, 'multiple conflicting drivers'): the netlist is not the design")
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode and seed is not None and seed < 4 and _unplaced(p):
                 # near a full device, legal placement depends on the seed as timing does
@@ -163,6 +168,11 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
                 if f >= clock:
                     break
     return times, seeds, moved
+
+
+def _conflicting_drivers(bdir: pathlib.Path) -> int:
+    """Nets Yosys's closing ``check`` found with more than one driver (0: none)."""
+    return len(re.findall(r"^Warning: multiple conflicting drivers for ", _read(bdir / "top.rpt"), re.M))
 
 
 def _drop_lane_copies(bdir: pathlib.Path) -> bool:

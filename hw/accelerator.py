@@ -439,7 +439,9 @@ class Accelerator(wiring.Component):
         if self.plan.requant_sliced:    # a ROM per channel, each on its own copy of the address register
             assert at > 0, "a sliced requantizer ROM needs a pipeline stage before its address"
             rq_layout = data.ArrayLayout(data.StructLayout(fields), P)
-            rq_read = self._rom_slices(m, fields, address(tags[at - 1]))
+            nxt = Signal(16, name="rq_addr_next")      # computed once, registered by every slice
+            m.d.comb += nxt.eq(address(tags[at - 1]))
+            rq_read = self._rom_slices(m, fields, nxt)
         else:
             rq_layout, rq_rd = rom("rqrom", fields)
             addressed(rq_rd, tags, at, "rq_addr")
