@@ -148,8 +148,9 @@ def _run_steps(steps, *, board, bdir, env, clock, fits, progress, log=print) -> 
                     f"apart ({why}); synthesizing again with them merged (the lanes and slices "
                     f"then share those registers, which may cost fmax)")
                 p = subprocess.run([exe] + argv[1:] + extra, cwd=bdir, env=env, capture_output=True, text=True)
-            if tool == "yosys" and not p.returncode and _conflicting_drivers(bdir):
-                raise BuildError(f"Yosys left {_conflicting_drivers(bdir)} nets with two drivers (see "
+            doubled = _conflicting_drivers(bdir) if tool == "yosys" and not p.returncode else 0
+            if doubled:
+                raise BuildError(f"Yosys left {doubled} nets with two drivers (see "
                                  f"{bdir / 'top.rpt'}, 'multiple conflicting drivers'): the netlist is not the design")
             times[tool] = times.get(tool, 0.0) + time.perf_counter() - s
             if p.returncode and seed is not None and seed < 4 and _unplaced(p):
